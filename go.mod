@@ -1,0 +1,3 @@
+module github.com/gworker/gworker
+
+go 1.26.0
