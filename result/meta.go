@@ -49,6 +49,11 @@ type Meta struct {
 	Worker   string
 	Retries  int
 	Queue    string
+
+	// ReplyTo and CorrelationID come from the task message; the RPC
+	// backend sends results there. Other backends ignore them.
+	ReplyTo       string
+	CorrelationID string
 }
 
 // Backend stores and reads task results.
