@@ -10,15 +10,6 @@ import (
 
 var errTODO = errors.New("not implemented yet")
 
-// UnmarshalJSON decodes Python-written JSON (NaN, Infinity, big ints) into
-// the package's value types.
-func UnmarshalJSON(data []byte) (any, error) { return nil, errTODO }
-
-// MarshalJSON encodes a value as Python's json.dumps would: ", " and ": "
-// separators, ASCII escaping, floats always with a '.' or exponent,
-// NaN/Infinity as bare literals.
-func MarshalJSON(v any) ([]byte, error) { return nil, errTODO }
-
 // DecodeOptions configures Decode. The zero value accepts JSON only and
 // caps bodies at DefaultMaxBodySize.
 type DecodeOptions struct {

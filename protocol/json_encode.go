@@ -1,0 +1,451 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"reflect"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// ErrUnsupportedValue is wrapped by encoding errors for values a
+// serializer cannot carry (bytes in JSON, channels, functions, maps with
+// keys that are not strings or integers, ...).
+var ErrUnsupportedValue = errors.New("unsupported value")
+
+// MarshalJSON encodes v exactly as Python's json.dumps does with its
+// defaults (what kombu sends): ", " and ": " separators, every non-ASCII
+// character escaped as \uXXXX (surrogate pairs above U+FFFF), no HTML
+// escaping, floats in Python's repr form (always with a '.' or an
+// exponent, so Python reads a float back), NaN, Infinity and -Infinity as
+// bare literals and *big.Int as plain digits.
+//
+// It accepts the value types of the package, Dict (keys in order), every Go
+// integer and float kind, time.Time (kombu's form:
+// "2024-01-02T03:04:05.678901Z", no fraction when the microseconds are 0),
+// Signature and *Exception (their dict forms), typed slices, arrays, maps
+// with string or integer keys and pointers through reflection, and any
+// other type (structs, json.Marshaler) through encoding/json, re-read so
+// integers stay integers. Keys of Go maps are written sorted so the output
+// is deterministic. Strings that are not valid UTF-8 have the bad bytes
+// written as U+FFFD.
+//
+// []byte is an error wrapping ErrUnsupportedValue: Python's JSON cannot carry
+// bytes (kombu raises EncodeError); use msgpack for binary data.
+func MarshalJSON(v any) ([]byte, error) {
+	e := jsonEncoder{buf: make([]byte, 0, 128)}
+	if err := e.value(v, 0); err != nil {
+		return nil, err
+	}
+	return e.buf, nil
+}
+
+type jsonEncoder struct {
+	buf []byte
+}
+
+func unsupported(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrUnsupportedValue}, args...)...)
+}
+
+func (e *jsonEncoder) value(v any, depth int) error {
+	if depth > MaxJSONDepth {
+		return unsupported("nesting deeper than %d (cyclic value?)", MaxJSONDepth)
+	}
+	switch x := v.(type) {
+	case nil:
+		e.buf = append(e.buf, "null"...)
+	case string:
+		e.buf = appendPyString(e.buf, x)
+	case bool:
+		if x {
+			e.buf = append(e.buf, "true"...)
+		} else {
+			e.buf = append(e.buf, "false"...)
+		}
+	case int64:
+		e.buf = strconv.AppendInt(e.buf, x, 10)
+	case int:
+		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+	case int32:
+		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+	case int16:
+		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+	case int8:
+		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+	case uint:
+		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+	case uint64:
+		e.buf = strconv.AppendUint(e.buf, x, 10)
+	case uint32:
+		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+	case uint16:
+		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+	case uint8:
+		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+	case float64:
+		e.buf = appendPyFloat(e.buf, x, 64)
+	case float32:
+		e.buf = appendPyFloat(e.buf, float64(x), 32)
+	case *big.Int:
+		if x == nil {
+			e.buf = append(e.buf, "null"...)
+		} else {
+			e.buf = x.Append(e.buf, 10)
+		}
+	case []any:
+		e.buf = append(e.buf, '[')
+		for i, it := range x {
+			if i > 0 {
+				e.buf = append(e.buf, ", "...)
+			}
+			if err := e.value(it, depth+1); err != nil {
+				return err
+			}
+		}
+		e.buf = append(e.buf, ']')
+	case map[string]any:
+		return e.stringMap(x, depth)
+	case Dict:
+		e.buf = append(e.buf, '{')
+		for i, it := range x {
+			if i > 0 {
+				e.buf = append(e.buf, ", "...)
+			}
+			e.buf = appendPyString(e.buf, it.Key)
+			e.buf = append(e.buf, ": "...)
+			if err := e.value(it.Value, depth+1); err != nil {
+				return err
+			}
+		}
+		e.buf = append(e.buf, '}')
+	case []string:
+		e.buf = append(e.buf, '[')
+		for i, s := range x {
+			if i > 0 {
+				e.buf = append(e.buf, ", "...)
+			}
+			e.buf = appendPyString(e.buf, s)
+		}
+		e.buf = append(e.buf, ']')
+	case []byte:
+		return unsupported("bytes cannot be encoded as JSON (kombu raises EncodeError); use msgpack")
+	case time.Time:
+		e.buf = append(e.buf, '"')
+		e.buf = appendKombuTime(e.buf, x)
+		e.buf = append(e.buf, '"')
+	case Signature:
+		return e.value(x.Value(), depth)
+	case *Signature:
+		if x == nil {
+			e.buf = append(e.buf, "null"...)
+			return nil
+		}
+		return e.value(x.Value(), depth)
+	case *Exception:
+		if x == nil {
+			e.buf = append(e.buf, "null"...)
+			return nil
+		}
+		return e.value(x.Value(), depth)
+	case json.Number:
+		d, err := UnmarshalJSON([]byte(x))
+		if err != nil {
+			return unsupported("invalid json.Number %q", string(x))
+		}
+		return e.value(d, depth)
+	default:
+		return e.reflectValue(reflect.ValueOf(v), depth)
+	}
+	return nil
+}
+
+func (e *jsonEncoder) stringMap(m map[string]any, depth int) error {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	e.buf = append(e.buf, '{')
+	for i, k := range keys {
+		if i > 0 {
+			e.buf = append(e.buf, ", "...)
+		}
+		e.buf = appendPyString(e.buf, k)
+		e.buf = append(e.buf, ": "...)
+		if err := e.value(m[k], depth+1); err != nil {
+			return err
+		}
+	}
+	e.buf = append(e.buf, '}')
+	return nil
+}
+
+var jsonMarshalerType = reflect.TypeFor[json.Marshaler]()
+
+func (e *jsonEncoder) reflectValue(rv reflect.Value, depth int) error {
+	if rv.Type().Implements(jsonMarshalerType) {
+		return e.viaEncodingJSON(rv, depth)
+	}
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if rv.IsNil() {
+			e.buf = append(e.buf, "null"...)
+			return nil
+		}
+		return e.value(rv.Elem().Interface(), depth+1)
+	case reflect.Bool:
+		return e.value(rv.Bool(), depth)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return e.value(rv.Int(), depth)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return e.value(rv.Uint(), depth)
+	case reflect.Float32:
+		e.buf = appendPyFloat(e.buf, rv.Float(), 32)
+		return nil
+	case reflect.Float64:
+		e.buf = appendPyFloat(e.buf, rv.Float(), 64)
+		return nil
+	case reflect.String:
+		e.buf = appendPyString(e.buf, rv.String())
+		return nil
+	case reflect.Slice, reflect.Array:
+		if rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() == reflect.Uint8 {
+			return unsupported("bytes cannot be encoded as JSON (kombu raises EncodeError); use msgpack")
+		}
+		if rv.Kind() == reflect.Slice && rv.IsNil() {
+			e.buf = append(e.buf, "null"...)
+			return nil
+		}
+		e.buf = append(e.buf, '[')
+		for i := 0; i < rv.Len(); i++ {
+			if i > 0 {
+				e.buf = append(e.buf, ", "...)
+			}
+			if err := e.value(rv.Index(i).Interface(), depth+1); err != nil {
+				return err
+			}
+		}
+		e.buf = append(e.buf, ']')
+		return nil
+	case reflect.Map:
+		if rv.IsNil() {
+			e.buf = append(e.buf, "null"...)
+			return nil
+		}
+		type kv struct {
+			k string
+			v reflect.Value
+		}
+		items := make([]kv, 0, rv.Len())
+		iter := rv.MapRange()
+		for iter.Next() {
+			k := iter.Key()
+			var ks string
+			switch k.Kind() {
+			case reflect.String:
+				ks = k.String()
+			case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+				ks = strconv.FormatInt(k.Int(), 10)
+			case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+				ks = strconv.FormatUint(k.Uint(), 10)
+			default:
+				return unsupported("map key type %s", k.Type())
+			}
+			items = append(items, kv{ks, iter.Value()})
+		}
+		slices.SortFunc(items, func(a, b kv) int {
+			switch {
+			case a.k < b.k:
+				return -1
+			case a.k > b.k:
+				return 1
+			}
+			return 0
+		})
+		e.buf = append(e.buf, '{')
+		for i, it := range items {
+			if i > 0 {
+				e.buf = append(e.buf, ", "...)
+			}
+			e.buf = appendPyString(e.buf, it.k)
+			e.buf = append(e.buf, ": "...)
+			if err := e.value(it.v.Interface(), depth+1); err != nil {
+				return err
+			}
+		}
+		e.buf = append(e.buf, '}')
+		return nil
+	case reflect.Struct:
+		return e.viaEncodingJSON(rv, depth)
+	}
+	return unsupported("type %s", rv.Type())
+}
+
+// viaEncodingJSON encodes a struct or json.Marshaler with encoding/json and
+// re-reads the result, so it is written in Python's format with its
+// integers kept.
+func (e *jsonEncoder) viaEncodingJSON(rv reflect.Value, depth int) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(rv.Interface()); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrUnsupportedValue, rv.Type(), err)
+	}
+	d, err := UnmarshalJSON(b.Bytes())
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrUnsupportedValue, rv.Type(), err)
+	}
+	return e.value(d, depth+1)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendPyString appends s as a JSON string with Python's ensure_ascii
+// escaping.
+func appendPyString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != 0x7f {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"':
+				b = append(b, '\\', '"')
+			case '\\':
+				b = append(b, '\\', '\\')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = appendU4(b, rune(c))
+			}
+			i++
+			start = i
+			continue
+		}
+		b = append(b, s[start:i]...)
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r >= 0x10000 {
+			r -= 0x10000
+			b = appendU4(b, 0xD800+(r>>10))
+			b = appendU4(b, 0xDC00+(r&0x3FF))
+		} else {
+			b = appendU4(b, r) // includes U+FFFD for invalid bytes
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+func appendU4(b []byte, r rune) []byte {
+	return append(b, '\\', 'u', hexDigits[r>>12&0xF], hexDigits[r>>8&0xF], hexDigits[r>>4&0xF], hexDigits[r&0xF])
+}
+
+// appendPyFloat appends f as Python's repr(float) writes it: the shortest
+// round-trip digits, in exponent form when the decimal exponent is below -4
+// or at least 16, and always with a '.' or an exponent.
+func appendPyFloat(b []byte, f float64, bits int) []byte {
+	switch {
+	case math.IsNaN(f):
+		return append(b, "NaN"...)
+	case math.IsInf(f, 1):
+		return append(b, "Infinity"...)
+	case math.IsInf(f, -1):
+		return append(b, "-Infinity"...)
+	}
+	var scratch [32]byte
+	sci := strconv.AppendFloat(scratch[:0], f, 'e', -1, bits)
+	// sci is [-]d[.ddd]e±XX
+	ei := bytes.IndexByte(sci, 'e')
+	exp, _ := strconv.Atoi(string(sci[ei+1:]))
+	if exp < -4 || exp >= 16 {
+		return append(b, sci...)
+	}
+	mant := sci[:ei]
+	if mant[0] == '-' {
+		b = append(b, '-')
+		mant = mant[1:]
+	}
+	// digits without the point
+	var digs [24]byte
+	dd := append(digs[:0], mant[0])
+	if len(mant) > 2 {
+		dd = append(dd, mant[2:]...)
+	}
+	if exp >= 0 {
+		intLen := exp + 1
+		if len(dd) <= intLen {
+			b = append(b, dd...)
+			for i := len(dd); i < intLen; i++ {
+				b = append(b, '0')
+			}
+			return append(b, '.', '0')
+		}
+		b = append(b, dd[:intLen]...)
+		b = append(b, '.')
+		return append(b, dd[intLen:]...)
+	}
+	b = append(b, '0', '.')
+	for i := 0; i < -exp-1; i++ {
+		b = append(b, '0')
+	}
+	return append(b, dd...)
+}
+
+// appendKombuTime appends t as kombu's JSON encoder writes an aware
+// datetime: isoformat() with "+00:00" replaced by "Z".
+func appendKombuTime(b []byte, t time.Time) []byte {
+	b = appendISOCore(b, t)
+	_, off := t.Zone()
+	if off == 0 {
+		return append(b, 'Z')
+	}
+	return appendOffset(b, off)
+}
+
+// appendISOCore writes YYYY-MM-DDTHH:MM:SS[.ffffff] (microseconds, omitted
+// when zero) of t in its own location.
+func appendISOCore(b []byte, t time.Time) []byte {
+	b = t.AppendFormat(b, "2006-01-02T15:04:05")
+	if us := t.Nanosecond() / 1000; us != 0 {
+		b = append(b, '.')
+		b = append(b, byte('0'+us/100000), byte('0'+us/10000%10), byte('0'+us/1000%10),
+			byte('0'+us/100%10), byte('0'+us/10%10), byte('0'+us%10))
+	}
+	return b
+}
+
+func appendOffset(b []byte, off int) []byte {
+	sign := byte('+')
+	if off < 0 {
+		sign = '-'
+		off = -off
+	}
+	h, m, s := off/3600, off/60%60, off%60
+	b = append(b, sign, byte('0'+h/10), byte('0'+h%10), ':', byte('0'+m/10), byte('0'+m%10))
+	if s != 0 {
+		b = append(b, ':', byte('0'+s/10), byte('0'+s%10))
+	}
+	return b
+}
