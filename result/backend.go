@@ -1,0 +1,47 @@
+package result
+
+import "context"
+
+// GroupStore is implemented by backends that can save GroupResults
+// (celery-taskset-meta-<gid> on Redis).
+type GroupStore interface {
+	// SaveGroup stores the group's result tuple (see GroupResult.AsTuple).
+	SaveGroup(ctx context.Context, groupID string, tuple any) error
+	// RestoreGroup returns the saved tuple, or ErrGroupNotFound.
+	RestoreGroup(ctx context.Context, groupID string) (any, error)
+	// DeleteGroup removes the saved group.
+	DeleteGroup(ctx context.Context, groupID string) error
+}
+
+// NativeJoiner is implemented by backends that can wait for many results at
+// once without polling (Celery's supports_native_join).
+type NativeJoiner interface {
+	// WaitReady calls fn exactly once per distinct id, in any order, with
+	// the meta of that task when it is ready (SUCCESS, FAILURE, REVOKED).
+	// It starts listening before it reads stored values, so no result is
+	// missed. It returns nil once every id was reported, or the context's
+	// error. fn is called from one goroutine at a time.
+	WaitReady(ctx context.Context, ids []string, fn func(*Meta)) error
+}
+
+// ChordPart is one finished chord header task, as recorded by the backend.
+type ChordPart struct {
+	TaskID string
+	Status State
+	// Result is the return value, or the exception dict for FAILURE and
+	// REVOKED.
+	Result any
+}
+
+// ChordBackend is implemented by backends that count chord header parts
+// atomically (Celery's Redis on_chord_part_return).
+type ChordBackend interface {
+	// SetChordSize records how many header parts the chord of groupID
+	// has. Clients call it before sending the last header task.
+	SetChordSize(ctx context.Context, groupID string, size int) error
+	// AddChordPart records a finished header part. groupIndex is the
+	// part's position in the header (nil when unknown). When this part
+	// completes the chord it returns complete=true with every part in
+	// header order, and removes the chord's bookkeeping keys.
+	AddChordPart(ctx context.Context, groupID string, groupIndex *int, part ChordPart) (complete bool, parts []ChordPart, err error)
+}

@@ -1,0 +1,288 @@
+package result
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/gworker/gworker/protocol"
+)
+
+// ErrBadMeta is wrapped by every error DecodeMeta and EncodeMeta return for
+// a value that is not a valid task meta.
+var ErrBadMeta = errors.New("invalid task meta")
+
+// EncodeMeta returns the JSON value Celery stores for a task result, byte
+// for byte as Celery 5.2.6 writes it:
+//
+//	{"status", "result", "traceback", "children", "date_done",
+//	 ["group_id"], ["parent_id"],
+//	 [name, args, kwargs, worker, retries, queue when Extended], "task_id"}
+//
+// A *protocol.Exception given as Result is written as its exception dict.
+// Nil Children are written as [].
+func EncodeMeta(m *Meta) ([]byte, error) {
+	if m == nil {
+		return nil, fmt.Errorf("%w: nil meta", ErrBadMeta)
+	}
+	if m.TaskID == "" {
+		return nil, fmt.Errorf("%w: empty task id", ErrBadMeta)
+	}
+	if m.Status == "" {
+		return nil, fmt.Errorf("%w: empty status for task %s", ErrBadMeta, m.TaskID)
+	}
+	d := make(protocol.Dict, 0, 14)
+	d = append(d,
+		protocol.Item{Key: "status", Value: string(m.Status)},
+		protocol.Item{Key: "result", Value: StoredResult(m.Status, m.Result)},
+		protocol.Item{Key: "traceback", Value: nullString(m.Traceback)},
+		protocol.Item{Key: "children", Value: childrenValue(m.Children)},
+		protocol.Item{Key: "date_done", Value: dateDoneValue(m.DateDone)},
+	)
+	if m.GroupID != "" {
+		d = append(d, protocol.Item{Key: "group_id", Value: m.GroupID})
+	}
+	if m.ParentID != "" {
+		d = append(d, protocol.Item{Key: "parent_id", Value: m.ParentID})
+	}
+	if m.Extended {
+		args := m.Args
+		if args == nil {
+			args = []any{}
+		}
+		kwargs := m.Kwargs
+		if kwargs == nil {
+			kwargs = map[string]any{}
+		}
+		d = append(d,
+			protocol.Item{Key: "name", Value: nullString(m.Name)},
+			protocol.Item{Key: "args", Value: args},
+			protocol.Item{Key: "kwargs", Value: kwargs},
+			protocol.Item{Key: "worker", Value: nullString(m.Worker)},
+			protocol.Item{Key: "retries", Value: int64(m.Retries)},
+			protocol.Item{Key: "queue", Value: nullString(m.Queue)},
+		)
+	}
+	d = append(d, protocol.Item{Key: "task_id", Value: m.TaskID})
+	b, err := protocol.MarshalJSON(d)
+	if err != nil {
+		return nil, fmt.Errorf("%w: task %s: %w", ErrBadMeta, m.TaskID, err)
+	}
+	return b, nil
+}
+
+// DecodeMeta parses a stored task meta written by Celery or by EncodeMeta.
+// Values keep their Python types (see the protocol package). A meta without
+// "task_id" is accepted (older Celery versions omit it); the caller fills
+// TaskID from the key.
+func DecodeMeta(data []byte) (*Meta, error) {
+	v, err := protocol.UnmarshalJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadMeta, err)
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: value is %s, not an object", ErrBadMeta, pyType(v))
+	}
+	m := &Meta{}
+	status, ok := obj["status"].(string)
+	if !ok || status == "" {
+		return nil, fmt.Errorf("%w: missing or non-string \"status\"", ErrBadMeta)
+	}
+	m.Status = State(status)
+	m.Result = obj["result"]
+	if m.TaskID, err = optString(obj, "task_id"); err != nil {
+		return nil, err
+	}
+	if m.Traceback, err = optString(obj, "traceback"); err != nil {
+		return nil, err
+	}
+	switch c := obj["children"].(type) {
+	case nil:
+	case []any:
+		m.Children = c
+	default:
+		return nil, fmt.Errorf("%w: \"children\" is %s, not a list", ErrBadMeta, pyType(c))
+	}
+	dd, err := optString(obj, "date_done")
+	if err != nil {
+		return nil, err
+	}
+	if dd != "" {
+		t, err := parseDateDone(dd)
+		if err != nil {
+			return nil, fmt.Errorf("%w: date_done %q: %w", ErrBadMeta, dd, err)
+		}
+		m.DateDone = &t
+	}
+	if m.GroupID, err = optString(obj, "group_id"); err != nil {
+		return nil, err
+	}
+	if m.ParentID, err = optString(obj, "parent_id"); err != nil {
+		return nil, err
+	}
+	if _, ok := obj["worker"]; ok {
+		if _, ok := obj["queue"]; ok {
+			m.Extended = true
+		}
+	}
+	if m.Extended {
+		if m.Name, err = optString(obj, "name"); err != nil {
+			return nil, err
+		}
+		if m.Worker, err = optString(obj, "worker"); err != nil {
+			return nil, err
+		}
+		if m.Queue, err = optString(obj, "queue"); err != nil {
+			return nil, err
+		}
+		if a, ok := obj["args"].([]any); ok {
+			m.Args = a
+		}
+		if k, ok := obj["kwargs"].(map[string]any); ok {
+			m.Kwargs = k
+		}
+		if r, ok := obj["retries"].(int64); ok {
+			m.Retries = int(r)
+		}
+	}
+	return m, nil
+}
+
+// FormatDateDone formats t as Celery's date_done: naive UTC ISO 8601 with
+// 6 fractional digits, or none when the microseconds are 0.
+func FormatDateDone(t time.Time) string {
+	t = t.UTC().Truncate(time.Microsecond)
+	if t.Nanosecond() == 0 {
+		return t.Format("2006-01-02T15:04:05")
+	}
+	return t.Format("2006-01-02T15:04:05.000000")
+}
+
+// parseDateDone reads Celery's naive UTC date_done, and any other form
+// protocol.ParseTime accepts.
+func parseDateDone(s string) (time.Time, error) {
+	for _, layout := range []string{"2006-01-02T15:04:05.999999", "2006-01-02T15:04:05"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return protocol.ParseTime(s)
+}
+
+func dateDoneValue(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return FormatDateDone(*t)
+}
+
+// StoredResult returns the value Celery stores as the result of a task in
+// state s: a *protocol.Exception (or *TaskError) becomes its exception
+// dict, and a decoded exception dict of an exceptional state gets Celery's
+// key order back (exc_type, exc_message, exc_module). Other values are
+// returned unchanged. Backends use it for every place a result is written.
+func StoredResult(s State, v any) any {
+	switch r := v.(type) {
+	case map[string]any:
+		if s.Exceptional() {
+			return excDict(r)
+		}
+	case *protocol.Exception:
+		if r == nil {
+			return nil
+		}
+		return r.Value()
+	case *TaskError:
+		if r == nil || r.Exception == nil {
+			return nil
+		}
+		return r.Exception.Value()
+	}
+	return v
+}
+
+// excDict orders an exception dict as Celery writes it; other keys follow
+// in sorted order.
+func excDict(m map[string]any) any {
+	if _, ok := m["exc_type"]; !ok {
+		return m
+	}
+	first := []string{"exc_type", "exc_message", "exc_module"}
+	d := make(protocol.Dict, 0, len(m))
+	for _, k := range first {
+		if v, ok := m[k]; ok {
+			d = append(d, protocol.Item{Key: k, Value: v})
+		}
+	}
+	rest := make([]string, 0, len(m))
+	for k := range m {
+		if !slices.Contains(first, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
+	for _, k := range rest {
+		d = append(d, protocol.Item{Key: k, Value: m[k]})
+	}
+	return d
+}
+
+func childrenValue(c []any) any {
+	if c == nil {
+		return []any{}
+	}
+	out := make([]any, len(c))
+	for i, v := range c {
+		if r, ok := v.(Result); ok {
+			out[i] = r.AsTuple()
+		} else {
+			out[i] = v
+		}
+	}
+	return out
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func optString(obj map[string]any, key string) (string, error) {
+	switch v := obj[key].(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	default:
+		return "", fmt.Errorf("%w: %q is %s, not a string", ErrBadMeta, key, pyType(v))
+	}
+}
+
+// pyType names the Python type of a decoded value, for error messages.
+func pyType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "bool"
+	case int64, *big.Int:
+		return "int"
+	case float64:
+		return "float"
+	case string:
+		return "str"
+	case []byte:
+		return "bytes"
+	case []any:
+		return "list"
+	case map[string]any, protocol.Dict:
+		return "dict"
+	}
+	return strconv.Quote(fmt.Sprintf("%T", v))
+}
