@@ -1,0 +1,287 @@
+package protocol
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/big"
+	"reflect"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+)
+
+// unmarshalMsgpack decodes a msgpack body as Python's
+// msgpack.unpackb(raw=False) reads it, into the package's value types:
+// every integer kind becomes int64 (*big.Int for a uint64 above
+// MaxInt64), float32 and float64 become float64, str becomes string (it
+// must be valid UTF-8), bin becomes []byte, and maps become map[string]any
+// (Dict when ordered). Non-string map keys, extension types, trailing
+// bytes and nesting deeper than MaxJSONDepth are errors.
+func unmarshalMsgpack(data []byte, ordered bool) (any, error) {
+	r := bytes.NewReader(data)
+	d := msgpackDecoder{dec: msgpack.NewDecoder(r), r: r, ordered: ordered}
+	v, err := d.value(0)
+	if err != nil {
+		return nil, fmt.Errorf("msgpack: %w (at offset %d)", err, len(data)-r.Len())
+	}
+	if r.Len() != 0 {
+		return nil, fmt.Errorf("msgpack: extra data after the value (at offset %d)", len(data)-r.Len())
+	}
+	return v, nil
+}
+
+type msgpackDecoder struct {
+	dec     *msgpack.Decoder
+	r       *bytes.Reader
+	ordered bool
+}
+
+func (d *msgpackDecoder) value(depth int) (any, error) {
+	c, err := d.dec.PeekCode()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c == msgpcode.Nil:
+		return nil, d.dec.DecodeNil()
+	case c == msgpcode.False || c == msgpcode.True:
+		return d.dec.DecodeBool()
+	case c == msgpcode.Float || c == msgpcode.Double:
+		return d.dec.DecodeFloat64()
+	case c == msgpcode.Uint64:
+		u, err := d.dec.DecodeUint64()
+		if err != nil {
+			return nil, err
+		}
+		if u > math.MaxInt64 {
+			return new(big.Int).SetUint64(u), nil
+		}
+		return int64(u), nil
+	case msgpcode.IsFixedNum(c) || c == msgpcode.Uint8 || c == msgpcode.Uint16 || c == msgpcode.Uint32 ||
+		c == msgpcode.Int8 || c == msgpcode.Int16 || c == msgpcode.Int32 || c == msgpcode.Int64:
+		return d.dec.DecodeInt64()
+	case msgpcode.IsString(c):
+		s, err := d.dec.DecodeString()
+		if err != nil {
+			return nil, err
+		}
+		if !utf8.ValidString(s) {
+			return nil, fmt.Errorf("str is not valid UTF-8")
+		}
+		return s, nil
+	case msgpcode.IsBin(c):
+		return d.dec.DecodeBytes()
+	case msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32:
+		if depth >= MaxJSONDepth {
+			return nil, fmt.Errorf("nesting deeper than %d", MaxJSONDepth)
+		}
+		n, err := d.dec.DecodeArrayLen()
+		if err != nil {
+			return nil, err
+		}
+		if n > d.r.Len() {
+			return nil, fmt.Errorf("array of %d items in %d bytes", n, d.r.Len())
+		}
+		a := make([]any, n)
+		for i := range a {
+			if a[i], err = d.value(depth + 1); err != nil {
+				return nil, err
+			}
+		}
+		return a, nil
+	case msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32:
+		if depth >= MaxJSONDepth {
+			return nil, fmt.Errorf("nesting deeper than %d", MaxJSONDepth)
+		}
+		n, err := d.dec.DecodeMapLen()
+		if err != nil {
+			return nil, err
+		}
+		if 2*n > d.r.Len() {
+			return nil, fmt.Errorf("map of %d items in %d bytes", n, d.r.Len())
+		}
+		var m map[string]any
+		var od Dict
+		if d.ordered {
+			od = make(Dict, 0, n)
+		} else {
+			m = make(map[string]any, n)
+		}
+		for i := 0; i < n; i++ {
+			kc, err := d.dec.PeekCode()
+			if err != nil {
+				return nil, err
+			}
+			if !msgpcode.IsString(kc) {
+				return nil, fmt.Errorf("map key of type 0x%02x is not a string", kc)
+			}
+			k, err := d.dec.DecodeString()
+			if err != nil {
+				return nil, err
+			}
+			if !utf8.ValidString(k) {
+				return nil, fmt.Errorf("map key is not valid UTF-8")
+			}
+			v, err := d.value(depth + 1)
+			if err != nil {
+				return nil, err
+			}
+			if d.ordered {
+				od = od.set(k, v)
+			} else {
+				m[k] = v
+			}
+		}
+		if d.ordered {
+			return od, nil
+		}
+		return m, nil
+	case msgpcode.IsExt(c):
+		return nil, fmt.Errorf("extension type 0x%02x is not supported", c)
+	}
+	return nil, fmt.Errorf("invalid code 0x%02x", c)
+}
+
+// marshalMsgpack encodes v as Python's msgpack.packb(use_bin_type=True)
+// does: the smallest integer form, float64 for every float, str8 for
+// strings of 32..255 bytes, bin for []byte, Dict keys in order and map keys
+// sorted. time.Time is written as kombu's ISO string. Values MarshalJSON
+// would route through encoding/json are unsupported.
+func marshalMsgpack(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	e := msgpackEncoder{enc: msgpack.NewEncoder(&buf)}
+	if err := e.value(v, 0); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+type msgpackEncoder struct {
+	enc *msgpack.Encoder
+}
+
+func (e *msgpackEncoder) value(v any, depth int) error {
+	if depth > MaxJSONDepth {
+		return unsupported("nesting deeper than %d (cyclic value?)", MaxJSONDepth)
+	}
+	enc := e.enc
+	switch x := v.(type) {
+	case nil:
+		return enc.EncodeNil()
+	case bool:
+		return enc.EncodeBool(x)
+	case string:
+		return enc.EncodeString(x)
+	case []byte:
+		return enc.EncodeBytes(x)
+	case int64:
+		return enc.EncodeInt(x)
+	case int:
+		return enc.EncodeInt(int64(x))
+	case float64:
+		return enc.EncodeFloat64(x)
+	case float32:
+		return enc.EncodeFloat64(float64(x))
+	case *big.Int:
+		if x == nil {
+			return enc.EncodeNil()
+		}
+		if x.IsInt64() {
+			return enc.EncodeInt(x.Int64())
+		}
+		if x.IsUint64() {
+			return enc.EncodeUint(x.Uint64())
+		}
+		return unsupported("integer %s does not fit msgpack's 64 bits", x)
+	case []any:
+		if err := enc.EncodeArrayLen(len(x)); err != nil {
+			return err
+		}
+		for _, it := range x {
+			if err := e.value(it, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		if err := enc.EncodeMapLen(len(x)); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := enc.EncodeString(k); err != nil {
+				return err
+			}
+			if err := e.value(x[k], depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case Dict:
+		if err := enc.EncodeMapLen(len(x)); err != nil {
+			return err
+		}
+		for _, it := range x {
+			if err := enc.EncodeString(it.Key); err != nil {
+				return err
+			}
+			if err := e.value(it.Value, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case time.Time:
+		return enc.EncodeString(string(appendKombuTime(nil, x)))
+	case Signature:
+		return e.value(x.Value(), depth)
+	case *Signature:
+		if x == nil {
+			return enc.EncodeNil()
+		}
+		return e.value(x.Value(), depth)
+	case *Exception:
+		if x == nil {
+			return enc.EncodeNil()
+		}
+		return e.value(x.Value(), depth)
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return enc.EncodeInt(rv.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return enc.EncodeUint(rv.Uint())
+	case reflect.Float32, reflect.Float64:
+		return enc.EncodeFloat64(rv.Float())
+	case reflect.Bool:
+		return enc.EncodeBool(rv.Bool())
+	case reflect.String:
+		return enc.EncodeString(rv.String())
+	case reflect.Pointer, reflect.Interface:
+		if rv.IsNil() {
+			return enc.EncodeNil()
+		}
+		return e.value(rv.Elem().Interface(), depth+1)
+	case reflect.Slice, reflect.Array, reflect.Map, reflect.Struct:
+		// Normalise through the JSON value model (sorted keys, structs via
+		// encoding/json), then encode that.
+		b, err := MarshalJSON(v)
+		if err != nil {
+			return err
+		}
+		nv, err := UnmarshalJSON(b)
+		if err != nil {
+			return unsupported("%T: %v", v, err)
+		}
+		return e.value(nv, depth+1)
+	}
+	return unsupported("type %T", v)
+}
