@@ -88,8 +88,9 @@ func TaskID(id string) Option { return func(c *call) { c.taskID = id } }
 // Headers adds custom headers to the message's header table, as Celery's
 // apply_async(headers=...) does. Values are converted to the value types
 // AMQP tables carry safely (int64, float64, string, bool, nil, []any,
-// map[string]any). A custom key equal to a standard task header replaces
-// that header, as in Celery.
+// map[string]any). The 16 standard task headers and "compression" are
+// always written from the message fields: set them with the matching
+// options, not here.
 func Headers(h map[string]any) Option {
 	return func(c *call) {
 		if c.headers == nil {
