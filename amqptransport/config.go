@@ -1,0 +1,162 @@
+package amqptransport
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+)
+
+// DefaultURL is Celery's default broker URL. The "//" at the end names the
+// virtual host "/".
+const DefaultURL = "amqp://guest:guest@localhost:5672//"
+
+// Defaults of Config.
+const (
+	// HeartbeatDefault is shorter than Celery's broker_heartbeat (120 s,
+	// negotiated down to RabbitMQ's 60 s): a half-open TCP connection is
+	// noticed after about two missed intervals, and a minute-long blind
+	// window redelivers too many tasks twice.
+	HeartbeatDefault    = 20 * time.Second
+	ReconnectMinDefault = 100 * time.Millisecond
+	ReconnectMaxDefault = 5 * time.Second
+	// DialTimeoutDefault bounds the TCP connect and AMQP handshake of one
+	// attempt.
+	DialTimeoutDefault = 30 * time.Second
+	// QuarantineScanLimitDefault is how many messages a quarantine sweep
+	// inspects per queue at most.
+	QuarantineScanLimitDefault = 1000
+)
+
+// Config configures a Broker. The zero value connects to DefaultURL.
+type Config struct {
+	// URL is the broker URL, amqp://user:pass@host:port/vhost or amqps://...
+	// Celery's spelling is accepted: "//" at the end means vhost "/", and
+	// the scheme pyamqp:// is read as amqp://. Empty means DefaultURL.
+	URL string
+
+	// Logger receives connection events; nil means zap.NewNop().
+	Logger *zap.Logger
+
+	// Heartbeat is the AMQP heartbeat interval proposed to the broker
+	// (the smaller of both sides wins). Zero means HeartbeatDefault; a
+	// negative value disables heartbeats.
+	Heartbeat time.Duration
+
+	// ReconnectMin and ReconnectMax bound the delay between reconnection
+	// attempts: it starts at ReconnectMin, doubles after each failure up
+	// to ReconnectMax, and each wait is jittered to between half and all of
+	// it. Zero means ReconnectMinDefault and ReconnectMaxDefault.
+	ReconnectMin, ReconnectMax time.Duration
+
+	// DialTimeout bounds one connection attempt (TCP and AMQP handshake).
+	// Zero means DialTimeoutDefault.
+	DialTimeout time.Duration
+
+	// ConnectionName is shown by RabbitMQ (client property
+	// connection_name). The publishing connection gets the suffix
+	// " (publisher)". Empty means "gworker".
+	ConnectionName string
+
+	// QuarantineScanLimit caps how many messages per queue a quarantine
+	// sweep inspects (see the package documentation). Zero means
+	// QuarantineScanLimitDefault; a negative value disables the sweep.
+	QuarantineScanLimit int
+}
+
+func (c Config) withDefaults() Config {
+	if c.URL == "" {
+		c.URL = DefaultURL
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = HeartbeatDefault
+	}
+	if c.ReconnectMin <= 0 {
+		c.ReconnectMin = ReconnectMinDefault
+	}
+	if c.ReconnectMax <= 0 {
+		c.ReconnectMax = ReconnectMaxDefault
+	}
+	if c.ReconnectMax < c.ReconnectMin {
+		c.ReconnectMax = c.ReconnectMin
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = DialTimeoutDefault
+	}
+	if c.ConnectionName == "" {
+		c.ConnectionName = "gworker"
+	}
+	if c.QuarantineScanLimit == 0 {
+		c.QuarantineScanLimit = QuarantineScanLimitDefault
+	}
+	return c
+}
+
+// parseURL normalizes a Celery broker URL and parses it.
+func parseURL(raw string) (amqp.URI, string, error) {
+	u := strings.TrimSpace(raw)
+	for _, p := range []string{"pyamqp://", "py-amqp://"} {
+		if strings.HasPrefix(u, p) {
+			u = "amqp://" + u[len(p):]
+		}
+	}
+	uri, err := amqp.ParseURI(u)
+	if err != nil {
+		return amqp.URI{}, "", fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), err)
+	}
+	if uri.Vhost == "" {
+		uri.Vhost = "/"
+	}
+	return uri, u, nil
+}
+
+// RedactURL returns the URL with its password replaced by "**", the way
+// Celery prints broker URLs: amqp://guest:**@localhost:5672//. A URL without
+// a password is returned unchanged.
+func RedactURL(url string) string {
+	i := strings.Index(url, "://")
+	if i < 0 {
+		return url
+	}
+	rest := url[i+3:]
+	end := len(rest)
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		end = j
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return url
+	}
+	colon := strings.Index(rest[:at], ":")
+	if colon < 0 {
+		return url
+	}
+	return url[:i+3] + rest[:colon+1] + "**" + rest[at:]
+}
+
+// backoff computes jittered, capped exponential delays.
+type backoff struct {
+	min, max time.Duration
+	cur      time.Duration
+	rnd      func() float64
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur *= 2
+		if b.cur > b.max {
+			b.cur = b.max
+		}
+	}
+	f := 0.5 + 0.5*b.rnd()
+	return time.Duration(float64(b.cur) * f)
+}
+
+func (b *backoff) reset() { b.cur = 0 }

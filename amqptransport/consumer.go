@@ -1,0 +1,606 @@
+package amqptransport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/protocol"
+)
+
+// MaxPrefetch is the largest prefetch count AMQP can express.
+const MaxPrefetch = 65535
+
+// ConsumerConfig configures Consume.
+type ConsumerConfig struct {
+	// Queues to consume from, all on one channel. They are declared (with
+	// their exchanges and bindings) before consuming, and again after every
+	// reconnect, unless NoDeclare is set.
+	Queues []Queue
+	// NoDeclare skips declarations: the queues must exist (a reply queue
+	// created by its client, for instance).
+	NoDeclare bool
+
+	// Prefetch is the initial prefetch count (basic.qos); 0 means no
+	// limit. Celery uses worker_prefetch_multiplier (4) × concurrency.
+	Prefetch int
+	// GlobalQoS applies the prefetch count to the whole channel
+	// (basic.qos global=true), which is what Celery does on RabbitMQ and
+	// what makes SetPrefetch take effect on running consumers. With false,
+	// RabbitMQ applies the count per consumer and only to consumers started
+	// after the change, so SetPrefetch also restarts consumption.
+	GlobalQoS bool
+
+	// ConsumerTag is the prefix of the consumer tags; empty means
+	// "gworker". Tags are made unique per channel and queue.
+	ConsumerTag string
+
+	// NoAck consumes in auto-acknowledge mode: the broker forgets each
+	// message as it sends it, and Ack/Reject return ErrNoAck. For reply
+	// queues only; never for tasks.
+	NoAck bool
+	// Exclusive asks for exclusive consumers (basic.consume exclusive).
+	Exclusive bool
+}
+
+// Consumer delivers messages from one or more queues on a single channel,
+// across reconnections. Create it with Broker.Consume.
+type Consumer struct {
+	b   *Broker
+	cfg ConsumerConfig
+	log *zap.Logger
+	out chan *Delivery
+
+	prefetch atomic.Int64
+	qosMu    sync.Mutex
+
+	mu        sync.Mutex
+	gen       *chanGen
+	genSeq    uint64
+	canceling bool
+	stopped   bool
+	cancelReq chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	// loopCtx ends on Cancel or Close; stopCtx only on Close.
+	loopCtx    context.Context
+	loopCancel context.CancelFunc
+	stopCtx    context.Context
+	stopCancel context.CancelFunc
+}
+
+// chanGen is one AMQP channel of a consumer. Deliveries remember it, so an
+// acknowledgement can tell whether the channel it belongs to is still the
+// one that delivered it.
+type chanGen struct {
+	ch        *amqp.Channel
+	seq       uint64
+	connEpoch uint64
+	queues    map[string]string // consumer tag -> queue name
+
+	dead   atomic.Bool
+	closed chan struct{} // closed when the channel is closed
+	err    *amqp.Error   // close reason, set before closed is closed
+
+	fwd          sync.WaitGroup
+	fwdDone      chan struct{}
+	brokerCancel chan string
+}
+
+func (g *chanGen) isClosed() bool {
+	select {
+	case <-g.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Delivery is one message received by a Consumer. It must be acknowledged
+// (Ack) or rejected (Reject) exactly once, unless the consumer runs with
+// NoAck; messages neither acked nor rejected return to the queue when the
+// channel closes.
+type Delivery struct {
+	// Raw is the message with its header table converted to the value
+	// types of package protocol (AMQP integers of every width as int64,
+	// float32 as float64, decimals as strings, nested tables as
+	// map[string]any, arrays as []any). HasPriority is true when the
+	// priority is not 0: AMQP clients cannot tell an absent priority from 0.
+	Raw protocol.RawMessage
+	// Queue is the queue the message was consumed from.
+	Queue string
+	// DeliveryTag and ConsumerTag identify the delivery on its channel.
+	DeliveryTag uint64
+	ConsumerTag string
+
+	gen     *chanGen
+	noAck   bool
+	settled atomic.Bool
+}
+
+// Epoch identifies the channel the delivery arrived on; it increases with
+// every channel the consumer opens.
+func (d *Delivery) Epoch() uint64 {
+	if d.gen == nil {
+		return 0
+	}
+	return d.gen.seq
+}
+
+// Stale reports whether the channel the delivery arrived on is gone. A
+// stale delivery has been (or is being) requeued by the broker and will be
+// delivered again; it can no longer be acknowledged.
+func (d *Delivery) Stale() bool {
+	return d.gen == nil || d.gen.dead.Load() || d.gen.ch.IsClosed()
+}
+
+// Ack acknowledges the delivery. It returns ErrStaleDelivery without
+// sending anything when the delivery's channel has closed since (the broker
+// has requeued the message), and ErrAlreadySettled on a second Ack or
+// Reject.
+func (d *Delivery) Ack() error {
+	return d.settle(func(ch *amqp.Channel) error { return ch.Ack(d.DeliveryTag, false) })
+}
+
+// Reject rejects the delivery; with requeue the broker puts it back in the
+// queue, otherwise it drops it or dead-letters it. Errors are those of Ack.
+func (d *Delivery) Reject(requeue bool) error {
+	return d.settle(func(ch *amqp.Channel) error { return ch.Reject(d.DeliveryTag, requeue) })
+}
+
+func (d *Delivery) settle(send func(*amqp.Channel) error) error {
+	if d.noAck {
+		return ErrNoAck
+	}
+	if d.Stale() {
+		return ErrStaleDelivery
+	}
+	if !d.settled.CompareAndSwap(false, true) {
+		return ErrAlreadySettled
+	}
+	if err := send(d.gen.ch); err != nil {
+		if errors.Is(err, amqp.ErrClosed) || d.Stale() {
+			return ErrStaleDelivery
+		}
+		return fmt.Errorf("amqptransport: settle delivery %d: %w", d.DeliveryTag, err)
+	}
+	return nil
+}
+
+// Consume starts consuming. The first channel is opened, its queues declared
+// and consumed before Consume returns, so configuration errors (a queue
+// declared elsewhere with other flags, a missing queue with NoDeclare) are
+// returned here. Later failures (connection loss, channel errors such as a
+// consumer_timeout) are logged at WARN and repaired in the background: a new
+// channel is opened, the queues are declared and consumed again, the
+// prefetch re-applied, and deliveries keep arriving on the same Go channel.
+func (b *Broker) Consume(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
+	if len(cfg.Queues) == 0 {
+		return nil, fmt.Errorf("%w: no queue to consume", ErrInvalidConfig)
+	}
+	for _, q := range cfg.Queues {
+		if q.Name == "" {
+			return nil, fmt.Errorf("%w: queue without a name", ErrInvalidConfig)
+		}
+	}
+	if cfg.Prefetch < 0 || cfg.Prefetch > MaxPrefetch {
+		return nil, fmt.Errorf("%w: prefetch %d outside 0..%d", ErrInvalidConfig, cfg.Prefetch, MaxPrefetch)
+	}
+	if cfg.ConsumerTag == "" {
+		cfg.ConsumerTag = "gworker"
+	}
+	if len(cfg.ConsumerTag) > 200 {
+		return nil, fmt.Errorf("%w: consumer tag prefix longer than 200 bytes", ErrInvalidConfig)
+	}
+	names := make([]string, len(cfg.Queues))
+	for i, q := range cfg.Queues {
+		names[i] = q.Name
+	}
+	c := &Consumer{
+		b:         b,
+		cfg:       cfg,
+		log:       b.log.Named("consumer").With(zap.Strings("queues", names)),
+		out:       make(chan *Delivery),
+		cancelReq: make(chan struct{}),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	c.prefetch.Store(int64(cfg.Prefetch))
+	c.stopCtx, c.stopCancel = context.WithCancel(context.Background())
+	c.loopCtx, c.loopCancel = context.WithCancel(c.stopCtx)
+
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	b.consumers[c] = struct{}{}
+	b.mu.Unlock()
+
+	s, err := b.main.get(ctx)
+	if err == nil {
+		var gen *chanGen
+		gen, err = c.open(ctx, s)
+		if err == nil {
+			go c.run(gen)
+			return c, nil
+		}
+	}
+	c.stopCancel()
+	b.mu.Lock()
+	delete(b.consumers, c)
+	b.mu.Unlock()
+	return nil, err
+}
+
+// Deliveries returns the channel of deliveries. It stays the same across
+// reconnections and is closed after Cancel (once the broker confirmed the
+// cancellation and every delivery already received was handed over) or
+// Close.
+func (c *Consumer) Deliveries() <-chan *Delivery { return c.out }
+
+// Prefetch returns the current prefetch count.
+func (c *Consumer) Prefetch() int { return int(c.prefetch.Load()) }
+
+// SetPrefetch changes the prefetch count (0: no limit). It is applied at
+// once and again after every reconnection. Celery raises the count by one
+// for each ETA message it holds (AddPrefetch does that atomically).
+func (c *Consumer) SetPrefetch(n int) error {
+	if n < 0 || n > MaxPrefetch {
+		return fmt.Errorf("%w: prefetch %d outside 0..%d", ErrInvalidConfig, n, MaxPrefetch)
+	}
+	c.prefetch.Store(int64(n))
+	return c.reapplyQos()
+}
+
+// AddPrefetch adds delta (which may be negative) to the prefetch count,
+// clamped to 0..MaxPrefetch; a count of 0 (no limit) is left alone.
+func (c *Consumer) AddPrefetch(delta int) error {
+	for {
+		old := c.prefetch.Load()
+		if old == 0 {
+			return nil
+		}
+		n := old + int64(delta)
+		if n < 1 {
+			n = 1
+		}
+		if n > MaxPrefetch {
+			n = MaxPrefetch
+		}
+		if c.prefetch.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	return c.reapplyQos()
+}
+
+func (c *Consumer) reapplyQos() error {
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
+	if gen == nil || gen.isClosed() {
+		return nil // applied on the next channel
+	}
+	err := c.applyQos(gen)
+	if err != nil && (errors.Is(err, amqp.ErrClosed) || gen.ch.IsClosed()) {
+		return nil
+	}
+	if err == nil && !c.cfg.GlobalQoS {
+		// Per-consumer QoS only affects new consumers: restart them.
+		c.mu.Lock()
+		if c.gen == gen && !c.canceling && !c.stopped {
+			_ = gen.ch.Close()
+		}
+		c.mu.Unlock()
+	}
+	return err
+}
+
+func (c *Consumer) applyQos(gen *chanGen) error {
+	c.qosMu.Lock()
+	defer c.qosMu.Unlock()
+	n := int(c.prefetch.Load())
+	if err := gen.ch.Qos(n, 0, c.cfg.GlobalQoS); err != nil {
+		return fmt.Errorf("amqptransport: set prefetch %d: %w", n, err)
+	}
+	return nil
+}
+
+// Cancel stops consumption (basic.cancel for every consumer tag), the first
+// step of a warm shutdown. It returns once the broker confirmed the
+// cancellation or ctx ends. Deliveries already received stay ackable until
+// Close; the Deliveries channel is closed once they have all been handed
+// over. The consumer does not resume after a reconnection.
+func (c *Consumer) Cancel(ctx context.Context) error {
+	c.mu.Lock()
+	if c.canceling || c.stopped {
+		c.mu.Unlock()
+		return nil
+	}
+	c.canceling = true
+	close(c.cancelReq)
+	c.loopCancel()
+	gen := c.gen
+	c.mu.Unlock()
+	if gen == nil || gen.isClosed() {
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() {
+		var errs []error
+		for tag := range gen.queues {
+			if err := gen.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp.ErrClosed) && !gen.ch.IsClosed() {
+				errs = append(errs, fmt.Errorf("amqptransport: cancel consumer %s: %w", tag, err))
+			}
+		}
+		errc <- errors.Join(errs...)
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("amqptransport: cancel: %w", context.Cause(ctx))
+	}
+}
+
+// Close closes the consumer's channel: the broker requeues every delivery
+// not yet acknowledged, and later Ack/Reject calls return ErrStaleDelivery.
+// The Deliveries channel is closed. Close is idempotent.
+func (c *Consumer) Close() error {
+	c.mu.Lock()
+	if !c.stopped {
+		c.stopped = true
+		close(c.stop)
+		c.stopCancel()
+	}
+	c.mu.Unlock()
+	<-c.done
+	c.b.mu.Lock()
+	delete(c.b.consumers, c)
+	c.b.mu.Unlock()
+	return nil
+}
+
+// open opens a channel, sets QoS, declares and consumes every queue.
+func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("amqptransport: open channel: %w", err)
+	}
+	c.mu.Lock()
+	c.genSeq++
+	gen := &chanGen{
+		ch: ch, seq: c.genSeq, connEpoch: s.epoch,
+		queues:       make(map[string]string, len(c.cfg.Queues)),
+		closed:       make(chan struct{}),
+		fwdDone:      make(chan struct{}),
+		brokerCancel: make(chan string, 1),
+	}
+	c.mu.Unlock()
+	notify := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go func() {
+		e := <-notify
+		gen.err = e
+		gen.dead.Store(true)
+		close(gen.closed)
+	}()
+
+	var chans []<-chan amqp.Delivery
+	var tags []string
+	err = withContext(ctx, ch, func() error {
+		if err := c.applyQos(gen); err != nil {
+			return err
+		}
+		if !c.cfg.NoDeclare {
+			for _, q := range c.cfg.Queues {
+				if err := declareOn(ch, q); err != nil {
+					return err
+				}
+			}
+		}
+		for i, q := range c.cfg.Queues {
+			tag := c.cfg.ConsumerTag + "." + strconv.FormatUint(s.epoch, 10) + "." +
+				strconv.FormatUint(gen.seq, 10) + "." + strconv.Itoa(i)
+			d, err := ch.Consume(q.Name, tag, c.cfg.NoAck, c.cfg.Exclusive, false, false, nil)
+			if err != nil {
+				return fmt.Errorf("amqptransport: consume queue %q: %w", q.Name, err)
+			}
+			gen.queues[tag] = q.Name
+			tags = append(tags, tag)
+			chans = append(chans, d)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = ch.Close()
+		<-gen.closed
+		return nil, err
+	}
+
+	c.mu.Lock()
+	if c.canceling || c.stopped {
+		c.mu.Unlock()
+		_ = ch.Close()
+		<-gen.closed
+		return nil, ErrClosed
+	}
+	c.gen = gen
+	c.mu.Unlock()
+	// A SetPrefetch that ran while the channel was being opened did not
+	// see it; apply the latest value.
+	if int64(c.cfg.Prefetch) != c.prefetch.Load() {
+		_ = c.applyQos(gen)
+	}
+
+	for i, d := range chans {
+		gen.fwd.Add(1)
+		go c.forward(gen, tags[i], gen.queues[tags[i]], d)
+	}
+	go func() {
+		gen.fwd.Wait()
+		close(gen.fwdDone)
+	}()
+	c.log.Debug("consuming", zap.Uint64("channel_epoch", gen.seq), zap.Uint64("connection_epoch", s.epoch))
+	return gen, nil
+}
+
+func (c *Consumer) forward(gen *chanGen, tag, queue string, in <-chan amqp.Delivery) {
+	defer gen.fwd.Done()
+	for {
+		d, ok := <-in
+		if !ok {
+			if !gen.ch.IsClosed() {
+				select {
+				case gen.brokerCancel <- tag:
+				default:
+				}
+			}
+			return
+		}
+		dv := &Delivery{
+			Raw:         rawFromDelivery(&d),
+			Queue:       queue,
+			DeliveryTag: d.DeliveryTag,
+			ConsumerTag: tag,
+			gen:         gen,
+			noAck:       c.cfg.NoAck,
+		}
+		select {
+		case c.out <- dv:
+		case <-c.stop:
+			// Not handed over: the channel closes and the broker
+			// requeues it. Drain so amqp091-go's buffer goroutine ends.
+			go func() {
+				for range in {
+				}
+			}()
+			return
+		}
+	}
+}
+
+// run supervises the consumer until Close.
+func (c *Consumer) run(gen *chanGen) {
+	defer close(c.done)
+	bo := backoff{min: c.b.cfg.ReconnectMin, max: c.b.cfg.ReconnectMax, rnd: rand.Float64}
+	needSweep := false
+	outClosed := false
+	closeOut := func() {
+		if !outClosed {
+			outClosed = true
+			close(c.out)
+		}
+	}
+	defer closeOut()
+
+	for {
+		if gen == nil {
+			if c.loopCtx.Err() != nil {
+				// Cancelled or closed while disconnected.
+				closeOut()
+				<-c.stop
+				return
+			}
+			s, err := c.b.main.get(c.loopCtx)
+			if err != nil {
+				continue // loopCtx ended or broker closed: handled above / below
+			}
+			if needSweep {
+				needSweep = false
+				c.b.sweep(c.stopCtx, c.cfg.Queues, c.log)
+			}
+			gen, err = c.open(c.loopCtx, s)
+			if err != nil {
+				gen = nil
+				if c.loopCtx.Err() != nil {
+					continue
+				}
+				d := bo.next()
+				c.log.Warn("cannot resume consuming; retrying", zap.Duration("retry_in", d), zap.Error(err))
+				if !c.sleep(d) {
+					continue
+				}
+				continue
+			}
+			bo.reset()
+			c.log.Info("consuming again after a channel or connection loss",
+				zap.Uint64("channel_epoch", gen.seq), zap.Uint64("connection_epoch", gen.connEpoch))
+		}
+
+		select {
+		case <-gen.closed:
+			<-gen.fwdDone
+			c.mu.Lock()
+			c.gen = nil
+			quiet := c.stopped || c.canceling
+			c.mu.Unlock()
+			if e := gen.err; e != nil && !quiet {
+				c.log.Warn("consumer channel closed; deliveries not acknowledged are requeued by the broker",
+					zap.Uint64("channel_epoch", gen.seq), zap.Int("code", e.Code),
+					zap.String("reason", e.Reason), zap.Bool("server", e.Server))
+				if isFrameSyntaxClose(e) {
+					c.log.Error("connection closed on an unreadable frame: a message probably carries a header amqp091-go cannot decode (field type 'L' written by py-amqp); running a quarantine sweep before consuming again")
+					needSweep = true
+				}
+			}
+			gen = nil
+			if quiet {
+				closeOut()
+				<-c.stop
+				return
+			}
+		case tag := <-gen.brokerCancel:
+			c.mu.Lock()
+			quiet := c.canceling || c.stopped
+			c.mu.Unlock()
+			if quiet {
+				continue
+			}
+			c.log.Warn("broker cancelled the consumer (queue deleted?); reopening the channel",
+				zap.String("consumer_tag", tag), zap.String("queue", gen.queues[tag]))
+			_ = gen.ch.Close()
+			// Handled by the gen.closed case; pause first so a deleted
+			// queue is not redeclared in a tight loop.
+			if !c.sleep(bo.next()) {
+				continue
+			}
+		case <-gen.fwdDone:
+			// Every consumer tag ended on a live channel: Cancel.
+			closeOut()
+			select {
+			case <-c.stop:
+			case <-gen.closed:
+				<-c.stop
+			}
+			_ = gen.ch.Close()
+			<-gen.closed
+			return
+		case <-c.stop:
+			_ = gen.ch.Close()
+			<-gen.closed
+			<-gen.fwdDone
+			return
+		}
+	}
+}
+
+// sleep waits d or until the consumer is cancelled or closed.
+func (c *Consumer) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.loopCtx.Done():
+		return false
+	}
+}

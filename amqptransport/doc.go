@@ -1,0 +1,100 @@
+// Package amqptransport is the RabbitMQ transport of gworker, built on
+// github.com/rabbitmq/amqp091-go: it declares queues exactly as kombu does,
+// consumes task messages with manual acknowledgements and publishes with
+// publisher confirms, and it keeps doing so across connection and channel
+// failures.
+//
+// # Connections
+//
+// Dial opens the consuming connection (its first connection must succeed
+// before ctx ends); the first Publish opens a second connection for
+// publishing, so that a broker blocking publishers under a resource alarm
+// cannot stall acknowledgements. A lost connection is re-established in the
+// background with capped, jittered exponential backoff (Config.ReconnectMin,
+// Config.ReconnectMax). amqp091-go's own experimental recovery
+// (amqp.Config.Recovery) is not used: it replays acknowledgements of old
+// delivery tags on the new channel, where they settle other messages.
+//
+// # Consuming and acknowledging
+//
+// Broker.Consume returns a Consumer whose Deliveries channel stays the same
+// across reconnections. After any failure (connection loss, or a channel
+// error such as the PRECONDITION_FAILED of a consumer_timeout, which kills
+// a Celery 5.2.6 worker), the consumer opens a new channel, re-applies the
+// prefetch, declares and consumes its queues again, and logs at WARN.
+//
+// Every Delivery remembers the channel it came from. Ack and Reject on a
+// delivery whose channel has died return ErrStaleDelivery and send nothing:
+// the broker requeued the message when the channel died and will deliver it
+// again, and a delivery tag from an old channel would name a different
+// message on the new one. A second Ack or Reject returns ErrAlreadySettled
+// without sending anything (RabbitMQ answers a double ack by closing the
+// channel, which would requeue every other unacknowledged message).
+//
+// Warm shutdown is Consumer.Cancel (basic.cancel; the messages already
+// received stay ackable and are still handed over, then Deliveries is
+// closed) followed by Consumer.Close (the channel closes and the broker
+// requeues whatever is still unacknowledged).
+//
+// Prefetch follows Celery: ConsumerConfig.GlobalQoS true gives
+// basic.qos(global=true), and SetPrefetch/AddPrefetch change it on the live
+// channel (as Celery's qos.increment_eventually does for ETA messages) and
+// after every reconnection.
+//
+// # Publishing
+//
+// Broker.Publish maps a protocol.RawMessage onto basic.publish and waits
+// for the publisher confirm of that message on a shared confirm-mode
+// channel; it is safe and fast for concurrent use. A nack gives ErrNacked,
+// a mandatory message nobody can route gives a *ReturnError. When the
+// connection breaks before the confirm, Publish publishes again on the new
+// connection until ctx ends, so a message can arrive twice (at least once).
+//
+// # Header types
+//
+// Received header tables are converted to the value types of package
+// protocol: every AMQP integer width becomes int64, float32 becomes
+// float64, a decimal becomes its exact decimal string, nested tables become
+// map[string]any and arrays []any; time.Time and []byte are kept.
+//
+// Published headers are converted by HeadersToAMQP so that py-amqp reads
+// back the value that was meant: integers in the int32 range as AMQP 'I',
+// larger positive ones as int64 (amqp091-go writes 'l', which py-amqp reads
+// as unsigned 64-bit, the same value for positive numbers). Negative
+// integers below the int32 range have no safe encoding from amqp091-go
+// (py-amqp would read 'l' as a huge unsigned number): they are sent as
+// float64 when exactly representable (|v| ≤ 2^53) and as a decimal string
+// otherwise, like integers beyond int64. int8, int16, uint8 and []byte are
+// never written: py-amqp reads 's' as a short string and swaps 'b'/'B'.
+//
+// Properties: RawMessage.HasPriority false sends no priority; amqp091-go
+// also sends none for priority 0, and on delivery cannot tell an absent
+// priority from 0, so HasPriority is reported as Priority != 0.
+//
+// # NOTES: the 'L' header trap and the quarantine sweep
+//
+// py-amqp (used by every Python Celery client) writes any int header
+// outside −2147483647..2147483647 with the AMQP field type 'L' (signed
+// 64-bit). amqp091-go has no decoder for 'L': reading such a message fails
+// with "invalid field or value inside of a frame" and the whole connection
+// is closed (code 501/502). The message was not acknowledged, so RabbitMQ
+// requeues it and delivers it again on the next connection: a crash loop
+// in which one message from Python (for example
+// apply_async(headers={"big": 2**40})) stops all consumption.
+//
+// The transport recognizes a connection closed on a frame it could not
+// parse and, before consuming again, runs a quarantine sweep: a minimal
+// AMQP 0-9-1 client of its own (TCP, PLAIN authentication, a field-table
+// decoder that understands every type tag, 'L' included) basic.gets the
+// consumed queues without acknowledging, up to Config.QuarantineScanLimit
+// messages per queue. Each message whose headers amqp091-go cannot read is
+// republished through the normal confirmed publisher to the default
+// exchange with the queue name as routing key, its headers re-typed as
+// described above (so the 2**40 arrives as int64 1099511627776), and only
+// then acknowledged on the sweep connection; every other message is
+// returned to the queue when the sweep channel closes. A republished
+// message goes to the back of its queue and loses its redelivered flag and
+// original exchange. A message that even the sweep cannot parse is rejected
+// without requeue (dead-lettered if the queue has a dead-letter exchange)
+// and logged at ERROR, since it could only loop forever.
+package amqptransport
