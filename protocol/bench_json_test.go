@@ -25,3 +25,28 @@ func BenchmarkMarshalJSON(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkDecodeV2JSON(b *testing.B) {
+	raw := loadVector(b, "amqp/v2_json_add").raw(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(raw, DecodeOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodeV2JSON(b *testing.B) {
+	raw := loadVector(b, "amqp/v2_json_add").raw(b)
+	m, err := Decode(raw, DecodeOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.ArgsRepr, m.KwargsRepr = "", ""
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Encode(m, EncodeOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

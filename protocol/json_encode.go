@@ -36,7 +36,7 @@ var ErrUnsupportedValue = errors.New("unsupported value")
 // is deterministic. Strings that are not valid UTF-8 have the bad bytes
 // written as U+FFFD.
 //
-// []byte is an error wrapping ErrUnsupportedValue: Python's JSON cannot carry
+// Errors are *EncodeError. []byte is such an error: Python's JSON cannot carry
 // bytes (kombu raises EncodeError); use msgpack for binary data.
 func MarshalJSON(v any) ([]byte, error) {
 	e := jsonEncoder{buf: make([]byte, 0, 128)}
@@ -50,8 +50,32 @@ type jsonEncoder struct {
 	buf []byte
 }
 
+// EncodeError is the error of MarshalJSON, of msgpack encoding and of
+// Encode's body when a value cannot be serialized (Celery: kombu's
+// EncodeError). It wraps ErrUnsupportedValue.
+type EncodeError struct {
+	Msg string // what could not be encoded
+	Err error  // underlying error, may be nil
+}
+
+func (e *EncodeError) Error() string {
+	msg := "cannot encode value: " + e.Msg
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap returns ErrUnsupportedValue and the underlying error.
+func (e *EncodeError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrUnsupportedValue, e.Err}
+	}
+	return []error{ErrUnsupportedValue}
+}
+
 func unsupported(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrUnsupportedValue}, args...)...)
+	return &EncodeError{Msg: fmt.Sprintf(format, args...)}
 }
 
 func (e *jsonEncoder) value(v any, depth int) error {
@@ -296,11 +320,11 @@ func (e *jsonEncoder) viaEncodingJSON(rv reflect.Value, depth int) error {
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(rv.Interface()); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrUnsupportedValue, rv.Type(), err)
+		return &EncodeError{Msg: rv.Type().String(), Err: err}
 	}
 	d, err := UnmarshalJSON(b.Bytes())
 	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrUnsupportedValue, rv.Type(), err)
+		return &EncodeError{Msg: rv.Type().String(), Err: err}
 	}
 	return e.value(d, depth+1)
 }

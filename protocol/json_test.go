@@ -261,8 +261,9 @@ func TestMarshalJSONRejects(t *testing.T) {
 		map[float64]int{1.5: 1},
 	} {
 		_, err := MarshalJSON(v)
-		if !errors.Is(err, ErrUnsupportedValue) {
-			t.Errorf("MarshalJSON(%T) err = %v, want ErrUnsupportedValue", v, err)
+		var ee *EncodeError
+		if !errors.Is(err, ErrUnsupportedValue) || !errors.As(err, &ee) {
+			t.Errorf("MarshalJSON(%T) err = %v, want an *EncodeError", v, err)
 		}
 	}
 	// A cyclic value is an error, not a stack overflow.
