@@ -20,4 +20,17 @@
 //
 // The encoders also accept other Go integers and floats, time.Time, Dict,
 // typed slices and maps, and structs (through their encoding/json form).
+//
+// # Messages
+//
+// Decode reads what a transport delivered (a RawMessage) into a Message,
+// whatever the protocol (v2, v1 or a hybrid), and Encode writes a Message
+// as Celery 5.2.6 publishes protocol v2. Decoding refuses what a Celery
+// worker would crash on or silently misread, with a *DecodeError whose
+// sentinel (ErrContentDisallowed, ErrUnknownMessage, ErrDecode,
+// ErrInvalidTask, ErrTooLarge) tells the caller what to do and whose ID
+// and Task say which task to fail.
+//
+// MarshalJSON and UnmarshalJSON are the JSON codec of the whole project:
+// Python's json module on both sides, byte for byte.
 package protocol

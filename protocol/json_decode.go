@@ -13,6 +13,11 @@ import (
 // accepts. Deeper input is an error, never a stack overflow.
 const MaxJSONDepth = 128
 
+// MaxIntDigits is Python's limit on the digits of an integer read from or
+// written to text (sys.get_int_max_str_digits() of Python 3.11): longer
+// integers are an error both ways, as they are for Python peers.
+const MaxIntDigits = 4300
+
 // SyntaxError is a JSON decoding error with the byte offset where it was
 // detected.
 type SyntaxError struct {
@@ -35,7 +40,8 @@ func (e *SyntaxError) Error() string {
 //     pair becomes one rune and a lone surrogate becomes U+FFFD.
 //
 // Like Python, it rejects invalid UTF-8, control characters inside strings,
-// a leading byte order mark (Python: "Unexpected UTF-8 BOM") and anything
+// integers of more than MaxIntDigits digits, a leading byte order mark
+// (Python: "Unexpected UTF-8 BOM") and anything
 // after the value other than whitespace. Nesting deeper than MaxJSONDepth is
 // an error. Errors are *SyntaxError.
 func UnmarshalJSON(data []byte) (any, error) {
@@ -349,6 +355,9 @@ func (d *jsonDecoder) number() (any, error) {
 			n = -n
 		}
 		return n, nil
+	}
+	if len(digits) > MaxIntDigits {
+		return nil, d.errorf(start, "integer of %d digits exceeds Python's limit of %d", len(digits), MaxIntDigits)
 	}
 	if n, err := strconv.ParseInt(string(text), 10, 64); err == nil {
 		return n, nil

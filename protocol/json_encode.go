@@ -121,7 +121,19 @@ func (e *jsonEncoder) value(v any, depth int) error {
 		if x == nil {
 			e.buf = append(e.buf, "null"...)
 		} else {
+			if x.BitLen() > MaxIntDigits*4 { // a digit holds less than 4 bits
+				return unsupported("integer of more than %d digits (Python's limit)", MaxIntDigits)
+			}
+			start := len(e.buf)
 			e.buf = x.Append(e.buf, 10)
+			n := len(e.buf) - start
+			if x.Sign() < 0 {
+				n-- // the minus sign
+			}
+			if n > MaxIntDigits {
+				e.buf = e.buf[:start]
+				return unsupported("integer of %d digits exceeds Python's limit of %d", n, MaxIntDigits)
+			}
 		}
 	case []any:
 		e.buf = append(e.buf, '[')

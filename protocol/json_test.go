@@ -266,6 +266,14 @@ func TestMarshalJSONRejects(t *testing.T) {
 			t.Errorf("MarshalJSON(%T) err = %v, want an *EncodeError", v, err)
 		}
 	}
+	// Python refuses integers of more than 4300 digits.
+	huge := new(big.Int).Exp(big.NewInt(10), big.NewInt(MaxIntDigits), nil) // 4301 digits
+	if _, err := MarshalJSON(huge); !errors.Is(err, ErrUnsupportedValue) {
+		t.Errorf("huge int: %v", err)
+	}
+	if _, err := MarshalJSON(new(big.Int).Neg(new(big.Int).Sub(huge, big.NewInt(1)))); err != nil {
+		t.Errorf("-(10**4300-1): %v", err)
+	}
 	// A cyclic value is an error, not a stack overflow.
 	cyc := []any{nil}
 	cyc[0] = cyc
@@ -317,7 +325,7 @@ func TestUnmarshalJSONErrors(t *testing.T) {
 		"", " ", "{not json", "[1,]", "[1 2]", `{"a" 1}`, `{a: 1}`, `{"a": 1,}`,
 		"01", "1.", ".5", "-", "+1", "1e", "-NaN", "nan", "infinity", "True",
 		"[1] x", `"abc`, `"\x"`, `"\u12"`, "\"a\nb\"", "\"\xff\"", "\"\xed\xa0\x80\"",
-		"\xef\xbb\xbf[]", deep, strings.Repeat(`{"a":`, 100000), `"\`,
+		"\xef\xbb\xbf[]", deep, strings.Repeat("1", MaxIntDigits+1), strings.Repeat(`{"a":`, 100000), `"\`,
 	} {
 		v, err := UnmarshalJSON([]byte(in))
 		if err == nil {
