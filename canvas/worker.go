@@ -1,0 +1,144 @@
+package canvas
+
+import (
+	"context"
+
+	"github.com/gworker/gworker/producer"
+	"github.com/gworker/gworker/protocol"
+)
+
+// ApplyOptions are the apply_async options a worker adds when it applies a
+// signature taken from a task message.
+type ApplyOptions struct {
+	// ParentID is the id of the task whose message carried the signature;
+	// RootID is that task's root_id (or its id).
+	ParentID, RootID string
+	// Chain, when not nil, becomes the sent task's embed.chain: the rest
+	// of the chain, still in wire order (next task LAST). An empty non-nil
+	// slice is sent as [] (Celery does so for the last chain element).
+	Chain []protocol.Signature
+	// GroupID is given to the sent task unless its signature already has
+	// a group_id (Celery never replaces one).
+	GroupID string
+	// Priority, when not nil, overrides the signature's priority
+	// (Celery's task_inherit_parent_priority).
+	Priority *int
+	// Options are further Celery options merged over the signature's.
+	Options map[string]any
+}
+
+func (o ApplyOptions) celery() map[string]any {
+	m := make(map[string]any, len(o.Options)+5)
+	for k, v := range o.Options {
+		m[k] = v
+	}
+	if o.ParentID != "" {
+		m["parent_id"] = o.ParentID
+	}
+	if o.RootID != "" {
+		m["root_id"] = o.RootID
+	}
+	if o.Chain != nil {
+		m["chain"] = sigValues(o.Chain)
+	}
+	if o.GroupID != "" {
+		m["group_id"] = o.GroupID
+	}
+	if o.Priority != nil {
+		m["priority"] = int64(*o.Priority)
+	}
+	return m
+}
+
+// ApplyFromMessage applies a signature taken from a task message's embed (a
+// callback, errback, chain element or chord body) as Celery's worker does:
+//
+//   - partialArgs are prepended to the signature's args unless it is
+//     immutable;
+//   - options: the signature's, overridden by opts (a group_id already
+//     present is kept);
+//   - options become message fields: task_id (id, else a new one), queue /
+//     exchange / routing_key, countdown / eta, expires, priority,
+//     time_limit / soft_time_limit, link / link_error (callbacks /
+//     errbacks), chain, chord, group_id / group_index, shadow, headers,
+//     reply_to, root_id / parent_id;
+//   - subtask_type "chain" sends its first task with the rest as
+//     embed.chain; "group" sends every member under one new group id (or
+//     the group's own task_id); "chord" writes the chord size and sends the
+//     header parts with embed.chord (the producer's backend must be a
+//     result.ChordBackend); any other type is sent as a plain task.
+//
+// It returns the result tuples of what it sent (one per call: a task, the
+// last task of a chain, a group, or a chord body with its header as
+// parent), for the running task's "children".
+func ApplyFromMessage(ctx context.Context, p *producer.Producer, sig protocol.Signature, partialArgs []any, opts ApplyOptions) (children []any, err error) {
+	a := applier{p: p}
+	n, err := a.apply(ctx, cloneSig(sig), partialArgs, opts.celery())
+	if err != nil {
+		return nil, err
+	}
+	return []any{n.tuple()}, nil
+}
+
+// ApplyCallbacks sends a succeeded task's link callbacks with its return
+// value prepended, following Celery's rule: one callback is sent alone;
+// with more, every group callback is applied on its own and the other
+// callbacks are sent together as one group (each then carries a group
+// header). Set opts.ParentID to the task id and opts.RootID to its root.
+func ApplyCallbacks(ctx context.Context, p *producer.Producer, callbacks []protocol.Signature, retval any, opts ApplyOptions) ([]any, error) {
+	switch len(callbacks) {
+	case 0:
+		return nil, nil
+	case 1:
+		return ApplyFromMessage(ctx, p, callbacks[0], []any{retval}, opts)
+	}
+	var children []any
+	var plain []protocol.Signature
+	for _, cb := range callbacks {
+		if cb.SubtaskType == TypeGroup {
+			c, err := ApplyFromMessage(ctx, p, cb, []any{retval}, opts)
+			if err != nil {
+				return children, err
+			}
+			children = append(children, c...)
+			continue
+		}
+		plain = append(plain, cb)
+	}
+	if len(plain) > 0 {
+		c, err := ApplyFromMessage(ctx, p, groupSig(plain), []any{retval}, opts)
+		if err != nil {
+			return children, err
+		}
+		children = append(children, c...)
+	}
+	return children, nil
+}
+
+// ApplyErrbacks sends a failed task's errbacks as Celery sends "old style"
+// errbacks: together as one group, with the failed task's id prepended to
+// their args, parent_id = that id. Celery runs errbacks whose Python
+// function takes (request, exc, traceback) inline instead; a Go worker
+// cannot, so every errback is sent this way.
+func ApplyErrbacks(ctx context.Context, p *producer.Producer, errbacks []protocol.Signature, failedTaskID string, opts ApplyOptions) ([]any, error) {
+	if len(errbacks) == 0 {
+		return nil, nil
+	}
+	if opts.ParentID == "" {
+		opts.ParentID = failedTaskID
+	}
+	return ApplyFromMessage(ctx, p, groupSig(errbacks), []any{failedTaskID}, opts)
+}
+
+// ApplyChainNext sends the next task of a chain after a task succeeded:
+// the LAST element of chain, with retval prepended to its args and the
+// remaining elements as its embed.chain. It returns no children when chain
+// is empty.
+func ApplyChainNext(ctx context.Context, p *producer.Producer, chain []protocol.Signature, retval any, opts ApplyOptions) ([]any, error) {
+	if len(chain) == 0 {
+		return nil, nil
+	}
+	next := chain[len(chain)-1]
+	opts.Chain = append([]protocol.Signature{}, chain[:len(chain)-1]...)
+	return ApplyFromMessage(ctx, p, next, []any{retval}, opts)
+}
