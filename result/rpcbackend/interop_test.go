@@ -1,0 +1,127 @@
+package rpcbackend_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/result/rpcbackend"
+)
+
+// pyClient sends tasks.add(2, 2) to the queue named by argv[2] with the
+// rpc:// backend, prints the task id, then the result of get().
+const pyClient = `
+import sys
+from celery import Celery
+app = Celery('interop', broker=sys.argv[1], backend='rpc://')
+r = app.send_task('tasks.add', (2, 2), queue=sys.argv[2])
+print(r.id, flush=True)
+print(repr(r.get(timeout=20)), flush=True)
+`
+
+// celeryURL spells the broker URL the way kombu reads vhost "/".
+func celeryURL() string {
+	u := amqpURL()
+	if strings.HasSuffix(u, ":5672/") {
+		return u + "/"
+	}
+	return u
+}
+
+// TestPythonClientReadsGoStore: a Python client with backend='rpc://'
+// sends a task; Go reads the message and stores SUCCESS through the
+// rpc backend; Python's AsyncResult.get() returns it.
+func TestPythonClientReadsGoStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b := dial(t)
+	queue := "gworker.rpctest." + suffix()
+	t.Cleanup(func() { deleteTaskQueue(t, queue) })
+
+	cons, err := b.Consume(ctx, amqptransport.ConsumerConfig{Queues: []amqptransport.Queue{amqptransport.TaskQueue(queue)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+
+	cmd := exec.CommandContext(ctx, pythonBin(), "-c", pyClient, celeryURL(), queue)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", pythonBin(), err)
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() {
+		_ = cmd.Wait()
+		t.Fatalf("python printed no task id; stderr:\n%s", stderr.String())
+	}
+	pyID := strings.TrimSpace(lines.Text())
+
+	var d *amqptransport.Delivery
+	select {
+	case d = <-cons.Deliveries():
+	case <-ctx.Done():
+		t.Fatalf("no task message received; python stderr:\n%s", stderr.String())
+	}
+	if err := d.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := d.Raw.Headers["id"].(string)
+	if id != pyID || d.Raw.ReplyTo == "" {
+		t.Fatalf("message id %q reply_to %q; python sent %q", id, d.Raw.ReplyTo, pyID)
+	}
+
+	worker := rpcbackend.NewAMQPWorkerSide(b)
+	if err := worker.Store(ctx, &result.Meta{
+		TaskID: id, Status: result.Success, Result: int64(4),
+		ReplyTo: d.Raw.ReplyTo, CorrelationID: d.Raw.CorrelationID,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !lines.Scan() {
+		_ = cmd.Wait()
+		t.Fatalf("python printed no result; stderr:\n%s", stderr.String())
+	}
+	if got := strings.TrimSpace(lines.Text()); got != "4" {
+		t.Errorf("python get() = %s, want 4", got)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("python: %v\n%s", err, stderr.String())
+	}
+}
+
+// deleteTaskQueue removes the queue and the exchange of the same name that
+// kombu and TaskQueue declare.
+func deleteTaskQueue(t *testing.T, name string) {
+	t.Helper()
+	conn, err := amqp.Dial(amqpURL())
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer ch.Close()
+	if _, err := ch.QueueDelete(name, false, false, false); err != nil {
+		t.Errorf("cleanup queue %s: %v", name, err)
+	}
+	if err := ch.ExchangeDelete(name, false, false); err != nil {
+		t.Errorf("cleanup exchange %s: %v", name, err)
+	}
+}
