@@ -1,9 +1,6 @@
 package protocol
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
 // Sentinel errors of message decoding. A *DecodeError wraps exactly one of
 // them, so callers pick a disposition with errors.Is.
@@ -53,5 +50,3 @@ func (e *DecodeError) Unwrap() []error {
 func decodeErr(kind error, reason string, err error) *DecodeError {
 	return &DecodeError{Kind: kind, Reason: reason, Err: err}
 }
-
-var _ = fmt.Sprintf
