@@ -237,6 +237,10 @@ func (p *Producer) Build(name string, args []any, kwargs map[string]any, opts ..
 	}
 	switch {
 	case c.countdown != nil:
+		if *c.countdown == 0 {
+			// Celery converts only a non-zero countdown to an eta.
+			break
+		}
 		t := now.Add(*c.countdown)
 		m.ETA = &t
 	case c.eta != nil:

@@ -94,6 +94,15 @@ func TestBuildOptions(t *testing.T) {
 		t.Errorf("past expiration = %q, want 0", msg.Expiration)
 	}
 
+	// A zero countdown sets no eta, as in Celery.
+	msg, err = p.Build("tasks.add", nil, nil, producer.Countdown(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.ETA != nil {
+		t.Errorf("zero countdown gave eta %v", msg.ETA)
+	}
+
 	// Exchange with routing key bypasses the default exchange.
 	msg, err = p.Build("tasks.add", nil, nil, producer.Exchange("ex"), producer.RoutingKey("rk"))
 	if err != nil {
