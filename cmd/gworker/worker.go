@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/demo"
+	"github.com/gworker/gworker/worker"
+	"github.com/gworker/gworker/worker/amqpbroker"
+)
+
+// commonFlags are the connection flags every command takes.
+type commonFlags struct {
+	broker  string
+	backend string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	c.broker = envOr("CELERY_BROKER_URL", amqptransport.DefaultURL)
+	c.backend = os.Getenv("CELERY_RESULT_BACKEND")
+	fs.StringVar(&c.broker, "broker", c.broker, "broker URL (env CELERY_BROKER_URL)")
+	fs.StringVar(&c.broker, "b", c.broker, "shorthand for --broker")
+	fs.StringVar(&c.backend, "result-backend", c.backend, "result backend URL: redis://... or rpc:// (env CELERY_RESULT_BACKEND)")
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+type workerFlags struct {
+	commonFlags
+	queues         string
+	concurrency    int
+	prefetch       int
+	loglevel       string
+	hostname       string
+	acksLate       bool
+	accept         string
+	resultExtended bool
+	trackStarted   bool
+	resultExpires  time.Duration
+}
+
+func parseWorkerFlags(args []string, stderr io.Writer) (*workerFlags, error) {
+	f := &workerFlags{}
+	fs := flag.NewFlagSet("gworker worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.register(fs)
+	fs.StringVar(&f.queues, "queues", "celery", "comma-separated queues to consume")
+	fs.StringVar(&f.queues, "Q", "celery", "shorthand for --queues")
+	fs.IntVar(&f.concurrency, "concurrency", runtime.NumCPU(), "number of tasks run at once")
+	fs.IntVar(&f.concurrency, "c", runtime.NumCPU(), "shorthand for --concurrency")
+	fs.IntVar(&f.prefetch, "prefetch-multiplier", 4, "messages prefetched per concurrency slot")
+	fs.StringVar(&f.loglevel, "loglevel", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL")
+	fs.StringVar(&f.loglevel, "l", "INFO", "shorthand for --loglevel")
+	fs.StringVar(&f.hostname, "hostname", "celery@%h", "node name; %h is the host name, %n its first label, %d its domain")
+	fs.StringVar(&f.hostname, "n", "celery@%h", "shorthand for --hostname")
+	fs.BoolVar(&f.acksLate, "acks-late", false, "acknowledge messages after the task ran (task_acks_late)")
+	fs.StringVar(&f.accept, "accept-content", "json", "accepted serializers: json, msgpack (comma-separated)")
+	fs.BoolVar(&f.resultExtended, "result-extended", false, "store task name, args, kwargs, worker, retries and queue with results")
+	fs.BoolVar(&f.trackStarted, "track-started", false, "store the STARTED state (task_track_started)")
+	fs.DurationVar(&f.resultExpires, "result-expires", 24*time.Hour, "how long results are kept (result_expires); 0 keeps them forever")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return f, nil
+}
+
+// expandHostname expands %h, %n and %d as celery worker -n does.
+func expandHostname(s string) string {
+	host, _ := os.Hostname()
+	short, domain, _ := strings.Cut(host, ".")
+	r := strings.NewReplacer("%h", host, "%n", short, "%d", domain, "%%", "%")
+	return r.Replace(s)
+}
+
+func acceptTypes(s string) ([]string, error) {
+	var out []string
+	for _, name := range strings.Split(s, ",") {
+		switch strings.TrimSpace(strings.ToLower(name)) {
+		case "json", "application/json":
+			out = append(out, "application/json")
+		case "msgpack", "application/x-msgpack":
+			out = append(out, "application/x-msgpack")
+		case "":
+		default:
+			return nil, fmt.Errorf("unsupported content type %q: gworker accepts json and msgpack (never pickle or yaml)", name)
+		}
+	}
+	return out, nil
+}
+
+func runWorker(args []string, stdout, stderr io.Writer) int {
+	f, err := parseWorkerFlags(args, stderr)
+	if err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		fmt.Fprintln(stderr, "gworker:", err)
+		return 2
+	}
+	log, err := newLogger(f.loglevel, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "gworker:", err)
+		return 2
+	}
+	defer log.Sync()
+	accept, err := acceptTypes(f.accept)
+	if err != nil {
+		fmt.Fprintln(stderr, "gworker:", err)
+		return 2
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	env, err := connect(ctx, f.commonFlags, f.resultExpires, log, roleWorker)
+	if err != nil {
+		log.Error("cannot start: " + err.Error())
+		return 1
+	}
+	defer env.Close()
+
+	reg := worker.NewRegistry()
+	if err := demo.Register(reg); err != nil {
+		log.Error(err.Error())
+		return 1
+	}
+	if err := demo.RegisterClientTasks(reg, env.Producer, env.Backend); err != nil {
+		log.Error(err.Error())
+		return 1
+	}
+	cfg := worker.Config{
+		Registry:           reg,
+		Broker:             amqpbroker.New(env.Broker),
+		Backend:            env.Backend,
+		Followups:          env.Followups,
+		Queues:             splitList(f.queues),
+		Concurrency:        f.concurrency,
+		PrefetchMultiplier: f.prefetch,
+		AcksLate:           f.acksLate,
+		Hostname:           expandHostname(f.hostname),
+		Accept:             accept,
+		ResultExtended:     f.resultExtended,
+		TrackStarted:       f.trackStarted,
+		Logger:             log,
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		log.Error(err.Error())
+		return 1
+	}
+	printBanner(stdout, cfg, f, reg)
+
+	go func() {
+		<-sigs
+		log.Info("worker: Warm shutdown (signal received; send it again for a cold shutdown)")
+		stop()
+		<-sigs
+		log.Warn("worker: Cold shutdown")
+		w.Terminate()
+	}()
+	if err := w.Run(ctx); err != nil {
+		log.Error(err.Error())
+		return 1
+	}
+	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func printBanner(w io.Writer, cfg worker.Config, f *workerFlags, reg *worker.Registry) {
+	backend := "disabled://"
+	if f.backend != "" {
+		backend = redactAny(f.backend)
+	}
+	fmt.Fprintf(w, `
+ -------------- %s v%s (gworker)
+--- ***** ----- 
+-- ******* ---- %s %s %s
+- *** --- * --- 
+- ** ---------- [config]
+- ** ---------- .> app:         gworker
+- ** ---------- .> transport:   %s
+- ** ---------- .> results:     %s
+- *** --- * --- .> concurrency: %d (goroutines)
+-- ******* ---- .> task events: OFF
+--- ***** ----- 
+ -------------- [queues]
+`, cfg.Hostname, version, runtime.GOOS, runtime.GOARCH, runtime.Version(),
+		amqptransport.RedactURL(f.broker), backend, cfg.Concurrency)
+	for _, q := range cfg.Queues {
+		fmt.Fprintf(w, "                .> %-16s exchange=%s(direct) key=%s\n", q, q, q)
+	}
+	fmt.Fprintln(w, "\n[tasks]")
+	for _, n := range reg.Names() {
+		fmt.Fprintf(w, "  . %s\n", n)
+	}
+	fmt.Fprintln(w)
+}
+
+// newLogger builds a zap logger whose lines read like Celery's:
+// [2026-01-02 03:04:05,678: INFO/MainProcess] Task tasks.add[...] received
+func newLogger(level string, out io.Writer) (*zap.Logger, error) {
+	return buildLogger(level, out)
+}

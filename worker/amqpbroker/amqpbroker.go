@@ -1,0 +1,64 @@
+// Package amqpbroker connects a worker to RabbitMQ through amqptransport:
+// it declares the worker's queues as kombu does and adapts the transport's
+// consumer to worker.Broker.
+package amqpbroker
+
+import (
+	"context"
+
+	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/worker"
+)
+
+// Broker is a worker.Broker on an amqptransport.Broker.
+type Broker struct {
+	b *amqptransport.Broker
+	// Queue builds the declaration of a queue name; nil means
+	// amqptransport.TaskQueue (kombu's default task queue).
+	Queue func(name string) amqptransport.Queue
+}
+
+// New returns a worker.Broker consuming through b.
+func New(b *amqptransport.Broker) *Broker { return &Broker{b: b} }
+
+// Consume declares the queues and starts consuming them with global QoS,
+// as Celery does on RabbitMQ.
+func (a *Broker) Consume(ctx context.Context, queues []string, prefetch int) (worker.Consumer, error) {
+	mk := a.Queue
+	if mk == nil {
+		mk = amqptransport.TaskQueue
+	}
+	qs := make([]amqptransport.Queue, len(queues))
+	for i, n := range queues {
+		qs[i] = mk(n)
+	}
+	c, err := a.b.Consume(ctx, amqptransport.ConsumerConfig{Queues: qs, Prefetch: prefetch, GlobalQoS: true})
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan worker.Delivery, 64)
+	go func() {
+		defer close(out)
+		for d := range c.Deliveries() {
+			out <- delivery{d}
+		}
+	}()
+	return &consumer{c: c, out: out}, nil
+}
+
+type consumer struct {
+	c   *amqptransport.Consumer
+	out chan worker.Delivery
+}
+
+func (c *consumer) Deliveries() <-chan worker.Delivery { return c.out }
+func (c *consumer) SetPrefetch(n int) error            { return c.c.SetPrefetch(n) }
+func (c *consumer) Cancel(ctx context.Context) error   { return c.c.Cancel(ctx) }
+func (c *consumer) Close() error                       { return c.c.Close() }
+
+type delivery struct{ d *amqptransport.Delivery }
+
+func (d delivery) Raw() *protocol.RawMessage { return &d.d.Raw }
+func (d delivery) Ack() error                { return d.d.Ack() }
+func (d delivery) Reject(requeue bool) error { return d.d.Reject(requeue) }

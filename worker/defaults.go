@@ -1,0 +1,5 @@
+package worker
+
+import "runtime"
+
+func defaultConcurrency() int { return runtime.NumCPU() }

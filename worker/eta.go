@@ -1,0 +1,66 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// hold keeps a message whose ETA is in the future unacknowledged until it
+// is due, without taking a pool slot. As Celery, each held message raises
+// the prefetch window by one so that it does not starve the consumer, up to
+// MaxHeldETA. A message due after the ETA horizon is held only until the
+// horizon and then published again (same id, same ETA) and acknowledged.
+func (w *Worker) hold(j *job, delay time.Duration) {
+	w.mu.Lock()
+	raise := w.prefetch > 0 && w.heldRise < w.cfg.MaxHeldETA
+	if raise {
+		w.heldRise++
+	}
+	window := w.prefetch + w.heldRise
+	horizon := delay > w.cfg.ETAHorizon && w.cfg.Followups != nil
+	wait := delay
+	if horizon {
+		wait = w.cfg.ETAHorizon
+	}
+	w.held[j] = time.AfterFunc(wait, func() { w.release(j, raise, horizon) })
+	cons := w.consumer
+	w.mu.Unlock()
+	if raise && cons != nil {
+		if err := cons.SetPrefetch(window); err != nil {
+			w.log.Warn("raise prefetch", zap.Error(err))
+		}
+	}
+}
+
+func (w *Worker) release(j *job, raised, horizon bool) {
+	w.mu.Lock()
+	if _, ok := w.held[j]; !ok {
+		w.mu.Unlock()
+		return // taken back by shutdown
+	}
+	delete(w.held, j)
+	if raised {
+		w.heldRise--
+	}
+	window := w.prefetch + w.heldRise
+	cons := w.consumer
+	w.mu.Unlock()
+	if raised && cons != nil {
+		if err := cons.SetPrefetch(window); err != nil {
+			w.log.Warn("lower prefetch", zap.Error(err))
+		}
+	}
+	if horizon {
+		if err := w.cfg.Followups.Republish(context.Background(), j.msg, j.d.Raw()); err != nil {
+			w.log.Warn("republish of a far ETA failed; keeping it held", zap.String("id", j.msg.ID), zap.Error(err))
+			w.hold(j, time.Until(*j.msg.ETA))
+			return
+		}
+		w.ack(j)
+		w.inflight.Done()
+		return
+	}
+	w.schedule(j)
+}

@@ -1,0 +1,63 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/result"
+)
+
+// Followups sends the messages that follow a task, as a Celery worker does
+// after running one: link callbacks and the next chain element on success,
+// errbacks and the chain's propagated failure on failure, the chord body
+// when the last header part completes, retries and republished far ETAs.
+type Followups interface {
+	// AfterSuccess applies callbacks and the next chain element with the
+	// task's return value and returns the result tuples of what it sent
+	// (the task's children).
+	AfterSuccess(ctx context.Context, msg *protocol.Message, value any) ([]any, error)
+	// AfterFailure stores the failure under every later chain element's id
+	// and applies errbacks.
+	AfterFailure(ctx context.Context, msg *protocol.Message, exc *protocol.Exception, traceback string) error
+	// ChordPart records a finished chord header part (msg.Chord is set) and,
+	// when the chord is complete, sends its body or fails it.
+	ChordPart(ctx context.Context, msg *protocol.Message, state result.State, value any) error
+	// Retry publishes the task again: same id, retries+1, the given eta,
+	// new arguments when not nil.
+	Retry(ctx context.Context, msg *protocol.Message, eta time.Time, args []any, kwargs map[string]any) error
+	// Republish publishes a delivered message again unchanged, to the queue
+	// it came from.
+	Republish(ctx context.Context, msg *protocol.Message, raw *protocol.RawMessage) error
+}
+
+func (w *Worker) onSuccess(ctx context.Context, msg *protocol.Message, value any) []any {
+	if w.cfg.Followups == nil || (len(msg.Callbacks) == 0 && len(msg.Chain) == 0) {
+		return nil
+	}
+	children, err := w.cfg.Followups.AfterSuccess(ctx, msg, value)
+	if err != nil {
+		w.log.Error("applying callbacks failed", zap.String("id", msg.ID), zap.Error(err))
+	}
+	return children
+}
+
+func (w *Worker) onFailure(ctx context.Context, msg *protocol.Message, exc *protocol.Exception, tb string) {
+	if w.cfg.Followups == nil || (len(msg.Errbacks) == 0 && len(msg.Chain) == 0) {
+		return
+	}
+	if err := w.cfg.Followups.AfterFailure(ctx, msg, exc, tb); err != nil {
+		w.log.Error("applying errbacks failed", zap.String("id", msg.ID), zap.Error(err))
+	}
+}
+
+func (w *Worker) chordPart(ctx context.Context, msg *protocol.Message, st result.State, value any) {
+	if w.cfg.Followups == nil || msg.Chord == nil {
+		return
+	}
+	if err := w.cfg.Followups.ChordPart(ctx, msg, st, value); err != nil {
+		w.log.Error("chord bookkeeping failed", zap.String("id", msg.ID), zap.String("group", msg.GroupID), zap.Error(err))
+	}
+}

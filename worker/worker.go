@@ -1,0 +1,480 @@
+// Package worker runs registered Go functions for Celery task messages:
+// the registry and argument binding, bounded concurrency, acknowledgements,
+// results, retries, ETA, expiry, time and rate limits, and what runs after a
+// task (callbacks, chains, chords).
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/result"
+)
+
+// Config configures a Worker. Registry and Broker are required.
+type Config struct {
+	Registry *Registry
+	Broker   Broker
+	// Backend stores results; nil runs tasks without storing results.
+	Backend result.Backend
+	// Followups sends what runs after a task (callbacks, chains, chord
+	// bodies, retries); nil disables them.
+	Followups Followups
+	// Queues to consume; default ["celery"].
+	Queues []string
+	// Concurrency is the number of tasks run at once; default 8... as
+	// Celery, the number of CPUs when 0.
+	Concurrency int
+	// PrefetchMultiplier × Concurrency messages are prefetched; default 4.
+	// A negative value asks the broker for no limit.
+	PrefetchMultiplier int
+	// AcksLate acknowledges messages after the task, not before.
+	AcksLate bool
+	// Hostname is the node name, e.g. "celery@host".
+	Hostname string
+	// Accept lists accepted content types (default: JSON only).
+	Accept []string
+	// MaxBodySize caps decompressed bodies (default 16 MiB).
+	MaxBodySize int
+	// ResultExtended stores name, args, kwargs, worker, retries and queue.
+	ResultExtended bool
+	// TrackStarted stores STARTED before running tasks.
+	TrackStarted bool
+	// MaxHeldETA caps how many ETA/countdown messages raise the prefetch
+	// window while they wait (default 10,000); beyond it they wait inside
+	// the normal window, which throttles consumption instead of memory.
+	MaxHeldETA int
+	// ETAHorizon: a message due later than this is held only until the
+	// horizon, then published again unchanged and acknowledged, so that no
+	// delivery stays unacknowledged past RabbitMQ's consumer_timeout
+	// (default 25 minutes). Needs Followups.
+	ETAHorizon time.Duration
+	// Logger receives the worker's log lines; nil logs nothing.
+	Logger *zap.Logger
+}
+
+// Stats are counters of what the worker did.
+type Stats struct {
+	Received, Succeeded, Failed, Retried, Revoked, Rejected, Invalid int64
+}
+
+// Worker consumes task messages and runs them.
+type Worker struct {
+	cfg      Config
+	log      *zap.Logger
+	prefetch int
+	decode   protocol.DecodeOptions
+	pid      int
+
+	queue    *jobQueue
+	running  sync.WaitGroup
+	inflight sync.WaitGroup // jobs received and not yet finished
+
+	mu       sync.Mutex
+	held     map[*job]*time.Timer
+	heldRise int // how much the prefetch window is raised by held messages
+	stopping bool
+	consumer Consumer
+
+	limits *rateLimits
+
+	// base is the parent of every task context; Terminate cancels it.
+	base       context.Context
+	cancelBase context.CancelFunc
+
+	stats struct {
+		received, succeeded, failed, retried, revoked, rejected, invalid atomic.Int64
+	}
+}
+
+// job is one received task message on its way through the worker.
+type job struct {
+	d        Delivery
+	msg      *protocol.Message
+	task     *Task
+	received time.Time
+	acked    bool
+}
+
+// New checks cfg and returns a worker.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Registry == nil || cfg.Broker == nil {
+		return nil, errors.New("worker: Registry and Broker are required")
+	}
+	if len(cfg.Queues) == 0 {
+		cfg.Queues = []string{"celery"}
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = defaultConcurrency()
+	}
+	if cfg.PrefetchMultiplier == 0 {
+		cfg.PrefetchMultiplier = 4
+	}
+	if cfg.Hostname == "" {
+		h, _ := os.Hostname()
+		cfg.Hostname = "celery@" + h
+	}
+	if cfg.MaxHeldETA == 0 {
+		cfg.MaxHeldETA = 10000
+	}
+	if cfg.ETAHorizon == 0 {
+		cfg.ETAHorizon = 25 * time.Minute
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	w := &Worker{
+		cfg:    cfg,
+		log:    log,
+		decode: protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
+		pid:    os.Getpid(),
+		held:   map[*job]*time.Timer{},
+		limits: newRateLimits(),
+	}
+	if cfg.PrefetchMultiplier > 0 {
+		w.prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
+	}
+	for _, name := range cfg.Registry.Names() {
+		t, _ := cfg.Registry.Lookup(name)
+		if t.Options.RateLimit != "" {
+			if err := w.limits.set(name, t.Options.RateLimit); err != nil {
+				return nil, fmt.Errorf("worker: task %q: %w", name, err)
+			}
+		}
+	}
+	w.base, w.cancelBase = context.WithCancel(context.Background())
+	return w, nil
+}
+
+// Hostname returns the worker's node name.
+func (w *Worker) Hostname() string { return w.cfg.Hostname }
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() Stats {
+	return Stats{
+		Received:  w.stats.received.Load(),
+		Succeeded: w.stats.succeeded.Load(),
+		Failed:    w.stats.failed.Load(),
+		Retried:   w.stats.retried.Load(),
+		Revoked:   w.stats.revoked.Load(),
+		Rejected:  w.stats.rejected.Load(),
+		Invalid:   w.stats.invalid.Load(),
+	}
+}
+
+// Run consumes and runs tasks until ctx is done, then shuts down warmly: it
+// stops consuming, lets running tasks finish (and acknowledges them), and
+// returns prefetched and held messages that never started to the queue.
+// Terminate turns a warm shutdown into a cold one.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.cfg.Broker.Consume(ctx, w.cfg.Queues, w.prefetch)
+	if err != nil {
+		return fmt.Errorf("worker: consume: %w", err)
+	}
+	w.mu.Lock()
+	w.consumer = cons
+	w.mu.Unlock()
+	w.queue = newJobQueue()
+	for i := 0; i < w.cfg.Concurrency; i++ {
+		w.running.Add(1)
+		go w.runPool()
+	}
+	w.log.Info("ready.", zap.String("hostname", w.cfg.Hostname), zap.Strings("queues", w.cfg.Queues),
+		zap.Int("concurrency", w.cfg.Concurrency), zap.Int("prefetch", w.prefetch))
+
+	deliveries := cons.Deliveries()
+	dispatchDone := make(chan struct{})
+	go func() {
+		defer close(dispatchDone)
+		for d := range deliveries {
+			if w.isStopping() {
+				w.requeue(d)
+				continue
+			}
+			w.receive(d)
+		}
+	}()
+
+	select {
+	case <-ctx.Done():
+	case <-dispatchDone:
+		if !w.isStopping() {
+			w.log.Error("consumer stopped unexpectedly")
+		}
+	}
+	w.shutdown(cons, dispatchDone)
+	return nil
+}
+
+func (w *Worker) isStopping() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopping
+}
+
+func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
+	w.log.Info("worker: Warm shutdown")
+	w.mu.Lock()
+	w.stopping = true
+	held := make([]*job, 0, len(w.held))
+	for j, t := range w.held {
+		if t.Stop() {
+			held = append(held, j)
+		}
+	}
+	w.held = map[*job]*time.Timer{}
+	w.mu.Unlock()
+
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := cons.Cancel(cctx); err != nil {
+		w.log.Warn("cancel consumer", zap.Error(err))
+	}
+	cancel()
+	// The deliveries channel closes after the cancellation; whatever was
+	// still in it is requeued by the dispatch loop.
+	select {
+	case <-dispatchDone:
+	case <-w.base.Done():
+	}
+	for _, j := range held {
+		w.requeue(j.d)
+		w.inflight.Done()
+	}
+	for _, j := range w.queue.close() {
+		w.requeue(j.d)
+		w.inflight.Done()
+	}
+	done := make(chan struct{})
+	go func() { w.running.Wait(); w.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-w.base.Done():
+		w.log.Warn("worker: Cold shutdown: running tasks abandoned")
+	}
+	if err := cons.Close(); err != nil {
+		w.log.Warn("close consumer", zap.Error(err))
+	}
+	w.cancelBase()
+}
+
+// Terminate makes a shutdown cold: running tasks' contexts are cancelled
+// and Run returns without waiting for them; their unacknowledged messages
+// return to the queue when the consumer closes.
+func (w *Worker) Terminate() { w.cancelBase() }
+
+func (w *Worker) requeue(d Delivery) {
+	if err := d.Reject(true); err != nil {
+		w.log.Debug("requeue", zap.Error(err))
+	}
+}
+
+func (w *Worker) runPool() {
+	defer w.running.Done()
+	for {
+		j, ok := w.queue.pop()
+		if !ok {
+			return
+		}
+		if w.isStopping() {
+			w.requeue(j.d)
+			w.inflight.Done()
+			continue
+		}
+		w.execute(j)
+		w.inflight.Done()
+	}
+}
+
+// receive decodes one delivery and routes it: reject, revoke, hold for its
+// ETA, wait for its rate limit, or queue it to run.
+func (w *Worker) receive(d Delivery) {
+	w.stats.received.Add(1)
+	raw := d.Raw()
+	msg, err := protocol.Decode(raw, w.decode)
+	if err != nil {
+		w.rejectInvalid(d, raw, err)
+		return
+	}
+	task, err := w.cfg.Registry.Lookup(msg.Task)
+	if err != nil {
+		w.stats.rejected.Add(1)
+		w.log.Error("Received unregistered task of type '"+truncate(msg.Task, 200)+"'.",
+			zap.String("id", msg.ID), zap.String("reason", "not-registered"))
+		w.storeFailure(context.Background(), msg, notRegistered(msg.Task), "", nil)
+		if err := d.Reject(false); err != nil {
+			w.log.Warn("reject", zap.Error(err))
+		}
+		return
+	}
+	j := &job{d: d, msg: msg, task: task, received: time.Now()}
+	w.log.Info("Task " + msg.Name() + "[" + msg.ID + "] received")
+	if w.revokeIfExpired(j) {
+		return
+	}
+	w.inflight.Add(1)
+	if msg.ETA != nil {
+		if delay := time.Until(*msg.ETA); delay > 0 {
+			w.hold(j, delay)
+			return
+		}
+	}
+	w.schedule(j)
+}
+
+// schedule queues j, after its task's rate limit allows it.
+func (w *Worker) schedule(j *job) {
+	if delay := w.limits.reserve(j.task.Name); delay > 0 {
+		time.AfterFunc(delay, func() { w.enqueue(j) })
+		return
+	}
+	w.enqueue(j)
+}
+
+func (w *Worker) enqueue(j *job) {
+	if !w.queue.push(j) {
+		w.requeue(j.d)
+		w.inflight.Done()
+	}
+}
+
+// rejectInvalid handles a message that cannot become a task: one ERROR
+// line with the reason, FAILURE stored when the id is known, reject without
+// requeue (dead-lettered when the queue has a DLX).
+func (w *Worker) rejectInvalid(d Delivery, raw *protocol.RawMessage, err error) {
+	w.stats.invalid.Add(1)
+	var de *protocol.DecodeError
+	reason := "invalid"
+	id, name := "", ""
+	if errors.As(err, &de) {
+		reason, id, name = de.Reason, de.ID, de.Task
+	}
+	w.log.Error("Received invalid task message: "+err.Error(),
+		zap.String("reason", reason), zap.String("id", truncate(id, 255)), zap.String("task", truncate(name, 200)),
+		zap.String("content_type", raw.ContentType), zap.ByteString("body", truncateBytes(raw.Body, 1024)))
+	if id != "" {
+		var exc *protocol.Exception
+		if errors.Is(err, protocol.ErrContentDisallowed) {
+			exc = contentDisallowed(err.Error())
+		} else {
+			exc = invalidTask(err.Error())
+		}
+		m := &protocol.Message{ID: id, Task: name, ReplyTo: raw.ReplyTo, CorrelationID: raw.CorrelationID}
+		w.storeFailure(context.Background(), m, exc, "", nil)
+	}
+	if err := d.Reject(false); err != nil {
+		w.log.Warn("reject", zap.Error(err))
+	}
+}
+
+// revokeIfExpired stores REVOKED(expired) and acks when the message has
+// expired, as Celery does at receipt and before running.
+func (w *Worker) revokeIfExpired(j *job) bool {
+	if j.msg.Expires == nil || time.Now().Before(*j.msg.Expires) {
+		return false
+	}
+	w.stats.revoked.Add(1)
+	w.log.Info("Discarding revoked task: "+j.msg.Name()+"["+j.msg.ID+"]", zap.String("reason", "expired"))
+	ctx := context.Background()
+	w.store(ctx, w.meta(j.msg, result.Revoked, taskRevoked("expired").Value(), "", nil))
+	w.chordPart(ctx, j.msg, result.Revoked, taskRevoked("expired").Value())
+	if !j.acked {
+		if err := j.d.Ack(); err != nil {
+			w.log.Warn("ack", zap.Error(err))
+		}
+		j.acked = true
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func truncateBytes(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return b[:n]
+}
+
+// hostnameMeta is the STARTED result Celery stores.
+func (w *Worker) startedMeta(msg *protocol.Message) *result.Meta {
+	return w.meta(msg, result.Started, protocol.Dict{{Key: "pid", Value: int64(w.pid)}, {Key: "hostname", Value: w.cfg.Hostname}}, "", nil)
+}
+
+// meta builds the result meta of msg in state st.
+func (w *Worker) meta(msg *protocol.Message, st result.State, value any, tb string, children []any) *result.Meta {
+	m := &result.Meta{
+		TaskID:        msg.ID,
+		Status:        st,
+		Result:        value,
+		Traceback:     tb,
+		Children:      children,
+		GroupID:       msg.GroupID,
+		ParentID:      msg.ParentID,
+		ReplyTo:       msg.ReplyTo,
+		CorrelationID: msg.CorrelationID,
+	}
+	if st.Ready() {
+		now := time.Now().UTC()
+		m.DateDone = &now
+	}
+	if w.cfg.ResultExtended {
+		m.Extended = true
+		m.Name = msg.Task
+		m.Args = msg.Args
+		m.Kwargs = msg.Kwargs
+		m.Worker = w.cfg.Hostname
+		m.Retries = msg.Retries
+		m.Queue = msg.RoutingKey
+	}
+	return m
+}
+
+// store writes m to the backend, retrying a failing backend a few times.
+func (w *Worker) store(ctx context.Context, m *result.Meta) error {
+	if w.cfg.Backend == nil {
+		return nil
+	}
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
+			case <-w.base.Done():
+				return err
+			}
+		}
+		if err = w.cfg.Backend.Store(ctx, m); err == nil {
+			return nil
+		}
+		var ee *protocol.EncodeError
+		if errors.As(err, &ee) {
+			return err
+		}
+		w.log.Warn("store result failed, retrying", zap.String("id", m.TaskID), zap.Error(err))
+	}
+	w.log.Error("store result failed", zap.String("id", m.TaskID), zap.Error(err))
+	return err
+}
+
+func (w *Worker) storeFailure(ctx context.Context, msg *protocol.Message, exc *protocol.Exception, tb string, children []any) error {
+	return w.store(ctx, w.meta(msg, result.Failure, exc.Value(), tb, children))
+}
+
+func panicTraceback(p any) string {
+	return fmt.Sprintf("panic: %v\n\n%s", p, debug.Stack())
+}
