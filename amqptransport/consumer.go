@@ -538,43 +538,31 @@ func (c *Consumer) run(gen *chanGen) {
 
 		select {
 		case <-gen.closed:
-			<-gen.fwdDone
-			c.mu.Lock()
-			c.gen = nil
-			quiet := c.stopped || c.canceling
-			c.mu.Unlock()
-			if e := gen.err; e != nil && !quiet {
-				c.log.Warn("consumer channel closed; deliveries not acknowledged are requeued by the broker",
-					zap.Uint64("channel_epoch", gen.seq), zap.Int("code", e.Code),
-					zap.String("reason", e.Reason), zap.Bool("server", e.Server))
-				if isFrameSyntaxClose(e) {
-					c.log.Error("connection closed on an unreadable frame: a message probably carries a header amqp091-go cannot decode (field type 'L' written by py-amqp); running a quarantine sweep before consuming again")
-					needSweep = true
-				}
-			}
-			gen = nil
-			if quiet {
-				closeOut()
-				<-c.stop
-				return
-			}
 		case tag := <-gen.brokerCancel:
-			c.mu.Lock()
-			quiet := c.canceling || c.stopped
-			c.mu.Unlock()
-			if quiet {
-				continue
+			if !c.quiet() {
+				c.log.Warn("broker cancelled the consumer (queue deleted?); reopening the channel",
+					zap.String("consumer_tag", tag), zap.String("queue", gen.queues[tag]))
+				_ = gen.ch.Close()
+				// Pause so a deleted queue is not redeclared in a tight
+				// loop.
+				c.sleep(bo.next())
 			}
-			c.log.Warn("broker cancelled the consumer (queue deleted?); reopening the channel",
-				zap.String("consumer_tag", tag), zap.String("queue", gen.queues[tag]))
-			_ = gen.ch.Close()
-			// Handled by the gen.closed case; pause first so a deleted
-			// queue is not redeclared in a tight loop.
-			if !c.sleep(bo.next()) {
-				continue
-			}
+			continue
 		case <-gen.fwdDone:
-			// Every consumer tag ended on a live channel: Cancel.
+			if !c.quiet() {
+				// The channel died (or the broker cancelled every
+				// consumer): the delivery channels closed first.
+				if !gen.ch.IsClosed() {
+					c.log.Warn("broker cancelled every consumer; reopening the channel")
+					_ = gen.ch.Close()
+					c.sleep(bo.next())
+				}
+				<-gen.closed
+				break
+			}
+			// Cancel: every consumer tag ended on a live channel and the
+			// deliveries received were handed over. Keep the channel
+			// open for their acknowledgements until Close.
 			closeOut()
 			select {
 			case <-c.stop:
@@ -590,7 +578,36 @@ func (c *Consumer) run(gen *chanGen) {
 			<-gen.fwdDone
 			return
 		}
+
+		// The channel is closed.
+		<-gen.fwdDone
+		c.mu.Lock()
+		c.gen = nil
+		c.mu.Unlock()
+		quiet := c.quiet()
+		if e := gen.err; e != nil && !quiet {
+			c.log.Warn("consumer channel closed; deliveries not acknowledged are requeued by the broker",
+				zap.Uint64("channel_epoch", gen.seq), zap.Int("code", e.Code),
+				zap.String("reason", e.Reason), zap.Bool("server", e.Server))
+			if isFrameSyntaxClose(e) {
+				c.log.Error("connection closed on an unreadable frame: a message probably carries a header amqp091-go cannot decode (field type 'L' written by py-amqp); running a quarantine sweep before consuming again")
+				needSweep = true
+			}
+		}
+		gen = nil
+		if quiet {
+			closeOut()
+			<-c.stop
+			return
+		}
 	}
+}
+
+// quiet reports whether the consumer is being cancelled or closed.
+func (c *Consumer) quiet() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.canceling || c.stopped
 }
 
 // sleep waits d or until the consumer is cancelled or closed.
