@@ -170,7 +170,7 @@ func (r *AsyncResult) Forget(ctx context.Context) error {
 	r.mu.Lock()
 	r.cache = nil
 	r.mu.Unlock()
-	if r.parent != nil {
+	if !isNil(r.parent) {
 		if err := r.parent.Forget(ctx); err != nil {
 			return err
 		}
@@ -207,7 +207,7 @@ func (r *AsyncResult) get(ctx context.Context, cfg getConfig) (any, error) {
 	if r.backend == nil {
 		return nil, ErrNoBackend
 	}
-	if cfg.propagate && r.parent != nil {
+	if cfg.propagate && !isNil(r.parent) {
 		if err := maybeThrowParents(ctx, r.parent); err != nil {
 			return nil, err
 		}
@@ -288,7 +288,7 @@ func (r *AsyncResult) maybeThrow(ctx context.Context) error {
 // _maybe_reraise_parent_error does.
 func maybeThrowParents(ctx context.Context, p Result) error {
 	var chain []Result
-	for n := p; n != nil && len(chain) < maxTupleDepth; {
+	for n := p; !isNil(n) && len(chain) < maxTupleDepth; {
 		chain = append(chain, n)
 		switch x := n.(type) {
 		case *AsyncResult:

@@ -112,7 +112,7 @@ func DecodeMeta(data []byte) (*Meta, error) {
 		return nil, err
 	}
 	if dd != "" {
-		t, err := parseDateDone(dd)
+		t, err := protocol.ParseTime(dd)
 		if err != nil {
 			return nil, fmt.Errorf("%w: date_done %q: %w", ErrBadMeta, dd, err)
 		}
@@ -152,32 +152,11 @@ func DecodeMeta(data []byte) (*Meta, error) {
 	return m, nil
 }
 
-// FormatDateDone formats t as Celery's date_done: naive UTC ISO 8601 with
-// 6 fractional digits, or none when the microseconds are 0.
-func FormatDateDone(t time.Time) string {
-	t = t.UTC().Truncate(time.Microsecond)
-	if t.Nanosecond() == 0 {
-		return t.Format("2006-01-02T15:04:05")
-	}
-	return t.Format("2006-01-02T15:04:05.000000")
-}
-
-// parseDateDone reads Celery's naive UTC date_done, and any other form
-// protocol.ParseTime accepts.
-func parseDateDone(s string) (time.Time, error) {
-	for _, layout := range []string{"2006-01-02T15:04:05.999999", "2006-01-02T15:04:05"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return protocol.ParseTime(s)
-}
-
 func dateDoneValue(t *time.Time) any {
 	if t == nil {
 		return nil
 	}
-	return FormatDateDone(*t)
+	return protocol.FormatDateDone(*t)
 }
 
 // StoredResult returns the value Celery stores as the result of a task in

@@ -153,16 +153,26 @@ func TestWouldBlockMatchesCelery(t *testing.T) {
 	}
 }
 
-func TestFormatDateDone(t *testing.T) {
+func TestDateDone(t *testing.T) {
 	for in, want := range map[string]string{
-		"2026-11-24T03:19:20.987958Z":    "2026-11-24T03:19:20.987958",
-		"2026-11-24T03:19:20Z":           "2026-11-24T03:19:20",
-		"2026-11-24T03:19:20.000001999Z": "2026-11-24T03:19:20.000001",
-		"2026-11-24T05:19:20.5+02:00":    "2026-11-24T03:19:20.500000",
-		"2026-11-24T03:19:20.000000999Z": "2026-11-24T03:19:20",
+		"2026-11-24T03:19:20.987958Z":    `"2026-11-24T03:19:20.987958"`,
+		"2026-11-24T03:19:20Z":           `"2026-11-24T03:19:20"`,
+		"2026-11-24T03:19:20.000001999Z": `"2026-11-24T03:19:20.000001"`,
+		"2026-11-24T05:19:20.5+02:00":    `"2026-11-24T03:19:20.500000"`,
 	} {
-		if got := result.FormatDateDone(*mustTime(t, in)); got != want {
-			t.Errorf("FormatDateDone(%s) = %s, want %s", in, got, want)
+		b, err := result.EncodeMeta(&result.Meta{TaskID: "x", Status: result.Success, DateDone: mustTime(t, in)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), `"date_done": `+want) {
+			t.Errorf("date_done of %s: %s", in, b)
+		}
+		m, err := result.DecodeMeta(b)
+		if err != nil || m.DateDone == nil || m.DateDone.Location() != time.UTC {
+			t.Fatalf("decode %s: %+v %v", b, m, err)
+		}
+		if w := mustTime(t, in).Truncate(time.Microsecond); !m.DateDone.Equal(w) {
+			t.Errorf("decoded %v, want %v", m.DateDone, w)
 		}
 	}
 }

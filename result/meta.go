@@ -34,7 +34,8 @@ type Meta struct {
 	Result any
 	// Traceback is the formatted traceback, or "" for null.
 	Traceback string
-	// Children are result tuples of tasks sent while the task ran.
+	// Children are the tasks sent while the task ran: result tuples as
+	// decoded, or Result values (EncodeMeta writes their tuples).
 	Children []any
 	// DateDone is nil for states that are not ready.
 	DateDone *time.Time

@@ -20,11 +20,29 @@ type ResultSet struct {
 	results []Result
 }
 
-// NewResultSet returns a set of the given results, in order.
+// NewResultSet returns a set of the given results, in order. Nil results
+// are left out.
 func NewResultSet(results ...Result) *ResultSet {
-	rs := &ResultSet{}
-	rs.results = append(rs.results, results...)
+	rs := &ResultSet{results: make([]Result, 0, len(results))}
+	for _, r := range results {
+		if !isNil(r) {
+			rs.results = append(rs.results, r)
+		}
+	}
 	return rs
+}
+
+// isNil reports whether r is nil or a nil pointer of a known type.
+func isNil(r Result) bool {
+	switch x := r.(type) {
+	case nil:
+		return true
+	case *AsyncResult:
+		return x == nil
+	case *GroupResult:
+		return x == nil || x.ResultSet == nil
+	}
+	return false
 }
 
 // Results returns the members in order. The slice is a copy.
@@ -44,9 +62,10 @@ func (s *ResultSet) index(r Result) int {
 	return -1
 }
 
-// Add appends r unless a result with the same id is already a member.
+// Add appends r unless a result with the same id is already a member (or
+// r is nil).
 func (s *ResultSet) Add(r Result) {
-	if r != nil && s.index(r) < 0 {
+	if !isNil(r) && s.index(r) < 0 {
 		s.results = append(s.results, r)
 	}
 }
@@ -61,7 +80,7 @@ func (s *ResultSet) Update(results ...Result) {
 // Remove removes the member with r's id, or returns an error wrapping
 // ErrNotMember (Celery raises KeyError).
 func (s *ResultSet) Remove(r Result) error {
-	if r == nil {
+	if isNil(r) {
 		return fmt.Errorf("%w: nil", ErrNotMember)
 	}
 	i := s.index(r)
@@ -74,9 +93,7 @@ func (s *ResultSet) Remove(r Result) error {
 
 // Discard removes the member with r's id if there is one.
 func (s *ResultSet) Discard(r Result) {
-	if r != nil {
-		_ = s.Remove(r)
-	}
+	_ = s.Remove(r)
 }
 
 // Clear removes every member.

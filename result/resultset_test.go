@@ -235,3 +235,26 @@ func TestGroupResultSaveRestore(t *testing.T) {
 		t.Errorf("after Delete: %v", err)
 	}
 }
+
+func TestNilMembers(t *testing.T) {
+	ctx := context.Background()
+	var nilAsync *result.AsyncResult
+	rs := result.NewResultSet(nil, nilAsync, result.NewAsyncResult("a", nil))
+	rs.Add(nil)
+	rs.Add(nilAsync)
+	rs.Discard(nil)
+	if err := rs.Remove(nilAsync); !errors.Is(err, result.ErrNotMember) {
+		t.Errorf("Remove(nil): %v", err)
+	}
+	if rs.Len() != 1 {
+		t.Fatalf("Len %d", rs.Len())
+	}
+	r := result.NewAsyncResult("b", nil)
+	r.SetParent(nilAsync)
+	if _, err := r.Get(ctx); !errors.Is(err, result.ErrNoBackend) {
+		t.Errorf("Get: %v", err)
+	}
+	if tup := r.AsTuple(); !reflect.DeepEqual(tup, []any{[]any{"b", nil}, nil}) {
+		t.Errorf("AsTuple %v", tup)
+	}
+}

@@ -97,7 +97,7 @@ func fromTuple(v any, b Backend, depth int) (Result, error) {
 }
 
 func parentTuple(p Result) any {
-	if p == nil {
+	if isNil(p) {
 		return nil
 	}
 	return p.AsTuple()

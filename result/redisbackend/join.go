@@ -26,6 +26,9 @@ const mgetChunk = 1000
 // A stored value that is not a valid meta ends the wait with an error
 // wrapping result.ErrBadMeta.
 func (b *Backend) WaitReady(ctx context.Context, ids []string, fn func(*result.Meta)) error {
+	if fn == nil {
+		fn = func(*result.Meta) {}
+	}
 	pending := make(map[string]string, len(ids)) // key -> id
 	keys := make([]string, 0, len(ids))
 	for _, id := range ids {
