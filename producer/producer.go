@@ -456,3 +456,14 @@ func expirationMillis(d time.Duration) string {
 	}
 	return strconv.FormatInt(d.Milliseconds(), 10)
 }
+
+// RouteOf returns where Celery re-sends a task it received (a retry): the
+// same queue through the default exchange when it was delivered through
+// the default exchange (queue = delivery routing key), otherwise the
+// original exchange and routing key.
+func RouteOf(m *protocol.Message) Route {
+	if m.Exchange == "" {
+		return Route{RoutingKey: m.RoutingKey, Declare: m.RoutingKey}
+	}
+	return Route{Exchange: m.Exchange, RoutingKey: m.RoutingKey}
+}

@@ -205,3 +205,37 @@ func TestNewID(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+func TestRouteOf(t *testing.T) {
+	if r := producer.RouteOf(&protocol.Message{RoutingKey: "q"}); r != (producer.Route{RoutingKey: "q", Declare: "q"}) {
+		t.Errorf("default exchange: %+v", r)
+	}
+	if r := producer.RouteOf(&protocol.Message{Exchange: "ex", RoutingKey: "rk"}); r != (producer.Route{Exchange: "ex", RoutingKey: "rk"}) {
+		t.Errorf("named exchange: %+v", r)
+	}
+}
+
+// TestPublishRetry re-sends a delivered message the way a worker retries:
+// same id, standard headers from the fields, custom ones kept.
+func TestPublishRetry(t *testing.T) {
+	rec := &recorder{}
+	p := producer.New(rec, producer.Options{Origin: "gen1@w"})
+	eta := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := &protocol.Message{
+		ID: "00000211-0000-4000-8000-000000000001", Task: "tasks.retry_me", Args: []any{int64(7)},
+		Retries: 1, ETA: &eta, ParentID: "00000211-0000-4000-8000-000000000001",
+		ReplyTo: "client", RoutingKey: "celery",
+		Headers: map[string]any{"retries": int64(0), "x-custom": "kept", "compression": "application/x-gzip"},
+	}
+	if err := p.Publish(context.Background(), m, producer.RouteOf(m)); err != nil {
+		t.Fatal(err)
+	}
+	got := rec.msgs[0]
+	h := got.msg.Headers
+	if h["retries"] != int64(1) || h["x-custom"] != "kept" || h["origin"] != "gen1@w" || h["argsrepr"] != "(7,)" {
+		t.Errorf("headers %v", h)
+	}
+	if h["compression"] != "application/x-gzip" || got.msg.CorrelationID != m.ID || got.routingKey != "celery" {
+		t.Errorf("compression %v correlation %q route %q", h["compression"], got.msg.CorrelationID, got.routingKey)
+	}
+}
