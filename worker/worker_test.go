@@ -1,0 +1,313 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gworker/gworker/canvas"
+	"github.com/gworker/gworker/producer"
+	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/worker"
+)
+
+func wantException(t *testing.T, err error, typ string) *protocol.Exception {
+	t.Helper()
+	var exc *protocol.Exception
+	if !errors.As(err, &exc) {
+		t.Fatalf("want %s, got %v", typ, err)
+	}
+	if exc.Type != typ {
+		t.Fatalf("want %s, got %s(%v)", typ, exc.Type, exc.Args)
+	}
+	return exc
+}
+
+func TestTasksRunAndResultsAreStored(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	add := e.send("tasks.add", []any{int64(2), int64(2)}, nil)
+	kw := e.send("tasks.add", []any{int64(2)}, map[string]any{"y": int64(3)})
+	fl := e.send("tasks.add", []any{2.0, int64(2)}, nil)
+	fail := e.send("tasks.raise_error", nil, map[string]any{"message": "gone"})
+	arity := e.send("tasks.add", []any{int64(1)}, nil)
+	unknown := e.send("tasks.does_not_exist", nil, nil)
+
+	if v, err := e.get(add); err != nil || v != int64(4) {
+		t.Errorf("add: %v %v", v, err)
+	}
+	if v, err := e.get(kw); err != nil || v != int64(5) {
+		t.Errorf("add with kwargs: %v %v", v, err)
+	}
+	if v, err := e.get(fl); err != nil || v != 4.0 {
+		t.Errorf("float add: %#v %v", v, err)
+	}
+	_, err := e.get(fail)
+	if exc := wantException(t, err, "KeyError"); exc.Args[0] != "gone" || exc.Module != "builtins" {
+		t.Errorf("raise_error: %+v", exc)
+	}
+	_, err = e.get(arity)
+	wantException(t, err, "TypeError")
+	_, err = e.get(unknown)
+	if exc := wantException(t, err, "NotRegistered"); exc.Module != "celery.exceptions" {
+		t.Errorf("NotRegistered module: %q", exc.Module)
+	}
+	if m := e.meta(fail.ID()); !strings.Contains(m.Traceback, "KeyError") {
+		t.Errorf("traceback: %q", m.Traceback)
+	}
+	// The worker is still consuming after the bad ones.
+	if v, err := e.get(e.send("tasks.mul", []any{int64(6), int64(7)}, nil)); err != nil || v != int64(42) {
+		t.Errorf("mul after failures: %v %v", v, err)
+	}
+	st := e.worker.Stats()
+	if st.Rejected != 1 || st.Failed != 2 || st.Succeeded < 4 {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+func TestMalformedMessagesAreRejectedAndTheWorkerGoesOn(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ctx := context.Background()
+	id := producer.NewID()
+	bad := []*protocol.RawMessage{
+		// Undecodable JSON, with a readable id: FAILURE stored.
+		{Headers: map[string]any{"task": "tasks.add", "id": id}, ContentType: "application/json", ContentEncoding: "utf-8", Body: []byte("{not json")},
+		// Pickle is never accepted.
+		{Headers: map[string]any{"task": "tasks.add", "id": producer.NewID()}, ContentType: protocol.ContentTypePickle, ContentEncoding: "binary", Body: []byte("\x80\x04N.")},
+		// A body of the wrong shape, no id header.
+		{Headers: map[string]any{"task": "tasks.add"}, ContentType: "application/json", ContentEncoding: "utf-8", Body: []byte(`[1, 2]`)},
+		// A foreign message.
+		{Headers: map[string]any{}, ContentType: "application/json", ContentEncoding: "utf-8", Body: []byte(`{"hello": 1}`)},
+		// An empty body.
+		{Headers: map[string]any{"task": "tasks.add", "id": producer.NewID()}, ContentType: "application/json", ContentEncoding: "utf-8"},
+	}
+	for _, m := range bad {
+		if err := e.broker.Publish(ctx, "", e.queue, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := e.get(e.send("tasks.add", []any{int64(1), int64(1)}, nil)); err != nil || v != int64(2) {
+		t.Fatalf("valid task after bad ones: %v %v", v, err)
+	}
+	waitFor(t, "5 invalid messages", 5*time.Second, func() bool { return e.worker.Stats().Invalid == 5 })
+	_, err := e.get(result.NewAsyncResult(id, e.backend))
+	wantException(t, err, "InvalidTaskError")
+	_ = result.NewAsyncResult(id, e.backend).Forget(ctx)
+	st, err := e.broker.Inspect(ctx, e.queue)
+	if err != nil || st.Messages != 0 {
+		t.Errorf("queue after rejects: %+v %v", st, err)
+	}
+	if !e.logged("Received invalid task message") {
+		t.Error("no log line for the invalid messages")
+	}
+}
+
+func TestWarmShutdownFinishesRunningAndRequeuesTheRest(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, _ *worker.Registry) {
+		c.Concurrency = 1
+		c.TrackStarted = true
+	})
+	first := e.send("tasks.sleep", []any{0.5}, nil)
+	var rest []*result.AsyncResult
+	for i := 0; i < 5; i++ {
+		rest = append(rest, e.send("tasks.sleep", []any{0.5}, nil))
+	}
+	e.start()
+	waitFor(t, "the first task to start", 10*time.Second, func() bool { return e.meta(first.ID()).Status == result.Started })
+	e.stop()
+	if m := e.meta(first.ID()); m.Status != result.Success {
+		t.Fatalf("the running task did not finish: %s", m.Status)
+	}
+	for _, r := range rest {
+		if m := e.meta(r.ID()); m.Status != result.Pending {
+			t.Errorf("task %s ran during shutdown: %s", r.ID(), m.Status)
+		}
+	}
+	st, err := e.broker.Inspect(context.Background(), e.queue)
+	if err != nil || st.Messages != len(rest) {
+		t.Fatalf("want %d messages back in the queue, got %+v %v", len(rest), st, err)
+	}
+}
+
+func TestTimeLimits(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	soft := e.send("tasks.sleep", []any{int64(5)}, nil, producer.SoftTimeLimit(200*time.Millisecond))
+	hard := e.send("tasks.sleep", []any{int64(5)}, nil, producer.TimeLimit(300*time.Millisecond))
+	_, err := e.get(soft)
+	if exc := wantException(t, err, "SoftTimeLimitExceeded"); exc.Module != "billiard.exceptions" {
+		t.Errorf("module %q", exc.Module)
+	}
+	_, err = e.get(hard)
+	wantException(t, err, "TimeLimitExceeded")
+	if m := e.meta(hard.ID()); m.Traceback != "" {
+		t.Errorf("hard limit traceback should be null, got %q", m.Traceback)
+	}
+}
+
+func TestCountdownDoesNotBlockOtherTasks(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, _ *worker.Registry) { c.Concurrency = 1 })
+	e.start()
+	later := e.send("tasks.add", []any{int64(1), int64(1)}, nil, producer.Countdown(time.Second))
+	now := e.send("tasks.add", []any{int64(2), int64(2)}, nil)
+	if v, err := e.get(now); err != nil || v != int64(4) {
+		t.Fatalf("immediate task: %v %v", v, err)
+	}
+	if m := e.meta(later.ID()); m.Status != result.Pending {
+		t.Fatalf("countdown task ran early: %s", m.Status)
+	}
+	if v, err := e.get(later); err != nil || v != int64(2) {
+		t.Fatalf("countdown task: %v %v", v, err)
+	}
+}
+
+func TestExpiredTaskIsRevoked(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	r := e.send("tasks.add", []any{int64(1), int64(1)}, nil,
+		producer.Countdown(600*time.Millisecond), producer.ExpiresIn(300*time.Millisecond))
+	_, err := e.get(r)
+	if exc := wantException(t, err, "TaskRevokedError"); exc.Args[0] != "expired" {
+		t.Errorf("args: %v", exc.Args)
+	}
+	if m := e.meta(r.ID()); m.Status != result.Revoked {
+		t.Errorf("state %s", m.Status)
+	}
+}
+
+func TestRetries(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, reg *worker.Registry) {
+		reg.MustRegister("t.always_retry", func() error {
+			return worker.Retry(worker.PyError("ValueError", "again"), worker.Countdown(10*time.Millisecond), worker.MaxRetries(2))
+		})
+		reg.MustRegister("t.retry_plain", func() error {
+			return worker.Retry(nil, worker.Countdown(10*time.Millisecond), worker.MaxRetries(1))
+		})
+	})
+	e.start()
+	if v, err := e.get(e.send("tasks.flaky", []any{int64(3)}, nil)); err != nil || v != int64(3) {
+		t.Fatalf("flaky(3): %v %v", v, err)
+	}
+	_, err := e.get(e.send("t.always_retry", nil, nil))
+	wantException(t, err, "ValueError")
+	_, err = e.get(e.send("t.retry_plain", nil, nil))
+	wantException(t, err, "MaxRetriesExceededError")
+}
+
+func TestRateLimitSpacesStarts(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, reg *worker.Registry) {
+		if err := reg.Register("t.limited", func() int { return 1 }, worker.WithOptions(worker.TaskOptions{RateLimit: "10/s"})); err != nil {
+			t.Fatal(err)
+		}
+	})
+	e.start()
+	var rs []*result.AsyncResult
+	for i := 0; i < 4; i++ {
+		rs = append(rs, e.send("t.limited", nil, nil))
+	}
+	other := e.send("tasks.add", []any{int64(1), int64(2)}, nil)
+	start := time.Now()
+	if _, err := e.get(other); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if _, err := e.get(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Four starts at 10/s cannot take less than three intervals.
+	if el := time.Since(start); el < 250*time.Millisecond {
+		t.Errorf("4 tasks at 10/s ran in %v", el)
+	}
+}
+
+func TestPanicBecomesFailure(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, reg *worker.Registry) {
+		reg.MustRegister("t.panic", func() int { panic("kaboom") })
+	})
+	e.start()
+	r := e.send("t.panic", nil, nil)
+	_, err := e.get(r)
+	wantException(t, err, "RuntimeError")
+	if m := e.meta(r.ID()); !strings.Contains(m.Traceback, "kaboom") || !strings.Contains(m.Traceback, "goroutine") {
+		t.Errorf("traceback lacks the panic stack: %q", m.Traceback)
+	}
+}
+
+func TestDeadlockGuard(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	target := e.send("tasks.add", []any{int64(20), int64(22)}, nil)
+	if _, err := e.get(target); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.get(e.send("tasks.sync_get", []any{target.ID()}, nil))
+	exc := wantException(t, err, "RuntimeError")
+	if !strings.HasPrefix(exc.Args[0].(string), "Never call result.get() within a task!") {
+		t.Errorf("message %q", exc.Args[0])
+	}
+	v, err := e.get(e.send("tasks.sync_get", []any{target.ID()}, map[string]any{"disable_sync_subtasks": false}))
+	if err != nil || v != int64(42) {
+		t.Errorf("guard off: %v %v", v, err)
+	}
+}
+
+func TestCanvas(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ctx := context.Background()
+	p := e.producer
+	q := map[string]any{"queue": e.queue}
+
+	chain, err := canvas.Chain(canvas.Sig("tasks.add", int64(2), int64(2)).Set(q), canvas.Sig("tasks.add", int64(4)).Set(q), canvas.Sig("tasks.add", int64(8)).Set(q)).ApplyAsync(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e.get(chain); err != nil || v != int64(16) {
+		t.Errorf("chain: %v %v", v, err)
+	}
+
+	chord, err := canvas.Chord([]*canvas.Signature{canvas.Sig("tasks.add", int64(1), int64(1)).Set(q), canvas.Sig("tasks.add", int64(2), int64(2)).Set(q)},
+		canvas.Sig("tasks.xsum").Set(q)).ApplyAsync(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e.get(chord); err != nil || v != int64(6) {
+		t.Errorf("chord: %v %v", v, err)
+	}
+
+	failing, err := canvas.Chord([]*canvas.Signature{canvas.Sig("tasks.add", int64(1), int64(1)).Set(q), canvas.Sig("tasks.raise_error").Set(q)},
+		canvas.Sig("tasks.xsum").Set(q)).ApplyAsync(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As in Celery, Get follows the chord's parents and raises the failed
+	// header part's KeyError; the body itself stores ChordError.
+	_, err = e.get(failing)
+	wantException(t, err, "KeyError")
+	waitFor(t, "the chord body's failure", 10*time.Second, func() bool { return e.meta(failing.ID()).Status == result.Failure })
+	exc, err := protocol.ExceptionFromValue(e.meta(failing.ID()).Result)
+	if err != nil || exc.Type != "ChordError" || !strings.Contains(exc.Args[0].(string), "KeyError('boom')") {
+		t.Errorf("chord body: %+v %v", exc, err)
+	}
+
+	// link and link_error
+	linked, err := canvas.Sig("tasks.add", int64(2), int64(2)).Set(q).Link(canvas.Sig("tasks.mul", int64(10)).Set(q)).ApplyAsync(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.get(linked); err != nil {
+		t.Fatal(err)
+	}
+	children, err := linked.Children(ctx)
+	if err != nil || len(children) != 1 {
+		t.Fatalf("children of a linked task: %v %v", children, err)
+	}
+	if v, err := e.get(result.NewAsyncResult(children[0].ID(), e.backend)); err != nil || v != int64(40) {
+		t.Errorf("link callback: %v %v", v, err)
+	}
+}
