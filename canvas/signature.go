@@ -118,11 +118,14 @@ func (s *Signature) Delay(ctx context.Context, p *producer.Producer, args ...any
 }
 
 func (s *Signature) apply(ctx context.Context, p *producer.Producer, partial []any, opts []producer.Option) (*result.AsyncResult, error) {
-	if s.SubtaskType != "" && s.SubtaskType != TypeChain && s.SubtaskType != TypeGroup && s.SubtaskType != TypeChord {
-		// xmap, chunks, ...: builtin tasks of a Python worker.
-	} else if s.SubtaskType != "" && len(opts) > 0 {
-		return nil, fmt.Errorf("%w: producer options apply to plain task signatures; set options on the %s with Set", ErrInvalidSignature, s.SubtaskType)
+	switch s.SubtaskType {
+	case TypeChain, TypeGroup, TypeChord:
+		if len(opts) > 0 {
+			return nil, fmt.Errorf("%w: producer options apply to plain task signatures; set options on the %s with Set", ErrInvalidSignature, s.SubtaskType)
+		}
 	}
+	// Other subtask types (xmap, xstarmap, chunks) are builtin tasks of a
+	// Python worker and are sent as plain tasks.
 	a := applier{p: p, extra: opts}
 	n, err := a.apply(ctx, s.Signature, partial, nil)
 	if err != nil {
