@@ -66,6 +66,7 @@ func (b *Backend) WaitReady(ctx context.Context, ids []string, fn func(*result.M
 		if !m.Status.Ready() {
 			return nil
 		}
+		m.TaskID = id // the key decides, whatever the value says
 		delete(pending, key)
 		fn(m)
 		return nil
