@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"reflect"
 	"strings"
@@ -17,9 +18,16 @@ import (
 	"github.com/gworker/gworker/result/redisbackend"
 )
 
-// These tests run real Celery 5.2.6 (pythonBin) against the same Redis.
+// These tests run real Celery 5.2.6 against the same Redis, with the
+// interpreter named by $CELERY_PYTHON (default: the system python3, where
+// the distribution's Celery package lives).
 
-const pythonBin = "/usr/bin/python3"
+func pythonBin() string {
+	if p := os.Getenv("CELERY_PYTHON"); p != "" {
+		return p
+	}
+	return "/usr/bin/python3"
+}
 
 // pyPrelude builds a Celery app on the test Redis (the broker is unused).
 const pyPrelude = `
@@ -34,7 +42,7 @@ args = sys.argv[1:]
 // fails if Python or Celery is missing.
 func startPython(t *testing.T, ctx context.Context, script string, args ...string) (*exec.Cmd, io.Reader) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, pythonBin, append([]string{"-c", pyPrelude + script}, args...)...)
+	cmd := exec.CommandContext(ctx, pythonBin(), append([]string{"-c", pyPrelude + script}, args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -42,7 +50,7 @@ func startPython(t *testing.T, ctx context.Context, script string, args ...strin
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("Celery (%s) is required for this test: %v", pythonBin, err)
+		t.Fatalf("Celery (%s) is required for this test: %v", pythonBin(), err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() && stderr.Len() > 0 {
