@@ -86,6 +86,9 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err := demo.Register(reg); err != nil {
 		t.Fatal(err)
 	}
+	if err := worker.RegisterBuiltins(reg, e.producer, rb, log); err != nil {
+		t.Fatal(err)
+	}
 	if err := demo.RegisterClientTasks(reg, e.producer, rb); err != nil {
 		t.Fatal(err)
 	}

@@ -285,10 +285,14 @@ func TestCanvas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// As in Celery, Get follows the chord's parents and raises the failed
-	// header part's KeyError; the body itself stores ChordError.
+	// As in Celery, Get checks the chord's parents first and raises the
+	// failed header part's KeyError if it has already failed; otherwise it
+	// waits for the body, which stores ChordError.
 	_, err = e.get(failing)
-	wantException(t, err, "KeyError")
+	var perr *protocol.Exception
+	if !errors.As(err, &perr) || (perr.Type != "KeyError" && perr.Type != "ChordError") {
+		t.Errorf("failing chord: %v", err)
+	}
 	waitFor(t, "the chord body's failure", 10*time.Second, func() bool { return e.meta(failing.ID()).Status == result.Failure })
 	exc, err := protocol.ExceptionFromValue(e.meta(failing.ID()).Result)
 	if err != nil || exc.Type != "ChordError" || !strings.Contains(exc.Args[0].(string), "KeyError('boom')") {
@@ -310,4 +314,26 @@ func TestCanvas(t *testing.T) {
 	if v, err := e.get(result.NewAsyncResult(children[0].ID(), e.backend)); err != nil || v != int64(40) {
 		t.Errorf("link callback: %v %v", v, err)
 	}
+}
+
+// A client whose backend cannot count chord parts sends celery.chord_unlock
+// (as in the captured message v2_chord_unlock); the worker polls the header
+// and sends the body when every part is done.
+func TestChordUnlock(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	slow := e.send("tasks.sleep", []any{0.3}, nil)
+	fast := e.send("tasks.add", []any{int64(2), int64(3)}, nil)
+	bodyID := producer.NewID()
+	body := canvas.Sig("tasks.xsum").Set(map[string]any{"task_id": bodyID, "queue": e.queue}).Value()
+	unlock := e.send(worker.ChordUnlockTask, []any{producer.NewID(), body}, map[string]any{
+		"interval": 0.1, "max_retries": nil,
+		"result": []any{slow.AsTuple(), fast.AsTuple()},
+	}, producer.IgnoreResult(true))
+	_ = unlock
+	v, err := e.get(result.NewAsyncResult(bodyID, e.backend))
+	if err != nil || v != 5.3 {
+		t.Fatalf("chord body: %v %v", v, err)
+	}
+	_ = result.NewAsyncResult(bodyID, e.backend).Forget(context.Background())
 }

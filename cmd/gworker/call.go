@@ -124,7 +124,7 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	v, err := res.Get(ctx, getOpts...)
 	if err != nil {
-		fmt.Fprintf(stderr, "gworker call: task %s: %v\n", res.ID(), err)
+		fmt.Fprintf(stderr, "gworker call: %v\n", err)
 		return 1
 	}
 	return printJSON(stdout, stderr, v)

@@ -146,6 +146,10 @@ func runWorker(args []string, stdout, stderr io.Writer) int {
 		log.Error(err.Error())
 		return 1
 	}
+	if err := worker.RegisterBuiltins(reg, env.Producer, env.Backend, log); err != nil {
+		log.Error(err.Error())
+		return 1
+	}
 	if err := demo.RegisterClientTasks(reg, env.Producer, env.Backend); err != nil {
 		log.Error(err.Error())
 		return 1
@@ -222,6 +226,9 @@ func printBanner(w io.Writer, cfg worker.Config, f *workerFlags, reg *worker.Reg
 	}
 	fmt.Fprintln(w, "\n[tasks]")
 	for _, n := range reg.Names() {
+		if strings.HasPrefix(n, "celery.") {
+			continue // builtins, as Celery's banner leaves them out
+		}
 		fmt.Fprintf(w, "  . %s\n", n)
 	}
 	fmt.Fprintln(w)
