@@ -479,3 +479,33 @@ func TestBrokerCloseClosesConsumers(t *testing.T) {
 		t.Fatalf("consume after close: %v", err)
 	}
 }
+
+func TestConsumeNoAckReplyQueue(t *testing.T) {
+	f := newFixture(t)
+	name := uniqueName(t, "reply")
+	f.cleanupQueue(name, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	q := Queue{Name: name, AutoDelete: true, Arguments: map[string]any{"x-expires": 60000}}
+	if err := f.b.Declare(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, NoDeclare: true, NoAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.publishN(ctx, name, 2)
+	for i := 0; i < 2; i++ {
+		d := recv(t, c, 10*time.Second)
+		if err := d.Ack(); !errors.Is(err, ErrNoAck) {
+			t.Fatalf("Ack on a no-ack delivery: %v", err)
+		}
+	}
+	_, u := f.counts(name)
+	if u != 0 {
+		t.Fatalf("%d unacked on a no-ack consumer", u)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

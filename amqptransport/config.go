@@ -42,7 +42,7 @@ type Config struct {
 
 	// Heartbeat is the AMQP heartbeat interval proposed to the broker
 	// (the smaller of both sides wins). Zero means HeartbeatDefault; a
-	// negative value disables heartbeats.
+	// negative value takes the broker's interval.
 	Heartbeat time.Duration
 
 	// ReconnectMin and ReconnectMax bound the delay between reconnection

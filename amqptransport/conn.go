@@ -32,12 +32,14 @@ func (s *session) closeErr() *amqp.Error {
 	return s.err
 }
 
+// isClosed reports whether the connection is gone, including the moment
+// amqp091-go has marked it closed but not yet notified us.
 func (s *session) isClosed() bool {
 	select {
 	case <-s.closed:
 		return true
 	default:
-		return false
+		return s.conn.IsClosed()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
@@ -123,6 +124,20 @@ func (pc *pubChan) isClosed() bool {
 	case <-pc.closed:
 		return true
 	default:
+		return false
+	}
+}
+
+// closesSoon reports whether the channel closes shortly: after a socket
+// write error amqp091-go returns the I/O error and shuts the connection down
+// asynchronously.
+func (pc *pubChan) closesSoon() bool {
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-pc.closed:
+		return true
+	case <-t.C:
 		return false
 	}
 }
@@ -321,7 +336,7 @@ func (p *publisher) publish(ctx context.Context, exchange, key string, mandatory
 			if ctx.Err() != nil {
 				return fmt.Errorf("amqptransport: publish: %w", context.Cause(ctx))
 			}
-			if !pc.ch.IsClosed() && !errors.Is(err, amqp.ErrClosed) {
+			if !pc.ch.IsClosed() && !errors.Is(err, amqp.ErrClosed) && !pc.closesSoon() {
 				return fmt.Errorf("amqptransport: publish: %w", err)
 			}
 		} else {
