@@ -67,11 +67,12 @@ func (w *Worker) execute(j *job) {
 		w.stats.succeeded.Add(1)
 		children := append(out.req.Children(), w.onSuccess(ctx, msg, out.value)...)
 		if !ignore {
-			if err := w.store(ctx, w.meta(msg, result.Success, out.value, "", children)); err != nil {
+			err := w.store(ctx, w.meta(msg, result.Success, out.value, "", children))
+			j.storeErr = err
+			if err != nil {
 				// A value the backend cannot encode fails the task, as
 				// Celery's EncodeError does.
-				var ee *protocol.EncodeError
-				if errors.As(err, &ee) {
+				if isEncodeError(err) {
 					exc := protocol.NewException("EncodeError", err.Error())
 					exc.Module = "kombu.exceptions"
 					w.fail(ctx, j, exc, "", false, children)
@@ -85,15 +86,30 @@ func (w *Worker) execute(j *job) {
 		w.fail(ctx, j, out.exc, out.traceback, out.hardLimit, out.req.Children())
 	}
 	if late {
+		if j.storeErr != nil && !isEncodeError(j.storeErr) {
+			// acks_late promises that a task is acknowledged only once its
+			// result is stored: give the message back to run again.
+			w.log.Error("result not stored; the message goes back to the queue", zap.String("id", msg.ID), zap.Error(j.storeErr))
+			j.acked = true
+			if err := j.d.Reject(true); err != nil {
+				w.log.Warn("requeue", zap.String("id", msg.ID), zap.Error(err))
+			}
+			return
+		}
 		w.ack(j)
 	}
+}
+
+func isEncodeError(err error) bool {
+	var ee *protocol.EncodeError
+	return errors.As(err, &ee)
 }
 
 // fail stores FAILURE and does what Celery does after a failure.
 func (w *Worker) fail(ctx context.Context, j *job, exc *protocol.Exception, tb string, hard bool, children []any) {
 	msg := j.msg
 	w.stats.failed.Add(1)
-	w.storeFailure(ctx, msg, exc, tb, children)
+	j.storeErr = w.storeFailure(ctx, msg, exc, tb, children)
 	w.onFailure(ctx, msg, exc, tb)
 	w.chordPart(ctx, msg, result.Failure, exc.Value())
 	if hard {

@@ -103,6 +103,8 @@ type job struct {
 	task     *Task
 	received time.Time
 	acked    bool
+	// storeErr is the error of storing the task's final state, if any.
+	storeErr error
 }
 
 // New checks cfg and returns a worker.
@@ -461,8 +463,7 @@ func (w *Worker) store(ctx context.Context, m *result.Meta) error {
 		if err = w.cfg.Backend.Store(ctx, m); err == nil {
 			return nil
 		}
-		var ee *protocol.EncodeError
-		if errors.As(err, &ee) {
+		if isEncodeError(err) {
 			return err
 		}
 		w.log.Warn("store result failed, retrying", zap.String("id", m.TaskID), zap.Error(err))

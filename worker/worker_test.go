@@ -337,3 +337,29 @@ func TestChordUnlock(t *testing.T) {
 	}
 	_ = result.NewAsyncResult(bodyID, e.backend).Forget(context.Background())
 }
+
+func TestUnencodableResultFailsWithEncodeError(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, reg *worker.Registry) {
+		reg.MustRegister("t.chan", func() chan int { return make(chan int) })
+	})
+	e.start()
+	_, err := e.get(e.send("t.chan", nil, nil))
+	if exc := wantException(t, err, "EncodeError"); exc.Module != "kombu.exceptions" {
+		t.Errorf("module %q", exc.Module)
+	}
+}
+
+// A message due after the ETA horizon is held until the horizon, then
+// published again and acknowledged, so no delivery stays unacknowledged
+// long enough for RabbitMQ's consumer_timeout.
+func TestFarETAIsRepublishedAtTheHorizon(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, _ *worker.Registry) { c.ETAHorizon = 200 * time.Millisecond })
+	e.start()
+	r := e.send("tasks.add", []any{int64(3), int64(4)}, nil, producer.Countdown(900*time.Millisecond))
+	if v, err := e.get(r); err != nil || v != int64(7) {
+		t.Fatalf("far ETA task: %v %v", v, err)
+	}
+	if st := e.worker.Stats(); st.Received < 2 {
+		t.Errorf("the message was not republished: %+v", st)
+	}
+}
