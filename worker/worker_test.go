@@ -299,6 +299,17 @@ func TestCanvas(t *testing.T) {
 		t.Errorf("chord body: %+v %v", exc, err)
 	}
 
+	// A group inside a chain becomes a chord whose body is the next task.
+	withGroup, err := canvas.Chain(canvas.Sig("tasks.add", int64(1), int64(1)).Set(q),
+		canvas.Group(canvas.Sig("tasks.add", int64(10)).Set(q), canvas.Sig("tasks.add", int64(20)).Set(q)).Signature(),
+		canvas.Sig("tasks.xsum").Set(q)).ApplyAsync(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e.get(withGroup); err != nil || v != int64(34) {
+		t.Errorf("chain with a group: %v %v", v, err)
+	}
+
 	// link and link_error
 	linked, err := canvas.Sig("tasks.add", int64(2), int64(2)).Set(q).Link(canvas.Sig("tasks.mul", int64(10)).Set(q)).ApplyAsync(ctx, p)
 	if err != nil {
@@ -314,6 +325,23 @@ func TestCanvas(t *testing.T) {
 	if v, err := e.get(result.NewAsyncResult(children[0].ID(), e.backend)); err != nil || v != int64(40) {
 		t.Errorf("link callback: %v %v", v, err)
 	}
+	errbackID := producer.NewID()
+	failed, err := canvas.Sig("tasks.raise_error").Set(q).LinkError(canvas.Sig("tasks.echo").Set(map[string]any{"queue": e.queue, "task_id": errbackID})).ApplyAsync(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.get(failed)
+	wantException(t, err, "KeyError")
+	// The old-style errback gets the failed task's id.
+	if v, err := e.get(result.NewAsyncResult(errbackID, e.backend)); err != nil || v != failed.ID() {
+		t.Errorf("errback: %v %v", v, err)
+	}
+	// A failure in a chain fails every later task id.
+	failChain, err := canvas.Chain(canvas.Sig("tasks.raise_error").Set(q), canvas.Sig("tasks.add", int64(1)).Set(q), canvas.Sig("tasks.add", int64(2)).Set(q)).ApplyAsync(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the chain's last task to fail", 10*time.Second, func() bool { return e.meta(failChain.ID()).Status == result.Failure })
 }
 
 // A client whose backend cannot count chord parts sends celery.chord_unlock
