@@ -1,0 +1,298 @@
+// Command gworker-bench measures gworker against a stock Celery 5.2.6
+// prefork worker and a minimal amqp091-go loop, on the same machine, in the
+// same invocation, interleaved round by round.
+//
+// Every run publishes N protocol-2 tasks.add(i, i) messages (as Celery sends
+// them) to a fresh queue in a vhost of its own, with results in Redis, in
+// two modes:
+//
+//   - prefill: the queue is filled first, then the worker starts; the rate
+//     is measured from the first result published to the last.
+//   - e2e: the worker is started and consuming first; the rate is measured
+//     from the first message published to the last result published.
+//
+// For each run it reports tasks/s, the worker's CPU time per task (utime +
+// stime of the worker process and all its descendants over the measured
+// window, from /proc) and its peak RSS (the sum of VmRSS over the process
+// tree, sampled every 50 ms). Every result is checked (status SUCCESS,
+// value 2i) before it counts. It then prints min/median/max per worker and
+// mode, and the ratios gworker/minloop and gworker/celery.
+//
+//	go build -o bin/ ./cmd/gworker ./cmd/gworker-bench
+//	bin/gworker-bench -n 20000 -rounds 3
+//
+// The vhost is created and deleted with rabbitmqctl, which must be on PATH
+// (or pass -vhost to use an existing one).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "minloop" {
+		os.Exit(runMinLoop(os.Args[2:], os.Stderr))
+	}
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	n, rounds          int
+	workers, modes     []string
+	conc, prefetchMult int
+	celeryConc         int
+	amqpBase           string
+	redisURL           string
+	vhost              string
+	gworker, python    string
+	loglevel           string
+	timeout            time.Duration
+	window             int
+	jsonOut            string
+	keepLogs           bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("gworker-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var workers, modes string
+	fs.IntVar(&o.n, "n", 20000, "tasks per run")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every worker in every mode")
+	fs.StringVar(&workers, "workers", "gworker,minloop,celery", "workers to run (gworker, minloop, celery)")
+	fs.StringVar(&modes, "modes", "prefill,e2e", "modes to run (prefill, e2e)")
+	fs.IntVar(&o.conc, "c", 16, "concurrency of gworker and of the minimal loop")
+	fs.IntVar(&o.prefetchMult, "prefetch-multiplier", 4, "prefetch multiplier of gworker and the minimal loop (prefetch = c × this)")
+	fs.IntVar(&o.celeryConc, "celery-c", 2, "Celery prefork processes")
+	fs.StringVar(&o.amqpBase, "amqp", "amqp://guest:guest@127.0.0.1:5672", "RabbitMQ URL without the vhost")
+	fs.StringVar(&o.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (result backend)")
+	fs.StringVar(&o.vhost, "vhost", "", "existing vhost to use; empty creates (and deletes) one with rabbitmqctl")
+	fs.StringVar(&o.gworker, "gworker", "", "gworker binary; default: next to this program, else built with go build")
+	fs.StringVar(&o.python, "python", "/usr/bin/python3", "Python with Celery 5.2.6")
+	fs.StringVar(&o.loglevel, "l", "WARNING", "log level given to gworker and Celery")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "limit of one run")
+	fs.IntVar(&o.window, "publish-window", 1000, "unconfirmed messages the publisher allows")
+	fs.StringVar(&o.jsonOut, "json", "", "also write every run's figures to this file")
+	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep the workers' logs (their directory is printed)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o.workers, o.modes = splitList(workers), splitList(modes)
+	for _, w := range o.workers {
+		if w != "gworker" && w != "minloop" && w != "celery" {
+			return nil, fmt.Errorf("unknown worker %q", w)
+		}
+	}
+	for _, m := range o.modes {
+		if m != "prefill" && m != "e2e" {
+			return nil, fmt.Errorf("unknown mode %q", m)
+		}
+	}
+	if o.n < 1 || o.rounds < 1 || o.conc < 1 || o.prefetchMult < 1 || o.celeryConc < 1 || o.window < 1 {
+		return nil, errors.New("-n, -rounds, -c, -prefetch-multiplier, -celery-c and -publish-window must be positive")
+	}
+	return o, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// sample is the outcome of one run.
+type sample struct {
+	Round     int     `json:"round"`
+	Mode      string  `json:"mode"`
+	Worker    string  `json:"worker"`
+	Tasks     int     `json:"tasks"`
+	Seconds   float64 `json:"seconds"`
+	TasksPerS float64 `json:"tasks_per_s"`
+	CPUus     float64 `json:"cpu_us_per_task"`
+	RSSMB     float64 `json:"peak_rss_mb"`
+	Err       string  `json:"error,omitempty"`
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "gworker-bench:", err)
+		return 2
+	}
+	if err := bench(ctx, o, stdout); err != nil {
+		fmt.Fprintln(stderr, "gworker-bench:", err)
+		return 1
+	}
+	return 0
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func rabbitmqctl(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("rabbitmqctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
+	tmp, err := os.MkdirTemp("", "gworker-bench-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if o.keepLogs {
+			fmt.Fprintln(stdout, "worker logs kept in", tmp)
+			return
+		}
+		os.RemoveAll(tmp)
+	}()
+
+	rdb, err := redisClient(ctx, o.redisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	vhost := o.vhost
+	if vhost == "" {
+		vhost = "gworker-bench-" + randomHex(4)
+		if err := rabbitmqctl(ctx, "add_vhost", vhost); err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if derr := rabbitmqctl(cctx, "delete_vhost", vhost); derr != nil && err == nil {
+				err = derr
+			}
+		}()
+		u, _ := url.Parse(o.amqpBase)
+		user := "guest"
+		if u != nil && u.User != nil {
+			user = u.User.Username()
+		}
+		if err := rabbitmqctl(ctx, "set_permissions", "-p", vhost, user, ".*", ".*", ".*"); err != nil {
+			return err
+		}
+	}
+	brokerURL := strings.TrimRight(o.amqpBase, "/") + "/" + url.PathEscape(vhost)
+	conn, err := amqp.Dial(brokerURL)
+	if err != nil {
+		return fmt.Errorf("RabbitMQ at %s: %w", o.amqpBase, err)
+	}
+	defer conn.Close()
+
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	sc := specConfig{
+		python: o.python, self: self, brokerURL: brokerURL, redisURL: o.redisURL,
+		conc: o.conc, prefetchMult: o.prefetchMult, celeryConc: o.celeryConc,
+		loglevel: o.loglevel, moduleDir: tmp,
+	}
+	specs := map[string]workerSpec{}
+	for _, w := range o.workers {
+		switch w {
+		case "gworker":
+			if sc.gworker, err = gworkerBinary(ctx, o.gworker, tmp); err != nil {
+				return err
+			}
+			specs[w] = gworkerSpec(sc)
+		case "minloop":
+			specs[w] = minloopSpec(sc)
+		case "celery":
+			if err := os.WriteFile(filepath.Join(tmp, "benchtasks.py"), []byte(celeryModule), 0o644); err != nil {
+				return err
+			}
+			specs[w] = celerySpec(sc)
+		}
+	}
+
+	fmt.Fprintf(stdout, "gworker-bench: %d tasks.add per run, %d round(s), workers %s, modes %s\n",
+		o.n, o.rounds, strings.Join(o.workers, ","), strings.Join(o.modes, ","))
+	fmt.Fprintf(stdout, "gworker and minloop: -c %d, prefetch %d; celery: prefork -c %d (prefetch %d); log level %s; vhost %s\n",
+		o.conc, o.conc*o.prefetchMult, o.celeryConc, o.celeryConc*4, o.loglevel, vhost)
+
+	var samples []sample
+	failed := 0
+	for r := 1; r <= o.rounds; r++ {
+		fmt.Fprintf(stdout, "round %d/%d\n", r, o.rounds)
+		// Rotate the order every round so no worker always runs first.
+		order := slices.Clone(o.workers)
+		k := (r - 1) % len(order)
+		order = append(order[k:], order[:k]...)
+		for _, mode := range o.modes {
+			for _, w := range order {
+				s := runOne(ctx, o, conn, rdb, specs[w], tmp, r, mode)
+				samples = append(samples, s)
+				if s.Err != "" {
+					failed++
+					fmt.Fprintf(stdout, "  %-7s %-8s FAILED: %s\n", mode, w, s.Err)
+					continue
+				}
+				fmt.Fprintf(stdout, "  %-7s %-8s %6d tasks in %6.2fs  %8.0f tasks/s  %6.0f µs CPU/task  %6.1f MB peak RSS\n",
+					mode, w, s.Tasks, s.Seconds, s.TasksPerS, s.CPUus, s.RSSMB)
+			}
+		}
+	}
+	report(stdout, o, samples)
+	if o.jsonOut != "" {
+		b, _ := json.MarshalIndent(samples, "", "  ")
+		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d run(s) failed", failed)
+	}
+	return nil
+}
+
+func redisClient(ctx context.Context, u string) (*redis.Client, error) {
+	opt, err := redis.ParseURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("redis URL: %w", err)
+	}
+	c := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("Redis at %s: %w", opt.Addr, err)
+	}
+	return c, nil
+}

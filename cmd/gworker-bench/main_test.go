@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	// The bench runs the minimal loop by executing itself; under test,
+	// itself is the test binary.
+	if len(os.Args) > 1 && os.Args[1] == "minloop" {
+		os.Exit(runMinLoop(os.Args[2:], os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// TestBenchSmall runs the whole bench in its smallest form (gworker and
+// the minimal loop, 200 tasks, one round, both modes) against the real
+// RabbitMQ and Redis, so that the command keeps working. It asserts that
+// every run succeeded and was reported, never on speed.
+func TestBenchSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := run(ctx, []string{"-n", "200", "-rounds", "1", "-workers", "gworker,minloop", "-timeout", "60s"}, &out, &errb)
+	t.Log(out.String())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{
+		"prefill gworker", "prefill minloop", "e2e     gworker", "e2e     minloop",
+		"summary:", "gworker/minloop tasks/s", "gworker peak RSS",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Contains(out.String(), "FAILED") {
+		t.Error("a run failed")
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	var errb bytes.Buffer
+	for _, args := range [][]string{
+		{"-workers", "gworker,rq"},
+		{"-modes", "burst"},
+		{"-n", "0"},
+		{"extra"},
+	} {
+		if _, err := parseFlags(args, &errb); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+	o, err := parseFlags([]string{"-workers", " minloop , celery ", "-modes", "e2e"}, &errb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.workers, "|") != "minloop|celery" || strings.Join(o.modes, "|") != "e2e" {
+		t.Errorf("workers %q modes %q", o.workers, o.modes)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	if s := summarize([]float64{3, 1, 2}); s != (stats{1, 2, 3}) {
+		t.Errorf("odd: %+v", s)
+	}
+	if s := summarize([]float64{4, 1, 2, 3}); s != (stats{1, 2.5, 4}) {
+		t.Errorf("even: %+v", s)
+	}
+	if s := summarize(nil); s != (stats{}) {
+		t.Errorf("empty: %+v", s)
+	}
+}
+
+func TestProcReadsSelf(t *testing.T) {
+	pid := os.Getpid()
+	if _, err := readStat(pid); err != nil {
+		t.Fatal(err)
+	}
+	if treeRSS(pid) <= 0 {
+		t.Error("no RSS for this process")
+	}
+	if got := tree(pid); len(got) == 0 || got[0] != pid {
+		t.Errorf("tree %v", got)
+	}
+	if _, err := readStat(-1); err == nil {
+		t.Error("no error for a missing process")
+	}
+}
+
+func TestMinLoopBadFlags(t *testing.T) {
+	var errb bytes.Buffer
+	if code := runMinLoop([]string{"-nope"}, &errb); code != 2 {
+		t.Errorf("exit %d", code)
+	}
+}

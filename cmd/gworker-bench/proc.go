@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat. It is
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// procStat is what /proc/<pid>/stat says about one process.
+type procStat struct {
+	ppid int
+	// cpu is utime+stime+cutime+cstime in clock ticks: the process's own
+	// CPU time (all threads) plus that of its children it has reaped.
+	cpu int64
+}
+
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces;
+	// fields are counted after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state): ppid is field 4, utime..cstime 14..17.
+	if len(f) < 15 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	var cpu int64
+	for _, k := range []int{11, 12, 13, 14} {
+		n, err := strconv.ParseInt(f[k], 10, 64)
+		if err != nil {
+			return procStat{}, fmt.Errorf("/proc/%d/stat: field %d: %w", pid, k+3, err)
+		}
+		cpu += n
+	}
+	return procStat{ppid: ppid, cpu: cpu}, nil
+}
+
+// tree returns root and all its descendants, found by scanning /proc.
+func tree(root int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return []int{root}
+	}
+	children := map[int][]int{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := readStat(pid)
+		if err != nil {
+			continue
+		}
+		children[st.ppid] = append(children[st.ppid], pid)
+	}
+	out := []int{root}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out
+}
+
+// treeCPU returns the CPU time used so far by root and its descendants.
+func treeCPU(root int) time.Duration {
+	var ticks int64
+	for _, pid := range tree(root) {
+		if st, err := readStat(pid); err == nil {
+			ticks += st.cpu
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// statusKB reads a "Key:   123 kB" line of /proc/<pid>/status.
+func statusKB(pid int, key string) int64 {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// treeRSS returns the summed VmRSS of root and its descendants, in bytes.
+// Pages shared between a parent and its forked children (Celery's prefork
+// pool) are counted once per process, as ps and top do.
+func treeRSS(root int) int64 {
+	var kb int64
+	for _, pid := range tree(root) {
+		kb += statusKB(pid, "VmRSS")
+	}
+	return kb * 1024
+}
+
+// rssSampler samples the tree's RSS periodically and keeps the peak.
+type rssSampler struct {
+	once sync.Once
+	mu   sync.Mutex
+	peak int64
+	stop chan struct{}
+	done chan struct{}
+}
+
+func sampleRSS(root int, every time.Duration) *rssSampler {
+	s := &rssSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			s.observe(treeRSS(root))
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *rssSampler) observe(v int64) {
+	s.mu.Lock()
+	if v > s.peak {
+		s.peak = v
+	}
+	s.mu.Unlock()
+}
+
+// Stop ends sampling and returns the peak in bytes. It may be called more
+// than once.
+func (s *rssSampler) Stop() int64 {
+	s.once.Do(func() { close(s.stop) })
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
+}

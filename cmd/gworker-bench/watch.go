@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const keyPrefix = "celery-task-meta-"
+
+// watcher follows the results of one run as the workers publish them: it
+// pattern-subscribes to the result keys of the run's task ids (which share
+// a per-run prefix) and records when the first and the last arrived.
+type watcher struct {
+	ps      *redis.PubSub
+	want    map[string]bool // task ids not seen yet
+	total   int
+	onFirst func()
+}
+
+// watchResults subscribes before anything is published, so no result is
+// missed. onFirst runs (on the watcher's goroutine) when the first result
+// arrives.
+func watchResults(ctx context.Context, rdb *redis.Client, idPrefix string, ids []string, onFirst func()) (*watcher, error) {
+	ps := rdb.PSubscribe(ctx, keyPrefix+idPrefix+"*")
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		return nil, fmt.Errorf("psubscribe: %w", err)
+	}
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	return &watcher{ps: ps, want: want, total: len(ids), onFirst: onFirst}, nil
+}
+
+// wait returns when every result has been published, with the time of the
+// first and of the last one; or when ctx ends or a task fails.
+func (w *watcher) wait(ctx context.Context) (first, last time.Time, err error) {
+	defer w.ps.Close()
+	ch := w.ps.Channel(redis.WithChannelSize(w.total + 100))
+	success := []byte(`"status": "SUCCESS"`)
+	for len(w.want) > 0 {
+		select {
+		case <-ctx.Done():
+			return first, last, fmt.Errorf("%d of %d results after %v: %w",
+				w.total-len(w.want), w.total, time.Since(first).Round(time.Millisecond), ctx.Err())
+		case m, ok := <-ch:
+			if !ok {
+				return first, last, fmt.Errorf("result subscription closed")
+			}
+			id := strings.TrimPrefix(m.Channel, keyPrefix)
+			if !w.want[id] {
+				continue
+			}
+			if !bytes.Contains([]byte(m.Payload), success) {
+				if strings.Contains(m.Payload, `"status": "FAILURE"`) {
+					return first, last, fmt.Errorf("task %s failed: %.300s", id, m.Payload)
+				}
+				continue // STARTED, RETRY...
+			}
+			now := time.Now()
+			if first.IsZero() {
+				first = now
+				if w.onFirst != nil {
+					w.onFirst()
+				}
+			}
+			last = now
+			delete(w.want, id)
+		}
+	}
+	return first, last, nil
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// celeryModule is the task module the Celery worker imports: tasks.add, as
+// in Celery's documentation, with the broker and backend from the
+// environment.
+const celeryModule = `import os
+from celery import Celery
+
+app = Celery("benchtasks")
+app.conf.broker_url = os.environ["GWORKER_BENCH_BROKER"]
+app.conf.result_backend = os.environ["GWORKER_BENCH_BACKEND"]
+
+
+@app.task(name="tasks.add")
+def add(x, y):
+    return x + y
+`
+
+// workerSpec says how to start one kind of worker on a queue.
+type workerSpec struct {
+	name string
+	cmd  func(queue string) *exec.Cmd
+}
+
+// proc is a running worker process (with its children).
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+func startWorker(spec workerSpec, queue, logDir string, round int, mode string) (*proc, error) {
+	cmd := spec.cmd(queue)
+	logPath := filepath.Join(logDir, fmt.Sprintf("%s-%s-r%d.log", spec.name, mode, round))
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	// A process group of its own, so that stop can reach prefork
+	// children if the parent does not take them down.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", spec.name, err)
+	}
+	p := &proc{name: spec.name, cmd: cmd, log: logPath, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); f.Close() }()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has ended, with its error.
+func (p *proc) exited() (bool, error) {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+// stop asks for a warm shutdown (SIGTERM) and kills the process group if
+// it has not exited within grace.
+func (p *proc) stop(grace time.Duration) error {
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(pgid, syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		// Children left behind (they should not be) go with the group.
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			return err
+		}
+		return nil
+	case <-time.After(grace):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("%s did not stop within %v; killed", p.name, grace)
+	}
+}
+
+// tail returns the last lines of the worker's log, for error messages.
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+type specConfig struct {
+	gworker, python, self string
+	brokerURL, redisURL   string
+	conc, prefetchMult    int
+	celeryConc            int
+	loglevel              string
+	moduleDir             string
+}
+
+func gworkerSpec(c specConfig) workerSpec {
+	return workerSpec{name: "gworker", cmd: func(queue string) *exec.Cmd {
+		return exec.Command(c.gworker, "worker", "-b", c.brokerURL, "--result-backend", c.redisURL,
+			"-Q", queue, "-c", strconv.Itoa(c.conc), "--prefetch-multiplier", strconv.Itoa(c.prefetchMult),
+			"-l", c.loglevel)
+	}}
+}
+
+func minloopSpec(c specConfig) workerSpec {
+	return workerSpec{name: "minloop", cmd: func(queue string) *exec.Cmd {
+		return exec.Command(c.self, "minloop", "-broker", c.brokerURL, "-result-backend", c.redisURL,
+			"-queue", queue, "-c", strconv.Itoa(c.conc), "-prefetch", strconv.Itoa(c.conc*c.prefetchMult))
+	}}
+}
+
+func celerySpec(c specConfig) workerSpec {
+	return workerSpec{name: "celery", cmd: func(queue string) *exec.Cmd {
+		cmd := exec.Command(c.python, "-m", "celery", "-A", "benchtasks", "worker", "-P", "prefork",
+			"-c", strconv.Itoa(c.celeryConc), "-Q", queue,
+			"--without-mingle", "--without-gossip", "--without-heartbeat", "-l", c.loglevel)
+		cmd.Dir = c.moduleDir
+		cmd.Env = append(os.Environ(), "GWORKER_BENCH_BROKER="+c.brokerURL,
+			"GWORKER_BENCH_BACKEND="+c.redisURL, "PYTHONPATH="+c.moduleDir)
+		return cmd
+	}}
+}
+
+// gworkerBinary finds the gworker binary: the flag, then a gworker next to
+// this program, then one built from the module this program runs in.
+func gworkerBinary(ctx context.Context, flagPath, tmp string) (string, error) {
+	if flagPath != "" {
+		return flagPath, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "gworker")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	out := filepath.Join(tmp, "gworker")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/gworker/gworker/cmd/gworker")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("no gworker binary given (-gworker) and go build failed: %v\n%s", err, b)
+	}
+	return out, nil
+}
