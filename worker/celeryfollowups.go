@@ -114,6 +114,13 @@ func (f *celeryFollowups) ChordPart(ctx context.Context, msg *protocol.Message, 
 		return err
 	}
 	body := *msg.Chord
+	if saved, err := result.RestoreGroup(ctx, f.backend, msg.GroupID); err == nil {
+		// A complex header (nested groups) was saved as a GroupResult:
+		// Celery joins it instead of the flat list of parts.
+		return f.chordFromSavedGroup(ctx, msg, &body, saved)
+	} else if !errors.Is(err, result.ErrGroupNotFound) && !errors.Is(err, result.ErrNoBackend) {
+		return err
+	}
 	values := make([]any, 0, len(parts))
 	for _, p := range parts {
 		if p.Status == result.Failure || p.Status == result.Revoked {
@@ -198,4 +205,24 @@ func (f *celeryFollowups) Republish(ctx context.Context, msg *protocol.Message, 
 // the default exchange to its queue, or to its exchange and routing key.
 func deliveryRoute(msg *protocol.Message) producer.Route {
 	return producer.Route{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey}
+}
+
+// chordFromSavedGroup completes a chord whose header was saved as a
+// GroupResult: the body gets the joined values (nested groups as lists).
+func (f *celeryFollowups) chordFromSavedGroup(ctx context.Context, msg *protocol.Message, body *protocol.Signature, g *result.GroupResult) error {
+	jctx, cancel := context.WithTimeout(result.AllowJoinResult(ctx), 30*time.Second)
+	defer cancel()
+	values, err := g.JoinNative(jctx, result.WithPropagate(true))
+	if err != nil {
+		var te *result.TaskError
+		if errors.As(err, &te) && te.Exception != nil {
+			return f.chordError(ctx, msg, body, fmt.Sprintf("Dependency %s raised %s", te.TaskID, te.Exception.Error()))
+		}
+		return f.chordError(ctx, msg, body, fmt.Sprintf("Dependency raised %v", err))
+	}
+	_, err = canvas.ApplyFromMessage(ctx, f.p, *body, []any{values}, canvas.ApplyOptions{ParentID: msg.ID, RootID: rootOf(msg)})
+	if err != nil {
+		return f.chordError(ctx, msg, body, fmt.Sprintf("Callback error: %v", err))
+	}
+	return nil
 }

@@ -22,8 +22,9 @@ import (
 
 // commonFlags are the connection flags every command takes.
 type commonFlags struct {
-	broker  string
-	backend string
+	broker       string
+	backend      string
+	defaultQueue string
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -32,6 +33,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.broker, "broker", c.broker, "broker URL (env CELERY_BROKER_URL)")
 	fs.StringVar(&c.broker, "b", c.broker, "shorthand for --broker")
 	fs.StringVar(&c.backend, "result-backend", c.backend, "result backend URL: redis://... or rpc:// (env CELERY_RESULT_BACKEND)")
+	fs.StringVar(&c.defaultQueue, "default-queue", "celery", "queue of tasks sent without one: chain links, callbacks, chord bodies (task_default_queue)")
 }
 
 func envOr(key, def string) string {
