@@ -21,9 +21,9 @@ func TestExpandHostname(t *testing.T) {
 
 func TestRedactAny(t *testing.T) {
 	for in, want := range map[string]string{
-		"redis://:secret@localhost:6379/0":    "redis://:**@localhost:6379/0",
+		"redis://:secret@localhost:6379/0":     "redis://:**@localhost:6379/0",
 		"amqp://user:s3cr3t@rabbit:5672/vhost": "amqp://user:**@rabbit:5672/vhost",
-		"redis://localhost:6379/0":            "redis://localhost:6379/0",
+		"redis://localhost:6379/0":             "redis://localhost:6379/0",
 	} {
 		if got := redactAny(in); got != want || strings.Contains(got, "secret") {
 			t.Errorf("%s: %s", in, got)
