@@ -48,6 +48,10 @@ type Options struct {
 	GroupKeyPrefix string
 	// Logger receives debug and warning logs (default: none).
 	Logger *zap.Logger
+	// NoBatching sends every Store on a round trip of its own. By default
+	// Stores made concurrently are coalesced into pipelines; each result
+	// is written by the same atomic script either way.
+	NoBatching bool
 }
 
 // Backend is the Redis result backend. It is safe for concurrent use.
@@ -58,6 +62,8 @@ type Backend struct {
 	prefix      string
 	groupPrefix string
 	log         *zap.Logger
+	noBatching  bool
+	batch       batcher
 }
 
 var (
@@ -76,6 +82,7 @@ func New(client redis.UniversalClient, opts Options) *Backend {
 		prefix:      opts.KeyPrefix,
 		groupPrefix: opts.GroupKeyPrefix,
 		log:         opts.Logger,
+		noBatching:  opts.NoBatching,
 	}
 	if b.ttl == 0 {
 		b.ttl = DefaultExpires
@@ -165,12 +172,16 @@ func (b *Backend) ttlSeconds() int64 {
 // result.EncodeMeta's, written with SETEX (SET without expiry) and
 // published on the key name, unless the stored state is already SUCCESS
 // (checked atomically; the write is then skipped and Store returns nil).
+// Concurrent Stores share pipelines unless Options.NoBatching is set.
 func (b *Backend) Store(ctx context.Context, m *result.Meta) error {
 	val, err := result.EncodeMeta(m)
 	if err != nil {
 		return err
 	}
 	key := b.TaskKey(m.TaskID)
+	if !b.noBatching {
+		return b.storeBatched(ctx, &storeReq{id: m.TaskID, key: key, status: string(m.Status), val: val})
+	}
 	n, err := storeScript.Run(ctx, b.client, []string{key}, val, b.ttlSeconds()).Int64()
 	if err != nil {
 		return fmt.Errorf("redisbackend: store %s: %w", m.TaskID, err)
