@@ -62,6 +62,7 @@ type options struct {
 	redisURL           string
 	vhost              string
 	gworker, python    string
+	baseline           string
 	loglevel           string
 	timeout            time.Duration
 	window             int
@@ -76,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var workers, modes string
 	fs.IntVar(&o.n, "n", 20000, "tasks per run")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every worker in every mode")
-	fs.StringVar(&workers, "workers", "gworker,minloop,celery", "workers to run (gworker, minloop, celery)")
+	fs.StringVar(&workers, "workers", "gworker,minloop,celery", "workers to run (gworker, minloop, celery; baseline is added with -baseline)")
 	fs.StringVar(&modes, "modes", "prefill,e2e", "modes to run (prefill, e2e)")
 	fs.IntVar(&o.conc, "c", 16, "concurrency of gworker and of the minimal loop")
 	fs.IntVar(&o.prefetchMult, "prefetch-multiplier", 4, "prefetch multiplier of gworker and the minimal loop (prefetch = c × this)")
@@ -85,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (result backend)")
 	fs.StringVar(&o.vhost, "vhost", "", "existing vhost to use; empty creates (and deletes) one with rabbitmqctl")
 	fs.StringVar(&o.gworker, "gworker", "", "gworker binary; default: next to this program, else built with go build")
+	fs.StringVar(&o.baseline, "baseline", "", "another gworker binary to run as worker \"baseline\" (e.g. built from an older commit), to measure a change")
 	fs.StringVar(&o.python, "python", "/usr/bin/python3", "Python with Celery 5.2.6")
 	fs.StringVar(&o.loglevel, "l", "WARNING", "log level given to gworker and Celery")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "limit of one run")
@@ -98,8 +100,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	o.workers, o.modes = splitList(workers), splitList(modes)
+	if o.baseline != "" && !slices.Contains(o.workers, "baseline") {
+		o.workers = append(o.workers, "baseline")
+	}
 	for _, w := range o.workers {
-		if w != "gworker" && w != "minloop" && w != "celery" {
+		if w == "baseline" && o.baseline == "" {
+			return nil, errors.New("worker baseline needs -baseline")
+		}
+		if w != "gworker" && w != "minloop" && w != "celery" && w != "baseline" {
 			return nil, fmt.Errorf("unknown worker %q", w)
 		}
 	}
@@ -232,6 +240,12 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				return err
 			}
 			specs[w] = gworkerSpec(sc)
+		case "baseline":
+			bc := sc
+			bc.gworker = o.baseline
+			sp := gworkerSpec(bc)
+			sp.name = "baseline"
+			specs[w] = sp
 		case "minloop":
 			specs[w] = minloopSpec(sc)
 		case "celery":
