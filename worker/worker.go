@@ -319,7 +319,10 @@ func (w *Worker) receive(d Delivery) {
 		return
 	}
 	j := &job{d: d, msg: msg, task: task, received: time.Now()}
-	w.log.Info("Task " + msg.Name() + "[" + msg.ID + "] received")
+	if ce := w.log.Check(zap.InfoLevel, ""); ce != nil {
+		ce.Message = "Task " + msg.Name() + "[" + msg.ID + "] received"
+		ce.Write()
+	}
 	if w.revokeIfExpired(j) {
 		return
 	}

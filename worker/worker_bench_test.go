@@ -2,9 +2,13 @@ package worker_test
 
 import (
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
@@ -88,14 +92,26 @@ func (memDelivery) Reject(bool) error           { return nil }
 // BenchmarkWorkerHandle is the whole in-process handling of one tasks.add
 // message by a running worker (-c 16): decode, dispatch, bind, run, build
 // and encode the SUCCESS meta, acknowledge. Only the network is left out.
+// The worker logs to a console logger (discarded) at WARNING, as
+// benchmarked, and at INFO, where it writes Celery's received/succeeded
+// lines for every task.
 func BenchmarkWorkerHandle(b *testing.B) {
+	for _, lvl := range []zapcore.Level{zapcore.WarnLevel, zapcore.InfoLevel} {
+		b.Run(lvl.CapitalString(), func(b *testing.B) {
+			enc := zapcore.NewConsoleEncoder(zap.NewProductionEncoderConfig())
+			benchHandle(b, zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), lvl)))
+		})
+	}
+}
+
+func benchHandle(b *testing.B, log *zap.Logger) {
 	reg := worker.NewRegistry()
 	if err := demo.Register(reg); err != nil {
 		b.Fatal(err)
 	}
 	br := &memBroker{ch: make(chan worker.Delivery, 64)}
 	var wg sync.WaitGroup
-	w, err := worker.New(worker.Config{Registry: reg, Broker: br, Backend: encodingBackend{&wg}, Concurrency: 16, Hostname: "celery@bench"})
+	w, err := worker.New(worker.Config{Registry: reg, Broker: br, Backend: encodingBackend{&wg}, Concurrency: 16, Hostname: "celery@bench", Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}
