@@ -49,6 +49,17 @@ type ConsumerConfig struct {
 	NoAck bool
 	// Exclusive asks for exclusive consumers (basic.consume exclusive).
 	Exclusive bool
+	// BatchAcks lets acknowledgements made at about the same time share
+	// one write: Ack records the delivery and returns, and whichever Ack
+	// is writing sends the settled prefix of delivery tags as one
+	// basic.ack with multiple=true (acknowledgements after a message still
+	// outstanding are sent singly, in the same pass, so a held message
+	// delays nothing). A lone Ack is written at once, before it returns;
+	// under load an Ack may return before its frame is written, and Close
+	// writes every recorded acknowledgement before closing the channel.
+	// Ack then reports a write failure of an earlier batch on that channel
+	// as ErrStaleDelivery (the broker requeues what was not acknowledged).
+	BatchAcks bool
 }
 
 // Consumer delivers messages from one or more queues on a single channel,
@@ -93,6 +104,15 @@ type chanGen struct {
 	fwd          sync.WaitGroup
 	fwdDone      chan struct{}
 	brokerCancel chan string
+
+	acks *acker // nil unless ConsumerConfig.BatchAcks
+}
+
+// drainAcks writes the acknowledgements recorded but not yet sent.
+func (g *chanGen) drainAcks() {
+	if g.acks != nil {
+		g.acks.drain()
+	}
 }
 
 func (g *chanGen) isClosed() bool {
@@ -147,13 +167,23 @@ func (d *Delivery) Stale() bool {
 // has requeued the message), and ErrAlreadySettled on a second Ack or
 // Reject.
 func (d *Delivery) Ack() error {
+	if d.gen != nil && d.gen.acks != nil {
+		return d.settle(func(*amqp.Channel) error { return d.gen.acks.ack(d.DeliveryTag) })
+	}
 	return d.settle(func(ch *amqp.Channel) error { return ch.Ack(d.DeliveryTag, false) })
 }
 
 // Reject rejects the delivery; with requeue the broker puts it back in the
 // queue, otherwise it drops it or dead-letters it. Errors are those of Ack.
 func (d *Delivery) Reject(requeue bool) error {
-	return d.settle(func(ch *amqp.Channel) error { return ch.Reject(d.DeliveryTag, requeue) })
+	return d.settle(func(ch *amqp.Channel) error {
+		err := ch.Reject(d.DeliveryTag, requeue)
+		if d.gen.acks != nil {
+			// Written: a later multiple ack may pass over it.
+			d.gen.acks.settled(d.DeliveryTag)
+		}
+		return err
+	})
 }
 
 func (d *Delivery) settle(send func(*amqp.Channel) error) error {
@@ -385,6 +415,9 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 		fwdDone:      make(chan struct{}),
 		brokerCancel: make(chan string, 1),
 	}
+	if c.cfg.BatchAcks && !c.cfg.NoAck {
+		gen.acks = newAcker(ch)
+	}
 	c.mu.Unlock()
 	notify := ch.NotifyClose(make(chan *amqp.Error, 1))
 	go func() {
@@ -569,10 +602,12 @@ func (c *Consumer) run(gen *chanGen) {
 			case <-gen.closed:
 				<-c.stop
 			}
+			gen.drainAcks()
 			_ = gen.ch.Close()
 			<-gen.closed
 			return
 		case <-c.stop:
+			gen.drainAcks()
 			_ = gen.ch.Close()
 			<-gen.closed
 			<-gen.fwdDone

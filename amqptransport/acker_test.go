@@ -1,0 +1,116 @@
+package amqptransport
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Acknowledgements in any order from many goroutines, with rejects among
+// them and one message held back: every message is settled exactly as
+// asked, the held one does not delay the others, and no multiple ack ever
+// covers a message it should not (which would close the channel and
+// redeliver).
+func TestBatchAcksOutOfOrder(t *testing.T) {
+	f := newFixture(t)
+	q := f.queue()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 300
+	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: n, GlobalQoS: true, BatchAcks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f.publishN(ctx, q.Name, n)
+	ds := make([]*Delivery, 0, n)
+	for len(ds) < n {
+		ds = append(ds, recv(t, c, 10*time.Second))
+	}
+	held := ds[3] // a low tag: everything after it is past a gap
+	rest := append(append([]*Delivery(nil), ds[:3]...), ds[4:]...)
+	rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < len(rest); i += 16 {
+				d := rest[i]
+				var err error
+				if headerInt(t, d, "n")%10 == 0 {
+					err = d.Reject(false)
+				} else {
+					err = d.Ack()
+				}
+				if err != nil {
+					t.Errorf("settle %d: %v", d.DeliveryTag, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	eventually(t, 20*time.Second, "only the held message unacknowledged", func() bool {
+		r, u := f.counts(q.Name)
+		return r == 0 && u == 1
+	})
+	if err := held.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "queue drained", func() bool {
+		r, u := f.counts(q.Name)
+		return r == 0 && u == 0
+	})
+	select {
+	case d := <-c.Deliveries():
+		t.Fatalf("unexpected redelivery of tag %d (channel closed by a bad ack?)", d.DeliveryTag)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if held.Stale() {
+		t.Fatal("the channel closed")
+	}
+}
+
+// Close writes every acknowledgement recorded before it: none of the
+// acknowledged messages comes back.
+func TestBatchAcksCloseWritesAll(t *testing.T) {
+	f := newFixture(t)
+	q := f.queue()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 500
+	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: n, GlobalQoS: true, BatchAcks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.publishN(ctx, q.Name, n)
+	ds := make([]*Delivery, 0, n)
+	for len(ds) < n {
+		ds = append(ds, recv(t, c, 10*time.Second))
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < n; i += 8 {
+				if err := ds[i].Ack(); err != nil {
+					t.Errorf("ack: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "nothing requeued", func() bool {
+		r, u := f.counts(q.Name)
+		return r == 0 && u == 0
+	})
+	if err := ds[0].Ack(); err == nil {
+		t.Error("ack after Close succeeded")
+	}
+}
