@@ -23,7 +23,7 @@ type Broker struct {
 func New(b *amqptransport.Broker) *Broker { return &Broker{b: b} }
 
 // Consume declares the queues and starts consuming them with global QoS,
-// as Celery does on RabbitMQ.
+// as Celery does on RabbitMQ, with batched acknowledgements.
 func (a *Broker) Consume(ctx context.Context, queues []string, prefetch int) (worker.Consumer, error) {
 	mk := a.Queue
 	if mk == nil {
@@ -33,7 +33,8 @@ func (a *Broker) Consume(ctx context.Context, queues []string, prefetch int) (wo
 	for i, n := range queues {
 		qs[i] = mk(n)
 	}
-	c, err := a.b.Consume(ctx, amqptransport.ConsumerConfig{Queues: qs, Prefetch: prefetch, GlobalQoS: true})
+	// BatchAcks: the pool's acknowledgements share writes under load.
+	c, err := a.b.Consume(ctx, amqptransport.ConsumerConfig{Queues: qs, Prefetch: prefetch, GlobalQoS: true, BatchAcks: true})
 	if err != nil {
 		return nil, err
 	}
