@@ -142,7 +142,12 @@ type sample struct {
 	TasksPerS float64 `json:"tasks_per_s"`
 	CPUus     float64 `json:"cpu_us_per_task"`
 	RSSMB     float64 `json:"peak_rss_mb"`
-	Err       string  `json:"error,omitempty"`
+	// BrokerUS and RedisUS are the CPU time of the RabbitMQ (beam.smp)
+	// and Redis server processes per task over the same window, when
+	// they run on this machine. Other clients of the servers count too.
+	BrokerUS float64 `json:"broker_cpu_us_per_task,omitempty"`
+	RedisUS  float64 `json:"redis_cpu_us_per_task,omitempty"`
+	Err      string  `json:"error,omitempty"`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -278,8 +283,8 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 					fmt.Fprintf(stdout, "  %-7s %-8s FAILED: %s\n", mode, w, s.Err)
 					continue
 				}
-				fmt.Fprintf(stdout, "  %-7s %-8s %6d tasks in %6.2fs  %8.0f tasks/s  %6.0f µs CPU/task  %6.1f MB peak RSS\n",
-					mode, w, s.Tasks, s.Seconds, s.TasksPerS, s.CPUus, s.RSSMB)
+				fmt.Fprintf(stdout, "  %-7s %-8s %6d tasks in %6.2fs  %8.0f tasks/s  %6.0f µs CPU/task  %6.1f MB peak RSS  (RabbitMQ %.0f µs, Redis %.0f µs CPU/task)\n",
+					mode, w, s.Tasks, s.Seconds, s.TasksPerS, s.CPUus, s.RSSMB, s.BrokerUS, s.RedisUS)
 			}
 		}
 	}

@@ -160,3 +160,36 @@ func (s *rssSampler) Stop() int64 {
 	defer s.mu.Unlock()
 	return s.peak
 }
+
+// findProcess returns the pid of the first process whose command name
+// (/proc/<pid>/comm) is name, or 0.
+func findProcess(name string) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if err == nil && strings.TrimSpace(string(b)) == name {
+			return pid
+		}
+	}
+	return 0
+}
+
+// processCPU returns the CPU time of one process (all its threads), or 0
+// when it cannot be read.
+func processCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	st, err := readStat(pid)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(st.cpu) * time.Second / clockTicks
+}

@@ -43,6 +43,10 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 		p          *proc
 		cpu0, cpu1 time.Duration
 		rss        *rssSampler
+		// The servers' CPU over the same window (0 when not local).
+		beam, redisPid = findProcess("beam.smp"), findProcess("redis-server")
+		srv0, srv1     [2]time.Duration
+		serversCPU     = func() [2]time.Duration { return [2]time.Duration{processCPU(beam), processCPU(redisPid)} }
 	)
 	start := func() error {
 		var err error
@@ -79,7 +83,7 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 	var first, last time.Time
 	switch mode {
 	case "prefill":
-		w, err := watchResults(ctx, rdb, b.prefix, b.ids, func() { cpu0 = treeCPU(p.pid()) })
+		w, err := watchResults(ctx, rdb, b.prefix, b.ids, func() { cpu0 = treeCPU(p.pid()); srv0 = serversCPU() })
 		if err != nil {
 			return fail(err)
 		}
@@ -95,7 +99,7 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 		if err != nil {
 			return fail(err)
 		}
-		cpu1 = treeCPU(p.pid())
+		cpu1, srv1 = treeCPU(p.pid()), serversCPU()
 	case "e2e":
 		if err := start(); err != nil {
 			return fail(err)
@@ -107,7 +111,7 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 		if err != nil {
 			return fail(err)
 		}
-		cpu0 = treeCPU(p.pid())
+		cpu0, srv0 = treeCPU(p.pid()), serversCPU()
 		first = time.Now()
 		if err := publishAll(ctx, conn, b, o.window); err != nil {
 			w.ps.Close()
@@ -117,7 +121,7 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 		if err != nil {
 			return fail(err)
 		}
-		cpu1 = treeCPU(p.pid())
+		cpu1, srv1 = treeCPU(p.pid()), serversCPU()
 	}
 	s.RSSMB = float64(rss.Stop()) / (1 << 20)
 	s.Seconds = last.Sub(first).Seconds()
@@ -129,6 +133,8 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 		s.TasksPerS = float64(n) / s.Seconds
 	}
 	s.CPUus = float64((cpu1 - cpu0).Microseconds()) / float64(o.n)
+	s.BrokerUS = float64((srv1[0] - srv0[0]).Microseconds()) / float64(o.n)
+	s.RedisUS = float64((srv1[1] - srv0[1]).Microseconds()) / float64(o.n)
 	if err := verify(ctx, rdb, b.ids); err != nil {
 		return fail(err)
 	}
@@ -259,7 +265,7 @@ func (s stats) format(prec int) string {
 
 func report(w io.Writer, o *options, samples []sample) {
 	type key struct{ mode, worker string }
-	figs := map[key][3][]float64{}
+	figs := map[key][5][]float64{}
 	for _, s := range samples {
 		if s.Err != "" {
 			continue
@@ -269,11 +275,13 @@ func report(w io.Writer, o *options, samples []sample) {
 		f[0] = append(f[0], s.TasksPerS)
 		f[1] = append(f[1], s.CPUus)
 		f[2] = append(f[2], s.RSSMB)
+		f[3] = append(f[3], s.BrokerUS)
+		f[4] = append(f[4], s.RedisUS)
 		figs[k] = f
 	}
 	med := map[key][3]float64{}
 	fmt.Fprintf(w, "\nsummary: median [min–max] over %d round(s), %d tasks per run\n", o.rounds, o.n)
-	fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %s\n", "mode", "worker", "tasks/s", "worker CPU µs/task", "peak RSS MB")
+	fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-16s %s\n", "mode", "worker", "tasks/s", "worker CPU µs/task", "peak RSS MB", "RabbitMQ µs/task", "Redis µs/task")
 	for _, mode := range o.modes {
 		for _, wk := range o.workers {
 			f, ok := figs[key{mode, wk}]
@@ -283,7 +291,8 @@ func report(w io.Writer, o *options, samples []sample) {
 			}
 			t, c, r := summarize(f[0]), summarize(f[1]), summarize(f[2])
 			med[key{mode, wk}] = [3]float64{t.med, c.med, r.med}
-			fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %s\n", mode, wk, t.format(0), c.format(0), r.format(1))
+			fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-16.0f %.0f\n", mode, wk, t.format(0), c.format(0), r.format(1),
+				summarize(f[3]).med, summarize(f[4]).med)
 		}
 	}
 	fmt.Fprintln(w, "\nratios of medians (targets in parentheses):")
