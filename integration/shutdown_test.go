@@ -1,0 +1,148 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestWarmShutdown stops a busy worker with SIGTERM: the running tasks must
+// finish and be stored as SUCCESS, every other message must go back to the
+// queue, and a second worker must finish them, each exactly once.
+func TestWarmShutdown(t *testing.T) {
+	for _, acksLate := range []bool{false, true} {
+		name := "EarlyAck"
+		if acksLate {
+			name = "AcksLate"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testWarmShutdown(t, acksLate)
+		})
+	}
+}
+
+func testWarmShutdown(t *testing.T, acksLate bool) {
+	const (
+		nSlow = 6
+		nFast = 10
+	)
+	q := uniqueQueue(t, "shutdown")
+	var extra []string
+	if acksLate {
+		extra = append(extra, "--acks-late")
+	}
+	opts := workerOptions{Queues: []string{q}, Concurrency: 2, Prefetch: 4, Extra: extra}
+	w1 := startWorker(t, opts)
+
+	client := pyClient{Conf: map[string]any{"task_default_queue": q}}
+	r := client.run(t, fmt.Sprintf(`
+slow = [send('tasks.sleep', (1.0,)).id for _ in range(%d)]
+fast = [send('tasks.add', (i, i)).id for i in range(%d)]
+emit(slow=slow, fast=fast)
+`, nSlow, nFast))
+	var slow, fast []string
+	r.get(t, "slow", &slow)
+	r.get(t, "fast", &fast)
+	all := append(append([]string{}, slow...), fast...)
+
+	// Prefetch is 2 × 4 = 8: wait until the worker holds 8 messages, two of
+	// them running, then ask it to stop.
+	if !eventually(defaultWait, func() bool { return w1.countLog("] received") >= 8 }) {
+		t.Fatalf("worker received %d messages, want 8 (prefetch 2×4); log:\n%s", w1.countLog("] received"), w1.log())
+	}
+	w1.signal(syscall.SIGTERM)
+	if err := w1.wait(defaultWait); err != nil {
+		t.Errorf("worker exit after SIGTERM: %v", err)
+	}
+	log1 := w1.log()
+
+	// The tasks that ran finished and stored SUCCESS; nothing else ran.
+	done1 := map[string]bool{}
+	for _, id := range all {
+		if strings.Contains(log1, "["+id+"] succeeded") {
+			done1[id] = true
+		}
+	}
+	if len(done1) < 2 {
+		t.Errorf("%d tasks finished during the warm shutdown, want at least the 2 that were running", len(done1))
+	}
+	for _, id := range all {
+		m := getMeta(t, id)
+		switch {
+		case done1[id] && (m == nil || m.Status != "SUCCESS"):
+			t.Errorf("task %s logged as succeeded but stored %v", id, m)
+		case !done1[id] && m != nil:
+			t.Errorf("task %s did not run but stored %s", id, m.Status)
+		}
+	}
+	if ready, unacked := queueCounts(t, q); ready != len(all)-len(done1) || unacked != 0 {
+		t.Errorf("after the warm shutdown: %d ready, %d unacked; want %d ready, 0 unacked",
+			ready, unacked, len(all)-len(done1))
+	}
+
+	// A second worker finishes the rest.
+	w2 := startWorker(t, opts)
+	for _, id := range all {
+		waitMeta(t, id, defaultWait, "SUCCESS")
+	}
+	if err := w2.stop(defaultWait); err != nil {
+		t.Errorf("second worker exit: %v", err)
+	}
+	log2 := w2.log()
+	for i, id := range all {
+		n := strings.Count(log1, "["+id+"] succeeded") + strings.Count(log2, "["+id+"] succeeded")
+		if n != 1 {
+			t.Errorf("task %s ran %d times, want exactly once", id, n)
+		}
+		m := getMeta(t, id)
+		want := "1.0"
+		if i >= nSlow {
+			want = fmt.Sprint(2 * (i - nSlow))
+		}
+		if m == nil || string(m.Result) != want {
+			t.Errorf("task %s result %v, want %s", id, m, want)
+		}
+	}
+	if ready, unacked := queueCounts(t, q); ready != 0 || unacked != 0 {
+		t.Errorf("queue after the second worker: %d ready, %d unacked; want empty", ready, unacked)
+	}
+}
+
+// TestColdShutdown sends two signals: the second one abandons running
+// tasks. With acks_late their messages were never acknowledged, so a new
+// worker runs them.
+func TestColdShutdown(t *testing.T) {
+	t.Parallel()
+	q := uniqueQueue(t, "cold")
+	opts := workerOptions{Queues: []string{q}, Concurrency: 2, Extra: []string{"--acks-late"}}
+	w1 := startWorker(t, opts)
+	r := pyClient{Conf: map[string]any{"task_default_queue": q}}.run(t, `
+emit(ids=[send('tasks.sleep', (3,)).id for _ in range(2)])
+`)
+	var ids []string
+	r.get(t, "ids", &ids)
+	if !eventually(defaultWait, func() bool { return w1.countLog("tasks.sleep[", "] received") >= 2 }) {
+		t.Fatalf("worker did not receive the tasks; log:\n%s", w1.log())
+	}
+	w1.signal(syscall.SIGTERM)
+	w1.waitLog("Warm shutdown", 5*time.Second)
+	w1.signal(syscall.SIGTERM)
+	// Exit code is not specified; it must exit well before the tasks end.
+	_ = w1.wait(defaultWait)
+	for _, id := range ids {
+		if m := getMeta(t, id); m != nil && m.Status == "SUCCESS" {
+			t.Errorf("task %s finished although the shutdown was cold", id)
+		}
+	}
+	w2 := startWorker(t, opts)
+	for _, id := range ids {
+		m := waitMeta(t, id, defaultWait, "SUCCESS")
+		if string(m.Result) != "3" {
+			t.Errorf("task %s result %s, want 3", id, m.Result)
+		}
+	}
+	_ = w2.stop(defaultWait)
+}
