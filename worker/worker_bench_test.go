@@ -3,6 +3,8 @@ package worker_test
 import (
 	"context"
 	"io"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -241,6 +243,18 @@ func BenchmarkWorkerRabbitRedis(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// GWORKER_DRAIN_CPUPROFILE=FILE profiles the drain alone (go test's
+	// -cpuprofile would include the publishing).
+	if path := os.Getenv("GWORKER_DRAIN_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	wctx, cancel := context.WithCancel(ctx)
@@ -249,6 +263,7 @@ func BenchmarkWorkerRabbitRedis(b *testing.B) {
 	done.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	pprof.StopCPUProfile()
 	cancel()
 	if err := <-runErr; err != nil {
 		b.Fatal(err)
