@@ -37,9 +37,11 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -50,7 +52,12 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "minloop" {
 		os.Exit(runMinLoop(os.Args[2:], os.Stderr))
 	}
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	// Interrupted, the bench stops its workers and deletes what it
+	// created before exiting.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 type options struct {
@@ -276,6 +283,9 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		order = append(order[k:], order[:k]...)
 		for _, mode := range o.modes {
 			for _, w := range order {
+				if ctx.Err() != nil {
+					return fmt.Errorf("interrupted: %w", context.Cause(ctx))
+				}
 				s := runOne(ctx, o, conn, rdb, specs[w], tmp, r, mode)
 				samples = append(samples, s)
 				if s.Err != "" {

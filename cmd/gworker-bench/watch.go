@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -43,12 +42,11 @@ func watchResults(ctx context.Context, rdb *redis.Client, idPrefix string, ids [
 func (w *watcher) wait(ctx context.Context) (first, last time.Time, err error) {
 	defer w.ps.Close()
 	ch := w.ps.Channel(redis.WithChannelSize(w.total + 100))
-	success := []byte(`"status": "SUCCESS"`)
+	const success = `"status": "SUCCESS"`
 	for len(w.want) > 0 {
 		select {
 		case <-ctx.Done():
-			return first, last, fmt.Errorf("%d of %d results after %v: %w",
-				w.total-len(w.want), w.total, time.Since(first).Round(time.Millisecond), ctx.Err())
+			return first, last, fmt.Errorf("%d of %d results: %w", w.total-len(w.want), w.total, ctx.Err())
 		case m, ok := <-ch:
 			if !ok {
 				return first, last, fmt.Errorf("result subscription closed")
@@ -57,7 +55,7 @@ func (w *watcher) wait(ctx context.Context) (first, last time.Time, err error) {
 			if !w.want[id] {
 				continue
 			}
-			if !bytes.Contains([]byte(m.Payload), success) {
+			if !strings.Contains(m.Payload, success) {
 				if strings.Contains(m.Payload, `"status": "FAILURE"`) {
 					return first, last, fmt.Errorf("task %s failed: %.300s", id, m.Payload)
 				}
