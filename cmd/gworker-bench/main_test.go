@@ -90,6 +90,9 @@ func TestProcReadsSelf(t *testing.T) {
 	if got := tree(pid); len(got) == 0 || got[0] != pid {
 		t.Errorf("tree %v", got)
 	}
+	if findProcess("no-such-process-name") != 0 {
+		t.Error("found a process that does not exist")
+	}
 	if _, err := readStat(-1); err == nil {
 		t.Error("no error for a missing process")
 	}

@@ -161,24 +161,30 @@ func (s *rssSampler) Stop() int64 {
 	return s.peak
 }
 
-// findProcess returns the pid of the first process whose command name
-// (/proc/<pid>/comm) is name, or 0.
+// findProcess returns the pid of the busiest process (most CPU time so far)
+// whose command name (/proc/<pid>/comm) is name, or 0. The busiest one,
+// because short-lived tools share the server's name (rabbitmqctl runs a
+// beam.smp of its own).
 func findProcess(name string) int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
 	}
+	best, bestCPU := 0, int64(-1)
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/comm")
-		if err == nil && strings.TrimSpace(string(b)) == name {
-			return pid
+		if err != nil || strings.TrimSpace(string(b)) != name {
+			continue
+		}
+		if st, err := readStat(pid); err == nil && st.cpu > bestCPU {
+			best, bestCPU = pid, st.cpu
 		}
 	}
-	return 0
+	return best
 }
 
 // processCPU returns the CPU time of one process (all its threads), or 0

@@ -133,8 +133,12 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 		s.TasksPerS = float64(n) / s.Seconds
 	}
 	s.CPUus = float64((cpu1 - cpu0).Microseconds()) / float64(o.n)
-	s.BrokerUS = float64((srv1[0] - srv0[0]).Microseconds()) / float64(o.n)
-	s.RedisUS = float64((srv1[1] - srv0[1]).Microseconds()) / float64(o.n)
+	if srv1[0] > srv0[0] && srv0[0] > 0 {
+		s.BrokerUS = float64((srv1[0] - srv0[0]).Microseconds()) / float64(o.n)
+	}
+	if srv1[1] > srv0[1] && srv0[1] > 0 {
+		s.RedisUS = float64((srv1[1] - srv0[1]).Microseconds()) / float64(o.n)
+	}
 	if err := verify(ctx, rdb, b.ids); err != nil {
 		return fail(err)
 	}
