@@ -315,15 +315,15 @@ func report(w io.Writer, o *options, samples []sample) {
 		if m, ok := med[key{mode, "minloop"}]; ok && m[0] > 0 && m[1] > 0 {
 			tr, cr := g[0]/m[0], g[1]/m[1]
 			parts = append(parts,
-				fmt.Sprintf("gworker/minloop tasks/s %.2f× (≥0.9: %s; ≥1.0 stretch: %s)", tr, check(tr >= 0.9), check(tr >= 1.0)),
-				fmt.Sprintf("gworker/minloop CPU/task %.2f× (≤1.3: %s)", cr, check(cr <= 1.3)))
+				fmt.Sprintf("gworker/minloop tasks/s %.3f× (≥0.9: %s; ≥1.0 stretch: %s)", tr, check(tr >= 0.9), check(tr >= 1.0)),
+				fmt.Sprintf("gworker/minloop CPU/task %.3f× (≤1.3: %s)", cr, check(cr <= 1.3)))
 		}
 		if c, ok := med[key{mode, "baseline"}]; ok && c[0] > 0 && c[1] > 0 {
 			parts = append(parts, fmt.Sprintf("gworker/baseline tasks/s %.2f×, CPU/task %.2f×, RSS %.2f×", g[0]/c[0], g[1]/c[1], g[2]/c[2]))
 		}
 		if c, ok := med[key{mode, "celery"}]; ok && c[0] > 0 {
 			tr := g[0] / c[0]
-			parts = append(parts, fmt.Sprintf("gworker/celery tasks/s %.2f× (≥5: %s)", tr, check(tr >= 5)),
+			parts = append(parts, fmt.Sprintf("gworker/celery tasks/s %.3f× (≥5: %s)", tr, check(tr >= 5)),
 				fmt.Sprintf("gworker/celery CPU/task %.2f×", g[1]/c[1]))
 		}
 		parts = append(parts, fmt.Sprintf("gworker peak RSS %.1f MB at -c %d (<50: %s)", g[2], o.conc, check(g[2] < 50)))
