@@ -55,6 +55,20 @@ emit(failing=describe(lambda: res.get(timeout=TIMEOUT)), failing_tail=res.id)
 		}
 	})
 
+	t.Run("ChainProtocolV1", func(t *testing.T) {
+		t.Parallel()
+		// Protocol 1 has no chain field: each step links the next one.
+		v1 := pyClient{Conf: map[string]any{"task_default_queue": q, "task_protocol": 1}}
+		r := v1.run(t, sigs+`
+res = track(chain(S('tasks.add', 2, 2), S('tasks.add', 4), S('tasks.mul', 8)).apply_async())
+emit(chain=describe(lambda: res.get(timeout=TIMEOUT)))
+res = track(chord([S('tasks.add', i, i) for i in range(3)])(S('tasks.xsum')))
+emit(chord=describe(lambda: res.get(timeout=TIMEOUT)))
+`)
+		wantValue(t, "protocol 1 chain", r.outcome(t, "chain"), "64", "int")
+		wantValue(t, "protocol 1 chord", r.outcome(t, "chord"), "6", "int")
+	})
+
 	t.Run("LinkAndLinkError", func(t *testing.T) {
 		t.Parallel()
 		r := client.run(t, sigs+`

@@ -216,3 +216,43 @@ emit(many=describe(lambda: [r.get(timeout=TIMEOUT) for r in rs]))
 		}
 	})
 }
+
+// TestGoProducerGoWorker sends tasks with `gworker call` to gworker
+// workers, with each serializer, and checks that a worker refuses content
+// types it was not told to accept.
+func TestGoProducerGoWorker(t *testing.T) {
+	t.Parallel()
+	q := uniqueQueue(t, "gotogo")
+	jsonOnly := uniqueQueue(t, "gotogo-json")
+	startWorker(t, workerOptions{Queues: []string{q}, Concurrency: 2, Extra: []string{"--accept-content", "json,msgpack"}})
+	w := startWorker(t, workerOptions{Queues: []string{jsonOnly}, Concurrency: 1})
+
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"add", []string{"tasks.add", "--args", "[2, 2]"}, "4"},
+		{"float", []string{"tasks.add", "--args", "[2.0, 2]"}, "4.0"},
+		{"kwargs", []string{"tasks.add", "--args", "[2]", "--kwargs", `{"y": 40}`}, "42"},
+		{"big", []string{"tasks.echo", "--args", "[123456789012345678901234567890]"}, "123456789012345678901234567890"},
+		{"msgpack", []string{"tasks.mul", "--args", "[6, 7]", "--serializer", "msgpack"}, "42"},
+		{"msgpack-float", []string{"tasks.xsum", "--args", "[[1, 2.5]]", "--serializer", "msgpack"}, "3.5"},
+	} {
+		stdout, stderr, code := gworkerCall(t, "", append(append([]string{}, c.args...),
+			"--queue", q, "--wait", "--timeout", "20")...)
+		if code != 0 || stdout != c.want {
+			t.Errorf("%s: gworker call printed %q (exit %d), want %s\nstderr: %s", c.name, stdout, code, c.want, stderr)
+		}
+	}
+
+	stdout, stderr, code := gworkerCall(t, "", "tasks.add", "--args", "[1, 1]", "--serializer", "msgpack",
+		"--queue", jsonOnly, "--wait", "--timeout", "20")
+	if code == 0 {
+		t.Errorf("msgpack to a json-only worker: exit 0, stdout %q", stdout)
+	}
+	if !strings.Contains(stderr, "ContentDisallowed") {
+		t.Errorf("msgpack to a json-only worker: stderr %q, want a ContentDisallowed failure", stderr)
+	}
+	w.requireAlive()
+}
