@@ -18,16 +18,23 @@ import (
 const maxHeaderDepth = 64
 
 // headersFromAMQP converts a header table as amqp091-go decoded it into the
-// value types of package protocol.
+// value types of package protocol. The table is converted in place and
+// returned: amqp091-go decodes a fresh one for every delivery and nothing
+// else holds it, and a Celery message's 20-odd headers are mostly strings
+// that need no conversion, so copying them cost a map per message.
 func headersFromAMQP(t amqp.Table) map[string]any {
 	if t == nil {
 		return nil
 	}
-	out := make(map[string]any, len(t))
-	for k, v := range t {
-		out[k] = valueFromAMQP(v, 0)
+	m := map[string]any(t)
+	for k, v := range m {
+		switch v.(type) {
+		case nil, bool, string, float64, int64, time.Time, []byte:
+			continue // already a protocol value
+		}
+		m[k] = valueFromAMQP(v, 0)
 	}
-	return out
+	return m
 }
 
 func valueFromAMQP(v any, depth int) any {
