@@ -126,6 +126,22 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
+// privateVhost creates a RabbitMQ virtual host for one test, for tests
+// that act on every connection of a vhost; it is deleted when t ends. It
+// returns the vhost's broker URL as guest.
+func privateVhost(t testing.TB) (name, url string) {
+	t.Helper()
+	name = env.vhost + "-" + randomSuffix()
+	if out, err := rabbitmqctl("add_vhost", name); err != nil {
+		t.Fatalf("rabbitmqctl add_vhost: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = rabbitmqctl("delete_vhost", name) })
+	if out, err := rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*"); err != nil {
+		t.Fatalf("rabbitmqctl set_permissions: %v\n%s", err, out)
+	}
+	return name, "amqp://guest:guest@" + amqpHostPort + "/" + name
+}
+
 // uniqueQueue returns a queue name private to this test.
 func uniqueQueue(t testing.TB, prefix string) string {
 	t.Helper()
@@ -563,7 +579,13 @@ func queueReady(t testing.TB, c *amqp.Connection, q string) int {
 // queueCounts returns ready and unacknowledged counts from rabbitmqctl.
 func queueCounts(t testing.TB, q string) (ready, unacked int) {
 	t.Helper()
-	out, err := rabbitmqctl("list_queues", "-p", env.vhost, "--quiet", "--no-table-headers",
+	return queueCountsIn(t, env.vhost, q)
+}
+
+// queueCountsIn is queueCounts for a queue in another vhost.
+func queueCountsIn(t testing.TB, vhost, q string) (ready, unacked int) {
+	t.Helper()
+	out, err := rabbitmqctl("list_queues", "-p", vhost, "--quiet", "--no-table-headers",
 		"name", "messages_ready", "messages_unacknowledged")
 	if err != nil {
 		t.Fatalf("rabbitmqctl list_queues: %v\n%s", err, out)

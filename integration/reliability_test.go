@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -52,5 +53,74 @@ second = send('tasks.add', (10, 20), task_id=%[1]s)
 	}
 	if m := waitMeta(t, id, defaultWait, "SUCCESS"); string(m.Result) != "3" {
 		t.Errorf("stored result %s after the duplicate, want the first SUCCESS, 3", m.Result)
+	}
+}
+
+// TestBrokerConnectionDrop closes every connection of the worker's vhost
+// while an acks_late task runs. The worker must reconnect and keep
+// consuming, and the interrupted task must still end in SUCCESS.
+func TestBrokerConnectionDrop(t *testing.T) {
+	t.Parallel()
+	vhost, url := privateVhost(t)
+	q := uniqueQueue(t, "drop")
+	w := startWorker(t, workerOptions{Queues: []string{q}, Concurrency: 2, Broker: url, Extra: []string{"--acks-late"}})
+	client := pyClient{Broker: url, Conf: map[string]any{"task_default_queue": q}}
+	r := client.run(t, `
+emit(before=call('tasks.add', (1, 1)), slow=send('tasks.sleep', (2,)).id)
+`)
+	wantValue(t, "add before the drop", r.outcome(t, "before"), "2", "int")
+	var slow string
+	r.get(t, "slow", &slow)
+	if !w.waitLog("tasks.sleep["+slow+"] received", defaultWait) {
+		t.Fatalf("the sleep task was not received; log:\n%s", w.log())
+	}
+	out, err := rabbitmqctl("close_all_connections", "-p", vhost, "integration test: connection drop")
+	if err != nil {
+		t.Fatalf("rabbitmqctl close_all_connections: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "Closed") || strings.Contains(string(out), "Closed 0 ") {
+		t.Fatalf("rabbitmqctl closed no connection:\n%s", out)
+	}
+	r = client.run(t, `
+emit(after=call('tasks.add', (2, 3)))
+`)
+	wantValue(t, "add after the drop", r.outcome(t, "after"), "5", "int")
+	if m := waitMeta(t, slow, defaultWait, "SUCCESS"); string(m.Result) != "2" {
+		t.Errorf("interrupted task result %s, want 2", m.Result)
+	}
+	// Its message was not acknowledged when the channel closed, so the
+	// broker redelivered it (at least once).
+	if !eventually(defaultWait, func() bool { return w.countLog("tasks.sleep["+slow+"] received") >= 2 }) {
+		t.Errorf("the interrupted task was not redelivered; log:\n%s", w.log())
+	}
+	w.requireAlive()
+	if !eventually(defaultWait, func() bool {
+		ready, unacked := queueCountsIn(t, vhost, q)
+		return ready == 0 && unacked == 0
+	}) {
+		ready, unacked := queueCountsIn(t, vhost, q)
+		t.Errorf("queue after the drop: %d ready, %d unacked; want empty", ready, unacked)
+	}
+}
+
+// TestWorkerKilled kills an acks_late worker with SIGKILL while it runs
+// tasks: nothing is lost, a new worker runs every task.
+func TestWorkerKilled(t *testing.T) {
+	t.Parallel()
+	q := uniqueQueue(t, "killed")
+	opts := workerOptions{Queues: []string{q}, Concurrency: 2, Extra: []string{"--acks-late"}}
+	w1 := startWorker(t, opts)
+	r := pyClient{Conf: map[string]any{"task_default_queue": q}}.run(t, `
+emit(ids=[send('tasks.sleep', (1,)).id for _ in range(4)] + [send('tasks.add', (i, 1)).id for i in range(4)])
+`)
+	var ids []string
+	r.get(t, "ids", &ids)
+	if !eventually(defaultWait, func() bool { return w1.countLog("] received") >= 2 }) {
+		t.Fatalf("worker received nothing; log:\n%s", w1.log())
+	}
+	w1.kill()
+	startWorker(t, opts)
+	for _, id := range ids {
+		waitMeta(t, id, defaultWait, "SUCCESS")
 	}
 }
