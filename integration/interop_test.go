@@ -116,10 +116,19 @@ func TestGroupInterop(t *testing.T) {
 
 	t.Run("GoSavedPythonRestores", func(t *testing.T) {
 		r := client.run(t, `
-emit(gid=send('tasks.spawn_group', (5,)).get(timeout=TIMEOUT))
+parent = send('tasks.spawn_group', (5,))
+emit(gid=parent.get(timeout=TIMEOUT))
+# The task's stored children name the group it sent.
+kids = parent.children or []
+emit(children=[[type(c).__name__, c.id, len(getattr(c, 'results', None) or [])] for c in kids])
 `)
 		var gid string
 		r.get(t, "gid", &gid)
+		var kids [][]any
+		r.get(t, "children", &kids)
+		if len(kids) != 1 || kids[0][0] != "GroupResult" || kids[0][1] != gid || kids[0][2] != float64(5) {
+			t.Errorf("children of spawn_group as Python reads them: %v, want one GroupResult %s of 5", kids, gid)
+		}
 		trackGroups(t, gid)
 		r2 := client.run(t, fmt.Sprintf(`
 from celery.result import GroupResult
