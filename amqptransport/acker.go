@@ -2,44 +2,46 @@ package amqptransport
 
 import (
 	"runtime"
+	"slices"
+	"sort"
 	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// Tag states kept by an acker.
-const (
-	tagAcked   = iota + 1 // acknowledged by the application, not yet sent
-	tagSettled            // sent (a single ack, a reject): only fills the gap
-)
+// span is a run of consecutive settled delivery tags, lo..hi inclusive.
+type span struct{ lo, hi uint64 }
 
 // acker batches the acknowledgements of one channel (ConsumerConfig.BatchAcks).
 //
 // Delivery tags on a channel are consecutive from 1. The acker tracks the
-// lowest tag not yet settled and which later ones are. An Ack records its
-// tag; if no flush is running, the caller flushes, otherwise it returns at
-// once and the running flush takes the tag on its next pass, so under load
-// one write carries many acknowledgements. A flush sends one basic.ack
-// with multiple=true for the settled prefix (up to the highest recorded
-// ack in it), and single acks for acknowledged tags after a gap, so a
-// message held unacknowledged (an ETA, a long task with acks_late) never
-// delays the others. Rejects are written at once by the caller and then
-// recorded as settled, so a later multiple ack never covers a message that
-// was rejected, and never one still outstanding.
+// lowest tag not yet settled (next) and, as sorted spans, the settled tags
+// after it; the spans are as many as the gaps, so memory is bounded by the
+// messages outstanding, however long one of them is held. An Ack records
+// its tag; if no flush is running, the caller flushes, otherwise it returns
+// at once and the running flush takes the tag on its next pass, so under
+// load one write carries many acknowledgements. A flush sends one basic.ack
+// with multiple=true for the settled prefix (up to the highest recorded ack
+// in it), and single acks for acknowledged tags after a gap, so a message
+// held unacknowledged (an ETA, a long task with acks_late) never delays the
+// others. Rejects are written at once by the caller and then recorded as
+// settled, so a later multiple ack never covers a message that was
+// rejected, nor one still outstanding or not yet seen by the application
+// (the prefix only grows over tags recorded as settled).
 type acker struct {
 	ch *amqp.Channel
 
 	mu       sync.Mutex
-	next     uint64           // lowest tag not known to be settled
-	state    map[uint64]uint8 // tags >= next that are settled or acked
-	pending  int              // tags in state tagAcked
+	next     uint64   // lowest tag not known to be settled
+	spans    []span   // settled tags > next, sorted, disjoint, not adjacent
+	acked    []uint64 // acknowledged tags not yet sent
 	flushing bool
 	idle     *sync.Cond // signalled when a flush ends
 	err      error      // first write error, reported by the next Ack
 }
 
 func newAcker(ch *amqp.Channel) *acker {
-	a := &acker{ch: ch, next: 1, state: map[uint64]uint8{}}
+	a := &acker{ch: ch, next: 1}
 	a.idle = sync.NewCond(&a.mu)
 	return a
 }
@@ -49,9 +51,8 @@ func newAcker(ch *amqp.Channel) *acker {
 // broken and its unacknowledged messages will be requeued.
 func (a *acker) ack(tag uint64) error {
 	a.mu.Lock()
-	if tag >= a.next {
-		a.state[tag] = tagAcked
-		a.pending++
+	if a.mark(tag) {
+		a.acked = append(a.acked, tag)
 	}
 	if a.flushing {
 		err := a.err
@@ -76,41 +77,56 @@ func (a *acker) ack(tag uint64) error {
 // reject): it only lets the prefix advance past it.
 func (a *acker) settled(tag uint64) {
 	a.mu.Lock()
-	if tag >= a.next {
-		a.state[tag] = tagSettled
-	}
+	a.mark(tag)
 	a.mu.Unlock()
+}
+
+// mark adds tag to the settled tags; false if it already was.
+func (a *acker) mark(tag uint64) bool {
+	if tag < a.next {
+		return false
+	}
+	sp := a.spans
+	// The first span that ends at tag-1 or later.
+	i := sort.Search(len(sp), func(i int) bool { return sp[i].hi+1 >= tag })
+	switch {
+	case i < len(sp) && sp[i].lo <= tag && tag <= sp[i].hi:
+		return false
+	case i < len(sp) && sp[i].hi+1 == tag:
+		sp[i].hi = tag
+		if i+1 < len(sp) && sp[i+1].lo == tag+1 {
+			sp[i].hi = sp[i+1].hi
+			a.spans = append(sp[:i+1], sp[i+2:]...)
+		}
+	case i < len(sp) && sp[i].lo == tag+1:
+		sp[i].lo = tag
+	default:
+		a.spans = slices.Insert(sp, i, span{tag, tag})
+	}
+	return true
 }
 
 // flushLocked sends what is pending until nothing is; a.mu is held on
 // entry and exit, released while writing.
 func (a *acker) flushLocked() {
-	for a.pending > 0 && a.err == nil {
-		// The settled prefix, and the highest acknowledged tag in it.
+	for len(a.acked) > 0 && a.err == nil {
+		// Advance over the settled prefix.
+		for len(a.spans) > 0 && a.spans[0].lo == a.next {
+			a.next = a.spans[0].hi + 1
+			a.spans = a.spans[1:]
+		}
+		// One multiple ack for the acknowledged tags before next, single
+		// ones for those after the gap.
 		multi := uint64(0)
-		for {
-			st, ok := a.state[a.next]
-			if !ok {
-				break
-			}
-			if st == tagAcked {
-				multi = a.next
-				a.pending--
-			}
-			delete(a.state, a.next)
-			a.next++
-		}
-		// Acknowledged tags after the gap go one by one.
 		var singles []uint64
-		if a.pending > 0 {
-			for tag, st := range a.state {
-				if st == tagAcked {
-					singles = append(singles, tag)
-					a.state[tag] = tagSettled
-				}
+		for _, tag := range a.acked {
+			if tag < a.next {
+				multi = max(multi, tag)
+			} else {
+				singles = append(singles, tag)
 			}
-			a.pending = 0
 		}
+		a.acked = a.acked[:0]
 		a.mu.Unlock()
 		var err error
 		if multi > 0 {

@@ -114,3 +114,52 @@ func TestBatchAcksCloseWritesAll(t *testing.T) {
 		t.Error("ack after Close succeeded")
 	}
 }
+
+// The acker's memory stays bounded by the gaps: a message held for long
+// while thousands after it are settled leaves one span, not thousands of
+// entries.
+func TestAckerSpans(t *testing.T) {
+	a := newAcker(nil)
+	for tag := uint64(3); tag <= 10000; tag++ {
+		if !a.mark(tag) {
+			t.Fatalf("tag %d already marked", tag)
+		}
+	}
+	if len(a.spans) != 1 || a.spans[0] != (span{3, 10000}) {
+		t.Fatalf("spans %v", a.spans)
+	}
+	if a.mark(5) {
+		t.Error("duplicate mark accepted")
+	}
+	// Settle 1: the prefix can advance to 2, which is still held.
+	a.mark(1)
+	for len(a.spans) > 0 && a.spans[0].lo == a.next {
+		a.next = a.spans[0].hi + 1
+		a.spans = a.spans[1:]
+	}
+	if a.next != 2 || len(a.spans) != 1 {
+		t.Fatalf("next %d spans %v", a.next, a.spans)
+	}
+	if a.mark(1) {
+		t.Error("a tag below next was marked")
+	}
+
+	// Any order ends in one span without gaps.
+	b := newAcker(nil)
+	tags := make([]uint64, 2000)
+	for i := range tags {
+		tags[i] = uint64(i + 1)
+	}
+	rand.Shuffle(len(tags), func(i, j int) { tags[i], tags[j] = tags[j], tags[i] })
+	for i, tag := range tags {
+		b.mark(tag)
+		for j := 1; j < len(b.spans); j++ {
+			if b.spans[j-1].hi+1 >= b.spans[j].lo {
+				t.Fatalf("after %d marks: spans overlap or touch: %v", i+1, b.spans[j-1:j+1])
+			}
+		}
+	}
+	if len(b.spans) != 1 || b.spans[0] != (span{1, 2000}) {
+		t.Fatalf("spans %v", b.spans)
+	}
+}
