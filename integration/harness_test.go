@@ -29,10 +29,18 @@ const (
 	amqpHostPort  = "127.0.0.1:5672"
 	redisAddr     = "127.0.0.1:6379"
 	backendURL    = "redis://127.0.0.1:6379/0"
-	pythonBinary  = "/usr/bin/python3"
 	defaultWait   = 30 * time.Second
 	pythonTimeout = 20 // seconds a Python client waits for one result
 )
+
+// pythonBinary is the interpreter with Celery 5.2: $CELERY_PYTHON, or the
+// system python3 (the python3 first on the PATH may lack Celery).
+var pythonBinary = func() string {
+	if p := os.Getenv("CELERY_PYTHON"); p != "" {
+		return p
+	}
+	return "/usr/bin/python3"
+}()
 
 // env is what TestMain prepares once for the whole run.
 var env struct {
