@@ -3,11 +3,11 @@
 // real RabbitMQ broker and a real Redis result backend.
 //
 // The tests need RabbitMQ on 127.0.0.1:5672 (guest/guest, with rabbitmqctl
-// on the PATH), Redis on 127.0.0.1:6379 and Python 3 with celery, redis and
+// on the PATH), Redis on 127.0.0.1:6379, and Python 3 with celery, redis and
 // msgpack at /usr/bin/python3 (or the interpreter named by $CELERY_PYTHON).
-// The .ci/run script sets all of that up. Each
-// test run creates its own RabbitMQ virtual host and deletes it afterwards,
-// and deletes the Redis keys of the tasks it sent.
+// The .ci/run script sets all of that up. Each test run creates its own
+// RabbitMQ virtual host and deletes it afterwards, and deletes the Redis
+// keys of the tasks it sent.
 //
 // Run them with the rest of the module:
 //
