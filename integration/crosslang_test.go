@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // TestMixedWorkflows runs workflows whose steps alternate between a gworker
@@ -102,4 +104,38 @@ emit(name=done.name, args=list(done.args or []), kwargs=done.kwargs, worker=done
 			name, args, kwargs, worker, queue, q)
 	}
 	w.requireAlive()
+}
+
+// TestResultExpires checks the time to live of stored results: a day by
+// default, as in Celery, or --result-expires.
+func TestResultExpires(t *testing.T) {
+	t.Parallel()
+	q := uniqueQueue(t, "expires-default")
+	qShort := uniqueQueue(t, "expires-short")
+	startWorker(t, workerOptions{Queues: []string{q}, Concurrency: 1})
+	startWorker(t, workerOptions{Queues: []string{qShort}, Concurrency: 1, Extra: []string{"--result-expires", "90s"}})
+	r := pyClient{}.run(t, fmt.Sprintf(`
+a = send('tasks.add', (1, 1), queue=%s)
+b = send('tasks.add', (1, 1), queue=%s)
+a.get(timeout=TIMEOUT)
+b.get(timeout=TIMEOUT)
+emit(default=a.id, short=b.id)
+`, pyString(q), pyString(qShort)))
+	for _, c := range []struct {
+		key      string
+		min, max time.Duration
+	}{
+		{"default", 23 * time.Hour, 24 * time.Hour},
+		{"short", 1 * time.Second, 90 * time.Second},
+	} {
+		var id string
+		r.get(t, c.key, &id)
+		ttl, err := env.rdb.TTL(context.Background(), "celery-task-meta-"+id).Result()
+		if err != nil {
+			t.Fatalf("redis TTL: %v", err)
+		}
+		if ttl < c.min || ttl > c.max {
+			t.Errorf("%s: result TTL %v, want between %v and %v", c.key, ttl, c.min, c.max)
+		}
+	}
 }
