@@ -139,3 +139,29 @@ emit(default=a.id, short=b.id)
 		}
 	}
 }
+
+// TestMixedPool runs a gworker worker and a Python worker on the same
+// queue: tasks, groups, chains and chords land on either, and every result
+// is right whichever worker ran each step.
+func TestMixedPool(t *testing.T) {
+	t.Parallel()
+	q := uniqueQueue(t, "pool")
+	gw := startWorker(t, workerOptions{Queues: []string{q}, Concurrency: 2})
+	// The Python worker has its own tasks.add, tasks.mul and tasks.xsum.
+	pw := startPyWorker(t, "", map[string]any{"task_default_queue": q}, q)
+	r := pyClient{Conf: map[string]any{"task_default_queue": q}}.run(t, `
+from celery import chain, chord, group
+S = lambda name, *args: app.signature(name, args)
+res = track(group(S('tasks.mul', i, 2) for i in range(20)).apply_async())
+emit(group=describe(lambda: res.get(timeout=TIMEOUT)))
+res = track(chain(S('tasks.add', 1, 1), S('tasks.mul', 3), S('tasks.add', 1)).apply_async())
+emit(chain=describe(lambda: res.get(timeout=TIMEOUT)))
+res = track(chord([S('tasks.mul', i, i) for i in range(6)])(S('tasks.xsum')))
+emit(chord=describe(lambda: res.get(timeout=TIMEOUT)))
+`)
+	wantValue(t, "group over both workers", r.outcome(t, "group"),
+		"[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38]", "list")
+	wantValue(t, "chain", r.outcome(t, "chain"), "7", "int")
+	wantValue(t, "chord", r.outcome(t, "chord"), "55", "int")
+	t.Logf("gworker ran %d tasks, the Python worker %d", gw.countLog("] succeeded"), pw.countLog("] succeeded"))
+}

@@ -851,6 +851,20 @@ def pyfail(message):
 @app.task(name='tasks.pysum')
 def pysum(numbers):
     return sum(numbers)
+
+# Python twins of gworker demo tasks, for a pool of both kinds of worker
+# on one queue.
+@app.task(name='tasks.add')
+def add(x, y):
+    return x + y
+
+@app.task(name='tasks.mul')
+def mul(x, y):
+    return x * y
+
+@app.task(name='tasks.xsum')
+def xsum(numbers):
+    return sum(numbers)
 `
 
 // pyWorker is a running Python Celery worker.
