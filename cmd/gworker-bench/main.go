@@ -84,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var workers, modes string
 	fs.IntVar(&o.n, "n", 20000, "tasks per run")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every worker in every mode")
-	fs.StringVar(&workers, "workers", "gworker,minloop,celery", "workers to run (gworker, minloop, celery; baseline is added with -baseline)")
+	fs.StringVar(&workers, "workers", "gworker,minloop,celery", "workers to run: gworker, minloop, celery; also minloop-global (the minimal loop with a channel-wide prefetch, basic.qos global, as gworker and Celery use); baseline is added with -baseline")
 	fs.StringVar(&modes, "modes", "prefill,e2e", "modes to run (prefill, e2e)")
 	fs.IntVar(&o.conc, "c", 16, "concurrency of gworker and of the minimal loop")
 	fs.IntVar(&o.prefetchMult, "prefetch-multiplier", 4, "prefetch multiplier of gworker and the minimal loop (prefetch = c × this)")
@@ -114,7 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if w == "baseline" && o.baseline == "" {
 			return nil, errors.New("worker baseline needs -baseline")
 		}
-		if w != "gworker" && w != "minloop" && w != "celery" && w != "baseline" {
+		if w != "gworker" && w != "minloop" && w != "minloop-global" && w != "celery" && w != "baseline" {
 			return nil, fmt.Errorf("unknown worker %q", w)
 		}
 	}
@@ -260,6 +260,12 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 			specs[w] = sp
 		case "minloop":
 			specs[w] = minloopSpec(sc)
+		case "minloop-global":
+			gc := sc
+			gc.minloopGlobalQoS = true
+			sp := minloopSpec(gc)
+			sp.name = w
+			specs[w] = sp
 		case "celery":
 			if err := os.WriteFile(filepath.Join(tmp, "benchtasks.py"), []byte(celeryModule), 0o644); err != nil {
 				return err

@@ -33,19 +33,20 @@ func runMinLoop(args []string, stderr io.Writer) int {
 	queue := fs.String("queue", "celery", "queue to consume")
 	conc := fs.Int("c", 16, "goroutines")
 	prefetch := fs.Int("prefetch", 64, "prefetch count")
+	global := fs.Bool("global-qos", false, "apply the prefetch to the channel (basic.qos global, as Celery and gworker do) instead of the consumer")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := minLoop(ctx, *broker, *backend, *queue, *conc, *prefetch); err != nil {
+	if err := minLoop(ctx, *broker, *backend, *queue, *conc, *prefetch, *global); err != nil {
 		fmt.Fprintln(stderr, "minloop:", err)
 		return 1
 	}
 	return 0
 }
 
-func minLoop(ctx context.Context, brokerURL, redisURL, queue string, conc, prefetch int) error {
+func minLoop(ctx context.Context, brokerURL, redisURL, queue string, conc, prefetch int, globalQoS bool) error {
 	conn, err := amqp.Dial(brokerURL)
 	if err != nil {
 		return err
@@ -55,7 +56,7 @@ func minLoop(ctx context.Context, brokerURL, redisURL, queue string, conc, prefe
 	if err != nil {
 		return err
 	}
-	if err := ch.Qos(prefetch, 0, false); err != nil {
+	if err := ch.Qos(prefetch, 0, globalQoS); err != nil {
 		return err
 	}
 	// The queue as kombu declares it.

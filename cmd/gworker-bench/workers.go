@@ -115,6 +115,7 @@ type specConfig struct {
 	celeryConc            int
 	loglevel              string
 	moduleDir             string
+	minloopGlobalQoS      bool
 }
 
 func gworkerSpec(c specConfig) workerSpec {
@@ -128,7 +129,8 @@ func gworkerSpec(c specConfig) workerSpec {
 func minloopSpec(c specConfig) workerSpec {
 	return workerSpec{name: "minloop", cmd: func(queue string) *exec.Cmd {
 		return exec.Command(c.self, "minloop", "-broker", c.brokerURL, "-result-backend", c.redisURL,
-			"-queue", queue, "-c", strconv.Itoa(c.conc), "-prefetch", strconv.Itoa(c.conc*c.prefetchMult))
+			"-queue", queue, "-c", strconv.Itoa(c.conc), "-prefetch", strconv.Itoa(c.conc*c.prefetchMult),
+			"-global-qos="+strconv.FormatBool(c.minloopGlobalQoS))
 	}}
 }
 
