@@ -172,7 +172,11 @@ func (b *Backend) ttlSeconds() int64 {
 // result.EncodeMeta's, written with SETEX (SET without expiry) and
 // published on the key name, unless the stored state is already SUCCESS
 // (checked atomically; the write is then skipped and Store returns nil).
-// Concurrent Stores share pipelines unless Options.NoBatching is set.
+// Concurrent Stores share pipelines unless Options.NoBatching is set; a
+// Store queued behind the pipeline in flight then waits for it even if ctx
+// ends (the client's read and write timeouts bound that wait), and is sent
+// without ctx's cancellation so that one caller giving up cannot fail the
+// others' writes.
 func (b *Backend) Store(ctx context.Context, m *result.Meta) error {
 	val, err := result.EncodeMeta(m)
 	if err != nil {
