@@ -140,6 +140,24 @@ func (r *Registry) add(t *Task) error {
 	return nil
 }
 
+// SetRateLimit sets the rate limit of a registered task ("10/s", "100/m",
+// "1000/h"; "" removes it). It applies to workers created afterwards.
+func (r *Registry) SetRateLimit(name, limit string) error {
+	if _, err := ParseRateLimit(limit); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.tasks[name]
+	if t == nil {
+		return fmt.Errorf("%w: %q", ErrNotRegistered, name)
+	}
+	cp := *t
+	cp.Options.RateLimit = limit
+	r.tasks[name] = &cp
+	return nil
+}
+
 // Lookup returns the task registered under name.
 func (r *Registry) Lookup(name string) (*Task, error) {
 	r.mu.RLock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -199,18 +200,25 @@ func TestRetries(t *testing.T) {
 }
 
 func TestRateLimitSpacesStarts(t *testing.T) {
+	var mu sync.Mutex
+	var starts []time.Time
 	e := newEnv(t, func(c *worker.Config, reg *worker.Registry) {
-		if err := reg.Register("t.limited", func() int { return 1 }, worker.WithOptions(worker.TaskOptions{RateLimit: "10/s"})); err != nil {
+		if err := reg.Register("t.limited", func() int {
+			mu.Lock()
+			starts = append(starts, time.Now())
+			mu.Unlock()
+			return 1
+		}, worker.WithOptions(worker.TaskOptions{RateLimit: "10/s"})); err != nil {
 			t.Fatal(err)
 		}
 	})
 	e.start()
+	sent := time.Now()
 	var rs []*result.AsyncResult
 	for i := 0; i < 4; i++ {
 		rs = append(rs, e.send("t.limited", nil, nil))
 	}
 	other := e.send("tasks.add", []any{int64(1), int64(2)}, nil)
-	start := time.Now()
 	if _, err := e.get(other); err != nil {
 		t.Fatal(err)
 	}
@@ -219,9 +227,18 @@ func TestRateLimitSpacesStarts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Four starts at 10/s cannot take less than three intervals.
-	if el := time.Since(start); el < 250*time.Millisecond {
-		t.Errorf("4 tasks at 10/s ran in %v", el)
+	mu.Lock()
+	defer mu.Unlock()
+	// At 10/s the fourth start is given a slot at least 300 ms after the
+	// first, which cannot come before the tasks were sent.
+	last := starts[0]
+	for _, s := range starts {
+		if s.After(last) {
+			last = s
+		}
+	}
+	if d := last.Sub(sent); len(starts) != 4 || d < 300*time.Millisecond {
+		t.Errorf("%d starts, the last %v after sending; want 4, at least 300ms", len(starts), d)
 	}
 }
 

@@ -56,7 +56,15 @@ func connect(ctx context.Context, f commonFlags, expires time.Duration, log *zap
 		return nil, fmt.Errorf("broker %s: only amqp:// (RabbitMQ) is supported", redactAny(f.broker))
 	}
 	host, _ := os.Hostname()
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: f.broker, Logger: log, ConnectionName: "gworker@" + host})
+	dctx := ctx
+	if r == roleClient {
+		// A worker waits for its broker as long as it takes (as Celery
+		// retries on start-up); a command gives up and says why.
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, clientConnectTimeout)
+		defer cancel()
+	}
+	b, err := amqptransport.Dial(dctx, amqptransport.Config{URL: f.broker, Logger: log, ConnectionName: "gworker@" + host})
 	if err != nil {
 		return nil, fmt.Errorf("broker %s: %w", amqptransport.RedactURL(f.broker), err)
 	}
@@ -116,3 +124,7 @@ func redactAny(raw string) string {
 }
 
 var errUsage = errors.New("usage")
+
+// clientConnectTimeout bounds how long call and result try to reach the
+// broker before they fail.
+const clientConnectTimeout = 20 * time.Second

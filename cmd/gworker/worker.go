@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +56,25 @@ type workerFlags struct {
 	resultExtended bool
 	trackStarted   bool
 	resultExpires  time.Duration
+	rateLimits     rateLimitFlag
+}
+
+// rateLimitFlag collects --rate-limit NAME=RATE flags (Celery's per-task
+// rate_limit, e.g. tasks.add=10/s).
+type rateLimitFlag map[string]string
+
+func (r rateLimitFlag) String() string { return fmt.Sprint(map[string]string(r)) }
+
+func (r rateLimitFlag) Set(v string) error {
+	name, rate, ok := strings.Cut(v, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("want TASK=RATE, e.g. tasks.add=10/s")
+	}
+	if _, err := worker.ParseRateLimit(rate); err != nil {
+		return err
+	}
+	r[name] = rate
+	return nil
 }
 
 func parseWorkerFlags(args []string, stderr io.Writer) (*workerFlags, error) {
@@ -76,6 +96,8 @@ func parseWorkerFlags(args []string, stderr io.Writer) (*workerFlags, error) {
 	fs.BoolVar(&f.resultExtended, "result-extended", false, "store task name, args, kwargs, worker, retries and queue with results")
 	fs.BoolVar(&f.trackStarted, "track-started", false, "store the STARTED state (task_track_started)")
 	fs.DurationVar(&f.resultExpires, "result-expires", 24*time.Hour, "how long results are kept (result_expires); 0 keeps them forever")
+	f.rateLimits = rateLimitFlag{}
+	fs.Var(f.rateLimits, "rate-limit", "TASK=RATE: a task's rate limit, as Celery's rate_limit (10/s, 100/m, 1000/h); repeatable")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -135,9 +157,29 @@ func runWorker(args []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// Signals are handled from the start, so that a worker still waiting
+	// for its broker stops on the first one.
+	var running atomic.Pointer[worker.Worker]
+	go func() {
+		if _, ok := <-sigs; !ok {
+			return
+		}
+		log.Info("worker: Warm shutdown (signal received; send it again for a cold shutdown)")
+		stop()
+		if _, ok := <-sigs; !ok {
+			return
+		}
+		log.Warn("worker: Cold shutdown")
+		if w := running.Load(); w != nil {
+			w.Terminate()
+		}
+	}()
 
 	env, err := connect(ctx, f.commonFlags, f.resultExpires, log, roleWorker)
 	if err != nil {
+		if ctx.Err() != nil {
+			return 0 // stopped by a signal while connecting
+		}
 		log.Error("cannot start: " + err.Error())
 		return 1
 	}
@@ -155,6 +197,12 @@ func runWorker(args []string, stdout, stderr io.Writer) int {
 	if err := demo.RegisterClientTasks(reg, env.Producer, env.Backend); err != nil {
 		log.Error(err.Error())
 		return 1
+	}
+	for name, rate := range f.rateLimits {
+		if err := reg.SetRateLimit(name, rate); err != nil {
+			log.Error(err.Error())
+			return 1
+		}
 	}
 	cfg := worker.Config{
 		Registry:           reg,
@@ -178,14 +226,10 @@ func runWorker(args []string, stdout, stderr io.Writer) int {
 	}
 	printBanner(stdout, cfg, f, reg)
 
-	go func() {
-		<-sigs
-		log.Info("worker: Warm shutdown (signal received; send it again for a cold shutdown)")
-		stop()
-		<-sigs
-		log.Warn("worker: Cold shutdown")
-		w.Terminate()
-	}()
+	running.Store(w)
+	if ctx.Err() != nil {
+		return 0
+	}
 	if err := w.Run(ctx); err != nil {
 		log.Error(err.Error())
 		return 1
