@@ -408,3 +408,46 @@ func TestFarETAIsRepublishedAtTheHorizon(t *testing.T) {
 		t.Errorf("the message was not republished: %+v", st)
 	}
 }
+
+// AutoRetry retries matching errors with backoff (Celery's autoretry_for
+// and retry_backoff) and fails with the task's own error past max_retries;
+// other errors fail at once.
+func TestAutoRetry(t *testing.T) {
+	var mu sync.Mutex
+	calls := map[string]int{}
+	count := func(key string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		calls[key]++
+		return calls[key]
+	}
+	two := 2
+	policy := &worker.AutoRetryPolicy{
+		On:         func(err error) bool { return strings.Contains(err.Error(), "transient") },
+		MaxRetries: &two, Backoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Jitter: true,
+	}
+	e := newEnv(t, func(c *worker.Config, reg *worker.Registry) {
+		opts := worker.WithOptions(worker.TaskOptions{AutoRetry: policy})
+		reg.MustRegister("t.recovers", func(key string) (int, error) {
+			if n := count(key); n < 3 {
+				return 0, errors.New("transient failure")
+			}
+			return 7, nil
+		}, worker.Params("key"), opts)
+		reg.MustRegister("t.never", func() error { return worker.PyError("ConnectionError", "transient outage") }, opts)
+		reg.MustRegister("t.fatal", func(key string) error { count(key); return worker.PyError("ValueError", "fatal") }, worker.Params("key"), opts)
+	})
+	e.start()
+	if v, err := e.get(e.send("t.recovers", []any{"a"}, nil)); err != nil || v != int64(7) {
+		t.Errorf("recovers after two retries: %v %v", v, err)
+	}
+	_, err := e.get(e.send("t.never", nil, nil))
+	wantException(t, err, "ConnectionError")
+	_, err = e.get(e.send("t.fatal", []any{"f"}, nil))
+	wantException(t, err, "ValueError")
+	mu.Lock()
+	defer mu.Unlock()
+	if calls["a"] != 3 || calls["f"] != 1 {
+		t.Errorf("calls: %v", calls)
+	}
+}
