@@ -65,17 +65,6 @@ func startWorker(spec workerSpec, queue, logDir string, round int, mode string) 
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-// exited reports whether the process has ended, with its error.
-func (p *proc) exited() (bool, error) {
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return true, err
-	default:
-		return false, nil
-	}
-}
-
 // stop asks for a warm shutdown (SIGTERM) and kills the process group if
 // it has not exited within grace.
 func (p *proc) stop(grace time.Duration) error {
