@@ -72,7 +72,7 @@ func Sleep(ctx context.Context, seconds any) (any, error) {
 	case float64:
 		f = s
 	default:
-		return nil, protocol.NewException("TypeError", fmt.Sprintf("sleep() argument 'seconds' must be a number, not %s", pyType(seconds)))
+		return nil, protocol.NewException("TypeError", fmt.Sprintf("sleep() argument 'seconds' must be a number, not %s", protocol.TypeName(seconds)))
 	}
 	if f < 0 || math.IsNaN(f) {
 		return nil, protocol.NewException("ValueError", "sleep length must be non-negative")
@@ -89,28 +89,6 @@ func Sleep(ctx context.Context, seconds any) (any, error) {
 
 // RaiseError fails as Python's KeyError(message).
 func RaiseError(message any) error { return protocol.NewException("KeyError", message) }
-
-func pyType(v any) string {
-	switch v.(type) {
-	case nil:
-		return "NoneType"
-	case bool:
-		return "bool"
-	case int64, *big.Int:
-		return "int"
-	case float64:
-		return "float"
-	case string:
-		return "str"
-	case []any:
-		return "list"
-	case map[string]any:
-		return "dict"
-	case []byte:
-		return "bytes"
-	}
-	return fmt.Sprintf("%T", v)
-}
 
 func toBig(v any) (*big.Int, bool) {
 	switch n := v.(type) {
@@ -194,7 +172,7 @@ func binop(op string, x, y any) (any, error) {
 			}
 		}
 	}
-	return nil, protocol.NewException("TypeError", fmt.Sprintf("unsupported operand type(s) for %s: '%s' and '%s'", op, pyType(x), pyType(y)))
+	return nil, protocol.NewException("TypeError", fmt.Sprintf("unsupported operand type(s) for %s: '%s' and '%s'", op, protocol.TypeName(x), protocol.TypeName(y)))
 }
 
 // fastInt does int64 arithmetic when it cannot overflow.

@@ -3,9 +3,7 @@ package result
 import (
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/gworker/gworker/protocol"
@@ -244,24 +242,4 @@ func optString(obj map[string]any, key string) (string, error) {
 }
 
 // pyType names the Python type of a decoded value, for error messages.
-func pyType(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "bool"
-	case int64, *big.Int:
-		return "int"
-	case float64:
-		return "float"
-	case string:
-		return "str"
-	case []byte:
-		return "bytes"
-	case []any:
-		return "list"
-	case map[string]any, protocol.Dict:
-		return "dict"
-	}
-	return strconv.Quote(fmt.Sprintf("%T", v))
-}
+func pyType(v any) string { return protocol.TypeName(v) }

@@ -209,31 +209,8 @@ func (b *binder) paramName(i int) string {
 	return fmt.Sprintf("#%d", i+1)
 }
 
-// pyTypeName names a decoded value's Python type for error messages.
-func pyTypeName(v any) string {
-	switch v.(type) {
-	case nil:
-		return "NoneType"
-	case bool:
-		return "bool"
-	case int64, int, *big.Int:
-		return "int"
-	case float64:
-		return "float"
-	case string:
-		return "str"
-	case []byte:
-		return "bytes"
-	case []any:
-		return "list"
-	case map[string]any, protocol.Dict:
-		return "dict"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
 func mismatch(v any, t reflect.Type) error {
-	return fmt.Errorf("must be %s, not %s", goToPyName(t), pyTypeName(v))
+	return fmt.Errorf("must be %s, not %s", goToPyName(t), protocol.TypeName(v))
 }
 
 func goToPyName(t reflect.Type) string {

@@ -40,7 +40,7 @@ func (f *celeryFollowups) chordUnlock(ctx context.Context, args []any, kwargs ma
 	}
 	groupID, ok := args[0].(string)
 	if !ok {
-		return nil, typeError("unlock_chord() argument 'group_id' must be str, not %s", pyTypeName(args[0]))
+		return nil, typeError("unlock_chord() argument 'group_id' must be str, not %s", protocol.TypeName(args[0]))
 	}
 	body, err := protocol.SignatureFromValue(args[1])
 	if err != nil {

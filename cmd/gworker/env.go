@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -123,7 +122,6 @@ func redactAny(raw string) string {
 	return raw
 }
 
-var errUsage = errors.New("usage")
 
 // clientConnectTimeout bounds how long call and result try to reach the
 // broker before they fail.
