@@ -122,7 +122,6 @@ func redactAny(raw string) string {
 	return raw
 }
 
-
 // clientConnectTimeout bounds how long call and result try to reach the
 // broker before they fail.
 const clientConnectTimeout = 20 * time.Second
