@@ -14,6 +14,12 @@ import (
 // horizon and then published again (same id, same ETA) and acknowledged.
 func (w *Worker) hold(j *job, delay time.Duration) {
 	w.mu.Lock()
+	if w.stopping {
+		w.mu.Unlock()
+		w.requeue(j.d)
+		w.inflight.Done()
+		return
+	}
 	raise := w.prefetch > 0 && w.heldRise < w.cfg.MaxHeldETA
 	if raise {
 		w.heldRise++

@@ -80,8 +80,9 @@ type Worker struct {
 	inflight sync.WaitGroup // jobs received and not yet finished
 
 	mu       sync.Mutex
-	held     map[*job]*time.Timer
-	heldRise int // how much the prefetch window is raised by held messages
+	held     map[*job]*time.Timer // waiting for their ETA
+	heldRise int                  // how much the prefetch window is raised by held messages
+	limited  map[*job]*time.Timer // waiting for their rate limit
 	stopping bool
 	consumer Consumer
 
@@ -136,12 +137,13 @@ func New(cfg Config) (*Worker, error) {
 		log = zap.NewNop()
 	}
 	w := &Worker{
-		cfg:    cfg,
-		log:    log,
-		decode: protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
-		pid:    os.Getpid(),
-		held:   map[*job]*time.Timer{},
-		limits: newRateLimits(),
+		cfg:     cfg,
+		log:     log,
+		decode:  protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
+		pid:     os.Getpid(),
+		held:    map[*job]*time.Timer{},
+		limited: map[*job]*time.Timer{},
+		limits:  newRateLimits(),
 	}
 	if cfg.PrefetchMultiplier > 0 {
 		w.prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
@@ -228,13 +230,20 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	w.log.Info("worker: Warm shutdown")
 	w.mu.Lock()
 	w.stopping = true
-	held := make([]*job, 0, len(w.held))
+	// Every job still waiting for its ETA or its rate limit goes back to
+	// the queue. A timer that already fired finds its job gone from the
+	// map and leaves it to this loop.
+	held := make([]*job, 0, len(w.held)+len(w.limited))
 	for j, t := range w.held {
-		if t.Stop() {
-			held = append(held, j)
-		}
+		t.Stop()
+		held = append(held, j)
+	}
+	for j, t := range w.limited {
+		t.Stop()
+		held = append(held, j)
 	}
 	w.held = map[*job]*time.Timer{}
+	w.limited = map[*job]*time.Timer{}
 	w.mu.Unlock()
 
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -339,7 +348,23 @@ func (w *Worker) receive(d Delivery) {
 // schedule queues j, after its task's rate limit allows it.
 func (w *Worker) schedule(j *job) {
 	if delay := w.limits.reserve(j.task.Name); delay > 0 {
-		time.AfterFunc(delay, func() { w.enqueue(j) })
+		w.mu.Lock()
+		if w.stopping {
+			w.mu.Unlock()
+			w.requeue(j.d)
+			w.inflight.Done()
+			return
+		}
+		w.limited[j] = time.AfterFunc(delay, func() {
+			w.mu.Lock()
+			_, mine := w.limited[j]
+			delete(w.limited, j)
+			w.mu.Unlock()
+			if mine { // else shutdown took it back
+				w.enqueue(j)
+			}
+		})
+		w.mu.Unlock()
 		return
 	}
 	w.enqueue(j)

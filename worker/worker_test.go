@@ -451,3 +451,30 @@ func TestAutoRetry(t *testing.T) {
 		t.Errorf("calls: %v", calls)
 	}
 }
+
+// A warm shutdown does not wait for rate-limited or ETA tasks: they go
+// back to the queue at once.
+func TestShutdownRequeuesWaitingTasks(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, reg *worker.Registry) {
+		if err := reg.Register("t.hourly", func() int { return 1 }, worker.WithOptions(worker.TaskOptions{RateLimit: "1/h"})); err != nil {
+			t.Fatal(err)
+		}
+	})
+	e.start()
+	first := e.send("t.hourly", nil, nil)
+	if _, err := e.get(first); err != nil {
+		t.Fatal(err)
+	}
+	e.send("t.hourly", nil, nil)
+	e.send("tasks.add", []any{int64(1), int64(1)}, nil, producer.Countdown(time.Hour))
+	waitFor(t, "both messages to be received", 10*time.Second, func() bool { return e.worker.Stats().Received == 3 })
+	start := time.Now()
+	e.stop()
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+	st, err := e.broker.Inspect(context.Background(), e.queue)
+	if err != nil || st.Messages != 2 {
+		t.Errorf("want the 2 waiting messages back in the queue: %+v %v", st, err)
+	}
+}
