@@ -86,7 +86,8 @@ type Worker struct {
 	stopping bool
 	consumer Consumer
 
-	limits *rateLimits
+	limits  *rateLimits
+	started atomic.Bool
 
 	// base is the parent of every task context; Terminate cancels it.
 	base       context.Context
@@ -180,7 +181,13 @@ func (w *Worker) Stats() Stats {
 // stops consuming, lets running tasks finish (and acknowledges them), and
 // returns prefetched and held messages that never started to the queue.
 // Terminate turns a warm shutdown into a cold one.
+//
+// Run may be called once. It returns ErrConsumerClosed when the broker
+// stopped delivering without being asked to.
 func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return ErrAlreadyRun
+	}
 	cons, err := w.cfg.Broker.Consume(ctx, w.cfg.Queues, w.prefetch)
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
@@ -209,16 +216,25 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}()
 
+	var runErr error
 	select {
 	case <-ctx.Done():
 	case <-dispatchDone:
-		if !w.isStopping() {
-			w.log.Error("consumer stopped unexpectedly")
-		}
+		w.log.Error("the broker stopped delivering messages; shutting down")
+		runErr = ErrConsumerClosed
 	}
 	w.shutdown(cons, dispatchDone)
-	return nil
+	return runErr
 }
+
+// Errors of Run.
+var (
+	// ErrAlreadyRun: Run was called a second time.
+	ErrAlreadyRun = errors.New("worker: Run called twice")
+	// ErrConsumerClosed: the consumer's deliveries ended without a
+	// shutdown being asked for (the broker connection was closed for good).
+	ErrConsumerClosed = errors.New("worker: the consumer stopped delivering messages")
+)
 
 func (w *Worker) isStopping() bool {
 	w.mu.Lock()
