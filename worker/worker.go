@@ -264,7 +264,13 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if err := cons.Cancel(cctx); err != nil {
+		// Without a confirmed cancellation (the broker is gone), closing
+		// the consumer ends the deliveries; the broker requeues whatever
+		// was not acknowledged.
 		w.log.Warn("cancel consumer", zap.Error(err))
+		if err := cons.Close(); err != nil {
+			w.log.Warn("close consumer", zap.Error(err))
+		}
 	}
 	cancel()
 	// The deliveries channel closes after the cancellation; whatever was
