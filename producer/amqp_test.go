@@ -2,34 +2,16 @@ package producer_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"reflect"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 )
-
-func amqpURL() string {
-	if u := os.Getenv("AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-func pythonBin() string {
-	if p := os.Getenv("PYTHON"); p != "" {
-		return p
-	}
-	return "/usr/bin/python3"
-}
 
 // pyGet reads one message from the queue argv[2] with py-amqp, the client
 // Celery uses, and prints what Python sees.
@@ -55,15 +37,13 @@ conn.close()
 func TestPythonReadsSentTask(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: amqpURL()})
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL()})
 	if err != nil {
-		t.Fatalf("RabbitMQ is required at %s (set AMQP_URL): %v", amqptransport.RedactURL(amqpURL()), err)
+		t.Fatalf("RabbitMQ is required at %s (set AMQP_URL): %v", amqptransport.RedactURL(testenv.AMQPURL()), err)
 	}
 	defer b.Close()
-	var sfx [6]byte
-	_, _ = rand.Read(sfx[:])
-	queue := "gworker.producer.test." + hex.EncodeToString(sfx[:])
-	t.Cleanup(func() { deleteTaskQueue(t, queue) })
+	queue := "gworker.producer.test." + testenv.Suffix()
+	t.Cleanup(func() { testenv.DeleteTaskQueue(t, queue) })
 
 	p := producer.NewAMQP(b, producer.Options{ReplyTo: "client-oid"})
 	res, err := p.SendTask(ctx, "tasks.add", []any{2, 2}, nil, producer.Queue(queue),
@@ -72,7 +52,7 @@ func TestPythonReadsSentTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.CommandContext(ctx, pythonBin(), "-c", pyGet, amqpURL(), queue).CombinedOutput()
+	out, err := exec.CommandContext(ctx, testenv.Python(), "-c", pyGet, testenv.AMQPURL(), queue).CombinedOutput()
 	if err != nil {
 		t.Fatalf("python: %v\n%s", err, out)
 	}
@@ -107,28 +87,5 @@ func TestPythonReadsSentTask(t *testing.T) {
 		map[string]any{"callbacks": nil, "errbacks": nil, "chain": nil, "chord": nil}}
 	if !reflect.DeepEqual(got.Body, wantBody) {
 		t.Errorf("body %v", got.Body)
-	}
-}
-
-// deleteTaskQueue removes the queue and the exchange of the same name.
-func deleteTaskQueue(t *testing.T, name string) {
-	t.Helper()
-	conn, err := amqp.Dial(amqpURL())
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer ch.Close()
-	if _, err := ch.QueueDelete(name, false, false, false); err != nil {
-		t.Errorf("cleanup queue %s: %v", name, err)
-	}
-	if err := ch.ExchangeDelete(name, false, false); err != nil {
-		t.Errorf("cleanup exchange %s: %v", name, err)
 	}
 }

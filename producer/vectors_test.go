@@ -4,45 +4,15 @@ import (
 	"bytes"
 	"compress/zlib"
 	"context"
-	"encoding/json"
 	"io"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 )
-
-// vector is a task message captured from Celery 5.2.6.
-type vector struct {
-	DeliveryInfo struct {
-		Exchange   string `json:"exchange"`
-		RoutingKey string `json:"routing_key"`
-	} `json:"delivery_info"`
-	Properties  map[string]any  `json:"properties"`
-	HeadersJSON json.RawMessage `json:"headers"`
-	BodyJSON    json.RawMessage `json:"body_decoded"`
-	Body        []byte          `json:"-"`
-}
-
-func loadVector(t *testing.T, name string) vector {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v vector
-	if err := json.Unmarshal(data, &v); err != nil {
-		t.Fatal(err)
-	}
-	if v.Body, err = os.ReadFile(filepath.Join("testdata", name+".body.bin")); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
 
 // pyValue decodes JSON with the project's Python-faithful decoder.
 func pyValue(t *testing.T, data []byte) any {
@@ -80,7 +50,7 @@ func fixedProducer(pub producer.Publisher, now time.Time) *producer.Producer {
 // compare checks a published message against a captured one: routing,
 // properties, the header table (values and order-insensitive types as
 // Python decodes them) and the body.
-func compare(t *testing.T, v vector, got published, exactBody bool) {
+func compare(t *testing.T, v testenv.Vector, got published, exactBody bool) {
 	t.Helper()
 	if got.exchange != v.DeliveryInfo.Exchange || got.routingKey != v.DeliveryInfo.RoutingKey {
 		t.Errorf("route = %q/%q, want %q/%q", got.exchange, got.routingKey, v.DeliveryInfo.Exchange, v.DeliveryInfo.RoutingKey)
@@ -169,7 +139,7 @@ func TestSendTaskMatchesCelery(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.vector, func(t *testing.T) {
-			v := loadVector(t, tc.vector)
+			v := testenv.LoadVector(t, tc.vector)
 			rec := &recorder{}
 			p := fixedProducer(rec, tc.now)
 			id, _ := v.Properties["correlation_id"].(string)
@@ -195,7 +165,7 @@ func TestSendTaskMatchesCelery(t *testing.T) {
 	}
 }
 
-func pyTaskName(t *testing.T, v vector) string {
+func pyTaskName(t *testing.T, v testenv.Vector) string {
 	t.Helper()
 	h, _ := pyValue(t, v.HeadersJSON).(map[string]any)
 	name, _ := h["task"].(string)
