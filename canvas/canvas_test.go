@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gworker/gworker/canvas"
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
@@ -27,7 +28,7 @@ func TestGroupMatchesCelery(t *testing.T) {
 		t.Fatalf("published %d messages, want 3", len(msgs))
 	}
 	for i, name := range []string{"v2_group3.0", "v2_group3.1", "v2_group3.2"} {
-		v := loadVector(t, name)
+		v := testenv.LoadVector(t, name)
 		equalWire(t, name, wireOf(t, msgs[i]), wireOfVector(t, v))
 		if !bytes.Equal(msgs[i].msg.Body, v.Body) {
 			t.Errorf("%s body: got %s want %s", name, msgs[i].msg.Body, v.Body)
@@ -63,7 +64,7 @@ func TestChainMatchesCelery(t *testing.T) {
 			if len(msgs) != 1 {
 				t.Fatalf("published %d messages, want only the first task", len(msgs))
 			}
-			equalWire(t, tc.vector, wireOf(t, msgs[0]), wireOfVector(t, loadVector(t, tc.vector)))
+			equalWire(t, tc.vector, wireOf(t, msgs[0]), wireOfVector(t, testenv.LoadVector(t, tc.vector)))
 			// The result is the last task's; parents lead to the first.
 			id := func(n int) string { return tc.prefix + "-0000-4000-8000-00000000000" + string(rune('0'+n)) }
 			want := []any{[]any{id(1), []any{[]any{id(2), []any{[]any{id(3), nil}, nil}}, nil}}, nil}
@@ -90,7 +91,7 @@ func TestChainWithGroupBecomesChord(t *testing.T) {
 		t.Fatalf("published %d messages", len(msgs))
 	}
 	got := wireOf(t, msgs[0])
-	want := wireOfVector(t, loadVector(t, "v2_chain_with_group"))
+	want := wireOfVector(t, testenv.LoadVector(t, "v2_chain_with_group"))
 	// Ids are drawn in another order than Celery's; compare the shapes
 	// with ids renamed consistently.
 	if g, w := canonicalIDs(got.Body), canonicalIDs(want.Body); !reflect.DeepEqual(g, w) {
@@ -133,7 +134,7 @@ func TestChordMatchesCelery(t *testing.T) {
 	}
 	msgs := rec.published()
 	for i, name := range []string{"v2_chord3.0", "v2_chord3.1", "v2_chord3.2"} {
-		equalWire(t, name, wireOf(t, msgs[i]), wireOfVector(t, loadVector(t, name)))
+		equalWire(t, name, wireOf(t, msgs[i]), wireOfVector(t, testenv.LoadVector(t, name)))
 	}
 	parent, ok := res.Parent().(*result.GroupResult)
 	if !ok || parent.ID() != gid || len(parent.Results()) != 3 {

@@ -2,10 +2,7 @@ package canvas_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -13,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 )
@@ -88,33 +86,6 @@ func newProducer(pub producer.Publisher, opts producer.Options) *producer.Produc
 	return producer.New(pub, opts)
 }
 
-type vector struct {
-	DeliveryInfo struct {
-		Exchange   string `json:"exchange"`
-		RoutingKey string `json:"routing_key"`
-	} `json:"delivery_info"`
-	Properties  map[string]any  `json:"properties"`
-	HeadersJSON json.RawMessage `json:"headers"`
-	BodyJSON    json.RawMessage `json:"body_decoded"`
-	Body        []byte          `json:"-"`
-}
-
-func loadVector(t *testing.T, name string) vector {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v vector
-	if err := json.Unmarshal(data, &v); err != nil {
-		t.Fatal(err)
-	}
-	if v.Body, err = os.ReadFile(filepath.Join("testdata", name+".body.bin")); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 func pyValue(t *testing.T, data []byte) any {
 	t.Helper()
 	v, err := protocol.UnmarshalJSON(data)
@@ -165,7 +136,7 @@ func wireOf(t *testing.T, e event) wire {
 	}
 }
 
-func wireOfVector(t *testing.T, v vector) wire {
+func wireOfVector(t *testing.T, v testenv.Vector) wire {
 	t.Helper()
 	return wire{
 		Route:   [2]string{v.DeliveryInfo.Exchange, v.DeliveryInfo.RoutingKey},

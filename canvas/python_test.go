@@ -7,16 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/canvas"
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
@@ -25,7 +22,7 @@ import (
 const pyTasks = `
 from celery import Celery
 app = Celery('canvastest')
-app.conf.update(broker_url=BROKER, result_backend='redis://127.0.0.1:6379/0',
+app.conf.update(broker_url=BROKER, result_backend=BACKEND,
                 task_default_queue=QUEUE, worker_hijack_root_logger=False)
 
 @app.task(name='tasks.add')
@@ -41,52 +38,30 @@ def xsum(values):
     return sum(values)
 `
 
-func amqpURL() string {
-	if u := os.Getenv("AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-func pythonBin() string {
-	if p := os.Getenv("PYTHON"); p != "" {
-		return p
-	}
-	return "/usr/bin/python3"
-}
-
 // TestPythonWorkerRunsGoCanvas sends a chain, a group and a chord from Go
 // to a real Celery worker and reads their results from Redis.
 func TestPythonWorkerRunsGoCanvas(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	queue := "gworker.canvas.test." + suffix()
+	queue := "gworker.canvas.test." + testenv.Suffix()
 
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: amqpURL()})
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL()})
 	if err != nil {
-		t.Fatalf("RabbitMQ is required at %s (set AMQP_URL): %v", amqptransport.RedactURL(amqpURL()), err)
+		t.Fatalf("RabbitMQ is required at %s (set AMQP_URL): %v", amqptransport.RedactURL(testenv.AMQPURL()), err)
 	}
 	defer b.Close()
-	t.Cleanup(func() { deleteTaskQueue(t, queue) })
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at %s is required: %v", redisAddr, err)
-	}
-	backend := redisbackend.New(rdb, redisbackend.Options{})
+	t.Cleanup(func() { testenv.DeleteTaskQueue(t, queue) })
+	backend := redisbackend.New(testenv.Redis(t), redisbackend.Options{})
 
 	dir := t.TempDir()
-	celeryURL := amqpURL()
-	if strings.HasSuffix(celeryURL, ":5672/") {
-		celeryURL += "/"
-	}
-	src := "BROKER = " + pyQuote(celeryURL) + "\nQUEUE = " + pyQuote(queue) + "\n" + pyTasks
+	src := "BROKER = " + testenv.PyQuote(testenv.CeleryBrokerURL()) + "\nBACKEND = " + testenv.PyQuote(testenv.RedisURL()) +
+		"\nQUEUE = " + testenv.PyQuote(queue) + "\n" + pyTasks
 	if err := os.WriteFile(filepath.Join(dir, "canvastasks.py"), []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	cmd := exec.Command(pythonBin(), "-m", "celery", "-A", "canvastasks", "worker", "-P", "solo", "-Q", queue,
-		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING", "-n", "canvastest-"+suffix()+"@%h")
+	cmd := exec.Command(testenv.Python(), "-m", "celery", "-A", "canvastasks", "worker", "-P", "solo", "-Q", queue,
+		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING", "-n", "canvastest-"+testenv.Suffix()+"@%h")
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -160,32 +135,4 @@ func forgetAll(r result.Result) {
 		}
 		r = p.Parent()
 	}
-}
-
-// deleteTaskQueue removes the queue and the exchange of the same name that
-// the worker declared.
-func deleteTaskQueue(t *testing.T, name string) {
-	t.Helper()
-	conn, err := amqp.Dial(amqpURL())
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer ch.Close()
-	if _, err := ch.QueueDelete(name, false, false, false); err != nil {
-		t.Errorf("cleanup queue %s: %v", name, err)
-	}
-	if err := ch.ExchangeDelete(name, false, false); err != nil {
-		t.Errorf("cleanup exchange %s: %v", name, err)
-	}
-}
-
-func pyQuote(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }

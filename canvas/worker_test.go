@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/gworker/gworker/canvas"
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 )
@@ -18,7 +19,7 @@ const workerReplyTo = "7f85b6f8-33b8-3677-b5be-6d30fa5fa17c"
 // group id) are checked for shape and then copied over.
 func compareWorkerVector(t *testing.T, name string, e event, random ...string) {
 	t.Helper()
-	got, want := wireOf(t, e), wireOfVector(t, loadVector(t, name))
+	got, want := wireOf(t, e), wireOfVector(t, testenv.LoadVector(t, name))
 	gh, wh := got.Headers.(map[string]any), want.Headers.(map[string]any)
 	for _, k := range random {
 		g, _ := gh[k].(string)
@@ -84,7 +85,7 @@ func TestChainNextLikeCeleryWorker(t *testing.T) {
 
 func compareChainNext(t *testing.T, e event) {
 	t.Helper()
-	got, want := wireOf(t, e), wireOfVector(t, loadVector(t, "chain_next_published_by_worker"))
+	got, want := wireOf(t, e), wireOfVector(t, testenv.LoadVector(t, "chain_next_published_by_worker"))
 	equalWire(t, "chain_next_published_by_worker", got, want)
 }
 
