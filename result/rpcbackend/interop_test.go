@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/rpcbackend"
 )
@@ -27,15 +26,6 @@ print(r.id, flush=True)
 print(repr(r.get(timeout=20)), flush=True)
 `
 
-// celeryURL spells the broker URL the way kombu reads vhost "/".
-func celeryURL() string {
-	u := amqpURL()
-	if strings.HasSuffix(u, ":5672/") {
-		return u + "/"
-	}
-	return u
-}
-
 // TestPythonClientReadsGoStore: a Python client with backend='rpc://'
 // sends a task; Go reads the message and stores SUCCESS through the
 // rpc backend; Python's AsyncResult.get() returns it.
@@ -43,8 +33,8 @@ func TestPythonClientReadsGoStore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	b := dial(t)
-	queue := "gworker.rpctest." + suffix()
-	t.Cleanup(func() { deleteTaskQueue(t, queue) })
+	queue := "gworker.rpctest." + testenv.Suffix()
+	t.Cleanup(func() { testenv.DeleteTaskQueue(t, queue) })
 
 	cons, err := b.Consume(ctx, amqptransport.ConsumerConfig{Queues: []amqptransport.Queue{amqptransport.TaskQueue(queue)}})
 	if err != nil {
@@ -52,7 +42,7 @@ func TestPythonClientReadsGoStore(t *testing.T) {
 	}
 	defer cons.Close()
 
-	cmd := exec.CommandContext(ctx, pythonBin(), "-c", pyClient, celeryURL(), queue)
+	cmd := exec.CommandContext(ctx, testenv.Python(), "-c", pyClient, testenv.CeleryBrokerURL(), queue)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -60,7 +50,7 @@ func TestPythonClientReadsGoStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", pythonBin(), err)
+		t.Fatalf("start %s: %v", testenv.Python(), err)
 	}
 	lines := bufio.NewScanner(stdout)
 	if !lines.Scan() {
@@ -99,29 +89,5 @@ func TestPythonClientReadsGoStore(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("python: %v\n%s", err, stderr.String())
-	}
-}
-
-// deleteTaskQueue removes the queue and the exchange of the same name that
-// kombu and TaskQueue declare.
-func deleteTaskQueue(t *testing.T, name string) {
-	t.Helper()
-	conn, err := amqp.Dial(amqpURL())
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer ch.Close()
-	if _, err := ch.QueueDelete(name, false, false, false); err != nil {
-		t.Errorf("cleanup queue %s: %v", name, err)
-	}
-	if err := ch.ExchangeDelete(name, false, false); err != nil {
-		t.Errorf("cleanup exchange %s: %v", name, err)
 	}
 }
