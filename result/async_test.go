@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
@@ -33,7 +34,7 @@ func TestGetWaits(t *testing.T) {
 	for name, b := range map[string]result.Backend{"native": rb, "poll": pollOnly{rb}} {
 		t.Run(name, func(t *testing.T) {
 			ctx := testCtx(t)
-			id := newID()
+			id := testenv.UUID()
 			done := storeLater(t, b, success(id, int64(4)))
 			r := result.NewAsyncResult(id, b)
 			v, err := r.Get(ctx, result.WithInterval(10*time.Millisecond))
@@ -65,7 +66,7 @@ func TestGetWaits(t *testing.T) {
 func TestGetFailure(t *testing.T) {
 	rb := newRedisBackend(t)
 	ctx := testCtx(t)
-	id := newID()
+	id := testenv.UUID()
 	store(t, rb, failure(id, protocol.NewException("KeyError", "missing")))
 	r := result.NewAsyncResult(id, rb)
 
@@ -109,7 +110,7 @@ func TestGetFailure(t *testing.T) {
 func TestGetRevoked(t *testing.T) {
 	rb := newRedisBackend(t)
 	ctx := testCtx(t)
-	id := newID()
+	id := testenv.UUID()
 	now := time.Now()
 	store(t, rb, &result.Meta{TaskID: id, Status: result.Revoked, DateDone: &now,
 		Result: &protocol.Exception{Type: "TaskRevokedError", Module: "celery.exceptions", Args: []any{"revoked"}}})
@@ -124,7 +125,7 @@ func TestGetTimeout(t *testing.T) {
 	rb := newRedisBackend(t)
 	for name, b := range map[string]result.Backend{"native": rb, "poll": pollOnly{rb}} {
 		t.Run(name, func(t *testing.T) {
-			r := result.NewAsyncResult(newID(), b)
+			r := result.NewAsyncResult(testenv.UUID(), b)
 			_, err := r.Get(context.Background(), result.WithTimeout(30*time.Millisecond), result.WithInterval(5*time.Millisecond))
 			if !errors.Is(err, result.ErrTimeout) || err.Error() != "The operation timed out." {
 				t.Errorf("err %v, want ErrTimeout", err)
@@ -180,7 +181,7 @@ func TestNoBackend(t *testing.T) {
 func TestGetChainParentFailed(t *testing.T) {
 	rb := newRedisBackend(t)
 	ctx := testCtx(t)
-	root, mid, last := newID(), newID(), newID()
+	root, mid, last := testenv.UUID(), testenv.UUID(), testenv.UUID()
 	store(t, rb,
 		failure(root, protocol.NewException("ValueError", "chain-broke")),
 		success(mid, int64(1)))
@@ -209,7 +210,7 @@ func TestGetChainParentFailed(t *testing.T) {
 func TestChildren(t *testing.T) {
 	rb := newRedisBackend(t)
 	ctx := testCtx(t)
-	id, c1, g, c2 := newID(), newID(), newID(), newID()
+	id, c1, g, c2 := testenv.UUID(), testenv.UUID(), testenv.UUID(), testenv.UUID()
 	m := success(id, "spawned")
 	m.Children = []any{
 		result.NewAsyncResult(c1, nil),
@@ -234,7 +235,7 @@ func TestGuard(t *testing.T) {
 	if result.InTask(base) {
 		t.Fatal("InTask outside a task")
 	}
-	id := newID()
+	id := testenv.UUID()
 	store(t, rb, success(id, int64(2)))
 	r := result.NewAsyncResult(id, rb)
 	rs := result.NewResultSet(r)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
@@ -117,7 +118,7 @@ func TestEncodeMetaByHand(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := bytes.TrimRight(vector(t, c.vector), "\n"); !bytes.Equal(got, want) {
+			if want := bytes.TrimRight(testenv.ReadTestdata(t, c.vector), "\n"); !bytes.Equal(got, want) {
 				t.Errorf("\n got: %s\nwant: %s", got, want)
 			}
 		})
@@ -127,7 +128,7 @@ func TestEncodeMetaByHand(t *testing.T) {
 // The deadlock guard's error, stored by a worker, is exactly the
 // RuntimeError a Python worker stores.
 func TestWouldBlockMatchesCelery(t *testing.T) {
-	m, err := result.DecodeMeta(vector(t, "sync_join_in_task.raw"))
+	m, err := result.DecodeMeta(testenv.ReadTestdata(t, "sync_join_in_task.raw"))
 	if err != nil {
 		t.Fatal(err)
 	}

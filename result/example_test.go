@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
@@ -16,14 +17,14 @@ import (
 // exampleBackend connects to the local Redis. The examples store results
 // directly (as a worker would) so their output does not depend on timing.
 func exampleBackend() (*redisbackend.Backend, func()) {
-	c := redis.NewClient(&redis.Options{Addr: redisAddr})
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	b := redisbackend.New(c, redisbackend.Options{Expires: time.Minute})
 	return b, func() { c.Close() }
 }
 
 // storeDone plays the worker: it stores a task's return value.
 func storeDone(ctx context.Context, b result.Backend, v any) *result.AsyncResult {
-	id := newID()
+	id := testenv.UUID()
 	now := time.Now()
 	if err := b.Store(ctx, &result.Meta{TaskID: id, Status: result.Success, Result: v, DateDone: &now}); err != nil {
 		panic(err)
@@ -33,7 +34,7 @@ func storeDone(ctx context.Context, b result.Backend, v any) *result.AsyncResult
 
 // storeFailed plays the worker for a task that raised exc.
 func storeFailed(ctx context.Context, b result.Backend, exc *protocol.Exception) *result.AsyncResult {
-	id := newID()
+	id := testenv.UUID()
 	now := time.Now()
 	if err := b.Store(ctx, &result.Meta{TaskID: id, Status: result.Failure, Result: exc, DateDone: &now}); err != nil {
 		panic(err)
@@ -130,7 +131,7 @@ func ExampleGroupResult_Save() {
 	for i := range 5 {
 		members = append(members, storeDone(ctx, b, i+i))
 	}
-	g := result.NewGroupResult(newID(), b, members...)
+	g := result.NewGroupResult(testenv.UUID(), b, members...)
 	defer g.Forget(ctx)
 	if err := g.Save(ctx); err != nil {
 		fmt.Println(err)

@@ -2,54 +2,20 @@ package result_test
 
 import (
 	"context"
-	"crypto/rand"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 )
 
-// newID returns a random uuid4 string.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-func vector(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// redisAddr is the Redis server the tests and examples use.
-const redisAddr = "127.0.0.1:6379"
-
 // newRedisBackend connects to the test Redis server; it fails (never
 // skips) when the server is unreachable.
 func newRedisBackend(t testing.TB) *redisbackend.Backend {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: redisAddr})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		c.Close()
-		t.Fatalf("Redis at %s is required for this test and is unreachable: %v", redisAddr, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return redisbackend.New(c, redisbackend.Options{Expires: 10 * time.Minute})
+	return redisbackend.New(testenv.Redis(t), redisbackend.Options{Expires: 10 * time.Minute})
 }
 
 func success(id string, v any) *result.Meta {

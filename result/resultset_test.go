@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
@@ -18,7 +19,7 @@ func TestResultSetGet(t *testing.T) {
 	for name, b := range map[string]result.Backend{"native": rb, "poll": pollOnly{rb}} {
 		t.Run(name, func(t *testing.T) {
 			ctx := testCtx(t)
-			a, c, d := newID(), newID(), newID()
+			a, c, d := testenv.UUID(), testenv.UUID(), testenv.UUID()
 			store(t, rb, success(a, int64(2)))
 			done1 := storeLater(t, b, success(c, int64(4)))
 			done2 := storeLater(t, b, success(d, int64(8)))
@@ -65,7 +66,7 @@ func TestResultSetPropagate(t *testing.T) {
 	for name, b := range map[string]result.Backend{"native": rb, "poll": pollOnly{rb}} {
 		t.Run(name, func(t *testing.T) {
 			ctx := testCtx(t)
-			ok, bad, pending := newID(), newID(), newID()
+			ok, bad, pending := testenv.UUID(), testenv.UUID(), testenv.UUID()
 			store(t, rb, success(ok, int64(2)), failure(bad, protocol.NewException("KeyError", "boom")))
 			forgetLater(t, rb, pending)
 			rs := result.NewResultSet(result.NewAsyncResult(ok, b), result.NewAsyncResult(bad, b))
@@ -124,7 +125,7 @@ func TestResultSetPropagate(t *testing.T) {
 func TestJoinNativeFailureWhileWaiting(t *testing.T) {
 	rb := newRedisBackend(t)
 	ctx := testCtx(t)
-	bad, pending := newID(), newID()
+	bad, pending := testenv.UUID(), testenv.UUID()
 	forgetLater(t, rb, pending)
 	done := storeLater(t, rb, failure(bad, protocol.NewException("ValueError", "x")))
 	rs := result.NewResultSet(result.NewAsyncResult(pending, rb), result.NewAsyncResult(bad, rb))
@@ -143,10 +144,10 @@ func TestResultSetNestedGroup(t *testing.T) {
 	for name, b := range map[string]result.Backend{"native": rb, "poll": pollOnly{rb}} {
 		t.Run(name, func(t *testing.T) {
 			ctx := testCtx(t)
-			a, c, d := newID(), newID(), newID()
+			a, c, d := testenv.UUID(), testenv.UUID(), testenv.UUID()
 			store(t, rb, success(a, int64(1)), success(c, int64(2)), success(d, "three"))
-			inner := result.NewGroupResult(newID(), b, result.NewAsyncResult(c, b), result.NewAsyncResult(d, b))
-			outer := result.NewGroupResult(newID(), b, result.NewAsyncResult(a, b), inner)
+			inner := result.NewGroupResult(testenv.UUID(), b, result.NewAsyncResult(c, b), result.NewAsyncResult(d, b))
+			outer := result.NewGroupResult(testenv.UUID(), b, result.NewAsyncResult(a, b), inner)
 			vals, err := outer.Get(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -200,11 +201,11 @@ func TestResultSetMembership(t *testing.T) {
 func TestGroupResultSaveRestore(t *testing.T) {
 	rb := newRedisBackend(t)
 	ctx := testCtx(t)
-	gid := newID()
+	gid := testenv.UUID()
 	members := make([]result.Result, 5)
 	var want []any
 	for i := range members {
-		id := newID()
+		id := testenv.UUID()
 		store(t, rb, success(id, int64(2*i)))
 		members[i] = result.NewAsyncResult(id, rb)
 		want = append(want, int64(2*i))

@@ -5,13 +5,14 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
 
 func savedTuple(t *testing.T, name string) any {
 	t.Helper()
-	v, err := protocol.UnmarshalJSON(vector(t, name))
+	v, err := protocol.UnmarshalJSON(testenv.ReadTestdata(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}

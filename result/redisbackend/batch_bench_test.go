@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/result/redisbackend"
 )
 
@@ -29,7 +30,7 @@ func BenchmarkStoreConcurrent16(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				var mine []string
 				for pb.Next() {
-					id := newID()
+					id := testenv.UUID()
 					mine = append(mine, id)
 					if err := bd.b.Store(ctx, success(id, int64(4))); err != nil {
 						b.Error(err)

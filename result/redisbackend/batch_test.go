@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
@@ -24,7 +25,7 @@ func TestStoreConcurrent(t *testing.T) {
 	ids := make([]string, n)
 	keys := make([]string, n)
 	for i := range ids {
-		ids[i] = newID()
+		ids[i] = testenv.UUID()
 		keys[i] = "celery-task-meta-" + ids[i]
 	}
 	bd.cleanup(t, keys...)
@@ -95,7 +96,7 @@ func TestStoreConcurrentErrors(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- b.Store(ctx, success(newID(), int64(g)))
+			errs <- b.Store(ctx, success(testenv.UUID(), int64(g)))
 		}()
 	}
 	wg.Wait()

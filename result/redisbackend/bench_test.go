@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 )
@@ -15,7 +16,7 @@ func BenchmarkStore(b *testing.B) {
 	ctx := context.Background()
 	var ids []string
 	for b.Loop() {
-		id := newID()
+		id := testenv.UUID()
 		ids = append(ids, id)
 		if err := bd.b.Store(ctx, success(id, int64(4))); err != nil {
 			b.Fatal(err)
@@ -35,7 +36,7 @@ func BenchmarkStoreMany100(b *testing.B) {
 	for b.Loop() {
 		metas := make([]*result.Meta, 100)
 		for i := range metas {
-			id := newID()
+			id := testenv.UUID()
 			ids = append(ids, id)
 			metas[i] = success(id, int64(i))
 		}

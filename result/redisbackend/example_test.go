@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 )
@@ -20,7 +21,7 @@ func ExampleBackend_Store() {
 	}
 	defer b.Close()
 
-	id := newID()
+	id := testenv.UUID()
 	defer b.Forget(ctx, id)
 	done := time.Date(2026, 1, 2, 3, 4, 5, 678901000, time.UTC)
 	meta := &result.Meta{TaskID: id, Status: result.Success, Result: 4, DateDone: &done}
@@ -49,7 +50,7 @@ func ExampleBackend_WaitReady() {
 	}
 	defer b.Close()
 
-	id := newID()
+	id := testenv.UUID()
 	defer b.Forget(ctx, id)
 	go func() {
 		now := time.Now()

@@ -6,35 +6,27 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
 	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 )
 
 // These tests run real Celery 5.2.6 against the same Redis, with the
-// interpreter named by $CELERY_PYTHON (default: the system python3, where
-// the distribution's Celery package lives).
-
-func pythonBin() string {
-	if p := os.Getenv("CELERY_PYTHON"); p != "" {
-		return p
-	}
-	return "/usr/bin/python3"
-}
+// interpreter testenv.Python names.
 
 // pyPrelude builds a Celery app on the test Redis (the broker is unused).
-const pyPrelude = `
+var pyPrelude = `
 import json, sys
 from celery import Celery
 from celery.result import GroupResult, AsyncResult
-app = Celery('interop', backend='redis://` + redisAddr + `/0', broker='memory://')
+app = Celery('interop', backend=` + testenv.PyQuote(testenv.RedisURL()) + `, broker='memory://')
 args = sys.argv[1:]
 `
 
@@ -42,7 +34,7 @@ args = sys.argv[1:]
 // fails if Python or Celery is missing.
 func startPython(t *testing.T, ctx context.Context, script string, args ...string) (*exec.Cmd, io.Reader) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, pythonBin(), append([]string{"-c", pyPrelude + script}, args...)...)
+	cmd := exec.CommandContext(ctx, testenv.Python(), append([]string{"-c", pyPrelude + script}, args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -50,7 +42,7 @@ func startPython(t *testing.T, ctx context.Context, script string, args ...strin
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("Celery (%s) is required for this test: %v", pythonBin(), err)
+		t.Fatalf("Celery (%s) is required for this test: %v", testenv.Python(), err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() && stderr.Len() > 0 {
@@ -89,7 +81,7 @@ func waitSubscribed(t *testing.T, ctx context.Context, bd *bundle, channel strin
 func TestPythonGetsGoResults(t *testing.T) {
 	bd := setup(t, redisbackend.Options{})
 	ctx := testCtx(t)
-	okID, badID := newID(), newID()
+	okID, badID := testenv.UUID(), testenv.UUID()
 	bd.cleanup(t, "celery-task-meta-"+okID, "celery-task-meta-"+badID)
 
 	cmd, out := startPython(t, ctx, `
@@ -137,7 +129,7 @@ for tid in args:
 func TestGoGetsPythonResults(t *testing.T) {
 	bd := setup(t, redisbackend.Options{})
 	ctx := testCtx(t)
-	a, c := newID(), newID()
+	a, c := testenv.UUID(), testenv.UUID()
 	bd.cleanup(t, "celery-task-meta-"+a, "celery-task-meta-"+c)
 	rs := result.NewResultSet(result.NewAsyncResult(a, bd.b), result.NewAsyncResult(c, bd.b))
 
@@ -180,7 +172,7 @@ except KeyError as e:
 func TestGroupInterop(t *testing.T) {
 	bd := setup(t, redisbackend.Options{})
 	ctx := testCtx(t)
-	gid, a, pa, g2, c, d := newID(), newID(), newID(), newID(), newID(), newID()
+	gid, a, pa, g2, c, d := testenv.UUID(), testenv.UUID(), testenv.UUID(), testenv.UUID(), testenv.UUID(), testenv.UUID()
 	bd.cleanup(t, "celery-taskset-meta-"+gid)
 
 	runPython(t, ctx, `
@@ -202,8 +194,8 @@ app.GroupResult(gid, [app.AsyncResult(a, parent=app.AsyncResult(pa)), nested]).s
 	}
 
 	// Go saves, Python restores and joins.
-	gid2 := newID()
-	members := []result.Result{result.NewAsyncResult(newID(), bd.b), result.NewAsyncResult(newID(), bd.b), result.NewAsyncResult(newID(), bd.b)}
+	gid2 := testenv.UUID()
+	members := []result.Result{result.NewAsyncResult(testenv.UUID(), bd.b), result.NewAsyncResult(testenv.UUID(), bd.b), result.NewAsyncResult(testenv.UUID(), bd.b)}
 	bd.cleanup(t, "celery-taskset-meta-"+gid2)
 	for i, m := range members {
 		bd.cleanup(t, "celery-task-meta-"+m.ID())
@@ -211,7 +203,7 @@ app.GroupResult(gid, [app.AsyncResult(a, parent=app.AsyncResult(pa)), nested]).s
 			t.Fatal(err)
 		}
 	}
-	inner := result.NewGroupResult(newID(), bd.b, members[2])
+	inner := result.NewGroupResult(testenv.UUID(), bd.b, members[2])
 	mine := result.NewGroupResult(gid2, bd.b, members[0], members[1], inner)
 	members[1].(*result.AsyncResult).SetParent(members[0])
 	if err := mine.Save(ctx); err != nil {
@@ -252,7 +244,7 @@ print(json.dumps({"shape": shape(g), "values": flat.get(timeout=10), "native": f
 func TestChordInterop(t *testing.T) {
 	bd := setup(t, redisbackend.Options{})
 	ctx := testCtx(t)
-	gid, tid := newID(), newID()
+	gid, tid := testenv.UUID(), testenv.UUID()
 	base := "celery-taskset-meta-" + gid
 	bd.cleanup(t, base+".j", base+".t", base+".s")
 	out := runPython(t, ctx, `
@@ -270,7 +262,7 @@ print(app.backend.client.zrange(app.backend.get_key_for_group(gid, '.j'), 0, -1)
 	if err := bd.b.SetChordSize(ctx, gid, 2); err != nil {
 		t.Fatal(err)
 	}
-	done, parts, err := bd.b.AddChordPart(ctx, gid, intp(1), result.ChordPart{TaskID: newID(), Status: result.Success, Result: int64(8)})
+	done, parts, err := bd.b.AddChordPart(ctx, gid, intp(1), result.ChordPart{TaskID: testenv.UUID(), Status: result.Success, Result: int64(8)})
 	if err != nil || !done || len(parts) != 2 || parts[0].TaskID != tid || parts[0].Result != int64(7) {
 		t.Fatalf("completion after a python part: %v %+v %v", done, parts, err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 )
@@ -14,22 +15,21 @@ import (
 // When the subscription connection drops while a result is published, the
 // wait reconnects, reads the stored values again and still returns.
 func TestWaitReadySurvivesDroppedSubscription(t *testing.T) {
-	name := "gworker-test-" + newID()
-	c := redis.NewClient(&redis.Options{
-		Addr: redisAddr,
-		OnConnect: func(ctx context.Context, cn *redis.Conn) error {
-			return cn.ClientSetName(ctx, name).Err()
-		},
-	})
+	name := "gworker-test-" + testenv.UUID()
+	opts := testenv.RedisOptions(t)
+	opts.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		return cn.ClientSetName(ctx, name).Err()
+	}
+	c := redis.NewClient(opts)
 	defer c.Close()
 	ctx := testCtx(t)
 	if err := c.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at %s is required for this test and is unreachable: %v", redisAddr, err)
+		t.Fatalf("Redis at %s is required for this test and is unreachable: %v", opts.Addr, err)
 	}
 	b := redisbackend.New(c, redisbackend.Options{})
-	id := newID()
+	id := testenv.UUID()
 	key := b.TaskKey(id)
-	t.Cleanup(func() { c.Del(context.Background(), key) })
+	testenv.CleanupKeys(t, c, key)
 
 	done := make(chan error, 1)
 	go func() {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
@@ -20,7 +21,7 @@ import (
 func TestStoreWritesAndPublishes(t *testing.T) {
 	bd := setup(t, redisbackend.Options{})
 	ctx := testCtx(t)
-	id := newID()
+	id := testenv.UUID()
 	key := "celery-task-meta-" + id
 	bd.cleanup(t, key)
 
@@ -65,7 +66,7 @@ func TestStoreNoExpiry(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			bd := setup(t, opts)
 			ctx := testCtx(t)
-			id := newID()
+			id := testenv.UUID()
 			bd.cleanup(t, "celery-task-meta-"+id)
 			if err := bd.b.Store(ctx, success(id, "x")); err != nil {
 				t.Fatal(err)
@@ -77,7 +78,7 @@ func TestStoreNoExpiry(t *testing.T) {
 	}
 	bd := setup(t, redisbackend.Options{Expires: 90 * time.Second, KeyPrefix: "test-meta-"})
 	ctx := testCtx(t)
-	id := newID()
+	id := testenv.UUID()
 	bd.cleanup(t, "test-meta-"+id)
 	if err := bd.b.Store(ctx, success(id, "x")); err != nil {
 		t.Fatal(err)
@@ -94,7 +95,7 @@ func TestStoreKeepsSuccess(t *testing.T) {
 	ctx := testCtx(t)
 	exc := protocol.NewException("KeyError", "late")
 
-	id := newID()
+	id := testenv.UUID()
 	bd.cleanup(t, "celery-task-meta-"+id)
 	started := &result.Meta{TaskID: id, Status: result.Started, Result: protocol.Dict{{Key: "pid", Value: 1}, {Key: "hostname", Value: "go@x"}}}
 	for _, m := range []*result.Meta{started, success(id, int64(3)), failure(id, exc), started} {
@@ -108,10 +109,10 @@ func TestStoreKeepsSuccess(t *testing.T) {
 
 	// Values written by Python, and values cjson cannot read.
 	for name, raw := range map[string][]byte{
-		"python": vector(t, "success_add.raw"),
+		"python": testenv.ReadTestdata(t, "success_add.raw"),
 		"nan":    []byte(`{"status": "SUCCESS", "result": NaN, "traceback": null, "children": [], "date_done": null, "task_id": "x"}`),
 	} {
-		id := newID()
+		id := testenv.UUID()
 		key := "celery-task-meta-" + id
 		bd.cleanup(t, key)
 		if err := bd.client.Set(ctx, key, raw, time.Minute).Err(); err != nil {
@@ -126,7 +127,7 @@ func TestStoreKeepsSuccess(t *testing.T) {
 	}
 
 	// A FAILURE can be replaced (a retried task that then succeeds).
-	id = newID()
+	id = testenv.UUID()
 	bd.cleanup(t, "celery-task-meta-"+id)
 	for _, m := range []*result.Meta{failure(id, exc), success(id, 1.5)} {
 		if err := bd.b.Store(ctx, m); err != nil {
@@ -143,7 +144,7 @@ func TestStoreMany(t *testing.T) {
 	ctx := testCtx(t)
 	var metas []*result.Meta
 	for i := range 50 {
-		id := newID()
+		id := testenv.UUID()
 		bd.cleanup(t, "celery-task-meta-"+id)
 		metas = append(metas, success(id, int64(i)))
 	}
@@ -172,7 +173,7 @@ func TestStoreMany(t *testing.T) {
 func TestGetForget(t *testing.T) {
 	bd := setup(t, redisbackend.Options{})
 	ctx := testCtx(t)
-	id := newID()
+	id := testenv.UUID()
 	key := "celery-task-meta-" + id
 	bd.cleanup(t, key)
 	m, err := bd.b.Get(ctx, id)
@@ -185,7 +186,7 @@ func TestGetForget(t *testing.T) {
 			t.Errorf("Get of %q: %v", bad, err)
 		}
 	}
-	bd.client.Set(ctx, key, vector(t, "failure_valueerror.raw"), time.Minute)
+	bd.client.Set(ctx, key, testenv.ReadTestdata(t, "failure_valueerror.raw"), time.Minute)
 	m, err = bd.b.Get(ctx, id)
 	if err != nil || m.Status != result.Failure || m.Traceback == "" {
 		t.Fatalf("python failure: %+v %v", m, err)
@@ -200,12 +201,12 @@ func TestGetForget(t *testing.T) {
 
 func TestOpen(t *testing.T) {
 	ctx := testCtx(t)
-	b, err := redisbackend.Open("redis://"+redisAddr+"/0", redisbackend.Options{})
+	b, err := redisbackend.Open(testenv.RedisURL(), redisbackend.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	id := newID()
+	id := testenv.UUID()
 	t.Cleanup(func() { _ = b.Forget(context.Background(), id) })
 	if err := b.Store(ctx, success(id, "ok")); err != nil {
 		t.Fatalf("store through Open: %v", err)
@@ -227,13 +228,13 @@ func TestGroups(t *testing.T) {
 	ctx := testCtx(t)
 
 	// Saving the captured group gives Celery's bytes.
-	raw := vector(t, "groupresult_saved.raw")
+	raw := testenv.ReadTestdata(t, "groupresult_saved.raw")
 	saved, err := protocol.UnmarshalJSON(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tuple := saved.(map[string]any)["result"]
-	gid := newID()
+	gid := testenv.UUID()
 	key := "celery-taskset-meta-" + gid
 	bd.cleanup(t, key)
 	if err := bd.b.SaveGroup(ctx, gid, tuple); err != nil {
@@ -247,7 +248,7 @@ func TestGroups(t *testing.T) {
 	}
 
 	// Restore the nested group Python saved.
-	raw = vector(t, "groupresult_nested_saved.raw")
+	raw = testenv.ReadTestdata(t, "groupresult_nested_saved.raw")
 	bd.client.Set(ctx, key, raw, time.Minute)
 	g, err := result.RestoreGroup(ctx, bd.b, gid)
 	if err != nil {
@@ -285,7 +286,7 @@ func intp(i int) *int { return &i }
 func TestChord(t *testing.T) {
 	bd := setup(t, redisbackend.Options{})
 	ctx := testCtx(t)
-	gid := newID()
+	gid := testenv.UUID()
 	base := "celery-taskset-meta-" + gid
 	bd.cleanup(t, base+".j", base+".t", base+".s")
 
@@ -297,7 +298,7 @@ func TestChord(t *testing.T) {
 	if err := bd.b.SetChordSize(ctx, gid, 3); err != nil {
 		t.Fatal(err)
 	}
-	if got := bd.client.Get(ctx, base+".s").Val(); got != string(vector(t, "chord3_size_key.raw")) {
+	if got := bd.client.Get(ctx, base+".s").Val(); got != string(testenv.ReadTestdata(t, "chord3_size_key.raw")) {
 		t.Errorf(".s = %q", got)
 	}
 	if ttl := bd.client.TTL(ctx, base+".s").Val(); ttl != 24*time.Hour {
@@ -307,7 +308,7 @@ func TestChord(t *testing.T) {
 		t.Errorf("published %v %v", msg, err)
 	}
 
-	ids := []string{newID(), newID(), newID()}
+	ids := []string{testenv.UUID(), testenv.UUID(), testenv.UUID()}
 	parts := []result.ChordPart{
 		{TaskID: ids[0], Status: result.Success, Result: int64(2)},
 		{TaskID: ids[1], Status: result.Success, Result: int64(4)},
@@ -352,12 +353,12 @@ func TestChord(t *testing.T) {
 func TestChordWithoutSizeAndExtra(t *testing.T) {
 	bd := setup(t, redisbackend.Options{})
 	ctx := testCtx(t)
-	gid := newID()
+	gid := testenv.UUID()
 	base := "celery-taskset-meta-" + gid
 	bd.cleanup(t, base+".j", base+".t", base+".s")
 	// Without .s nothing completes.
 	for range 3 {
-		done, _, err := bd.b.AddChordPart(ctx, gid, nil, result.ChordPart{TaskID: newID(), Status: result.Success, Result: nil})
+		done, _, err := bd.b.AddChordPart(ctx, gid, nil, result.ChordPart{TaskID: testenv.UUID(), Status: result.Success, Result: nil})
 		if err != nil || done {
 			t.Fatalf("without size: %v %v", done, err)
 		}
@@ -368,12 +369,12 @@ func TestChordWithoutSizeAndExtra(t *testing.T) {
 	// .t adds parts (Task.add_to_chord): 3 recorded, size 2 + 2 extra.
 	bd.client.Set(ctx, base+".s", "2", time.Minute)
 	bd.client.Set(ctx, base+".t", "2", time.Minute)
-	done, parts, err := bd.b.AddChordPart(ctx, gid, nil, result.ChordPart{TaskID: newID(), Status: result.Success, Result: "x"})
+	done, parts, err := bd.b.AddChordPart(ctx, gid, nil, result.ChordPart{TaskID: testenv.UUID(), Status: result.Success, Result: "x"})
 	if err != nil || !done || len(parts) != 4 {
 		t.Fatalf("with .t: %v %d %v", done, len(parts), err)
 	}
 	bd.client.Set(ctx, base+".s", "bad", time.Minute)
-	if _, _, err := bd.b.AddChordPart(ctx, gid, nil, result.ChordPart{TaskID: newID(), Status: result.Success}); err == nil {
+	if _, _, err := bd.b.AddChordPart(ctx, gid, nil, result.ChordPart{TaskID: testenv.UUID(), Status: result.Success}); err == nil {
 		t.Error("bad size accepted")
 	}
 	if err := bd.b.SetChordSize(ctx, gid, -1); err == nil {
@@ -388,7 +389,7 @@ func TestWaitReady(t *testing.T) {
 	ids := make([]string, n)
 	var early []*result.Meta
 	for i := range ids {
-		ids[i] = newID()
+		ids[i] = testenv.UUID()
 		bd.cleanup(t, "celery-task-meta-"+ids[i])
 		if i%10 == 0 { // some are ready before the wait starts
 			early = append(early, success(ids[i], int64(i)))
@@ -440,7 +441,7 @@ func TestWaitReady(t *testing.T) {
 
 func TestWaitReadyEnds(t *testing.T) {
 	bd := setup(t, redisbackend.Options{})
-	id := newID()
+	id := testenv.UUID()
 	key := "celery-task-meta-" + id
 	bd.cleanup(t, key)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -468,7 +469,7 @@ func BenchmarkJoinNative1000(b *testing.B) {
 		members := make([]result.Result, 1000)
 		metas := make([]*result.Meta, 1000)
 		for i := range members {
-			id := newID()
+			id := testenv.UUID()
 			members[i] = result.NewAsyncResult(id, bd.b)
 			metas[i] = success(id, int64(i))
 		}
