@@ -8,6 +8,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/gworker/gworker/internal/testenv"
 )
 
 // kombuDeclare declares a queue the way a Celery worker declares its
@@ -23,7 +25,7 @@ with Connection(url) as conn:
     ch = conn.channel()
     Queue(name, Exchange(name, type='direct'), routing_key=name)(ch).declare()
 `
-	out, err := exec.Command(pythonBin(), "-c", script, name, "amqp://guest:guest@127.0.0.1:5672//").CombinedOutput()
+	out, err := exec.Command(testenv.Python(), "-c", script, name, "amqp://guest:guest@127.0.0.1:5672//").CombinedOutput()
 	if err != nil {
 		return errors.New(string(out))
 	}
@@ -102,7 +104,7 @@ from kombu import Connection, Queue
 with Connection('amqp://guest:guest@127.0.0.1:5672//') as conn:
     Queue(sys.argv[1], durable=False, auto_delete=True, expires=86400.0)(conn.channel()).declare()
 `
-	if out, err := exec.Command(pythonBin(), "-c", script, name).CombinedOutput(); err != nil {
+	if out, err := exec.Command(testenv.Python(), "-c", script, name).CombinedOutput(); err != nil {
 		t.Fatalf("kombu declare: %v\n%s", err, out)
 	}
 }

@@ -2,12 +2,9 @@ package amqptransport
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -18,37 +15,12 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// testURL is the broker the integration tests use (AMQP_URL, default the
-// local RabbitMQ with the guest account).
-func testURL() string {
-	if u := os.Getenv("AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-// pythonBin is the interpreter with Celery and kombu installed (PYTHON,
-// default /usr/bin/python3).
-func pythonBin() string {
-	if p := os.Getenv("PYTHON"); p != "" {
-		return p
-	}
-	return "/usr/bin/python3"
-}
-
-func randSuffix(t testing.TB) string {
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b[:])
 }
 
 // uniqueName returns a queue or connection name unique to this test run.
@@ -57,19 +29,19 @@ func uniqueName(t testing.TB, what string) string {
 	if len(name) > 40 {
 		name = name[:40]
 	}
-	return "gwtest." + what + "." + name + "." + randSuffix(t)
+	return "gwtest." + what + "." + name + "." + testenv.Suffix()
 }
 
 // requireBroker fails the test with a clear message when RabbitMQ is down.
 func requireBroker(t testing.TB) {
 	t.Helper()
-	uri, err := amqp.ParseURI(testURL())
+	uri, err := amqp.ParseURI(testenv.AMQPURL())
 	if err != nil {
 		t.Fatalf("AMQP_URL: %v", err)
 	}
 	c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", uri.Host, uri.Port), 5*time.Second)
 	if err != nil {
-		t.Fatalf("RabbitMQ is required for this test and is unreachable at %s: %v", RedactURL(testURL()), err)
+		t.Fatalf("RabbitMQ is required for this test and is unreachable at %s: %v", RedactURL(testenv.AMQPURL()), err)
 	}
 	c.Close()
 }
@@ -89,7 +61,7 @@ func newFixture(t *testing.T, mod ...func(*Config)) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	name := uniqueName(t, "conn")
-	cfg := Config{URL: testURL(), Logger: zaptest.NewLogger(t), ConnectionName: name,
+	cfg := Config{URL: testenv.AMQPURL(), Logger: zaptest.NewLogger(t), ConnectionName: name,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond}
 	for _, f := range mod {
 		f(&cfg)
@@ -98,7 +70,7 @@ func newFixture(t *testing.T, mod ...func(*Config)) *fixture {
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
-	adm, err := amqp.Dial(testURL())
+	adm, err := amqp.Dial(testenv.AMQPURL())
 	if err != nil {
 		b.Close()
 		t.Fatalf("admin dial: %v", err)

@@ -11,6 +11,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 )
 
@@ -261,12 +262,12 @@ func TestPublishConcurrentThroughput(t *testing.T) {
 func BenchmarkPublishConfirmed(b *testing.B) {
 	requireBroker(b)
 	ctx := context.Background()
-	br, err := Dial(ctx, Config{URL: testURL(), ConnectionName: "gwtest.bench." + randSuffix(b)})
+	br, err := Dial(ctx, Config{URL: testenv.AMQPURL(), ConnectionName: "gwtest.bench." + testenv.Suffix()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer br.Close()
-	q := Queue{Name: "gwtest.bench." + randSuffix(b), AutoDelete: false}
+	q := Queue{Name: "gwtest.bench." + testenv.Suffix(), AutoDelete: false}
 	if err := br.Declare(ctx, q); err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gworker/gworker/internal/testenv"
 )
 
 // pyPublish publishes with py-amqp (as every Python Celery client does) the
@@ -29,7 +31,7 @@ for h in sys.argv[2:]:
     ch.basic_publish(msg, exchange='', routing_key=queue)
 c.close()
 `
-	out, err := exec.Command(pythonBin(), append([]string{"-c", script, queue}, headers...)...).CombinedOutput()
+	out, err := exec.Command(testenv.Python(), append([]string{"-c", script, queue}, headers...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("py-amqp publish: %v\n%s", err, out)
 	}
@@ -186,7 +188,7 @@ app = Celery('t', broker='amqp://guest:guest@127.0.0.1:5672//')
 app.send_task('tasks.add', (2, 2), queue=sys.argv[1], headers={'big': 2**40})
 app.send_task('tasks.add', (3, 3), queue=sys.argv[1])
 `
-	if out, err := exec.Command(pythonBin(), "-c", script, q.Name).CombinedOutput(); err != nil {
+	if out, err := exec.Command(testenv.Python(), "-c", script, q.Name).CombinedOutput(); err != nil {
 		t.Fatalf("celery send_task: %v\n%s", err, out)
 	}
 	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 4, GlobalQoS: true})
