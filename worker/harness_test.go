@@ -2,9 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
@@ -24,26 +22,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func brokerURL() string {
-	if u := os.Getenv("GWORKER_TEST_BROKER"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672//"
-}
-
-func redisURL() string {
-	if u := os.Getenv("GWORKER_TEST_REDIS"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
-
-func randomSuffix() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
 
 // env is one worker on a queue of its own, against the real RabbitMQ and
 // Redis, with a producer to send it tasks.
@@ -66,18 +44,18 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: brokerURL(), ConnectionName: "gworker-worker-test"})
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL(), ConnectionName: "gworker-worker-test"})
 	if err != nil {
-		t.Fatalf("RabbitMQ must run at %s for these tests (.ci/run starts it): %v", brokerURL(), err)
+		t.Fatalf("RabbitMQ must run at %s for these tests (.ci/run starts it): %v", testenv.AMQPURL(), err)
 	}
-	rb, err := redisbackend.Open(redisURL(), redisbackend.Options{Expires: 10 * time.Minute})
+	rb, err := redisbackend.Open(testenv.RedisURL(), redisbackend.Options{Expires: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := rb.Client().Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis must run at %s for these tests (.ci/run starts it): %v", redisURL(), err)
+		t.Fatalf("Redis must run at %s for these tests (.ci/run starts it): %v", testenv.RedisURL(), err)
 	}
-	e := &env{t: t, queue: "gw-worker-test-" + randomSuffix(), broker: b, backend: rb, done: make(chan error, 1)}
+	e := &env{t: t, queue: "gw-worker-test-" + testenv.Suffix(), broker: b, backend: rb, done: make(chan error, 1)}
 	core, logs := observer.New(zap.DebugLevel)
 	e.logs = logs
 	log := zap.New(core)

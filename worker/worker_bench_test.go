@@ -14,6 +14,7 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
+	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
@@ -160,20 +161,20 @@ func (c countingBackend) Store(ctx context.Context, m *result.Meta) error {
 // the process.
 func BenchmarkWorkerRabbitRedis(b *testing.B) {
 	ctx := context.Background()
-	br, err := amqptransport.Dial(ctx, amqptransport.Config{URL: brokerURL(), ConnectionName: "gworker-worker-bench"})
+	br, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL(), ConnectionName: "gworker-worker-bench"})
 	if err != nil {
-		b.Fatalf("RabbitMQ must run at %s: %v", brokerURL(), err)
+		b.Fatalf("RabbitMQ must run at %s: %v", testenv.AMQPURL(), err)
 	}
 	defer br.Close()
-	rb, err := redisbackend.Open(redisURL(), redisbackend.Options{Expires: 10 * time.Minute})
+	rb, err := redisbackend.Open(testenv.RedisURL(), redisbackend.Options{Expires: 10 * time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer rb.Close()
 	if err := rb.Client().Ping(ctx).Err(); err != nil {
-		b.Fatalf("Redis must run at %s: %v", redisURL(), err)
+		b.Fatalf("Redis must run at %s: %v", testenv.RedisURL(), err)
 	}
-	queue := "gw-worker-bench-" + randomSuffix()
+	queue := "gw-worker-bench-" + testenv.Suffix()
 	if err := br.Declare(ctx, amqptransport.TaskQueue(queue)); err != nil {
 		b.Fatal(err)
 	}
