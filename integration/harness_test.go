@@ -3,8 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +19,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/gworker/gworker/internal/testenv"
 )
 
 // The servers every test talks to. CI (the .ci/run script) guarantees they
@@ -32,15 +32,6 @@ const (
 	defaultWait   = 30 * time.Second
 	pythonTimeout = 20 // seconds a Python client waits for one result
 )
-
-// pythonBinary is the interpreter with Celery 5.2: $CELERY_PYTHON, or the
-// system python3 (the python3 first on the PATH may lack Celery).
-var pythonBinary = func() string {
-	if p := os.Getenv("CELERY_PYTHON"); p != "" {
-		return p
-	}
-	return "/usr/bin/python3"
-}()
 
 // env is what TestMain prepares once for the whole run.
 var env struct {
@@ -78,7 +69,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 
-	env.vhost = "gw-" + randomSuffix()
+	env.vhost = "gw-" + testenv.Suffix()
 	if out, err := rabbitmqctl("add_vhost", env.vhost); err != nil {
 		fmt.Fprintf(os.Stderr, "integration: rabbitmqctl add_vhost: %v\n%s", err, out)
 		return 1
@@ -103,9 +94,9 @@ func runMain(m *testing.M) int {
 // checkPrerequisites fails with a message that says how to fix the machine.
 func checkPrerequisites() error {
 	const fix = "run .ci/run, which installs and starts what the integration tests need"
-	if out, err := exec.Command(pythonBinary, "-c", "import celery, redis, msgpack").CombinedOutput(); err != nil {
+	if out, err := exec.Command(testenv.Python(), "-c", "import celery, redis, msgpack").CombinedOutput(); err != nil {
 		return fmt.Errorf("%s cannot import celery, redis and msgpack (%v: %s); %s",
-			pythonBinary, err, strings.TrimSpace(string(out)), fix)
+			testenv.Python(), err, strings.TrimSpace(string(out)), fix)
 	}
 	for _, s := range []struct{ name, addr string }{{"RabbitMQ", amqpHostPort}, {"Redis", redisAddr}} {
 		c, err := net.DialTimeout("tcp", s.addr, 3*time.Second)
@@ -126,20 +117,12 @@ func rabbitmqctl(args ...string) ([]byte, error) {
 	return exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput()
 }
 
-func randomSuffix() string {
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		panic(err) // crypto/rand never fails on Linux
-	}
-	return hex.EncodeToString(b)
-}
-
 // privateVhost creates a RabbitMQ virtual host for one test, for tests
 // that act on every connection of a vhost; it is deleted when t ends. It
 // returns the vhost's broker URL as guest.
 func privateVhost(t testing.TB) (name, url string) {
 	t.Helper()
-	name = env.vhost + "-" + randomSuffix()
+	name = env.vhost + "-" + testenv.Suffix()
 	if out, err := rabbitmqctl("add_vhost", name); err != nil {
 		t.Fatalf("rabbitmqctl add_vhost: %v\n%s", err, out)
 	}
@@ -153,7 +136,7 @@ func privateVhost(t testing.TB) (name, url string) {
 // uniqueQueue returns a queue name private to this test.
 func uniqueQueue(t testing.TB, prefix string) string {
 	t.Helper()
-	return prefix + "-" + randomSuffix()
+	return prefix + "-" + testenv.Suffix()
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and readers.
@@ -339,7 +322,7 @@ func startWorker(t testing.TB, o workerOptions) *gworkerProc {
 		o.Backend = backendURL
 	}
 	if o.Name == "" {
-		o.Name = "go-" + randomSuffix() + "@%h"
+		o.Name = "go-" + testenv.Suffix() + "@%h"
 	}
 	if o.DefaultQueue == "" {
 		o.DefaultQueue = o.Queues[0]
@@ -738,7 +721,7 @@ func (c pyClient) tryRun(t testing.TB, script string, timeout time.Duration) (py
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, pythonBinary, "-c", pyPrelude+script+pyEpilogue)
+	cmd := exec.CommandContext(ctx, testenv.Python(), "-c", pyPrelude+script+pyEpilogue)
 	cmd.Env = append(cleanEnv(),
 		"GW_BROKER="+c.Broker, "GW_BACKEND="+c.Backend, "GW_CONF="+string(conf),
 		fmt.Sprintf("GW_TIMEOUT=%d", pythonTimeout), "PYTHONDONTWRITEBYTECODE=1")
@@ -887,8 +870,8 @@ func startPyWorker(t testing.TB, backend string, conf map[string]any, queues ...
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := "py-" + randomSuffix() + "@%h"
-	cmd := exec.Command(pythonBinary, "-m", "celery", "-A", "pytasks", "worker",
+	name := "py-" + testenv.Suffix() + "@%h"
+	cmd := exec.Command(testenv.Python(), "-m", "celery", "-A", "pytasks", "worker",
 		"-P", "solo", "-Q", strings.Join(queues, ","), "-n", name, "-l", "INFO",
 		"--without-mingle", "--without-gossip", "--without-heartbeat")
 	cmd.Dir = dir

@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gworker/gworker/internal/testenv"
 )
 
 // TestRefusedLogin starts gworker with a broker password the broker
@@ -13,8 +15,8 @@ import (
 // error, as Celery's client does.
 func TestRefusedLogin(t *testing.T) {
 	t.Parallel()
-	user := "gw-user-" + randomSuffix()
-	if out, err := rabbitmqctl("add_user", user, "Right-"+randomSuffix()); err != nil {
+	user := "gw-user-" + testenv.Suffix()
+	if out, err := rabbitmqctl("add_user", user, "Right-"+testenv.Suffix()); err != nil {
 		t.Fatalf("rabbitmqctl add_user: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _, _ = rabbitmqctl("delete_user", user) })
@@ -26,7 +28,7 @@ func TestRefusedLogin(t *testing.T) {
 	t.Run("WrongPassword", func(t *testing.T) {
 		// Like Celery, the worker keeps retrying a refused login; it must
 		// say so without the password, and still obey SIGTERM.
-		wrong := "Wrong-" + randomSuffix() + "-pw"
+		wrong := "Wrong-" + testenv.Suffix() + "-pw"
 		badURL := "amqp://" + user + ":" + wrong + "@" + amqpHostPort + "/" + env.vhost
 		p := startGworker(t, "worker", "--broker", badURL, "--result-backend", backendURL, "-Q", q, "-c", "1")
 		if !eventually(defaultWait, func() bool { return strings.TrimSpace(p.output()) != "" || !p.alive() }) {
@@ -45,7 +47,7 @@ func TestRefusedLogin(t *testing.T) {
 	})
 
 	t.Run("Call", func(t *testing.T) {
-		wrong := "Wrong-" + randomSuffix() + "-pw"
+		wrong := "Wrong-" + testenv.Suffix() + "-pw"
 		badURL := "amqp://" + user + ":" + wrong + "@" + amqpHostPort + "/" + env.vhost
 		// A client gives up on a refused login, as Celery's does.
 		stdout, stderr, code := runGworker(t, 60*time.Second, "call", "tasks.add", "--args", "[1, 2]",

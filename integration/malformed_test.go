@@ -9,6 +9,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/gworker/gworker/internal/testenv"
 )
 
 // malformedCase is one bad message of the reliability catalogue.
@@ -128,7 +130,7 @@ func TestMalformedMessages(t *testing.T) {
 		defer cancel()
 		conf, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false, amqp.Publishing{
 			Headers: h, ContentType: ct, ContentEncoding: enc, Body: c.body,
-			DeliveryMode: amqp.Persistent, CorrelationId: id, ReplyTo: "integration-" + randomSuffix(),
+			DeliveryMode: amqp.Persistent, CorrelationId: id, ReplyTo: "integration-" + testenv.Suffix(),
 		})
 		if err != nil {
 			t.Fatalf("publish %s: %v", c.name, err)
@@ -138,13 +140,13 @@ func TestMalformedMessages(t *testing.T) {
 		}
 	}
 	for _, c := range cases {
-		id := "malformed-" + c.name + "-" + randomSuffix()
+		id := "malformed-" + c.name + "-" + testenv.Suffix()
 		ids[c.name] = id
 		trackTasks(t, id)
 		publish(c, id)
 	}
 	// A valid task after all of them still runs.
-	okID := "valid-" + randomSuffix()
+	okID := "valid-" + testenv.Suffix()
 	trackTasks(t, okID)
 	publish(malformedCase{name: "valid", body: []byte(`[[1, 2], {}, ` + embed + `]`)}, okID)
 	m := waitMeta(t, okID, defaultWait, "SUCCESS")

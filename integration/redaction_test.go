@@ -3,14 +3,16 @@ package integration
 import (
 	"strings"
 	"testing"
+
+	"github.com/gworker/gworker/internal/testenv"
 )
 
 // TestPasswordRedaction checks that no password from a broker URL reaches
 // the banner, the log or error messages.
 func TestPasswordRedaction(t *testing.T) {
 	t.Parallel()
-	user := "gw-user-" + randomSuffix()
-	password := "Pw-" + randomSuffix() + "-s3cr3t"
+	user := "gw-user-" + testenv.Suffix()
+	password := "Pw-" + testenv.Suffix() + "-s3cr3t"
 	if out, err := rabbitmqctl("add_user", user, password); err != nil {
 		t.Fatalf("rabbitmqctl add_user: %v\n%s", err, out)
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/gworker/gworker/internal/testenv"
 )
 
 // TestHeldETADoesNotStarve sends more far-future countdown tasks than the
@@ -40,7 +42,7 @@ func TestDuplicateTaskID(t *testing.T) {
 	t.Parallel()
 	q := uniqueQueue(t, "dupid")
 	w := startWorker(t, workerOptions{Queues: []string{q}, Concurrency: 1})
-	id := "dup-" + randomSuffix()
+	id := "dup-" + testenv.Suffix()
 	trackTasks(t, id)
 	r := pyClient{Conf: map[string]any{"task_default_queue": q}}.run(t, fmt.Sprintf(`
 first = send('tasks.add', (1, 2), task_id=%[1]s)
