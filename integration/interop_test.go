@@ -4,21 +4,30 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gworker/gworker/internal/testenv"
 )
 
 // gworkerCall runs `gworker call` against the run's vhost and Redis and
-// returns its trimmed stdout, stderr and exit code. The task id it printed
-// (without --wait) or the result keys of waited calls are cleaned up by the
-// Python worker's log scan.
+// returns its trimmed stdout, stderr and exit code. Unless args give one,
+// it passes a --task-id of its own and deletes that task's result after
+// the test.
 func gworkerCall(t testing.TB, backend string, args ...string) (string, string, int) {
 	t.Helper()
 	if backend == "" {
 		backend = backendURL
 	}
 	full := append([]string{"call"}, args...)
+	if !slices.Contains(args, "--task-id") {
+		// A known id, so that the result is deleted after the test.
+		id := testenv.UUID()
+		trackTasks(t, id)
+		full = append(full, "--task-id", id)
+	}
 	full = append(full, "--broker", env.brokerURL, "--result-backend", backend)
 	stdout, stderr, code := runGworker(t, 60*time.Second, full...)
 	return strings.TrimSpace(stdout), stderr, code

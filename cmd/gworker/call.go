@@ -49,6 +49,7 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		wait       bool
 		timeout    float64
 		loglevel   string
+		taskID     string
 	)
 	fs := flag.NewFlagSet("gworker call", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -63,6 +64,7 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&serializer, "serializer", "json", "json or msgpack")
 	fs.BoolVar(&wait, "wait", false, "wait for the result and print it as JSON")
 	fs.Float64Var(&timeout, "timeout", 0, "with --wait: give up after this many seconds (0: wait forever)")
+	fs.StringVar(&taskID, "task-id", "", "the task's id (default: a new uuid4)")
 	fs.StringVar(&loglevel, "loglevel", "WARNING", "log level")
 	fs.StringVar(&loglevel, "l", "WARNING", "shorthand for --loglevel")
 	name, err := splitCommandArgs(fs, args)
@@ -101,6 +103,9 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts := []producer.Option{producer.Serializer(serializer)}
 	if queue != "" {
 		opts = append(opts, producer.Queue(queue))
+	}
+	if taskID != "" {
+		opts = append(opts, producer.TaskID(taskID))
 	}
 	if countdown != 0 {
 		opts = append(opts, producer.Countdown(time.Duration(countdown*float64(time.Second))))

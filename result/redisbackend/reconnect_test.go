@@ -21,7 +21,7 @@ func TestWaitReadySurvivesDroppedSubscription(t *testing.T) {
 		return cn.ClientSetName(ctx, name).Err()
 	}
 	c := redis.NewClient(opts)
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() }) // after CleanupKeys below
 	ctx := testCtx(t)
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatalf("Redis at %s is required for this test and is unreachable: %v", opts.Addr, err)

@@ -205,7 +205,7 @@ func TestOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(func() { _ = b.Close() }) // after the Forget below
 	id := testenv.UUID()
 	t.Cleanup(func() { _ = b.Forget(context.Background(), id) })
 	if err := b.Store(ctx, success(id, "ok")); err != nil {
