@@ -41,24 +41,6 @@ func fromSidecar(v any) any {
 	return v
 }
 
-func sigValues(s []Signature) any {
-	if len(s) == 0 {
-		return nil
-	}
-	out := make([]any, len(s))
-	for i := range s {
-		out[i] = s[i].Value()
-	}
-	return out
-}
-
-func strOrNil(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
 // TestDecodeVectors decodes every captured message and checks the result
 // against the sidecar: headers, body and properties.
 func TestDecodeVectors(t *testing.T) {
@@ -143,8 +125,8 @@ func TestDecodeVectors(t *testing.T) {
 			if m.ID != fields["id"] || m.Task != fields["task"] {
 				t.Errorf("id/task %q %q", m.ID, m.Task)
 			}
-			if !valueEqual(strOrNil(m.GroupID), fields["group"]) || !valueEqual(strOrNil(m.Shadow), fields["shadow"]) ||
-				!valueEqual(strOrNil(m.ParentID), fields["parent_id"]) || !valueEqual(strOrNil(m.RootID), fields["root_id"]) {
+			if !valueEqual(nullable(m.GroupID), fields["group"]) || !valueEqual(nullable(m.Shadow), fields["shadow"]) ||
+				!valueEqual(nullable(m.ParentID), fields["parent_id"]) || !valueEqual(nullable(m.RootID), fields["root_id"]) {
 				t.Errorf("group %q shadow %q parent %q root %q", m.GroupID, m.Shadow, m.ParentID, m.RootID)
 			}
 			var gi any
@@ -170,7 +152,7 @@ func TestDecodeVectors(t *testing.T) {
 			if m.Chord != nil {
 				chord = m.Chord.Value()
 			}
-			got := map[string]any{"callbacks": sigValues(m.Callbacks), "errbacks": sigValues(m.Errbacks), "chain": sigValues(m.Chain), "chord": chord}
+			got := map[string]any{"callbacks": sigList(m.Callbacks), "errbacks": sigList(m.Errbacks), "chain": sigList(m.Chain), "chord": chord}
 			if !valueEqual(got, embed) {
 				t.Errorf("embed\n got %#v\nwant %#v", got, embed)
 			}
@@ -265,8 +247,8 @@ func TestEncodeVectors(t *testing.T) {
 				t.Errorf("re-encoding is not stable")
 			}
 			if !valueEqual(back.Args, m.Args) || !valueEqual(back.Kwargs, m.Kwargs) ||
-				!valueEqual(sigValues(back.Chain), sigValues(m.Chain)) || !valueEqual(sigValues(back.Callbacks), sigValues(m.Callbacks)) ||
-				!valueEqual(sigValues(back.Errbacks), sigValues(m.Errbacks)) {
+				!valueEqual(sigList(back.Chain), sigList(m.Chain)) || !valueEqual(sigList(back.Callbacks), sigList(m.Callbacks)) ||
+				!valueEqual(sigList(back.Errbacks), sigList(m.Errbacks)) {
 				t.Errorf("body values differ")
 			}
 		})
