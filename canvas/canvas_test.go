@@ -210,7 +210,7 @@ func TestSignatureBuilders(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := rec.published()[0].msg
-	body := pyValue(t, m.Body).([]any)
+	body := testenv.PyValue(t, m.Body).([]any)
 	embed := body[2].(map[string]any)
 	if cbs := embed["callbacks"].([]any); len(cbs) != 1 || cbs[0].(map[string]any)["task"] != "tasks.mul" {
 		t.Errorf("callbacks = %#v", embed["callbacks"])

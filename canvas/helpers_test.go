@@ -86,24 +86,6 @@ func newProducer(pub producer.Publisher, opts producer.Options) *producer.Produc
 	return producer.New(pub, opts)
 }
 
-func pyValue(t *testing.T, data []byte) any {
-	t.Helper()
-	v, err := protocol.UnmarshalJSON(data)
-	if err != nil {
-		t.Fatalf("decode %s: %v", data, err)
-	}
-	return v
-}
-
-func normalize(t *testing.T, v any) any {
-	t.Helper()
-	b, err := protocol.MarshalJSON(v)
-	if err != nil {
-		t.Fatalf("marshal %#v: %v", v, err)
-	}
-	return pyValue(t, b)
-}
-
 // wire is a published message in comparable form.
 type wire struct {
 	Route   [2]string
@@ -131,8 +113,8 @@ func wireOf(t *testing.T, e event) wire {
 	return wire{
 		Route:   [2]string{e.exchange, e.routingKey},
 		Props:   props,
-		Headers: normalize(t, m.Headers),
-		Body:    pyValue(t, m.Body),
+		Headers: testenv.Normalize(t, m.Headers),
+		Body:    testenv.PyValue(t, m.Body),
 	}
 }
 
@@ -141,8 +123,8 @@ func wireOfVector(t *testing.T, v testenv.Vector) wire {
 	return wire{
 		Route:   [2]string{v.DeliveryInfo.Exchange, v.DeliveryInfo.RoutingKey},
 		Props:   v.Properties,
-		Headers: pyValue(t, v.HeadersJSON),
-		Body:    pyValue(t, v.BodyJSON),
+		Headers: testenv.PyValue(t, v.HeadersJSON),
+		Body:    testenv.PyValue(t, v.BodyJSON),
 	}
 }
 

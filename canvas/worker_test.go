@@ -145,7 +145,7 @@ func TestSeveralCallbacksGoAsAGroup(t *testing.T) {
 		if h["parent_id"] != "P" || h["root_id"] != "R" || h["group"] == nil {
 			t.Errorf("headers %v", h)
 		}
-		args := pyValue(t, e.msg.Body).([]any)[0].([]any)
+		args := testenv.PyValue(t, e.msg.Body).([]any)[0].([]any)
 		if len(args) == 0 || args[0] != "r" {
 			t.Errorf("args %v, want the result first", args)
 		}
@@ -165,7 +165,7 @@ func TestChainCallbackFromMessage(t *testing.T) {
 	p := newProducer(rec, producer.Options{NewID: counterIDs("0000abcd")})
 	chain := canvas.Chain(canvas.Sig("tasks.a"), canvas.Sig("tasks.b"), canvas.Si("tasks.c")).Signature().Signature
 	// Round-trip through the wire form, as a worker sees it.
-	v := normalize(t, chain.Value())
+	v := testenv.Normalize(t, chain.Value())
 	decoded, err := protocol.SignatureFromValue(v)
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +180,7 @@ func TestChainCallbackFromMessage(t *testing.T) {
 		t.Fatalf("published %d", len(msgs))
 	}
 	h := msgs[0].msg.Headers
-	body := pyValue(t, msgs[0].msg.Body).([]any)
+	body := testenv.PyValue(t, msgs[0].msg.Body).([]any)
 	if h["task"] != "tasks.a" || h["parent_id"] != "P" || h["root_id"] != "R" {
 		t.Errorf("headers %v", h)
 	}
@@ -210,7 +210,7 @@ func TestChordFromMessage(t *testing.T) {
 	backend, client, prefix := redisChordBackend(t, rec)
 	p := newProducer(rec, producer.Options{Backend: backend})
 	ch := canvas.Chord([]*canvas.Signature{canvas.Sig("tasks.add", 10), canvas.Sig("tasks.add", 20)}, canvas.Sig("tasks.xsum")).Signature().Signature
-	decoded, err := protocol.SignatureFromValue(normalize(t, ch.Value()))
+	decoded, err := protocol.SignatureFromValue(testenv.Normalize(t, ch.Value()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestChordFromMessage(t *testing.T) {
 	var gid any
 	for i, e := range msgs {
 		h := e.msg.Headers
-		body := pyValue(t, e.msg.Body).([]any)
+		body := testenv.PyValue(t, e.msg.Body).([]any)
 		if h["group_index"] != int64(i) || h["group"] == nil || h["parent_id"] != "P" || h["root_id"] != "R" {
 			t.Errorf("part %d headers %v", i, h)
 		}

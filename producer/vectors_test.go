@@ -14,26 +14,6 @@ import (
 	"github.com/gworker/gworker/protocol"
 )
 
-// pyValue decodes JSON with the project's Python-faithful decoder.
-func pyValue(t *testing.T, data []byte) any {
-	t.Helper()
-	v, err := protocol.UnmarshalJSON(data)
-	if err != nil {
-		t.Fatalf("decode %s: %v", data, err)
-	}
-	return v
-}
-
-// normalize turns a value into its decoded JSON form.
-func normalize(t *testing.T, v any) any {
-	t.Helper()
-	b, err := protocol.MarshalJSON(v)
-	if err != nil {
-		t.Fatalf("marshal %#v: %v", v, err)
-	}
-	return pyValue(t, b)
-}
-
 const (
 	vecReplyTo = "d58800da-0242-36df-8e40-45e4795aab1b"
 	vecOrigin  = "gen10655@vm"
@@ -72,8 +52,8 @@ func compare(t *testing.T, v testenv.Vector, got published, exactBody bool) {
 	if !reflect.DeepEqual(props, v.Properties) {
 		t.Errorf("properties:\n got %v\nwant %v", props, v.Properties)
 	}
-	wantHeaders := pyValue(t, v.HeadersJSON)
-	if gotHeaders := normalize(t, m.Headers); !reflect.DeepEqual(gotHeaders, wantHeaders) {
+	wantHeaders := testenv.PyValue(t, v.HeadersJSON)
+	if gotHeaders := testenv.Normalize(t, m.Headers); !reflect.DeepEqual(gotHeaders, wantHeaders) {
 		t.Errorf("headers:\n got %#v\nwant %#v", gotHeaders, wantHeaders)
 	}
 	if exactBody {
@@ -94,7 +74,7 @@ func compare(t *testing.T, v testenv.Vector, got published, exactBody bool) {
 		}
 	}
 	if m.ContentType == protocol.ContentTypeJSON {
-		if gotBody, wantBody := pyValue(t, body), pyValue(t, v.BodyJSON); !reflect.DeepEqual(gotBody, wantBody) {
+		if gotBody, wantBody := testenv.PyValue(t, body), testenv.PyValue(t, v.BodyJSON); !reflect.DeepEqual(gotBody, wantBody) {
 			t.Errorf("body:\n got %#v\nwant %#v", gotBody, wantBody)
 		}
 	}
@@ -167,7 +147,7 @@ func TestSendTaskMatchesCelery(t *testing.T) {
 
 func pyTaskName(t *testing.T, v testenv.Vector) string {
 	t.Helper()
-	h, _ := pyValue(t, v.HeadersJSON).(map[string]any)
+	h, _ := testenv.PyValue(t, v.HeadersJSON).(map[string]any)
 	name, _ := h["task"].(string)
 	return name
 }
