@@ -250,3 +250,10 @@ func (b *Broker) Inspect(ctx context.Context, name string) (QueueState, error) {
 	}
 	return st, nil
 }
+
+// DeclareTaskQueue declares the durable direct exchange and durable queue
+// named name, bound with routing key name, as kombu declares a task queue
+// (TaskQueue). With Publish it makes a Broker a producer's publisher.
+func (b *Broker) DeclareTaskQueue(ctx context.Context, name string) error {
+	return b.Declare(ctx, TaskQueue(name))
+}

@@ -82,7 +82,7 @@ func TestPythonWorkerRunsGoCanvas(t *testing.T) {
 		}
 	}()
 
-	p := producer.NewAMQP(b, producer.Options{Backend: backend, DefaultQueue: queue})
+	p := producer.New(b, producer.Options{Backend: backend, DefaultQueue: queue})
 	get := func(r *result.AsyncResult) any {
 		t.Helper()
 		v, err := r.Get(ctx, result.WithTimeout(60*time.Second))

@@ -45,7 +45,7 @@ func TestPythonReadsSentTask(t *testing.T) {
 	queue := "gworker.producer.test." + testenv.Suffix()
 	t.Cleanup(func() { testenv.DeleteTaskQueue(t, queue) })
 
-	p := producer.NewAMQP(b, producer.Options{ReplyTo: "client-oid"})
+	p := producer.New(b, producer.Options{ReplyTo: "client-oid"})
 	res, err := p.SendTask(ctx, "tasks.add", []any{2, 2}, nil, producer.Queue(queue),
 		producer.Headers(map[string]any{"x-big": int64(1) << 40, "x-list": []any{1, "a"}}),
 		producer.TimeLimit(10*time.Second), producer.ExpiresIn(time.Hour))

@@ -13,12 +13,12 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
+	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/worker"
-	"github.com/gworker/gworker/worker/amqpbroker"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -59,7 +59,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	core, logs := observer.New(zap.DebugLevel)
 	e.logs = logs
 	log := zap.New(core)
-	e.producer = producer.NewAMQP(b, producer.Options{Backend: rb, DefaultQueue: e.queue, Logger: log})
+	e.producer = producer.New(b, producer.Options{Backend: rb, DefaultQueue: e.queue, Logger: log})
 	reg := worker.NewRegistry()
 	if err := demo.Register(reg); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	cfg := worker.Config{
 		Registry:    reg,
-		Broker:      amqpbroker.New(b),
+		Broker:      amqpworker.New(b),
 		Backend:     rb,
 		Followups:   worker.NewFollowups(e.producer, rb, log),
 		Queues:      []string{e.queue},

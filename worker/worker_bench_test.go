@@ -14,13 +14,13 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
+	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/worker"
-	"github.com/gworker/gworker/worker/amqpbroker"
 )
 
 // addMessage is tasks.add(2, 2) as Celery sends it.
@@ -238,7 +238,7 @@ func BenchmarkWorkerRabbitRedis(b *testing.B) {
 	var done sync.WaitGroup
 	done.Add(b.N)
 	w, err := worker.New(worker.Config{
-		Registry: reg, Broker: amqpbroker.New(br), Backend: countingBackend{rb, &done},
+		Registry: reg, Broker: amqpworker.New(br), Backend: countingBackend{rb, &done},
 		Queues: []string{queue}, Concurrency: 16, Hostname: "celery@bench",
 	})
 	if err != nil {

@@ -101,7 +101,7 @@ func connect(ctx context.Context, f commonFlags, expires time.Duration, log *zap
 		e.Close()
 		return nil, fmt.Errorf("result backend %s: only redis:// and rpc:// are supported", redactAny(f.backend))
 	}
-	e.Producer = producer.NewAMQP(b, producer.Options{Backend: e.Backend, DefaultQueue: f.defaultQueue, ReplyTo: replyTo, Logger: log})
+	e.Producer = producer.New(b, producer.Options{Backend: e.Backend, DefaultQueue: f.defaultQueue, ReplyTo: replyTo, Logger: log})
 	e.Followups = worker.NewFollowups(e.Producer, e.Backend, log)
 	return e, nil
 }

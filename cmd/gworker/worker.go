@@ -17,8 +17,8 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
+	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/worker"
-	"github.com/gworker/gworker/worker/amqpbroker"
 )
 
 // commonFlags are the connection flags every command takes.
@@ -206,7 +206,7 @@ func runWorker(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := worker.Config{
 		Registry:           reg,
-		Broker:             amqpbroker.New(env.Broker),
+		Broker:             amqpworker.New(env.Broker),
 		Backend:            env.Backend,
 		Followups:          env.Followups,
 		Queues:             splitList(f.queues),

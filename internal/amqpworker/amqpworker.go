@@ -1,7 +1,7 @@
-// Package amqpbroker connects a worker to RabbitMQ through amqptransport:
+// Package amqpworker connects a worker to RabbitMQ through amqptransport:
 // it declares the worker's queues as kombu does and adapts the transport's
 // consumer to worker.Broker.
-package amqpbroker
+package amqpworker
 
 import (
 	"context"
