@@ -572,6 +572,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add(zlibBytes([]byte(`[[2, 2], {}, {}]`)), ContentTypeJSON, CompressionZlib, true)
 	f.Add([]byte("\x93\x92\x02\x02\x80\xc0"), ContentTypeMsgpack, "", true)
+	f.Add([]byte("\xc6\x7f\xff\xff\xff"), ContentTypeMsgpack, "", true) // a 2 GiB bin32 in 5 bytes
 	f.Fuzz(func(t *testing.T, body []byte, ct, compression string, v2 bool) {
 		raw := &RawMessage{ContentType: ct, Body: body, Headers: map[string]any{}}
 		if v2 {

@@ -20,7 +20,11 @@ import (
 // MaxInt64), float32 and float64 become float64, str becomes string (it
 // must be valid UTF-8), bin becomes []byte, and maps become map[string]any
 // (Dict when ordered). Non-string map keys, extension types, trailing
-// bytes and nesting deeper than MaxJSONDepth are errors.
+// bytes and nesting deeper than MaxJSONDepth are errors. Every declared
+// length (str, bin, array, map) is checked against the bytes left in data
+// before anything is allocated for it, so a short body declaring a huge
+// value costs nothing: data is at most the body size limit, and so is
+// every allocation.
 func unmarshalMsgpack(data []byte, ordered bool) (any, error) {
 	r := bytes.NewReader(data)
 	d := msgpackDecoder{dec: msgpack.NewDecoder(r), r: r, ordered: ordered}
@@ -65,16 +69,9 @@ func (d *msgpackDecoder) value(depth int) (any, error) {
 		c == msgpcode.Int8 || c == msgpcode.Int16 || c == msgpcode.Int32 || c == msgpcode.Int64:
 		return d.dec.DecodeInt64()
 	case msgpcode.IsString(c):
-		s, err := d.dec.DecodeString()
-		if err != nil {
-			return nil, err
-		}
-		if !utf8.ValidString(s) {
-			return nil, fmt.Errorf("str is not valid UTF-8")
-		}
-		return s, nil
+		return d.str()
 	case msgpcode.IsBin(c):
-		return d.dec.DecodeBytes()
+		return d.raw("bin")
 	case msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32:
 		if depth >= MaxJSONDepth {
 			return nil, fmt.Errorf("nesting deeper than %d", MaxJSONDepth)
@@ -119,12 +116,9 @@ func (d *msgpackDecoder) value(depth int) (any, error) {
 			if !msgpcode.IsString(kc) {
 				return nil, fmt.Errorf("map key of type 0x%02x is not a string", kc)
 			}
-			k, err := d.dec.DecodeString()
+			k, err := d.str()
 			if err != nil {
-				return nil, err
-			}
-			if !utf8.ValidString(k) {
-				return nil, fmt.Errorf("map key is not valid UTF-8")
+				return nil, fmt.Errorf("map key: %w", err)
 			}
 			v, err := d.value(depth + 1)
 			if err != nil {
@@ -144,6 +138,36 @@ func (d *msgpackDecoder) value(depth int) (any, error) {
 		return nil, fmt.Errorf("extension type 0x%02x is not supported", c)
 	}
 	return nil, fmt.Errorf("invalid code 0x%02x", c)
+}
+
+// raw reads a str or bin header and its payload, refusing a length beyond
+// the bytes left before allocating for it (the library would allocate the
+// declared length first: 2 GiB for a 5-byte bin32 header).
+func (d *msgpackDecoder) raw(kind string) ([]byte, error) {
+	n, err := d.dec.DecodeBytesLen()
+	if err != nil {
+		return nil, err
+	}
+	if n < 0 || n > d.r.Len() {
+		return nil, fmt.Errorf("%s of %d bytes in %d bytes", kind, n, d.r.Len())
+	}
+	b := make([]byte, n)
+	if err := d.dec.ReadFull(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// str reads a str as raw does and checks it is UTF-8.
+func (d *msgpackDecoder) str() (string, error) {
+	b, err := d.raw("str")
+	if err != nil {
+		return "", err
+	}
+	if !utf8.Valid(b) {
+		return "", fmt.Errorf("str is not valid UTF-8")
+	}
+	return string(b), nil
 }
 
 // marshalMsgpack encodes v as Python's msgpack.packb(use_bin_type=True)
