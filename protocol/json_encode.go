@@ -2,12 +2,10 @@ package protocol
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/big"
-	"reflect"
 	"slices"
 	"strconv"
 	"time"
@@ -26,14 +24,12 @@ var ErrUnsupportedValue = errors.New("unsupported value")
 // exponent, so Python reads a float back), NaN, Infinity and -Infinity as
 // bare literals and *big.Int as plain digits.
 //
-// It accepts the value types of the package, Dict (keys in order), every Go
-// integer and float kind, time.Time (kombu's form:
-// "2024-01-02T03:04:05.678901Z", no fraction when the microseconds are 0),
-// Signature and *Exception (their dict forms), typed slices, arrays, maps
-// with string or integer keys and pointers through reflection, and any
-// other type (structs, json.Marshaler) through encoding/json, re-read so
-// integers stay integers. Keys of Go maps are written sorted so the output
-// is deterministic. Strings that are not valid UTF-8 have the bad bytes
+// It accepts the value types of the package, Dict (keys in order), time.Time
+// (kombu's form: "2024-01-02T03:04:05.678901Z", no fraction when the
+// microseconds are 0), and every other Go value by the rule of FromGo:
+// structs by their json tags with a float64 field still a float, typed
+// slices, maps, pointers, json.Marshaler and encoding.TextMarshaler types.
+// Keys of Go maps are written sorted so the output is deterministic. Strings that are not valid UTF-8 have the bad bytes
 // written as U+FFFD.
 //
 // Errors are *EncodeError. []byte is such an error: Python's JSON cannot carry
@@ -190,14 +186,14 @@ func (e *jsonEncoder) value(v any, depth int) error {
 			return nil
 		}
 		return e.value(x.Value(), depth)
-	case json.Number:
-		d, err := UnmarshalJSON([]byte(x))
-		if err != nil {
-			return unsupported("invalid json.Number %q", string(x))
-		}
-		return e.value(d, depth)
 	default:
-		return e.reflectValue(reflect.ValueOf(v), depth)
+		// Structs, typed slices and maps, pointers, marshalers: the one
+		// Go-to-Python rule of FromGo, then the plain values it gives.
+		c, err := fromGo(v, depth)
+		if err != nil {
+			return err
+		}
+		return e.value(c, depth)
 	}
 	return nil
 }
@@ -221,124 +217,6 @@ func (e *jsonEncoder) stringMap(m map[string]any, depth int) error {
 	}
 	e.buf = append(e.buf, '}')
 	return nil
-}
-
-var jsonMarshalerType = reflect.TypeFor[json.Marshaler]()
-
-func (e *jsonEncoder) reflectValue(rv reflect.Value, depth int) error {
-	if rv.Type().Implements(jsonMarshalerType) {
-		return e.viaEncodingJSON(rv, depth)
-	}
-	switch rv.Kind() {
-	case reflect.Pointer, reflect.Interface:
-		if rv.IsNil() {
-			e.buf = append(e.buf, "null"...)
-			return nil
-		}
-		return e.value(rv.Elem().Interface(), depth+1)
-	case reflect.Bool:
-		return e.value(rv.Bool(), depth)
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return e.value(rv.Int(), depth)
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		return e.value(rv.Uint(), depth)
-	case reflect.Float32:
-		e.buf = appendPyFloat(e.buf, rv.Float(), 32)
-		return nil
-	case reflect.Float64:
-		e.buf = appendPyFloat(e.buf, rv.Float(), 64)
-		return nil
-	case reflect.String:
-		e.buf = appendPyString(e.buf, rv.String())
-		return nil
-	case reflect.Slice, reflect.Array:
-		if rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() == reflect.Uint8 {
-			return unsupported("bytes cannot be encoded as JSON (kombu raises EncodeError); use msgpack")
-		}
-		if rv.Kind() == reflect.Slice && rv.IsNil() {
-			e.buf = append(e.buf, "null"...)
-			return nil
-		}
-		e.buf = append(e.buf, '[')
-		for i := 0; i < rv.Len(); i++ {
-			if i > 0 {
-				e.buf = append(e.buf, ", "...)
-			}
-			if err := e.value(rv.Index(i).Interface(), depth+1); err != nil {
-				return err
-			}
-		}
-		e.buf = append(e.buf, ']')
-		return nil
-	case reflect.Map:
-		if rv.IsNil() {
-			e.buf = append(e.buf, "null"...)
-			return nil
-		}
-		type kv struct {
-			k string
-			v reflect.Value
-		}
-		items := make([]kv, 0, rv.Len())
-		iter := rv.MapRange()
-		for iter.Next() {
-			k := iter.Key()
-			var ks string
-			switch k.Kind() {
-			case reflect.String:
-				ks = k.String()
-			case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-				ks = strconv.FormatInt(k.Int(), 10)
-			case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-				ks = strconv.FormatUint(k.Uint(), 10)
-			default:
-				return unsupported("map key type %s", k.Type())
-			}
-			items = append(items, kv{ks, iter.Value()})
-		}
-		slices.SortFunc(items, func(a, b kv) int {
-			switch {
-			case a.k < b.k:
-				return -1
-			case a.k > b.k:
-				return 1
-			}
-			return 0
-		})
-		e.buf = append(e.buf, '{')
-		for i, it := range items {
-			if i > 0 {
-				e.buf = append(e.buf, ", "...)
-			}
-			e.buf = appendPyString(e.buf, it.k)
-			e.buf = append(e.buf, ": "...)
-			if err := e.value(it.v.Interface(), depth+1); err != nil {
-				return err
-			}
-		}
-		e.buf = append(e.buf, '}')
-		return nil
-	case reflect.Struct:
-		return e.viaEncodingJSON(rv, depth)
-	}
-	return unsupported("type %s", rv.Type())
-}
-
-// viaEncodingJSON encodes a struct or json.Marshaler with encoding/json and
-// re-reads the result, so it is written in Python's format with its
-// integers kept.
-func (e *jsonEncoder) viaEncodingJSON(rv reflect.Value, depth int) error {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(rv.Interface()); err != nil {
-		return &EncodeError{Msg: rv.Type().String(), Err: err}
-	}
-	d, err := UnmarshalJSON(b.Bytes())
-	if err != nil {
-		return &EncodeError{Msg: rv.Type().String(), Err: err}
-	}
-	return e.value(d, depth+1)
 }
 
 const hexDigits = "0123456789abcdef"

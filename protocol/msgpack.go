@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/big"
-	"reflect"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -173,8 +172,9 @@ func (d *msgpackDecoder) str() (string, error) {
 // marshalMsgpack encodes v as Python's msgpack.packb(use_bin_type=True)
 // does: the smallest integer form, float64 for every float, str8 for
 // strings of 32..255 bytes, bin for []byte, Dict keys in order and map keys
-// sorted. time.Time is written as kombu's ISO string. Values MarshalJSON
-// would route through encoding/json are unsupported.
+// sorted. time.Time is written as kombu's ISO string. Every other Go value
+// (structs, typed slices and maps, pointers, marshalers) is written by the
+// rule of FromGo, as MarshalJSON writes it.
 func marshalMsgpack(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	e := msgpackEncoder{enc: msgpack.NewEncoder(&buf)}
@@ -209,7 +209,7 @@ func (e *msgpackEncoder) value(v any, depth int) error {
 	case float64:
 		return enc.EncodeFloat64(x)
 	case float32:
-		return enc.EncodeFloat64(float64(x))
+		return enc.EncodeFloat64(float32Value(x))
 	case *big.Int:
 		if x == nil {
 			return enc.EncodeNil()
@@ -277,35 +277,10 @@ func (e *msgpackEncoder) value(v any, depth int) error {
 		}
 		return e.value(x.Value(), depth)
 	}
-	rv := reflect.ValueOf(v)
-	switch rv.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return enc.EncodeInt(rv.Int())
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		return enc.EncodeUint(rv.Uint())
-	case reflect.Float32, reflect.Float64:
-		return enc.EncodeFloat64(rv.Float())
-	case reflect.Bool:
-		return enc.EncodeBool(rv.Bool())
-	case reflect.String:
-		return enc.EncodeString(rv.String())
-	case reflect.Pointer, reflect.Interface:
-		if rv.IsNil() {
-			return enc.EncodeNil()
-		}
-		return e.value(rv.Elem().Interface(), depth+1)
-	case reflect.Slice, reflect.Array, reflect.Map, reflect.Struct:
-		// Normalise through the JSON value model (sorted keys, structs via
-		// encoding/json), then encode that.
-		b, err := MarshalJSON(v)
-		if err != nil {
-			return err
-		}
-		nv, err := UnmarshalJSON(b)
-		if err != nil {
-			return unsupported("%T: %v", v, err)
-		}
-		return e.value(nv, depth+1)
+	// Every other Go value by the one Go-to-Python rule of FromGo.
+	c, err := fromGo(v, depth)
+	if err != nil {
+		return err
 	}
-	return unsupported("type %T", v)
+	return e.value(c, depth)
 }
