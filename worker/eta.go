@@ -58,6 +58,10 @@ func (w *Worker) release(j *job, raised, horizon bool) {
 			w.log.Warn("lower prefetch", zap.Error(err))
 		}
 	}
+	if w.discardIfRevoked(j) {
+		w.inflight.Done()
+		return
+	}
 	if horizon {
 		if err := w.cfg.Followups.Republish(context.Background(), j.msg, j.d.Raw()); err != nil {
 			w.log.Warn("republish of a far ETA failed; keeping it held", zap.String("id", j.msg.ID), zap.Error(err))

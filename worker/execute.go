@@ -44,12 +44,16 @@ func (w *Worker) ack(j *job) {
 // execute runs one task and does everything that follows it.
 func (w *Worker) execute(j *job) {
 	msg, task := j.msg, j.task
-	if w.revokeIfExpired(j) {
+	if w.revokeIfExpired(j) || w.discardIfRevoked(j) {
 		return
 	}
 	late := w.acksLate(task)
 	if !late {
 		w.ack(j)
+	}
+	w.startActive(j)
+	if w.cfg.Events != nil {
+		w.emit(&TaskEvent{Type: EventTaskStarted, Message: msg})
 	}
 	ignore := msg.IgnoreResult || task.Options.IgnoreResult
 	if (w.cfg.TrackStarted || task.Options.TrackStarted) && !ignore {
@@ -58,6 +62,11 @@ func (w *Worker) execute(j *job) {
 	start := time.Now()
 	out := w.run(j)
 	runtime := time.Since(start)
+	if w.endActive(j) {
+		// Terminated by a revoke: whatever the task returned is dropped.
+		w.announceRevoked(j, "terminated", true, j.signal)
+		return
+	}
 
 	ctx := context.Background()
 	switch {
@@ -81,6 +90,9 @@ func (w *Worker) execute(j *job) {
 			}
 		}
 		w.chordPart(ctx, msg, result.Success, out.value)
+		if w.cfg.Events != nil {
+			w.emit(&TaskEvent{Type: EventTaskSucceeded, Message: msg, Result: out.value, Runtime: runtime})
+		}
 		if ce := w.log.Check(zap.InfoLevel, ""); ce != nil {
 			// Built only when INFO is on: repr and formatting are a
 			// good part of the per-task cost otherwise.
@@ -98,6 +110,9 @@ func (w *Worker) execute(j *job) {
 			j.acked = true
 			if err := j.d.Reject(true); err != nil {
 				w.log.Warn("requeue", zap.String("id", msg.ID), zap.Error(err))
+			}
+			if w.cfg.Events != nil {
+				w.emit(&TaskEvent{Type: EventTaskRejected, Message: msg, Requeue: true})
 			}
 			return
 		}
@@ -117,6 +132,9 @@ func (w *Worker) fail(ctx context.Context, j *job, exc *protocol.Exception, tb s
 	j.storeErr = w.storeFailure(ctx, msg, exc, tb, children)
 	w.onFailure(ctx, msg, exc, tb)
 	w.chordPart(ctx, msg, result.Failure, exc.Value())
+	if w.cfg.Events != nil {
+		w.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb})
+	}
 	if hard {
 		w.log.Error(fmt.Sprintf("Hard time limit (%v) exceeded for %s[%s]", exc.Args[0], msg.Name(), msg.ID))
 		return
@@ -152,10 +170,13 @@ func (w *Worker) run(j *job) outcome {
 	}
 	// Lazy: the fields are encoded only if the task logs something.
 	log := w.log.WithLazy(zap.String("task", msg.Name()), zap.String("id", msg.ID))
-	ctx := withRequest(w.base, req, log)
+	ctx, cancel := context.WithCancelCause(withRequest(w.base, req, log))
+	defer cancel(nil)
+	w.setCancel(j, cancel)
 	ctx = result.MarkTask(ctx)
 
 	hard, soft := timeLimits(msg, j.task)
+	hard, soft = w.runtimeLimits(msg, j.task.Name, hard, soft)
 	if soft > 0 && (hard <= 0 || soft < hard) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, soft, ErrSoftTimeLimitExceeded)
@@ -287,6 +308,14 @@ func (w *Worker) handleRetry(ctx context.Context, j *job, r *RetryError, childre
 		return
 	}
 	w.stats.retried.Add(1)
+	if w.cfg.Events != nil {
+		ev := &TaskEvent{Type: EventTaskRetried, Message: msg}
+		if r.Err != nil {
+			ev.Exception = ToException(r.Err)
+			ev.Traceback = traceback(task.Name, ev.Exception)
+		}
+		w.emit(ev)
+	}
 	var excVal any
 	if r.Err != nil {
 		excVal = ToException(r.Err).Value()

@@ -10,6 +10,8 @@ type jobQueue struct {
 	items  []*job
 	head   int
 	closed bool
+	// retire is how many waiting pool goroutines should stop (pool shrink).
+	retiring int
 }
 
 func newJobQueue() *jobQueue {
@@ -31,15 +33,20 @@ func (q *jobQueue) push(j *job) bool {
 	return true
 }
 
-// pop waits for the next job; ok is false once the queue is closed.
+// pop waits for the next job; ok is false once the queue is closed, and j
+// is nil with ok true when the caller's pool slot is retired.
 func (q *jobQueue) pop() (j *job, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.head == len(q.items) && !q.closed {
+	for q.head == len(q.items) && !q.closed && q.retiring == 0 {
 		q.cond.Wait()
 	}
 	if q.closed {
 		return nil, false
+	}
+	if q.retiring > 0 {
+		q.retiring--
+		return nil, true
 	}
 	j = q.items[q.head]
 	q.items[q.head] = nil
@@ -58,4 +65,19 @@ func (q *jobQueue) close() []*job {
 	q.mu.Unlock()
 	q.cond.Broadcast()
 	return rest
+}
+
+// retire makes n pool goroutines stop at their next pop.
+func (q *jobQueue) retire(n int) {
+	q.mu.Lock()
+	q.retiring += n
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// snapshot returns the queued jobs.
+func (q *jobQueue) snapshot() []*job {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]*job(nil), q.items[q.head:]...)
 }

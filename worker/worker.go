@@ -60,6 +60,12 @@ type Config struct {
 	ETAHorizon time.Duration
 	// Logger receives the worker's log lines; nil logs nothing.
 	Logger *zap.Logger
+	// Events receives task events (task-received, -started, -succeeded,
+	// -failed, -retried, -rejected, -revoked); nil sends none.
+	Events EventSink
+	// Revoked is the set of revoked task ids; nil starts an empty one
+	// with Celery's limits. Share one to persist or merge it.
+	Revoked *RevokedSet
 }
 
 // Stats are counters of what the worker did.
@@ -96,6 +102,8 @@ type Worker struct {
 	stats struct {
 		received, succeeded, failed, retried, revoked, rejected, invalid atomic.Int64
 	}
+
+	ops opsState
 }
 
 // job is one received task message on its way through the worker.
@@ -107,6 +115,13 @@ type job struct {
 	acked    bool
 	// storeErr is the error of storing the task's final state, if any.
 	storeErr error
+
+	// Guarded by Worker.mu: set while the task runs.
+	started      time.Time
+	ackedAtStart bool
+	cancel       context.CancelCauseFunc
+	terminated   bool
+	signal       string
 }
 
 // New checks cfg and returns a worker.
@@ -158,6 +173,7 @@ func New(cfg Config) (*Worker, error) {
 		}
 	}
 	w.base, w.cancelBase = context.WithCancel(context.Background())
+	w.initOps()
 	return w, nil
 }
 
@@ -192,14 +208,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
 	}
+	q := newJobQueue()
 	w.mu.Lock()
 	w.consumer = cons
-	w.mu.Unlock()
-	w.queue = newJobQueue()
-	for i := 0; i < w.cfg.Concurrency; i++ {
-		w.running.Add(1)
+	w.queue = q
+	pool := w.ops.poolSize
+	w.running.Add(pool)
+	for i := 0; i < pool; i++ {
 		go w.runPool()
 	}
+	w.mu.Unlock()
+	close(w.ops.ready)
 	w.log.Info("ready.", zap.String("hostname", w.cfg.Hostname), zap.Strings("queues", w.cfg.Queues),
 		zap.Int("concurrency", w.cfg.Concurrency), zap.Int("prefetch", w.prefetch))
 
@@ -272,6 +291,7 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 			w.log.Warn("close consumer", zap.Error(err))
 		}
 	}
+	w.stopAdded(cctx)
 	cancel()
 	// The deliveries channel closes after the cancellation; whatever was
 	// still in it is requeued by the dispatch loop.
@@ -297,6 +317,7 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	if err := cons.Close(); err != nil {
 		w.log.Warn("close consumer", zap.Error(err))
 	}
+	w.closeAdded()
 	w.cancelBase()
 }
 
@@ -315,7 +336,7 @@ func (w *Worker) runPool() {
 	defer w.running.Done()
 	for {
 		j, ok := w.queue.pop()
-		if !ok {
+		if !ok || j == nil { // closed, or this slot was retired
 			return
 		}
 		if w.isStopping() {
@@ -344,6 +365,9 @@ func (w *Worker) receive(d Delivery) {
 		w.log.Error("Received unregistered task of type '"+truncate(msg.Task, 200)+"'.",
 			zap.String("id", msg.ID), zap.String("reason", "not-registered"))
 		w.storeFailure(context.Background(), msg, notRegistered(msg.Task), "", nil)
+		if w.cfg.Events != nil {
+			w.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: notRegistered(msg.Task)})
+		}
 		if err := d.Reject(false); err != nil {
 			w.log.Warn("reject", zap.Error(err))
 		}
@@ -354,8 +378,11 @@ func (w *Worker) receive(d Delivery) {
 		ce.Message = "Task " + msg.Name() + "[" + msg.ID + "] received"
 		ce.Write()
 	}
-	if w.revokeIfExpired(j) {
+	if w.revokeIfExpired(j) || w.discardIfRevoked(j) {
 		return
+	}
+	if w.cfg.Events != nil {
+		w.emit(&TaskEvent{Type: EventTaskReceived, Message: msg, Time: j.received})
 	}
 	w.inflight.Add(1)
 	if msg.ETA != nil {
@@ -369,6 +396,10 @@ func (w *Worker) receive(d Delivery) {
 
 // schedule queues j, after its task's rate limit allows it.
 func (w *Worker) schedule(j *job) {
+	if w.discardIfRevoked(j) {
+		w.inflight.Done()
+		return
+	}
 	if delay := w.limits.reserve(j.task.Name); delay > 0 {
 		w.mu.Lock()
 		if w.stopping {
@@ -434,17 +465,7 @@ func (w *Worker) revokeIfExpired(j *job) bool {
 	if j.msg.Expires == nil || time.Now().Before(*j.msg.Expires) {
 		return false
 	}
-	w.stats.revoked.Add(1)
-	w.log.Info("Discarding revoked task: "+j.msg.Name()+"["+j.msg.ID+"]", zap.String("reason", "expired"))
-	ctx := context.Background()
-	w.store(ctx, w.meta(j.msg, result.Revoked, taskRevoked("expired").Value(), "", nil))
-	w.chordPart(ctx, j.msg, result.Revoked, taskRevoked("expired").Value())
-	if !j.acked {
-		if err := j.d.Ack(); err != nil {
-			w.log.Warn("ack", zap.Error(err))
-		}
-		j.acked = true
-	}
+	w.announceRevoked(j, "expired", false, "")
 	return true
 }
 

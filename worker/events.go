@@ -1,0 +1,57 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/gworker/gworker/protocol"
+)
+
+// Task event types, as Celery names them.
+const (
+	EventTaskReceived  = "task-received"
+	EventTaskStarted   = "task-started"
+	EventTaskSucceeded = "task-succeeded"
+	EventTaskFailed    = "task-failed"
+	EventTaskRetried   = "task-retried"
+	EventTaskRejected  = "task-rejected"
+	EventTaskRevoked   = "task-revoked"
+)
+
+// TaskEvent is something that happened to a task, as reported to an
+// EventSink. Only the fields of its type are set.
+type TaskEvent struct {
+	Type string
+	Time time.Time
+	// Message is the task; it must not be modified.
+	Message *protocol.Message
+	// Result is the return value (task-succeeded).
+	Result any
+	// Runtime is how long the task ran (task-succeeded).
+	Runtime time.Duration
+	// Exception and Traceback describe a failure or a retry's reason
+	// (task-failed, task-retried).
+	Exception *protocol.Exception
+	Traceback string
+	// Terminated, Signal and Expired describe a revocation (task-revoked).
+	Terminated bool
+	Signal     string
+	Expired    bool
+	// Requeue tells whether a rejected message went back to its queue
+	// (task-rejected).
+	Requeue bool
+}
+
+// EventSink receives task events. TaskEvent is called on the task's own
+// goroutine and must return quickly: an implementation queues the event and
+// publishes it elsewhere, dropping it rather than blocking when it cannot
+// keep up.
+type EventSink interface {
+	TaskEvent(ev *TaskEvent)
+}
+
+func (w *Worker) emit(ev *TaskEvent) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	w.cfg.Events.TaskEvent(ev)
+}
