@@ -1,0 +1,542 @@
+package redistransport
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/protocol"
+)
+
+// ConsumerConfig configures Consume.
+type ConsumerConfig struct {
+	// Queues to consume, in the initial order of the cycle.
+	Queues []string
+	// Prefetch bounds the messages taken from Redis and not yet
+	// acknowledged or rejected; 0 means no bound.
+	Prefetch int
+	// NoDeclare skips binding each queue to its exchange (DeclareTaskQueue)
+	// before consuming.
+	NoDeclare bool
+}
+
+// Consumer takes messages from one or more queues as kombu's Redis channel
+// does. Create it with Broker.Consume.
+type Consumer struct {
+	b     *Broker
+	cfg   ConsumerConfig
+	log   *zap.Logger
+	out   chan *Delivery
+	wake  chan struct{}
+	keys  []string       // unacked, index, then the lists by queue and step
+	byKey map[string]int // list key -> queue index
+	order []int          // queue cycle (fetch loop only)
+
+	mu       sync.Mutex
+	owned    map[string]*Delivery // taken from Redis, not settled
+	seq      uint64
+	prefetch int
+	canceled bool
+	closed   bool
+
+	cancelReq  chan struct{}
+	cancelOnce sync.Once
+	loopDone   chan struct{}
+	bgCancel   context.CancelFunc
+	bg         sync.WaitGroup
+}
+
+// Delivery is one message taken by a Consumer. It is recorded in kombu's
+// unacked hash until Ack or Reject, which must be called once.
+type Delivery struct {
+	// Raw is the message, with Exchange, RoutingKey and Redelivered from
+	// its delivery_info.
+	Raw protocol.RawMessage
+	// Queue is the queue it came from; Tag its kombu delivery tag.
+	Queue string
+	Tag   string
+
+	c       *Consumer
+	seq     uint64
+	settled atomic.Bool
+	stale   atomic.Bool // put back by Cancel or Close
+}
+
+// Consume binds the queues (unless NoDeclare), restores messages of dead
+// consumers once, and starts taking messages. Connection failures are
+// logged and retried in the background.
+func (b *Broker) Consume(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
+	if len(cfg.Queues) == 0 {
+		return nil, fmt.Errorf("%w: no queue to consume", ErrInvalidConfig)
+	}
+	if cfg.Prefetch < 0 {
+		return nil, fmt.Errorf("%w: negative prefetch", ErrInvalidConfig)
+	}
+	for _, q := range cfg.Queues {
+		if q == "" {
+			return nil, fmt.Errorf("%w: queue without a name", ErrInvalidConfig)
+		}
+		if !cfg.NoDeclare {
+			if err := b.DeclareTaskQueue(ctx, q); err != nil {
+				return nil, err
+			}
+		}
+	}
+	c := &Consumer{
+		b:         b,
+		cfg:       cfg,
+		log:       b.log.Named("consumer").With(zap.Strings("queues", cfg.Queues)),
+		out:       make(chan *Delivery),
+		wake:      make(chan struct{}, 1),
+		byKey:     map[string]int{},
+		owned:     map[string]*Delivery{},
+		prefetch:  cfg.Prefetch,
+		cancelReq: make(chan struct{}),
+		loopDone:  make(chan struct{}),
+	}
+	c.keys = []string{b.key(b.cfg.UnackedKey), b.key(b.cfg.UnackedIndexKey)}
+	for qi, q := range cfg.Queues {
+		for _, s := range b.cfg.PrioritySteps {
+			k := b.key(b.QueueKey(q, s))
+			c.keys = append(c.keys, k)
+			c.byKey[k] = qi
+		}
+		c.order = append(c.order, qi)
+	}
+	if b.cfg.QueueOrderStrategy == Sorted {
+		slices.SortStableFunc(c.order, func(x, y int) int { return cmp.Compare(cfg.Queues[x], cfg.Queues[y]) })
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	b.consumers[c] = struct{}{}
+	b.mu.Unlock()
+
+	bgCtx, cancel := context.WithCancel(context.Background())
+	c.bgCancel = cancel
+	c.bg.Add(2)
+	go c.restoreLoop(bgCtx)
+	go c.refreshLoop(bgCtx)
+	go c.loop(bgCtx)
+	return c, nil
+}
+
+// Deliveries is closed after Cancel or Close, once the messages taken but
+// not handed over have been put back.
+func (c *Consumer) Deliveries() <-chan *Delivery { return c.out }
+
+// SetPrefetch changes the bound on unacknowledged messages; 0 means none.
+func (c *Consumer) SetPrefetch(n int) error {
+	if n < 0 {
+		return fmt.Errorf("%w: negative prefetch", ErrInvalidConfig)
+	}
+	c.mu.Lock()
+	c.prefetch = n
+	c.mu.Unlock()
+	c.poke()
+	return nil
+}
+
+// Outstanding returns how many messages the consumer holds unsettled.
+func (c *Consumer) Outstanding() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.owned)
+}
+
+func (c *Consumer) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Cancel stops taking messages. Messages taken and not yet handed over are
+// put back at the head of their queue; deliveries already handed over stay
+// valid, and from now on Reject with requeue also puts them back at the
+// head (they were never started, as at kombu's shutdown restore). It waits
+// until Deliveries is closed or ctx ends.
+func (c *Consumer) Cancel(ctx context.Context) error {
+	c.mu.Lock()
+	c.canceled = true
+	c.mu.Unlock()
+	c.cancelOnce.Do(func() { close(c.cancelReq) })
+	select {
+	case <-c.loopDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close cancels the consumer and puts every message it still holds back at
+// the head of its queue (kombu's restore at shutdown); their deliveries then
+// answer Ack and Reject with ErrStaleDelivery.
+func (c *Consumer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.b.cfg.SettleTimeout)
+	defer cancel()
+	cerr := c.Cancel(ctx)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	var left []*Delivery
+	for _, d := range c.owned {
+		if d.settled.CompareAndSwap(false, true) {
+			d.stale.Store(true)
+			left = append(left, d)
+		}
+	}
+	c.mu.Unlock()
+	err := c.restoreHead(ctx, left)
+	c.bgCancel()
+	c.bg.Wait()
+	c.b.mu.Lock()
+	delete(c.b.consumers, c)
+	c.b.mu.Unlock()
+	return errors.Join(cerr, err)
+}
+
+// restoreHead puts ds back at the head of their queues, the earliest taken
+// ending up first.
+func (c *Consumer) restoreHead(ctx context.Context, ds []*Delivery) error {
+	slices.SortFunc(ds, func(x, y *Delivery) int { return cmp.Compare(y.seq, x.seq) })
+	var errs []error
+	for _, d := range ds {
+		err := c.b.retry(ctx, func(ctx context.Context) error {
+			_, err := c.b.restoreByTag(ctx, d.Tag, false)
+			return err
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restore %s: %w", d.Tag, err))
+		}
+		c.mu.Lock()
+		delete(c.owned, d.Tag)
+		c.mu.Unlock()
+	}
+	if len(errs) > 0 {
+		c.log.Warn("messages left in the unacked hash; they return after the visibility timeout", zap.Errors("errors", errs))
+	}
+	return errors.Join(errs...)
+}
+
+// room is how many more messages the prefetch allows.
+func (c *Consumer) room() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.prefetch == 0 {
+		return c.b.cfg.Batch
+	}
+	return min(c.prefetch-len(c.owned), c.b.cfg.Batch)
+}
+
+func (c *Consumer) stopping() bool {
+	select {
+	case <-c.cancelReq:
+		return true
+	default:
+		return false
+	}
+}
+
+// loop takes messages and hands them over until Cancel.
+func (c *Consumer) loop(ctx context.Context) {
+	defer close(c.loopDone)
+	var buf []*Delivery
+	bo := c.b.backoff()
+	for !c.stopping() && ctx.Err() == nil {
+		if len(buf) > 0 {
+			select {
+			case c.out <- buf[0]:
+				buf = buf[1:]
+			case <-c.cancelReq:
+			}
+			continue
+		}
+		n := c.room()
+		if n <= 0 {
+			select {
+			case <-c.wake:
+			case <-c.cancelReq:
+			}
+			continue
+		}
+		got, err := c.fetch(ctx, n)
+		if err != nil {
+			c.log.Warn("taking messages from Redis failed; retrying", zap.Error(err))
+			wctx, cancel := context.WithCancel(ctx)
+			go func() {
+				select {
+				case <-c.cancelReq:
+				case <-wctx.Done():
+				}
+				cancel()
+			}()
+			bo.wait(wctx)
+			cancel()
+			continue
+		}
+		bo = c.b.backoff()
+		buf = append(buf, got...)
+	}
+	c.mu.Lock()
+	for _, d := range buf {
+		d.settled.Store(true)
+		d.stale.Store(true)
+	}
+	c.mu.Unlock()
+	rctx, cancel := context.WithTimeout(context.Background(), c.b.cfg.SettleTimeout)
+	_ = c.restoreHead(rctx, buf)
+	cancel()
+	close(c.out)
+}
+
+// fetch takes up to n messages atomically with their unacked bookkeeping;
+// when every list is empty it waits on BRPOP for one.
+func (c *Consumer) fetch(ctx context.Context, n int) ([]*Delivery, error) {
+	ns := len(c.b.cfg.PrioritySteps)
+	args := make([]any, 0, 4+len(c.order))
+	now := float64(time.Now().UnixMicro()) / 1e6
+	rot := "0"
+	if c.b.cfg.QueueOrderStrategy == RoundRobin {
+		rot = "1"
+	}
+	args = append(args, n, fmt.Sprintf("%f", now), ns, rot)
+	for _, q := range c.order {
+		args = append(args, q)
+	}
+	res, err := fetchScript.Run(ctx, c.b.client, c.keys, args...).Slice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	var out []*Delivery
+	for i := 0; i+2 < len(res); i += 3 {
+		qi, _ := res[i].(int64)
+		item, _ := res[i+1].(string)
+		tag, _ := res[i+2].(string)
+		c.rotate(int(qi))
+		if d := c.take(ctx, int(qi), []byte(item), tag); d != nil {
+			out = append(out, d)
+		}
+	}
+	if len(res) > 0 {
+		return out, nil
+	}
+	// Nothing waiting: block like kombu, every queue's lists in cycle order.
+	keys := make([]string, 0, ns*len(c.order))
+	for s := range ns {
+		for _, q := range c.order {
+			keys = append(keys, c.keys[2+q*ns+s])
+		}
+	}
+	kv, err := c.b.client.BRPop(ctx, c.b.cfg.PollTimeout, keys...).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	qi := c.byKey[kv[0]]
+	c.rotate(qi)
+	if d := c.take(ctx, qi, []byte(kv[1]), ""); d != nil {
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// rotate replays the round_robin move of the served queue to the end.
+func (c *Consumer) rotate(qi int) {
+	if c.b.cfg.QueueOrderStrategy != RoundRobin {
+		return
+	}
+	if i := slices.Index(c.order, qi); i >= 0 {
+		c.order = append(append(c.order[:i:i], c.order[i+1:]...), qi)
+	}
+}
+
+// take turns one popped item into a Delivery. tag is empty when the
+// unacked entry is not written yet. A bad envelope is moved to the
+// dead-letter list and nil returned.
+func (c *Consumer) take(ctx context.Context, qi int, item []byte, tag string) *Delivery {
+	queue := c.cfg.Queues[qi]
+	env, err := decodeEnvelope(item)
+	if err == nil && tag == "" {
+		entry := unackedEntry(item, env.exchange, env.routingKey)
+		score := float64(time.Now().UnixMicro()) / 1e6
+		err = c.b.retry(ctx, func(ctx context.Context) error {
+			_, err := c.b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.ZAdd(ctx, c.keys[1], redis.Z{Score: score, Member: env.tag})
+				p.HSet(ctx, c.keys[0], env.tag, entry)
+				return nil
+			})
+			return err
+		})
+		if err != nil {
+			// The message exists only here: put it back at the head.
+			c.log.Error("recording an unacked message failed; pushing it back", zap.Error(err))
+			_ = c.b.retry(context.WithoutCancel(ctx), func(ctx context.Context) error {
+				return c.b.client.RPush(ctx, c.b.key(queue), item).Err()
+			})
+			return nil
+		}
+		tag = env.tag
+	}
+	if err != nil {
+		c.log.Error("bad message moved to the dead-letter list",
+			zap.String("queue", queue), zap.String("list", c.b.cfg.DeadLetterKey), zap.Error(err))
+		_ = c.b.retry(context.WithoutCancel(ctx), func(ctx context.Context) error {
+			return asideScript.Run(ctx, c.b.client, []string{c.keys[0], c.keys[1], c.b.key(c.b.cfg.DeadLetterKey)}, tag, item).Err()
+		})
+		return nil
+	}
+	d := &Delivery{Raw: env.raw, Queue: queue, Tag: tag, c: c}
+	c.mu.Lock()
+	c.seq++
+	d.seq = c.seq
+	c.owned[tag] = d
+	c.mu.Unlock()
+	return d
+}
+
+// restoreLoop restores messages of dead consumers at start and every
+// RestoreInterval, as kombu's consumers do.
+func (c *Consumer) restoreLoop(ctx context.Context) {
+	defer c.bg.Done()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := c.b.RestoreVisible(ctx, c.owns); err != nil && ctx.Err() == nil {
+			c.log.Warn("restoring messages of dead consumers failed", zap.Error(err))
+		}
+		t.Reset(c.b.cfg.RestoreInterval)
+	}
+}
+
+func (c *Consumer) owns(tag string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.owned[tag]
+	return ok
+}
+
+// refreshLoop moves the unacked_index score of every message this consumer
+// holds to now, four times per visibility timeout, so that no consumer
+// (gworker or Python) restores a message whose consumer is alive: a task
+// held for a far ETA or running long is not delivered twice. Messages of a
+// consumer that dies stop being refreshed and are restored after the
+// visibility timeout, as in kombu.
+func (c *Consumer) refreshLoop(ctx context.Context) {
+	defer c.bg.Done()
+	every := c.b.cfg.VisibilityTimeout / 4
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		tags := make([]string, 0, len(c.owned))
+		for tag := range c.owned {
+			tags = append(tags, tag)
+		}
+		c.mu.Unlock()
+		if len(tags) == 0 {
+			continue
+		}
+		score := float64(time.Now().UnixMicro()) / 1e6
+		zs := make([]redis.Z, len(tags))
+		for i, tag := range tags {
+			zs[i] = redis.Z{Score: score, Member: tag}
+		}
+		if err := c.b.client.ZAddXX(ctx, c.keys[1], zs...).Err(); err != nil && ctx.Err() == nil {
+			c.log.Warn("refreshing unacked messages failed", zap.Error(err))
+		}
+	}
+}
+
+// Ack acknowledges the delivery: its unacked entry and index score are
+// removed (kombu: ZREM + HDEL). Connection failures are retried up to
+// Config.SettleTimeout.
+func (d *Delivery) Ack() error {
+	if err := d.claim(); err != nil {
+		return err
+	}
+	return d.finish(func(ctx context.Context) error {
+		_, err := d.c.b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZRem(ctx, d.c.keys[1], d.Tag)
+			p.HDel(ctx, d.c.keys[0], d.Tag)
+			return nil
+		})
+		return err
+	})
+}
+
+// Reject settles the delivery. With requeue the message goes back to its
+// queue flagged redelivered: at the back, as kombu's reject does, or at the
+// head once the consumer is cancelled (a message handed over but not run
+// at shutdown). Without requeue it is dropped.
+func (d *Delivery) Reject(requeue bool) error {
+	if !requeue {
+		return d.Ack()
+	}
+	if err := d.claim(); err != nil {
+		return err
+	}
+	d.c.mu.Lock()
+	leftmost := !d.c.canceled
+	d.c.mu.Unlock()
+	return d.finish(func(ctx context.Context) error {
+		_, err := d.c.b.restoreByTag(ctx, d.Tag, leftmost)
+		return err
+	})
+}
+
+func (d *Delivery) claim() error {
+	if d.c == nil {
+		return ErrStaleDelivery
+	}
+	d.c.mu.Lock()
+	defer d.c.mu.Unlock()
+	if d.stale.Load() {
+		return ErrStaleDelivery
+	}
+	if d.c.owned[d.Tag] != d || !d.settled.CompareAndSwap(false, true) {
+		return ErrAlreadySettled
+	}
+	return nil
+}
+
+func (d *Delivery) finish(op func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d.c.b.cfg.SettleTimeout)
+	defer cancel()
+	err := d.c.b.retry(ctx, op)
+	d.c.mu.Lock()
+	if d.c.owned[d.Tag] == d {
+		delete(d.c.owned, d.Tag)
+	}
+	d.c.mu.Unlock()
+	d.c.poke()
+	if err != nil {
+		return fmt.Errorf("redistransport: settle %s: %w", d.Tag, err)
+	}
+	return nil
+}
