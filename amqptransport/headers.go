@@ -3,10 +3,9 @@ package amqptransport
 import (
 	"fmt"
 	"math"
-	"math/big"
-	"reflect"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -107,8 +106,14 @@ func decimalString(d amqp.Decimal) string {
 	return s
 }
 
-// HeadersToAMQP converts header values of package protocol into an AMQP
-// table that both amqp091-go and py-amqp read back with the same value:
+// HeadersToAMQP converts header values into an AMQP table that both
+// amqp091-go and py-amqp read back with the same value. Values are first
+// converted by protocol.HeaderValue, the rule every transport and the
+// producer share (integers widened, floats kept floats, structs by their
+// json tags, time.Time as an ISO string, integers beyond int64 refused),
+// except the AMQP field types a delivered table holds (time.Time,
+// amqp.Decimal, amqp.Table, []byte), which are kept so a delivered message
+// is republished unchanged. Then:
 //
 //   - integers in the int32 range become int32 (field type 'I');
 //   - larger positive integers become int64 (type 'l': py-amqp reads it as
@@ -116,15 +121,13 @@ func decimalString(d amqp.Decimal) string {
 //   - negative integers below the int32 range cannot be written safely
 //     (amqp091-go has no writer for 'L', and py-amqp would read 'l' as a
 //     huge unsigned number): they become float64 when the float holds them
-//     exactly (|v| ≤ 2^53), otherwise their decimal string, as do integers
-//     beyond the int64 range (*big.Int, large uint64);
-//   - float32 becomes float64; []byte becomes a string (py-amqp reads 'x'
-//     but Celery never sends it); time.Time and amqp.Decimal are kept;
-//   - maps (map[string]any, protocol.Dict, amqp.Table, any map with string
-//     keys) become tables, slices and arrays become field arrays.
+//     exactly (|v| ≤ 2^53), otherwise their decimal string;
+//   - []byte becomes a string when it is UTF-8 text, else stays a byte
+//     array (type 'x', which py-amqp reads as bytes);
+//   - maps become tables, lists field arrays.
 //
-// Other types, keys longer than 255 bytes and nesting deeper than 64 give
-// an error wrapping ErrInvalidMessage.
+// Values HeaderValue refuses, keys longer than 255 bytes and nesting deeper
+// than 64 give an error wrapping ErrInvalidMessage.
 func HeadersToAMQP(h map[string]any) (amqp.Table, error) {
 	if h == nil {
 		return amqp.Table{}, nil
@@ -156,13 +159,8 @@ func intToAMQP(v int64) any {
 	return strconv.FormatInt(v, 10)
 }
 
-func uintToAMQP(v uint64) any {
-	if v <= math.MaxInt64 {
-		return intToAMQP(int64(v))
-	}
-	return strconv.FormatUint(v, 10)
-}
-
+// valueToAMQP maps a header value onto AMQP field types; anything that is
+// not already a header value goes through protocol.HeaderValue first.
 func valueToAMQP(v any, depth int) (any, error) {
 	if depth > maxHeaderDepth {
 		return nil, fmt.Errorf("nested deeper than %d", maxHeaderDepth)
@@ -170,38 +168,13 @@ func valueToAMQP(v any, depth int) (any, error) {
 	switch x := v.(type) {
 	case nil, bool, string, float64, time.Time, amqp.Decimal:
 		return x, nil
-	case []byte:
-		return string(x), nil
-	case float32:
-		return float64(x), nil
-	case int:
-		return intToAMQP(int64(x)), nil
-	case int8:
-		return int32(x), nil
-	case int16:
-		return int32(x), nil
-	case int32:
-		return x, nil
 	case int64:
 		return intToAMQP(x), nil
-	case uint:
-		return uintToAMQP(uint64(x)), nil
-	case uint8:
-		return int32(x), nil
-	case uint16:
-		return int32(x), nil
-	case uint32:
-		return uintToAMQP(uint64(x)), nil
-	case uint64:
-		return uintToAMQP(x), nil
-	case *big.Int:
-		if x == nil {
-			return nil, nil
+	case []byte:
+		if utf8.Valid(x) {
+			return string(x), nil
 		}
-		if x.IsInt64() {
-			return intToAMQP(x.Int64()), nil
-		}
-		return x.String(), nil
+		return x, nil
 	case protocol.Dict:
 		t := make(amqp.Table, len(x))
 		for _, it := range x {
@@ -225,53 +198,11 @@ func valueToAMQP(v any, depth int) (any, error) {
 		}
 		return a, nil
 	}
-	rv := reflect.ValueOf(v)
-	switch rv.Kind() {
-	case reflect.Slice, reflect.Array:
-		if rv.Kind() == reflect.Slice && rv.IsNil() {
-			return nil, nil
-		}
-		a := make([]any, rv.Len())
-		for i := range a {
-			c, err := valueToAMQP(rv.Index(i).Interface(), depth+1)
-			if err != nil {
-				return nil, err
-			}
-			a[i] = c
-		}
-		return a, nil
-	case reflect.Map:
-		if rv.Type().Key().Kind() != reflect.String {
-			break
-		}
-		if rv.IsNil() {
-			return nil, nil
-		}
-		t := make(amqp.Table, rv.Len())
-		it := rv.MapRange()
-		for it.Next() {
-			if err := putTable(t, it.Key().String(), it.Value().Interface(), depth); err != nil {
-				return nil, err
-			}
-		}
-		return t, nil
-	case reflect.String:
-		return rv.String(), nil
-	case reflect.Bool:
-		return rv.Bool(), nil
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return intToAMQP(rv.Int()), nil
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return uintToAMQP(rv.Uint()), nil
-	case reflect.Float32, reflect.Float64:
-		return rv.Float(), nil
-	case reflect.Pointer:
-		if rv.IsNil() {
-			return nil, nil
-		}
-		return valueToAMQP(rv.Elem().Interface(), depth+1)
+	c, err := protocol.HeaderValue(v)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("unsupported type %T", v)
+	return valueToAMQP(c, depth)
 }
 
 func mapToAMQP[M ~map[string]any](m M, depth int) (any, error) {

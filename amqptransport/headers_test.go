@@ -42,17 +42,22 @@ func TestHeadersFromAMQP(t *testing.T) {
 }
 
 func TestHeadersToAMQP(t *testing.T) {
-	huge, _ := new(big.Int).SetString("123456789012345678901234567890", 10)
 	in := map[string]any{
 		"small": 5, "neg": -5, "max32": math.MaxInt32, "min32": int64(math.MinInt32),
 		"big": int64(1) << 40, "negbig": -(int64(1) << 40), "negbigger": int64(math.MinInt64),
-		"u64": uint64(math.MaxUint64), "bigint": huge, "bigsmall": big.NewInt(42),
+		"u64": uint64(math.MaxInt64), "bigsmall": big.NewInt(42),
 		"i8": int8(1), "i16": int16(2), "u8": uint8(3), "f32": float32(0.5),
 		"bytes": []byte("b"), "nil": nil, "s": "str", "t": true,
 		"list":   []any{1, "a", []int{2, 3}},
 		"dict":   protocol.Dict{{Key: "a", Value: 1}, {Key: "b", Value: map[string]string{"c": "d"}}},
 		"strs":   []string{"x", "y"},
 		"nested": map[string]any{"timelimit": []any{10, 5.0}},
+		"struct": struct {
+			Area float64 `json:"area"`
+		}{6},
+		"floats": []float64{1, 2},
+		"binary": []byte{0xff, 0},
+		"ts":     time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC),
 	}
 	got, err := HeadersToAMQP(in)
 	if err != nil {
@@ -61,13 +66,17 @@ func TestHeadersToAMQP(t *testing.T) {
 	want := amqp.Table{
 		"small": int32(5), "neg": int32(-5), "max32": int32(math.MaxInt32), "min32": int32(math.MinInt32),
 		"big": int64(1) << 40, "negbig": float64(-(int64(1) << 40)), "negbigger": "-9223372036854775808",
-		"u64": "18446744073709551615", "bigint": "123456789012345678901234567890", "bigsmall": int32(42),
+		"u64": int64(math.MaxInt64), "bigsmall": int32(42),
 		"i8": int32(1), "i16": int32(2), "u8": int32(3), "f32": 0.5,
 		"bytes": "b", "nil": nil, "s": "str", "t": true,
 		"list":   []any{int32(1), "a", []any{int32(2), int32(3)}},
 		"dict":   amqp.Table{"a": int32(1), "b": amqp.Table{"c": "d"}},
 		"strs":   []any{"x", "y"},
 		"nested": amqp.Table{"timelimit": []any{int32(10), 5.0}},
+		"struct": amqp.Table{"area": 6.0},
+		"floats": []any{1.0, 2.0},
+		"binary": []byte{0xff, 0},
+		"ts":     time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("HeadersToAMQP:\n got %#v\nwant %#v", got, want)
@@ -79,7 +88,7 @@ func TestHeadersToAMQP(t *testing.T) {
 	var walk func(v any)
 	walk = func(v any) {
 		switch x := v.(type) {
-		case int8, int16, uint8, uint16, int, []byte:
+		case int8, int16, uint8, uint16, int:
 			t.Errorf("unsafe header type %T", v)
 		case int64:
 			if x < 0 {
@@ -99,6 +108,7 @@ func TestHeadersToAMQP(t *testing.T) {
 }
 
 func TestHeadersToAMQPErrors(t *testing.T) {
+	huge, _ := new(big.Int).SetString("123456789012345678901234567890", 10)
 	deep := map[string]any{}
 	cur := deep
 	for i := 0; i < 100; i++ {
@@ -112,6 +122,8 @@ func TestHeadersToAMQPErrors(t *testing.T) {
 		"longkey":  {strings.Repeat("k", 256): 1},
 		"deep":     deep,
 		"intkeys":  {"m": map[int]string{1: "a"}},
+		"u64":      {"u": uint64(math.MaxUint64)},
+		"bigint":   {"b": huge},
 		"innerkey": {"m": map[string]any{strings.Repeat("k", 300): 1}},
 	} {
 		if _, err := HeadersToAMQP(h); !errors.Is(err, ErrInvalidMessage) {

@@ -86,9 +86,10 @@ func Priority(p int) Option { return func(c *call) { c.priority = &p } }
 func TaskID(id string) Option { return func(c *call) { c.taskID = id } }
 
 // Headers adds custom headers to the message's header table, as Celery's
-// apply_async(headers=...) does. Values are converted to the value types
-// AMQP tables carry safely (int64, float64, string, bool, nil, []any,
-// map[string]any). The 16 standard task headers and "compression" are
+// apply_async(headers=...) does. Values are converted by
+// protocol.HeaderValue to the value types every transport carries to Python
+// unchanged (int64, float64, string, bool, nil, []any, map[string]any);
+// []byte must be UTF-8 text, integers must fit int64. The 16 standard task headers and "compression" are
 // always written from the message fields: set them with the matching
 // options, not here.
 func Headers(h map[string]any) Option {

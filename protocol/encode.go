@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/big"
 	"strconv"
 	"time"
 )
@@ -36,10 +35,8 @@ var standardHeaders = []string{"lang", "task", "id", "shadow", "eta", "expires",
 // FormatTime; integral time limits are written as integers, as Python
 // does. Custom keys of m.Headers are added, except the 16 standard ones
 // and "compression": those always come from the fields of m, so a decoded
-// message can be re-encoded after changing them. Header values are only
-// of the types an AMQP table encoder can write safely: string, int64,
-// float64, bool, nil, []any and map[string]any (other integers are
-// widened, []byte becomes a string, time.Time an ISO string).
+// message can be re-encoded after changing them. Custom header values are
+// converted by HeaderValue.
 //
 // Properties: content type and encoding of the serializer, delivery mode
 // 2, the priority (0 unless m.HasPriority), correlation id = task id,
@@ -106,7 +103,7 @@ func Encode(m *Message, opts EncodeOptions) (*RawMessage, error) {
 		if isStandardHeader(k) {
 			continue
 		}
-		sv, err := headerValue(v, 0)
+		sv, err := HeaderValue(v)
 		if err != nil {
 			return nil, fmt.Errorf("protocol: header %q: %w", k, err)
 		}
@@ -227,65 +224,4 @@ func limitValue(f *float64) any {
 		return int64(*f)
 	}
 	return *f
-}
-
-// headerValue converts a value to the types an AMQP table encoder writes
-// without loss or trouble for Python peers.
-func headerValue(v any, depth int) (any, error) {
-	if depth > MaxJSONDepth {
-		return nil, unsupported("nesting deeper than %d", MaxJSONDepth)
-	}
-	switch x := v.(type) {
-	case nil, string, int64, float64, bool:
-		return x, nil
-	case int, int8, int16, int32, uint8, uint16, uint32, uint, uint64:
-		n, ok := asInt(x)
-		if !ok {
-			return nil, unsupported("integer %v does not fit int64", x)
-		}
-		return n, nil
-	case float32:
-		return float64(x), nil
-	case *big.Int:
-		if x != nil && x.IsInt64() {
-			return x.Int64(), nil
-		}
-		return nil, unsupported("integer %v does not fit int64", x)
-	case []byte:
-		return string(x), nil
-	case time.Time:
-		return FormatTime(x), nil
-	case []any:
-		out := make([]any, len(x))
-		for i, it := range x {
-			sv, err := headerValue(it, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = sv
-		}
-		return out, nil
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, it := range x {
-			sv, err := headerValue(it, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			out[k] = sv
-		}
-		return out, nil
-	case Dict:
-		return headerValue(x.Map(), depth)
-	}
-	// Typed slices, maps, structs: through the JSON value model.
-	b, err := MarshalJSON(v)
-	if err != nil {
-		return nil, err
-	}
-	nv, err := UnmarshalJSON(b)
-	if err != nil {
-		return nil, unsupported("%T", v)
-	}
-	return headerValue(nv, depth+1)
 }
