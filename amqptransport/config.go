@@ -7,6 +7,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/internal/redact"
 )
 
 // DefaultURL is Celery's default broker URL. The "//" at the end names the
@@ -107,7 +109,7 @@ func parseURL(raw string) (amqp.URI, string, error) {
 	}
 	uri, err := amqp.ParseURI(u)
 	if err != nil {
-		return amqp.URI{}, "", fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), err)
+		return amqp.URI{}, "", fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), redact.Error(redact.Error(err, u), raw))
 	}
 	if uri.Vhost == "" {
 		uri.Vhost = "/"
@@ -117,27 +119,9 @@ func parseURL(raw string) (amqp.URI, string, error) {
 
 // RedactURL returns the URL with its password replaced by "**", the way
 // Celery prints broker URLs: amqp://guest:**@localhost:5672//. A URL without
-// a password is returned unchanged.
-func RedactURL(url string) string {
-	i := strings.Index(url, "://")
-	if i < 0 {
-		return url
-	}
-	rest := url[i+3:]
-	end := len(rest)
-	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
-		end = j
-	}
-	at := strings.LastIndex(rest[:end], "@")
-	if at < 0 {
-		return url
-	}
-	colon := strings.Index(rest[:at], ":")
-	if colon < 0 {
-		return url
-	}
-	return url[:i+3] + rest[:colon+1] + "**" + rest[at:]
-}
+// a password is returned unchanged; one that does not parse is hidden up
+// to its last '@'.
+func RedactURL(url string) string { return redact.URL(url) }
 
 // backoff computes jittered, capped exponential delays.
 type backoff struct {

@@ -1,6 +1,9 @@
 package amqptransport
 
 import (
+	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -61,5 +64,24 @@ func TestBackoffCappedWithJitter(t *testing.T) {
 	b.reset()
 	if d := b.next(); d > 100*time.Millisecond {
 		t.Fatalf("after reset: %v", d)
+	}
+}
+
+// A broker URL that does not parse must not put its password in the error
+// (net/url quotes the whole URL in its errors).
+func TestParseURLErrorHidesPassword(t *testing.T) {
+	const pw = "s3cretPW"
+	for _, raw := range []string{
+		"amqp://u:" + pw + "@host/%zz",
+		"amqp://u:" + pw + "@[::1",
+		"pyamqp://u:" + pw + "@host:port//",
+	} {
+		_, err := Dial(context.Background(), Config{URL: raw})
+		if !errors.Is(err, ErrInvalidConfig) {
+			t.Fatalf("%q: %v, want ErrInvalidConfig", raw, err)
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("%q: the error leaks the password: %v", raw, err)
+		}
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/internal/redact"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
@@ -108,19 +108,7 @@ func connect(ctx context.Context, f commonFlags, expires time.Duration, log *zap
 
 // redactAny hides the password of any URL, as Celery prints them:
 // redis://:**@host:6379/0.
-func redactAny(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		if err != nil {
-			return "<unparsable URL>"
-		}
-		return raw
-	}
-	if _, has := u.User.Password(); has {
-		return strings.Replace(raw, u.User.String()+"@", u.User.Username()+":**@", 1)
-	}
-	return raw
-}
+func redactAny(raw string) string { return redact.URL(raw) }
 
 // clientConnectTimeout bounds how long call and result try to reach the
 // broker before they fail.

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/gworker/gworker/worker"
 )
 
 func TestExpandHostname(t *testing.T) {
@@ -72,5 +74,39 @@ func TestWorkerFlagsAndUsage(t *testing.T) {
 	}
 	if code := run([]string{"call"}, &out, &errOut); code != 2 {
 		t.Errorf("call without a name: %d", code)
+	}
+}
+
+// Defaults read from CELERY_BROKER_URL and CELERY_RESULT_BACKEND are
+// printed by -h: without their passwords. The banner hides them too,
+// including a Redis ?password= parameter.
+func TestHelpAndBannerHidePasswords(t *testing.T) {
+	const pw = "s3cretPW"
+	t.Setenv("CELERY_BROKER_URL", "amqp://u:"+pw+"@h:5672//")
+	t.Setenv("CELERY_RESULT_BACKEND", "redis://:"+pw+"@h:6379/0?password="+pw)
+	for _, cmd := range [][]string{{"worker", "-h"}, {"call", "x", "-h"}, {"result", "-h"}} {
+		var out, errOut bytes.Buffer
+		run(cmd, &out, &errOut)
+		all := out.String() + errOut.String()
+		if !strings.Contains(all, "h:5672") {
+			t.Errorf("%v: no broker default in %q", cmd, all)
+		}
+		if strings.Contains(all, pw) {
+			t.Errorf("%v: the usage text leaks the password:\n%s", cmd, all)
+		}
+	}
+	f, err := parseWorkerFlags(nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var banner bytes.Buffer
+	printBanner(&banner, worker.Config{Hostname: "h"}, f, worker.NewRegistry())
+	if strings.Contains(banner.String(), pw) || !strings.Contains(banner.String(), "h:6379") {
+		t.Errorf("banner:\n%s", banner.String())
+	}
+	for _, raw := range []string{"redis://:" + pw + "@[::1", "amqp://u:" + pw + "@host/%zz"} {
+		if got := redactAny(raw); strings.Contains(got, pw) {
+			t.Errorf("redactAny(%q) = %q", raw, got)
+		}
 	}
 }

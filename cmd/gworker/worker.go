@@ -18,6 +18,7 @@ import (
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
 	"github.com/gworker/gworker/internal/amqpworker"
+	"github.com/gworker/gworker/internal/redact"
 	"github.com/gworker/gworker/worker"
 )
 
@@ -34,6 +35,12 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.broker, "broker", c.broker, "broker URL (env CELERY_BROKER_URL)")
 	fs.StringVar(&c.broker, "b", c.broker, "shorthand for --broker")
 	fs.StringVar(&c.backend, "result-backend", c.backend, "result backend URL: redis://... or rpc:// (env CELERY_RESULT_BACKEND)")
+	// -h prints these defaults, which come from the environment: show
+	// them without their passwords.
+	for _, name := range []string{"broker", "b", "result-backend"} {
+		fl := fs.Lookup(name)
+		fl.DefValue = redact.URL(fl.DefValue)
+	}
 	fs.StringVar(&c.defaultQueue, "default-queue", "celery", "queue of tasks sent without one: chain links, callbacks, chord bodies (task_default_queue)")
 }
 

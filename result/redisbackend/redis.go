@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/internal/redact"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
@@ -108,7 +109,7 @@ func New(client redis.UniversalClient, opts Options) *Backend {
 func Open(url string, opts Options) (*Backend, error) {
 	o, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("redisbackend: %w", err)
+		return nil, fmt.Errorf("redisbackend: %w", redact.Error(err, url))
 	}
 	b := New(redis.NewClient(o), opts)
 	b.ownsClient = true

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -505,4 +506,24 @@ func BenchmarkJoinNative1000(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-after-last")
+}
+
+// A result backend URL that does not parse must not put its password in
+// the error (go-redis and net/url quote the URL).
+func TestOpenErrorHidesPassword(t *testing.T) {
+	const pw = "s3cretPW"
+	for _, raw := range []string{
+		"redis://:" + pw + "@[::1",
+		"redis://u:" + pw + "@h/%zz",
+		"redis://:" + pw + "@h:6379/notadb",
+		"redis://h:6379/0?password=" + pw + "&db=zz",
+	} {
+		_, err := redisbackend.Open(raw, redisbackend.Options{})
+		if err == nil {
+			t.Fatalf("%q: no error", raw)
+		}
+		if strings.Contains(err.Error(), pw) {
+			t.Errorf("%q: the error leaks the password: %v", raw, err)
+		}
+	}
 }
