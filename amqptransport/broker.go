@@ -39,6 +39,9 @@ type Broker struct {
 // connection is re-established in the background, and consumers and
 // publishers resume on the new one.
 func Dial(ctx context.Context, cfg Config) (*Broker, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	uri, url, err := parseURL(cfg.URL)
 	if err != nil {
@@ -185,7 +188,7 @@ func declareOn(ch *amqp.Channel, q Queue) error {
 		}
 	}
 	if _, err := ch.QueueDeclare(q.Name, q.Durable, q.AutoDelete, q.Exclusive, false, args); err != nil {
-		return fmt.Errorf("amqptransport: declare queue %q: %w", q.Name, err)
+		return &queueDeclareError{fmt.Errorf("amqptransport: declare queue %q: %w", q.Name, err)}
 	}
 	if q.Exchange != "" {
 		if err := ch.QueueBind(q.Name, q.RoutingKey, q.Exchange, false, nil); err != nil {
@@ -251,9 +254,28 @@ func (b *Broker) Inspect(ctx context.Context, name string) (QueueState, error) {
 	return st, nil
 }
 
+// TaskQueue returns the declaration of the task queue name as this broker
+// creates it: TaskQueue(name), with the x-queue-type argument when
+// Config.DefaultQueueType is quorum (Celery 5.5's task_default_queue_type).
+func (b *Broker) TaskQueue(name string) Queue {
+	q := TaskQueue(name)
+	if b.cfg.DefaultQueueType == QueueTypeQuorum {
+		q.Arguments = map[string]any{"x-queue-type": QueueTypeQuorum}
+	}
+	return q
+}
+
 // DeclareTaskQueue declares the durable direct exchange and durable queue
 // named name, bound with routing key name, as kombu declares a task queue
-// (TaskQueue). With Publish it makes a Broker a producer's publisher.
+// (Broker.TaskQueue). A queue that already exists with other arguments
+// (declared as a quorum queue by a Python client, say) is used as it is,
+// with a WARN line saying what the broker has. With Publish it makes a
+// Broker a producer's publisher.
 func (b *Broker) DeclareTaskQueue(ctx context.Context, name string) error {
-	return b.Declare(ctx, TaskQueue(name))
+	s, err := b.main.get(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = declareOrAdopt(ctx, s.conn, b.TaskQueue(name), b.log)
+	return err
 }

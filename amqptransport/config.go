@@ -62,10 +62,29 @@ type Config struct {
 	// " (publisher)". Empty means "gworker".
 	ConnectionName string
 
+	// DefaultQueueType is the type of the task queues this broker creates
+	// (Broker.TaskQueue, and the queues a worker consumes): QueueTypeClassic
+	// (empty means classic) or QueueTypeQuorum, as Celery 5.5's
+	// task_default_queue_type. Queues that already exist are consumed
+	// whatever their type. Quorum queues are replicated and count
+	// deliveries (x-delivery-count), but have no per-message priority and
+	// refuse global QoS; see the package documentation.
+	DefaultQueueType string
+
 	// QuarantineScanLimit caps how many messages per queue a quarantine
 	// sweep inspects (see the package documentation). Zero means
 	// QuarantineScanLimitDefault; a negative value disables the sweep.
 	QuarantineScanLimit int
+}
+
+// validate reports a configuration Dial cannot use.
+func (c Config) validate() error {
+	switch c.DefaultQueueType {
+	case "", QueueTypeClassic, QueueTypeQuorum:
+	default:
+		return fmt.Errorf("%w: default queue type %q (want %s or %s)", ErrInvalidConfig, c.DefaultQueueType, QueueTypeClassic, QueueTypeQuorum)
+	}
+	return nil
 }
 
 func (c Config) withDefaults() Config {

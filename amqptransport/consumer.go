@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,9 +35,23 @@ type ConsumerConfig struct {
 	Prefetch int
 	// GlobalQoS applies the prefetch count to the whole channel
 	// (basic.qos global=true), which is what Celery does on RabbitMQ and
-	// what makes SetPrefetch take effect on running consumers. With false,
-	// RabbitMQ applies the count per consumer and only to consumers started
-	// after the change, so SetPrefetch also restarts consumption.
+	// what makes SetPrefetch take effect on running consumers. Quorum
+	// queues refuse global QoS (RabbitMQ closes the connection), so, as
+	// Celery 5.5's worker_detect_quorum_queues, GlobalQoS is only a
+	// preference: when a consumed queue is a quorum queue, or an existing
+	// queue whose type the broker did not tell, the consumer uses
+	// per-consumer QoS.
+	//
+	// With per-consumer QoS RabbitMQ applies a count only to consumers
+	// started after it, so a prefetch change (SetPrefetch, AddPrefetch)
+	// that moves the window by at least a quarter (or by one for small
+	// windows) restarts the consumers on the same channel: basic.cancel
+	// and basic.consume again with a count of the window minus the
+	// deliveries still unsettled from the earlier consumers. Deliveries
+	// stay valid across such a restart (nothing is requeued), and as the
+	// earlier consumers' deliveries are settled the window is topped up
+	// the same way. Each queue's consumer gets the count, so a channel
+	// consuming several queues may hold that many per queue.
 	GlobalQoS bool
 
 	// ConsumerTag is the prefix of the consumer tags; empty means
@@ -95,7 +110,20 @@ type chanGen struct {
 	ch        *amqp.Channel
 	seq       uint64
 	connEpoch uint64
-	queues    map[string]string // consumer tag -> queue name
+	// global is true when the channel uses global QoS.
+	global bool
+	// maxPrefetch caps the per-consumer count (quorum queues); 0: none.
+	maxPrefetch int
+
+	// tmu guards the consumer tags and rounds.
+	tmu       sync.Mutex
+	queues    map[string]string // live consumer tag -> queue name
+	cancelled map[string]bool   // tags this consumer cancelled to restart
+	cur       *round            // the live consumers' round
+	retired   []*round          // earlier rounds with unsettled deliveries
+	// restartMu serializes consumer restarts with Cancel.
+	restartMu sync.Mutex
+	kick      chan struct{} // asks the rebalancer to look at the window
 
 	dead   atomic.Bool
 	closed chan struct{} // closed when the channel is closed
@@ -142,8 +170,18 @@ type Delivery struct {
 	ConsumerTag string
 
 	gen     *chanGen
+	round   *round
 	noAck   bool
 	settled atomic.Bool
+}
+
+// round is one set of consumers of a channel started with the same
+// per-consumer prefetch count.
+type round struct {
+	seq       int
+	n         int          // the prefetch count the consumers started with
+	unsettled atomic.Int64 // deliveries handed over and not settled
+	retired   atomic.Bool
 }
 
 // Epoch identifies the channel the delivery arrived on; it increases with
@@ -195,6 +233,9 @@ func (d *Delivery) settle(send func(*amqp.Channel) error) error {
 	}
 	if !d.settled.CompareAndSwap(false, true) {
 		return ErrAlreadySettled
+	}
+	if r := d.round; r != nil && r.unsettled.Add(-1) >= 0 && r.retired.Load() {
+		d.gen.poke()
 	}
 	if err := send(d.gen.ch); err != nil {
 		if errors.Is(err, amqp.ErrClosed) || d.Stale() {
@@ -320,28 +361,158 @@ func (c *Consumer) reapplyQos() error {
 	if gen == nil || gen.isClosed() {
 		return nil // applied on the next channel
 	}
-	err := c.applyQos(gen)
-	if err != nil && (errors.Is(err, amqp.ErrClosed) || gen.ch.IsClosed()) {
+	if !gen.global {
+		// Per-consumer QoS only affects new consumers: the rebalancer
+		// restarts them when the window moved enough.
+		gen.poke()
 		return nil
 	}
-	if err == nil && !c.cfg.GlobalQoS {
-		// Per-consumer QoS only affects new consumers: restart them.
-		c.mu.Lock()
-		if c.gen == gen && !c.canceling && !c.stopped {
-			_ = gen.ch.Close()
-		}
-		c.mu.Unlock()
+	err := c.applyQos(gen, int(c.prefetch.Load()))
+	if err != nil && (errors.Is(err, amqp.ErrClosed) || gen.ch.IsClosed()) {
+		return nil
 	}
 	return err
 }
 
-func (c *Consumer) applyQos(gen *chanGen) error {
+func (c *Consumer) applyQos(gen *chanGen, n int) error {
 	c.qosMu.Lock()
 	defer c.qosMu.Unlock()
-	n := int(c.prefetch.Load())
-	if err := gen.ch.Qos(n, 0, c.cfg.GlobalQoS); err != nil {
+	if err := gen.ch.Qos(n, 0, gen.global); err != nil {
 		return fmt.Errorf("amqptransport: set prefetch %d: %w", n, err)
 	}
+	return nil
+}
+
+// poke asks the channel's rebalancer to look at the per-consumer window.
+func (g *chanGen) poke() {
+	if g.kick == nil {
+		return
+	}
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
+// perConsumerCount is the prefetch count of a new round of consumers: the
+// window minus what earlier rounds still hold, at least 1, capped for
+// quorum queues; 0 (no limit) stays 0.
+func perConsumerCount(window, held, max int) int {
+	if window == 0 {
+		return 0
+	}
+	n := window - held
+	if n < 1 {
+		n = 1
+	}
+	if max > 0 && n > max {
+		n = max
+	}
+	return n
+}
+
+// rebalance runs for a channel with per-consumer QoS until it closes: when
+// the prefetch window, minus the deliveries still unsettled, differs from
+// what the live consumers may still take by at least a quarter of the
+// window (at least 1), it restarts the consumers with a new count.
+func (c *Consumer) rebalance(gen *chanGen) {
+	for {
+		select {
+		case <-gen.kick:
+		case <-gen.closed:
+			return
+		case <-c.loopCtx.Done():
+			return
+		}
+		if err := c.maybeRestart(gen); err != nil && !gen.ch.IsClosed() && !c.quiet() {
+			c.log.Warn("cannot restart consumers with a new prefetch count; reopening the channel", zap.Error(err))
+			_ = gen.ch.Close()
+		}
+	}
+}
+
+func (c *Consumer) maybeRestart(gen *chanGen) error {
+	gen.restartMu.Lock()
+	defer gen.restartMu.Unlock()
+	if c.quiet() || gen.isClosed() {
+		return nil
+	}
+	window := int(c.prefetch.Load())
+	gen.tmu.Lock()
+	cur := gen.cur
+	var held int64
+	live := gen.retired[:0]
+	for _, r := range gen.retired {
+		if u := r.unsettled.Load(); u > 0 {
+			held += u
+			live = append(live, r)
+		}
+	}
+	clear(gen.retired[len(live):])
+	gen.retired = live
+	gen.tmu.Unlock()
+	curHeld := int(cur.unsettled.Load())
+	if window == 0 {
+		if cur.n == 0 {
+			return nil
+		}
+		return c.restart(gen, cur, 0)
+	}
+	// What the consumers should still be allowed to take, and what the
+	// live ones may.
+	want := max(window-int(held)-curHeld, 0)
+	if gen.maxPrefetch > 0 {
+		want = min(want, gen.maxPrefetch)
+	}
+	if cur.n > 0 && absInt(want-max(cur.n-curHeld, 0)) < max(1, window/4) {
+		return nil
+	}
+	return c.restart(gen, cur, perConsumerCount(window, int(held)+curHeld, gen.maxPrefetch))
+}
+
+func absInt(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
+
+// restart starts a new round of consumers with prefetch count n, then
+// cancels the previous round's consumers; their deliveries stay valid.
+func (c *Consumer) restart(gen *chanGen, old *round, n int) error {
+	if err := c.applyQos(gen, n); err != nil {
+		return err
+	}
+	r := &round{seq: old.seq + 1, n: n}
+	chans, tags, err := c.consumeAll(gen, r)
+	if err != nil {
+		return err
+	}
+	gen.tmu.Lock()
+	var oldTags []string
+	for tag := range gen.queues {
+		if !slices.Contains(tags, tag) {
+			oldTags = append(oldTags, tag)
+		}
+	}
+	for _, tag := range oldTags {
+		gen.cancelled[tag] = true
+	}
+	old.retired.Store(true)
+	gen.retired = append(gen.retired, old)
+	gen.cur = r
+	gen.tmu.Unlock()
+	c.startForwarders(gen, r, chans, tags)
+	for _, tag := range oldTags {
+		if err := gen.ch.Cancel(tag, false); err != nil {
+			return fmt.Errorf("amqptransport: cancel consumer %s: %w", tag, err)
+		}
+		gen.tmu.Lock()
+		delete(gen.queues, tag)
+		gen.tmu.Unlock()
+	}
+	c.log.Debug("consumers restarted with a new prefetch count", zap.Int("prefetch", n),
+		zap.Int("window", int(c.prefetch.Load())), zap.Int("round", r.seq))
 	return nil
 }
 
@@ -366,8 +537,18 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		var errs []error
+		// A restart in progress finishes first, so that no consumer it
+		// starts escapes the cancellation.
+		gen.restartMu.Lock()
+		gen.tmu.Lock()
+		tags := make([]string, 0, len(gen.queues))
 		for tag := range gen.queues {
+			tags = append(tags, tag)
+		}
+		gen.tmu.Unlock()
+		gen.restartMu.Unlock()
+		var errs []error
+		for _, tag := range tags {
 			if err := gen.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp.ErrClosed) && !gen.ch.IsClosed() {
 				errs = append(errs, fmt.Errorf("amqptransport: cancel consumer %s: %w", tag, err))
 			}
@@ -400,8 +581,30 @@ func (c *Consumer) Close() error {
 	return nil
 }
 
-// open opens a channel, sets QoS, declares and consumes every queue.
+// open declares (or adopts) every queue, opens a channel, sets QoS and
+// consumes every queue.
 func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
+	global, maxPrefetch := c.cfg.GlobalQoS, 0
+	if !c.cfg.NoDeclare {
+		var nonClassic []string
+		for _, q := range c.cfg.Queues {
+			d, err := declareOrAdopt(ctx, s.conn, q, c.log)
+			if err != nil {
+				return nil, err
+			}
+			if d.typ != QueueTypeClassic {
+				nonClassic = append(nonClassic, q.Name)
+			}
+			if d.typ == QueueTypeQuorum {
+				maxPrefetch = QuorumPrefetchMax
+			}
+		}
+		if global && len(nonClassic) > 0 {
+			global = false
+			c.log.Info("consuming with per-consumer prefetch: quorum queues (and queues of unknown type) refuse global QoS",
+				zap.Strings("non_classic_queues", nonClassic))
+		}
+	}
 	ch, err := s.conn.Channel()
 	if err != nil {
 		return nil, fmt.Errorf("amqptransport: open channel: %w", err)
@@ -410,10 +613,15 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	c.genSeq++
 	gen := &chanGen{
 		ch: ch, seq: c.genSeq, connEpoch: s.epoch,
+		global: global, maxPrefetch: maxPrefetch,
 		queues:       make(map[string]string, len(c.cfg.Queues)),
+		cancelled:    make(map[string]bool),
 		closed:       make(chan struct{}),
 		fwdDone:      make(chan struct{}),
 		brokerCancel: make(chan string, 1),
+	}
+	if !global && !c.cfg.NoAck {
+		gen.kick = make(chan struct{}, 1)
 	}
 	if c.cfg.BatchAcks && !c.cfg.NoAck {
 		gen.acks = newAcker(ch)
@@ -427,37 +635,27 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 		close(gen.closed)
 	}()
 
+	window := int(c.prefetch.Load())
+	r := &round{seq: 1, n: window}
+	if !global {
+		r.n = perConsumerCount(window, 0, maxPrefetch)
+	}
 	var chans []<-chan amqp.Delivery
 	var tags []string
 	err = withContext(ctx, ch, func() error {
-		if err := c.applyQos(gen); err != nil {
+		if err := c.applyQos(gen, r.n); err != nil {
 			return err
 		}
-		if !c.cfg.NoDeclare {
-			for _, q := range c.cfg.Queues {
-				if err := declareOn(ch, q); err != nil {
-					return err
-				}
-			}
-		}
-		for i, q := range c.cfg.Queues {
-			tag := c.cfg.ConsumerTag + "." + strconv.FormatUint(s.epoch, 10) + "." +
-				strconv.FormatUint(gen.seq, 10) + "." + strconv.Itoa(i)
-			d, err := ch.Consume(q.Name, tag, c.cfg.NoAck, c.cfg.Exclusive, false, false, nil)
-			if err != nil {
-				return fmt.Errorf("amqptransport: consume queue %q: %w", q.Name, err)
-			}
-			gen.queues[tag] = q.Name
-			tags = append(tags, tag)
-			chans = append(chans, d)
-		}
-		return nil
+		var err error
+		chans, tags, err = c.consumeAll(gen, r)
+		return err
 	})
 	if err != nil {
 		_ = ch.Close()
 		<-gen.closed
 		return nil, err
 	}
+	gen.cur = r
 
 	c.mu.Lock()
 	if c.canceling || c.stopped {
@@ -468,30 +666,69 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	}
 	c.gen = gen
 	c.mu.Unlock()
-	// A SetPrefetch that ran while the channel was being opened did not
-	// see it; apply the latest value.
-	if int64(c.cfg.Prefetch) != c.prefetch.Load() {
-		_ = c.applyQos(gen)
-	}
 
-	for i, d := range chans {
-		gen.fwd.Add(1)
-		go c.forward(gen, tags[i], gen.queues[tags[i]], d)
-	}
+	c.startForwarders(gen, r, chans, tags)
 	go func() {
 		gen.fwd.Wait()
 		close(gen.fwdDone)
 	}()
-	c.log.Debug("consuming", zap.Uint64("channel_epoch", gen.seq), zap.Uint64("connection_epoch", s.epoch))
+	if gen.kick != nil {
+		go c.rebalance(gen)
+	}
+	// A SetPrefetch that ran while the channel was being opened did not
+	// see it; apply the latest value.
+	if int64(window) != c.prefetch.Load() {
+		if global {
+			_ = c.applyQos(gen, int(c.prefetch.Load()))
+		} else {
+			gen.poke()
+		}
+	}
+	c.log.Debug("consuming", zap.Uint64("channel_epoch", gen.seq), zap.Uint64("connection_epoch", s.epoch),
+		zap.Bool("global_qos", global), zap.Int("prefetch", r.n))
 	return gen, nil
 }
 
-func (c *Consumer) forward(gen *chanGen, tag, queue string, in <-chan amqp.Delivery) {
+// consumeAll starts one consumer per queue for round r.
+func (c *Consumer) consumeAll(gen *chanGen, r *round) ([]<-chan amqp.Delivery, []string, error) {
+	var chans []<-chan amqp.Delivery
+	var tags []string
+	for i, q := range c.cfg.Queues {
+		tag := c.cfg.ConsumerTag + "." + strconv.FormatUint(gen.connEpoch, 10) + "." +
+			strconv.FormatUint(gen.seq, 10) + "." + strconv.Itoa(i)
+		if r.seq > 1 {
+			tag += "." + strconv.Itoa(r.seq)
+		}
+		d, err := gen.ch.Consume(q.Name, tag, c.cfg.NoAck, c.cfg.Exclusive, false, false, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("amqptransport: consume queue %q: %w", q.Name, err)
+		}
+		gen.tmu.Lock()
+		gen.queues[tag] = q.Name
+		gen.tmu.Unlock()
+		tags = append(tags, tag)
+		chans = append(chans, d)
+	}
+	return chans, tags, nil
+}
+
+func (c *Consumer) startForwarders(gen *chanGen, r *round, chans []<-chan amqp.Delivery, tags []string) {
+	for i, d := range chans {
+		gen.fwd.Add(1)
+		go c.forward(gen, r, tags[i], c.cfg.Queues[i].Name, d)
+	}
+}
+
+func (c *Consumer) forward(gen *chanGen, r *round, tag, queue string, in <-chan amqp.Delivery) {
 	defer gen.fwd.Done()
 	for {
 		d, ok := <-in
 		if !ok {
-			if !gen.ch.IsClosed() {
+			gen.tmu.Lock()
+			mine := gen.cancelled[tag]
+			delete(gen.cancelled, tag)
+			gen.tmu.Unlock()
+			if !mine && !gen.ch.IsClosed() {
 				select {
 				case gen.brokerCancel <- tag:
 				default:
@@ -506,6 +743,10 @@ func (c *Consumer) forward(gen *chanGen, tag, queue string, in <-chan amqp.Deliv
 			ConsumerTag: tag,
 			gen:         gen,
 			noAck:       c.cfg.NoAck,
+		}
+		if !c.cfg.NoAck {
+			dv.round = r
+			r.unsettled.Add(1)
 		}
 		select {
 		case c.out <- dv:
@@ -573,8 +814,11 @@ func (c *Consumer) run(gen *chanGen) {
 		case <-gen.closed:
 		case tag := <-gen.brokerCancel:
 			if !c.quiet() {
+				gen.tmu.Lock()
+				queue := gen.queues[tag]
+				gen.tmu.Unlock()
 				c.log.Warn("broker cancelled the consumer (queue deleted?); reopening the channel",
-					zap.String("consumer_tag", tag), zap.String("queue", gen.queues[tag]))
+					zap.String("consumer_tag", tag), zap.String("queue", queue))
 				_ = gen.ch.Close()
 				// Pause so a deleted queue is not redeclared in a tight
 				// loop.

@@ -41,6 +41,37 @@
 // channel (as Celery's qos.increment_eventually does for ETA messages) and
 // after every reconnection.
 //
+// # Queue types and quorum queues
+//
+// Queues that already exist are consumed whatever their type and
+// arguments: a declaration the broker refuses with PRECONDITION_FAILED
+// (a quorum queue declared by a Python client with
+// queue_arguments={'x-queue-type': 'quorum'}, a dead-letter exchange, a
+// delivery limit, ...) is replaced by a passive one, the queue is bound as
+// configured, and a WARN line says what the broker has. Queues the
+// transport creates are classic unless Config.DefaultQueueType is quorum
+// (Celery 5.5's task_default_queue_type), in which case they carry
+// x-queue-type=quorum; Broker.TaskQueue and Broker.DeclareTaskQueue, which a
+// producer uses, follow the same setting.
+//
+// Quorum queues refuse global QoS (RabbitMQ closes the whole connection
+// with 540 NOT_IMPLEMENTED), so a consumer that finds one among its queues
+// (or an existing queue of unknown type) uses per-consumer QoS, as Celery
+// 5.5's worker_detect_quorum_queues, and moves its prefetch window by
+// restarting its consumers on the same channel (ConsumerConfig.GlobalQoS).
+// Differences to keep in mind with quorum queues:
+//
+//   - they have no per-message priority: x-max-priority is refused and a
+//     message's priority property is ignored;
+//   - the per-consumer prefetch count is capped at QuorumPrefetchMax (2000);
+//   - every redelivery carries the x-delivery-count header (absent on the
+//     first delivery), which RabbitMQ increments whenever a message is
+//     returned to the queue, also when prefetched messages are requeued by
+//     a warm shutdown or a lost connection; a delivery-limit policy makes
+//     the broker drop or dead-letter a message past that count;
+//   - they are always durable, and replicated on a cluster (three nodes or
+//     more), which is what makes them survive the loss of a node.
+//
 // # Publishing
 //
 // Broker.Publish maps a protocol.RawMessage onto basic.publish and waits

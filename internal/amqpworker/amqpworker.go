@@ -15,19 +15,23 @@ import (
 type Broker struct {
 	b *amqptransport.Broker
 	// Queue builds the declaration of a queue name; nil means
-	// amqptransport.TaskQueue (kombu's default task queue).
+	// the broker's TaskQueue (kombu's default task queue, of the broker's
+	// default queue type).
 	Queue func(name string) amqptransport.Queue
 }
 
 // New returns a worker.Broker consuming through b.
 func New(b *amqptransport.Broker) *Broker { return &Broker{b: b} }
 
-// Consume declares the queues and starts consuming them with global QoS,
-// as Celery does on RabbitMQ, with batched acknowledgements.
+// Consume declares the queues (queues that exist with other arguments, such
+// as quorum queues declared by Python, are consumed as they are) and starts
+// consuming them with global QoS, as Celery does on RabbitMQ, or with
+// per-consumer QoS when one of them is a quorum queue (Celery 5.5's
+// worker_detect_quorum_queues), with batched acknowledgements.
 func (a *Broker) Consume(ctx context.Context, queues []string, prefetch int) (worker.Consumer, error) {
 	mk := a.Queue
 	if mk == nil {
-		mk = amqptransport.TaskQueue
+		mk = a.b.TaskQueue
 	}
 	qs := make([]amqptransport.Queue, len(queues))
 	for i, n := range queues {

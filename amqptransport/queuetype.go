@@ -1,0 +1,127 @@
+package amqptransport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+)
+
+// Queue types (the x-queue-type queue argument), as Celery 5.5's
+// task_default_queue_type names them.
+const (
+	QueueTypeClassic = "classic"
+	QueueTypeQuorum  = "quorum"
+	// QueueTypeStream is recognized on queues found on the broker; gworker
+	// never creates streams.
+	QueueTypeStream = "stream"
+)
+
+// QuorumPrefetchMax is the largest per-consumer prefetch count used on a
+// quorum queue: RabbitMQ's documentation gives 2000 as the cap above which
+// quorum queue consumers gain nothing, and a larger window only holds more
+// messages unacknowledged in one worker.
+const QuorumPrefetchMax = 2000
+
+// queueArgType returns the x-queue-type of declaration arguments, classic
+// when absent.
+func queueArgType(args map[string]any) string {
+	if s, ok := args["x-queue-type"].(string); ok && s != "" {
+		return s
+	}
+	return QueueTypeClassic
+}
+
+// inequivalentRe reads the broker's PRECONDITION_FAILED text for a
+// redeclaration with another x-queue-type, e.g. "inequivalent arg
+// 'x-queue-type' for queue 'q' in vhost '/': received none but current is
+// the value 'quorum' of type 'longstr'".
+var inequivalentRe = regexp.MustCompile(`inequivalent arg 'x-queue-type' .* but current is (?:the value '([a-z]+)'|none)`)
+
+// typeFromMismatch returns the queue type the broker reports in a
+// PRECONDITION_FAILED about x-queue-type, or "" when the text is about
+// another argument.
+func typeFromMismatch(reason string) string {
+	m := inequivalentRe.FindStringSubmatch(reason)
+	if m == nil {
+		return ""
+	}
+	if m[1] == "" {
+		return QueueTypeClassic
+	}
+	return m[1]
+}
+
+// declared is what declaring (or adopting) a queue found out.
+type declared struct {
+	// typ is the queue's type; "" when it existed with other arguments
+	// than ours and the broker's answer did not tell its type.
+	typ string
+	// adopted is true when the queue existed with other arguments and is
+	// used as it is.
+	adopted bool
+}
+
+// declareOrAdopt declares q, each step on a channel of its own so that a
+// refusal does not close the caller's channel. A queue that already exists
+// with other arguments (another x-queue-type, a dead-letter exchange, a
+// delivery limit, ...) is adopted: its existence is checked passively, it
+// is bound as q says, and what the broker answered is logged, instead of
+// failing like a kombu redeclaration does.
+func declareOrAdopt(ctx context.Context, conn *amqp.Connection, q Queue, log *zap.Logger) (declared, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return declared{}, fmt.Errorf("amqptransport: open channel: %w", err)
+	}
+	err = withContext(ctx, ch, func() error { return declareOn(ch, q) })
+	_ = ch.Close()
+	if err == nil {
+		return declared{typ: queueArgType(q.Arguments)}, nil
+	}
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed || !isQueueDeclareErr(err) {
+		return declared{}, err
+	}
+	ch, err = conn.Channel()
+	if err != nil {
+		return declared{}, fmt.Errorf("amqptransport: open channel: %w", err)
+	}
+	defer ch.Close()
+	err = withContext(ctx, ch, func() error {
+		if _, err := ch.QueueDeclarePassive(q.Name, q.Durable, q.AutoDelete, q.Exclusive, false, nil); err != nil {
+			return fmt.Errorf("amqptransport: queue %q: %w", q.Name, err)
+		}
+		if q.Exchange != "" {
+			if err := ch.QueueBind(q.Name, q.RoutingKey, q.Exchange, false, nil); err != nil {
+				return fmt.Errorf("amqptransport: bind queue %q to %q: %w", q.Name, q.Exchange, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return declared{}, err
+	}
+	d := declared{typ: typeFromMismatch(ae.Reason), adopted: true}
+	found := d.typ
+	if found == "" {
+		found = "unknown"
+	}
+	log.Warn("queue exists with other arguments than gworker declares; using it as the broker has it",
+		zap.String("queue", q.Name), zap.String("queue_type", found),
+		zap.String("wanted_type", queueArgType(q.Arguments)), zap.String("broker", ae.Reason))
+	return d, nil
+}
+
+// queueDeclareError marks a failure of the queue.declare step of declareOn.
+type queueDeclareError struct{ err error }
+
+func (e *queueDeclareError) Error() string { return e.err.Error() }
+func (e *queueDeclareError) Unwrap() error { return e.err }
+
+func isQueueDeclareErr(err error) bool {
+	var qe *queueDeclareError
+	return errors.As(err, &qe)
+}
