@@ -82,7 +82,7 @@ func Decode(raw *RawMessage, opts DecodeOptions) (*Message, error) {
 	taskHdr, v2 := hdrs["task"]
 	var known DecodeError
 	if v2 {
-		known.ID, _ = asString(hdrs["id"])
+		known.ID = validID(hdrs["id"])
 		known.Task, _ = taskHdr.(string)
 	}
 	fail := func(kind error, reason string, err error) *DecodeError {
@@ -163,7 +163,7 @@ func Decode(raw *RawMessage, opts DecodeOptions) (*Message, error) {
 			return nil, fail(ErrUnknownMessage, "no-task", errors.New("no task header and no task in the body"))
 		}
 		m.Protocol = 1
-		known.ID, _ = asString(bm["id"])
+		known.ID = validID(bm["id"])
 		known.Task, _ = bm["task"].(string)
 		fields = bm
 		if ts, ok := bm["taskset"]; ok && ts != nil {
@@ -179,7 +179,7 @@ func Decode(raw *RawMessage, opts DecodeOptions) (*Message, error) {
 		embed = v1Embed(bm)
 	}
 	if v2 && fields != nil {
-		known.ID, _ = asString(fields["id"])
+		known.ID = validID(fields["id"])
 		known.Task, _ = fields["task"].(string)
 	}
 	if err := readFields(m, fields); err != nil {
@@ -293,7 +293,7 @@ func readFields(m *Message, h map[string]any) *fieldError {
 	if !ok {
 		return ferr("bad-id", "the task id is %s, not a string", typeName(idv))
 	}
-	if err := checkID(id); err != nil {
+	if err := CheckID(id); err != nil {
 		return &fieldError{"bad-id", err}
 	}
 	m.ID = id
@@ -324,6 +324,13 @@ func readFields(m *Message, h map[string]any) *fieldError {
 	}
 	if m.GroupID, err = optString(h, "group"); err != nil {
 		return err
+	}
+	if m.GroupID != "" {
+		// Group ids name result keys (celery-taskset-meta-<id>, chord
+		// counters) as task ids do.
+		if err := CheckID(m.GroupID); err != nil {
+			return &fieldError{"bad-group", fmt.Errorf("group: %w", err)}
+		}
 	}
 	if gi := h["group_index"]; gi != nil {
 		n, ok := asInt(gi)
@@ -376,24 +383,36 @@ func readFields(m *Message, h map[string]any) *fieldError {
 	return nil
 }
 
-// checkID accepts ids of printable characters only, 1 to MaxTaskIDLen
-// bytes long.
-func checkID(id string) error {
+// CheckID tells whether id may name a task or a group: 1 to MaxTaskIDLen
+// bytes of printable UTF-8 (no control characters, no NUL, no line or
+// paragraph separators). Result backends build keys from these ids, so
+// nothing may be stored under an id that fails the check. The error wraps
+// ErrInvalidID.
+func CheckID(id string) error {
 	if id == "" {
-		return errors.New("the task id is empty")
+		return fmt.Errorf("%w: the id is empty", ErrInvalidID)
 	}
 	if len(id) > MaxTaskIDLen {
-		return fmt.Errorf("the task id is %d bytes long (at most %d)", len(id), MaxTaskIDLen)
+		return fmt.Errorf("%w: the id is %d bytes long (at most %d)", ErrInvalidID, len(id), MaxTaskIDLen)
 	}
 	if !utf8.ValidString(id) {
-		return errors.New("the task id is not valid UTF-8")
+		return fmt.Errorf("%w: the id is not valid UTF-8", ErrInvalidID)
 	}
 	for _, r := range id {
 		if !unicode.IsPrint(r) {
-			return fmt.Errorf("the task id %s has a non-printable character", PyRepr(id))
+			return fmt.Errorf("%w: the id %s has a non-printable character", ErrInvalidID, PyRepr(id))
 		}
 	}
 	return nil
+}
+
+// validID returns v as an id when it is one CheckID accepts, else "".
+func validID(v any) string {
+	s, ok := asString(v)
+	if !ok || CheckID(s) != nil {
+		return ""
+	}
+	return s
 }
 
 func optString(h map[string]any, key string) (string, *fieldError) {

@@ -49,8 +49,13 @@ func Encode(m *Message, opts EncodeOptions) (*RawMessage, error) {
 	if m == nil {
 		return nil, errors.New("protocol: Encode of a nil message")
 	}
-	if err := checkID(m.ID); err != nil {
-		return nil, fmt.Errorf("protocol: %w", err)
+	if err := CheckID(m.ID); err != nil {
+		return nil, fmt.Errorf("protocol: task %w", err)
+	}
+	if m.GroupID != "" {
+		if err := CheckID(m.GroupID); err != nil {
+			return nil, fmt.Errorf("protocol: group %w", err)
+		}
 	}
 	if m.Task == "" {
 		return nil, errors.New("protocol: the task name is empty")

@@ -20,9 +20,14 @@ var (
 	ErrTooLarge = errors.New("message too large")
 )
 
+// ErrInvalidID is returned by CheckID (and wrapped by the DecodeError of a
+// message whose task or group id fails it).
+var ErrInvalidID = errors.New("invalid id")
+
 // DecodeError tells why a message could not be turned into a task. ID and
 // Task are filled when they could be read, so a caller can still store a
-// FAILURE for the task.
+// FAILURE for the task; ID is only ever a valid id (see CheckID): an id
+// that fails the check is left out, so that nothing is written under it.
 type DecodeError struct {
 	Kind   error  // one of the sentinels above
 	Reason string // short reason code, e.g. "body-not-list", "bad-eta"

@@ -444,7 +444,7 @@ func (w *Worker) rejectInvalid(d Delivery, raw *protocol.RawMessage, err error) 
 	w.log.Error("Received invalid task message: "+err.Error(),
 		zap.String("reason", reason), zap.String("id", truncate(id, 255)), zap.String("task", truncate(name, 200)),
 		zap.String("content_type", raw.ContentType), zap.ByteString("body", truncateBytes(raw.Body, 1024)))
-	if id != "" {
+	if id != "" && protocol.CheckID(id) == nil { // never a result under an invalid key
 		var exc *protocol.Exception
 		if errors.Is(err, protocol.ErrContentDisallowed) {
 			exc = contentDisallowed(err.Error())
