@@ -31,14 +31,17 @@ func (w *Worker) acksLate(t *Task) bool {
 	return w.cfg.AcksLate
 }
 
-func (w *Worker) ack(j *job) {
+// ack acknowledges j once and returns the error of that ack (logged).
+func (w *Worker) ack(j *job) error {
 	if j.acked {
-		return
+		return nil
 	}
 	j.acked = true
-	if err := j.d.Ack(); err != nil {
+	err := j.d.Ack()
+	if err != nil {
 		w.log.Warn("ack failed", zap.String("id", j.msg.ID), zap.Error(err))
 	}
+	return err
 }
 
 // execute runs one task and does everything that follows it.
@@ -49,7 +52,13 @@ func (w *Worker) execute(j *job) {
 	}
 	late := w.acksLate(task)
 	if !late {
-		w.ack(j)
+		if err := w.ack(j); err != nil {
+			// The broker still holds the message (its channel is gone) and
+			// will deliver it again: running it now would run it twice.
+			w.log.Warn("Task "+msg.Name()+"["+msg.ID+"] not started: its early ack failed; the broker will deliver it again",
+				zap.String("id", msg.ID), zap.String("reason", "ack-failed"))
+			return
+		}
 	}
 	w.startActive(j)
 	if w.cfg.Events != nil {
