@@ -345,3 +345,10 @@ func newTag() string {
 	hex.Encode(s[24:], u[10:])
 	return string(s[:])
 }
+
+// Envelope returns msg as the JSON envelope kombu pushes onto a queue list,
+// with a new delivery tag, for callers that push messages themselves
+// (pipelined bulk loads). Broker.Publish is the usual way.
+func Envelope(msg *protocol.RawMessage, exchange, routingKey string) ([]byte, error) {
+	return encodeEnvelope(msg, exchange, routingKey, newTag())
+}

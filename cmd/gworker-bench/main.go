@@ -67,6 +67,8 @@ type options struct {
 	celeryConc         int
 	amqpBase           string
 	redisURL           string
+	transport          string
+	redisBroker        string
 	vhost              string
 	gworker, python    string
 	baseline           string
@@ -85,7 +87,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.n, "n", 20000, "tasks per run")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every worker in every mode")
 	fs.StringVar(&workers, "workers", "gworker,minloop,celery", "workers to run: gworker, minloop, celery; also minloop-global (the minimal loop with a channel-wide prefetch, basic.qos global, as gworker and Celery use); baseline is added with -baseline")
-	fs.StringVar(&modes, "modes", "prefill,e2e", "modes to run (prefill, e2e)")
+	fs.StringVar(&modes, "modes", "", "modes to run (prefill, e2e); default both on amqp, prefill on redis")
+	fs.StringVar(&o.transport, "transport", "amqp", "broker under test: amqp (RabbitMQ) or redis (kombu's Redis transport)")
+	fs.StringVar(&o.redisBroker, "redis-broker", "redis://127.0.0.1:6379/0", "Redis URL of the broker with -transport redis")
 	fs.IntVar(&o.conc, "c", 16, "concurrency of gworker and of the minimal loop")
 	fs.IntVar(&o.prefetchMult, "prefetch-multiplier", 4, "prefetch multiplier of gworker and the minimal loop (prefetch = c × this)")
 	fs.IntVar(&o.celeryConc, "celery-c", 2, "Celery prefork processes")
@@ -105,6 +109,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.transport != "amqp" && o.transport != "redis" {
+		return nil, fmt.Errorf("unknown transport %q (amqp, redis)", o.transport)
+	}
+	if modes == "" {
+		modes = "prefill,e2e"
+		if o.transport == "redis" {
+			modes = "prefill"
+		}
 	}
 	o.workers, o.modes = splitList(workers), splitList(modes)
 	if o.baseline != "" && !slices.Contains(o.workers, "baseline") {
@@ -206,34 +219,51 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 	}
 	defer rdb.Close()
 
-	vhost := o.vhost
-	if vhost == "" {
-		vhost = "gworker-bench-" + randomHex(4)
-		if err := rabbitmqctl(ctx, "add_vhost", vhost); err != nil {
+	var (
+		bb        benchBroker
+		brokerURL string
+		where     string
+	)
+	if o.transport == "redis" {
+		brokerURL, where = o.redisBroker, "Redis broker "+o.redisBroker
+		brdb, err := redisClient(ctx, o.redisBroker)
+		if err != nil {
 			return err
 		}
-		defer func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if derr := rabbitmqctl(cctx, "delete_vhost", vhost); derr != nil && err == nil {
-				err = derr
+		defer brdb.Close()
+		bb = redisBroker{rdb: brdb}
+	} else {
+		vhost := o.vhost
+		if vhost == "" {
+			vhost = "gworker-bench-" + randomHex(4)
+			if err := rabbitmqctl(ctx, "add_vhost", vhost); err != nil {
+				return err
 			}
-		}()
-		u, _ := url.Parse(o.amqpBase)
-		user := "guest"
-		if u != nil && u.User != nil {
-			user = u.User.Username()
+			defer func() {
+				cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if derr := rabbitmqctl(cctx, "delete_vhost", vhost); derr != nil && err == nil {
+					err = derr
+				}
+			}()
+			u, _ := url.Parse(o.amqpBase)
+			user := "guest"
+			if u != nil && u.User != nil {
+				user = u.User.Username()
+			}
+			if err := rabbitmqctl(ctx, "set_permissions", "-p", vhost, user, ".*", ".*", ".*"); err != nil {
+				return err
+			}
 		}
-		if err := rabbitmqctl(ctx, "set_permissions", "-p", vhost, user, ".*", ".*", ".*"); err != nil {
-			return err
+		brokerURL = strings.TrimRight(o.amqpBase, "/") + "/" + url.PathEscape(vhost)
+		conn, err := amqp.Dial(brokerURL)
+		if err != nil {
+			return fmt.Errorf("RabbitMQ at %s: %w", o.amqpBase, err)
 		}
+		defer conn.Close()
+		bb = amqpBroker{conn: conn}
+		where = "vhost " + vhost
 	}
-	brokerURL := strings.TrimRight(o.amqpBase, "/") + "/" + url.PathEscape(vhost)
-	conn, err := amqp.Dial(brokerURL)
-	if err != nil {
-		return fmt.Errorf("RabbitMQ at %s: %w", o.amqpBase, err)
-	}
-	defer conn.Close()
 
 	self, err := os.Executable()
 	if err != nil {
@@ -276,8 +306,8 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 
 	fmt.Fprintf(stdout, "gworker-bench: %d tasks.add per run, %d round(s), workers %s, modes %s\n",
 		o.n, o.rounds, strings.Join(o.workers, ","), strings.Join(o.modes, ","))
-	fmt.Fprintf(stdout, "gworker and minloop: -c %d, prefetch %d; celery: prefork -c %d (prefetch %d); log level %s; vhost %s\n",
-		o.conc, o.conc*o.prefetchMult, o.celeryConc, o.celeryConc*4, o.loglevel, vhost)
+	fmt.Fprintf(stdout, "gworker and minloop: -c %d, prefetch %d; celery: prefork -c %d (prefetch %d); log level %s; %s\n",
+		o.conc, o.conc*o.prefetchMult, o.celeryConc, o.celeryConc*4, o.loglevel, where)
 
 	var samples []sample
 	failed := 0
@@ -292,7 +322,7 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				if ctx.Err() != nil {
 					return fmt.Errorf("interrupted: %w", context.Cause(ctx))
 				}
-				s := runOne(ctx, o, conn, rdb, specs[w], tmp, r, mode)
+				s := runOne(ctx, o, bb, rdb, specs[w], tmp, r, mode)
 				samples = append(samples, s)
 				if s.Err != "" {
 					failed++

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -39,7 +40,11 @@ func runMinLoop(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := minLoop(ctx, *broker, *backend, *queue, *conc, *prefetch, *global); err != nil {
+	loop := func() error { return minLoop(ctx, *broker, *backend, *queue, *conc, *prefetch, *global) }
+	if strings.HasPrefix(*broker, "redis") {
+		loop = func() error { return minLoopRedis(ctx, *broker, *backend, *queue, *conc, *prefetch) }
+	}
+	if err := loop(); err != nil {
 		fmt.Fprintln(stderr, "minloop:", err)
 		return 1
 	}

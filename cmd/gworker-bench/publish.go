@@ -9,12 +9,14 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/producer"
+	"github.com/gworker/gworker/protocol"
 )
 
 // batch is a run's task messages, encoded before the clock starts.
 type batch struct {
 	ids  []string
 	pubs []amqp.Publishing
+	raws []*protocol.RawMessage
 	key  string // routing key (the queue), on the default exchange
 	// prefix is shared by every id of the batch, so the run's results can
 	// be followed with one pattern subscription.
@@ -61,6 +63,7 @@ func buildBatch(queue string, n int) (*batch, error) {
 		if raw.HasPriority {
 			pub.Priority = raw.Priority
 		}
+		b.raws = append(b.raws, raw)
 		b.ids = append(b.ids, m.ID)
 		b.pubs = append(b.pubs, pub)
 	}

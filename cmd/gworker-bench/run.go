@@ -14,7 +14,7 @@ import (
 )
 
 // runOne runs one worker in one mode on a fresh queue and measures it.
-func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redis.Client, spec workerSpec, logDir string, round int, mode string) (s sample) {
+func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Client, spec workerSpec, logDir string, round int, mode string) (s sample) {
 	s = sample{Round: round, Mode: mode, Worker: spec.name, Tasks: o.n}
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
@@ -29,10 +29,10 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 	}
 
 	queue := fmt.Sprintf("bench.%s.%s.r%d.%s", spec.name, mode, round, randomHex(3))
-	if err := declareQueue(conn, queue); err != nil {
+	if err := bb.declare(queue); err != nil {
 		return fail(err)
 	}
-	defer deleteQueue(conn, queue)
+	defer bb.remove(queue)
 	b, err := buildBatch(queue, o.n)
 	if err != nil {
 		return fail(err)
@@ -87,7 +87,7 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 		if err != nil {
 			return fail(err)
 		}
-		if err := publishAll(ctx, conn, b, o.window); err != nil {
+		if err := bb.publishAll(ctx, b, o.window); err != nil {
 			w.ps.Close()
 			return fail(err)
 		}
@@ -104,7 +104,7 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 		if err := start(); err != nil {
 			return fail(err)
 		}
-		if err := waitConsumer(ctx, conn, queue); err != nil {
+		if err := bb.waitConsumer(ctx, queue); err != nil {
 			return fail(fmt.Errorf("%w:\n%s", err, p.tail()))
 		}
 		w, err := watchResults(ctx, rdb, b.prefix, b.ids, nil)
@@ -113,7 +113,7 @@ func runOne(parent context.Context, o *options, conn *amqp.Connection, rdb *redi
 		}
 		cpu0, srv0 = treeCPU(p.pid()), serversCPU()
 		first = time.Now()
-		if err := publishAll(ctx, conn, b, o.window); err != nil {
+		if err := bb.publishAll(ctx, b, o.window); err != nil {
 			w.ps.Close()
 			return fail(err)
 		}
