@@ -13,6 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/internal/redact"
 )
 
 // DefaultURL is Celery's Redis broker URL when only the scheme is given.
@@ -334,7 +336,7 @@ func (c Config) newClient() (redis.UniversalClient, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), err)
+		return nil, fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), redact.Error(err, raw))
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		return nil, fmt.Errorf("%w: broker URL scheme %q (want redis, rediss or sentinel)", ErrInvalidConfig, u.Scheme)
@@ -349,7 +351,7 @@ func (c Config) newClient() (redis.UniversalClient, error) {
 	}
 	opts, err := redis.ParseURL(u.String())
 	if err != nil {
-		return nil, fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), err)
+		return nil, fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), redact.Error(redact.Error(err, u.String()), raw))
 	}
 	if opts.TLSConfig != nil {
 		if err := tlsFromQuery(opts.TLSConfig, reqs, ca); err != nil {
@@ -448,19 +450,6 @@ func (c Config) newSentinelClient(raw string) (redis.UniversalClient, error) {
 	return redis.NewFailoverClient(fo), nil
 }
 
-// RedactURL returns the URL with its password replaced by "**", as Celery
-// prints broker URLs. Every ";"-separated part is redacted.
-func RedactURL(raw string) string {
-	parts := strings.Split(raw, ";")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
-			continue
-		}
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "**")
-			parts[i] = strings.Replace(u.String(), "%2A%2A", "**", 1)
-		}
-	}
-	return strings.Join(parts, ";")
-}
+// RedactURL returns the URL with its passwords replaced by "**", as Celery
+// prints broker URLs; every ";"-separated part is redacted.
+func RedactURL(raw string) string { return redact.URL(raw) }

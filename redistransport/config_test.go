@@ -3,6 +3,7 @@ package redistransport
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -100,5 +101,18 @@ func TestStep(t *testing.T) {
 	}
 	if k := b.QueueKey("celery", 0); k != "celery" {
 		t.Errorf("QueueKey: %q", k)
+	}
+}
+
+func TestConfigErrorsHidePasswords(t *testing.T) {
+	for _, u := range []string{"redis://:s3cret@localhost/notadb", "redis://u:s3cret@local host/0", "kafka://u:s3cret@h"} {
+		c, _ := Config{URL: u}.withDefaults()
+		_, err := c.newClient()
+		if err == nil {
+			t.Fatalf("%s: no error", u)
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("password in %q", err)
+		}
 	}
 }
