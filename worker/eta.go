@@ -7,10 +7,15 @@ import (
 	"go.uber.org/zap"
 )
 
+// DefaultMaxHeldETABytes is the default Config.MaxHeldETABytes: 64 MiB of
+// held message bodies raise the prefetch window at most.
+const DefaultMaxHeldETABytes = 64 << 20
+
 // hold keeps a message whose ETA is in the future unacknowledged until it
 // is due, without taking a pool slot. As Celery, each held message raises
 // the prefetch window by one so that it does not starve the consumer, up to
-// MaxHeldETA. A message due after the ETA horizon is held only until the
+// MaxHeldETA messages and MaxHeldETABytes of bodies; beyond either cap it
+// waits inside the normal window. A message due after the ETA horizon is held only until the
 // horizon and then published again (same id, same ETA) and acknowledged.
 func (w *Worker) hold(j *job, delay time.Duration) {
 	w.mu.Lock()
@@ -20,9 +25,14 @@ func (w *Worker) hold(j *job, delay time.Duration) {
 		w.inflight.Done()
 		return
 	}
-	raise := w.prefetch > 0 && w.heldRise < w.cfg.MaxHeldETA
+	size := int64(len(j.d.Raw().Body))
+	raise := w.prefetch > 0 && w.heldRise < w.cfg.MaxHeldETA &&
+		(w.cfg.MaxHeldETABytes < 0 || w.heldRiseBytes+size <= w.cfg.MaxHeldETABytes)
 	if raise {
 		w.heldRise++
+		w.heldRiseBytes += size
+	} else {
+		size = 0
 	}
 	window := w.prefetch + w.heldRise
 	horizon := delay > w.cfg.ETAHorizon && w.cfg.Followups != nil
@@ -30,7 +40,7 @@ func (w *Worker) hold(j *job, delay time.Duration) {
 	if horizon {
 		wait = w.cfg.ETAHorizon
 	}
-	w.held[j] = time.AfterFunc(wait, func() { w.release(j, raise, horizon) })
+	w.held[j] = time.AfterFunc(wait, func() { w.release(j, raise, size, horizon) })
 	cons := w.consumer
 	w.mu.Unlock()
 	if raise && cons != nil {
@@ -40,7 +50,9 @@ func (w *Worker) hold(j *job, delay time.Duration) {
 	}
 }
 
-func (w *Worker) release(j *job, raised, horizon bool) {
+// release ends j's wait; raised and size say whether and by how many body
+// bytes it raised the prefetch window.
+func (w *Worker) release(j *job, raised bool, size int64, horizon bool) {
 	w.mu.Lock()
 	if _, ok := w.held[j]; !ok {
 		w.mu.Unlock()
@@ -49,6 +61,7 @@ func (w *Worker) release(j *job, raised, horizon bool) {
 	delete(w.held, j)
 	if raised {
 		w.heldRise--
+		w.heldRiseBytes -= size
 	}
 	window := w.prefetch + w.heldRise
 	cons := w.consumer

@@ -53,6 +53,11 @@ type Config struct {
 	// window while they wait (default 10,000); beyond it they wait inside
 	// the normal window, which throttles consumption instead of memory.
 	MaxHeldETA int
+	// MaxHeldETABytes caps the body bytes of the held messages that raise
+	// the prefetch window (default DefaultMaxHeldETABytes; negative: no
+	// byte cap). Beyond it, further ETA messages wait inside the normal
+	// window, as beyond MaxHeldETA.
+	MaxHeldETABytes int64
 	// ETAHorizon: a message due later than this is held only until the
 	// horizon, then published again unchanged and acknowledged, so that no
 	// delivery stays unacknowledged past RabbitMQ's consumer_timeout
@@ -85,12 +90,13 @@ type Worker struct {
 	running  sync.WaitGroup
 	inflight sync.WaitGroup // jobs received and not yet finished
 
-	mu       sync.Mutex
-	held     map[*job]*time.Timer // waiting for their ETA
-	heldRise int                  // how much the prefetch window is raised by held messages
-	limited  map[*job]*time.Timer // waiting for their rate limit
-	stopping bool
-	consumer Consumer
+	mu            sync.Mutex
+	held          map[*job]*time.Timer // waiting for their ETA
+	heldRise      int                  // how much the prefetch window is raised by held messages
+	heldRiseBytes int64                // body bytes of the messages that raised it
+	limited       map[*job]*time.Timer // waiting for their rate limit
+	stopping      bool
+	consumer      Consumer
 
 	limits  *rateLimits
 	started atomic.Bool
@@ -144,6 +150,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.MaxHeldETA == 0 {
 		cfg.MaxHeldETA = 10000
+	}
+	if cfg.MaxHeldETABytes == 0 {
+		cfg.MaxHeldETABytes = DefaultMaxHeldETABytes
 	}
 	if cfg.ETAHorizon == 0 {
 		cfg.ETAHorizon = 25 * time.Minute
