@@ -114,6 +114,8 @@ type chanGen struct {
 	global bool
 	// maxPrefetch caps the per-consumer count (quorum queues); 0: none.
 	maxPrefetch int
+	// quorum names the consumed queues known to be quorum queues.
+	quorum map[string]bool
 
 	// tmu guards the consumer tags and rounds.
 	tmu       sync.Mutex
@@ -191,6 +193,24 @@ func (d *Delivery) Epoch() uint64 {
 		return 0
 	}
 	return d.gen.seq
+}
+
+// DeliveryCount returns the x-delivery-count header RabbitMQ puts on the
+// redeliveries of quorum queue messages: how many times the message was
+// delivered (and returned) before. On a quorum queue's first delivery the
+// header is absent and the count is 0; ok is false for a message of
+// another queue type (the header is absent from every delivery).
+func (d *Delivery) DeliveryCount() (n int, ok bool) {
+	switch v := d.Raw.Headers["x-delivery-count"].(type) {
+	case int64:
+		return int(v), true
+	case float64:
+		return int(v), true
+	}
+	if d.gen != nil && d.gen.quorum[d.Queue] {
+		return 0, true
+	}
+	return 0, false
 }
 
 // Stale reports whether the channel the delivery arrived on is gone. A
@@ -585,6 +605,7 @@ func (c *Consumer) Close() error {
 // consumes every queue.
 func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	global, maxPrefetch := c.cfg.GlobalQoS, 0
+	quorum := map[string]bool{}
 	if !c.cfg.NoDeclare {
 		var nonClassic []string
 		for _, q := range c.cfg.Queues {
@@ -597,6 +618,7 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 			}
 			if d.typ == QueueTypeQuorum {
 				maxPrefetch = QuorumPrefetchMax
+				quorum[q.Name] = true
 			}
 		}
 		if global && len(nonClassic) > 0 {
@@ -613,7 +635,7 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	c.genSeq++
 	gen := &chanGen{
 		ch: ch, seq: c.genSeq, connEpoch: s.epoch,
-		global: global, maxPrefetch: maxPrefetch,
+		global: global, maxPrefetch: maxPrefetch, quorum: quorum,
 		queues:       make(map[string]string, len(c.cfg.Queues)),
 		cancelled:    make(map[string]bool),
 		closed:       make(chan struct{}),

@@ -45,3 +45,12 @@ type ChordBackend interface {
 	// header order, and removes the chord's bookkeeping keys.
 	AddChordPart(ctx context.Context, groupID string, groupIndex *int, part ChordPart) (complete bool, parts []ChordPart, err error)
 }
+
+// RedeliveryCounter is implemented by backends that keep a counter per
+// task message, for the worker's cap on redeliveries on brokers that do
+// not count them (RabbitMQ classic queues).
+type RedeliveryCounter interface {
+	// CountRedelivery adds one to the counter of key and returns the new
+	// value. The counter is forgotten after the backend's result expiry.
+	CountRedelivery(ctx context.Context, key string) (int64, error)
+}

@@ -16,6 +16,19 @@ type Delivery interface {
 	Reject(requeue bool) error
 }
 
+// DeliveryCounter is an optional interface of Delivery, for transports
+// whose broker counts how many times it delivered a message (RabbitMQ
+// quorum queues send x-delivery-count). The worker uses it to cap the
+// redeliveries of a message whose task never finishes (Config.
+// MaxRedeliveries); for deliveries without it the worker counts the
+// redelivered ones in the result backend (result.RedeliveryCounter).
+type DeliveryCounter interface {
+	// DeliveryCount returns how many times the message was delivered
+	// before this delivery (0 on the first one); ok is false when the
+	// broker does not count.
+	DeliveryCount() (n int, ok bool)
+}
+
 // Consumer is a running consumption of the worker's queues.
 type Consumer interface {
 	// Deliveries is closed when the consumer is cancelled or closed.

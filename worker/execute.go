@@ -59,6 +59,8 @@ func (w *Worker) execute(j *job) {
 				zap.String("id", msg.ID), zap.String("reason", "ack-failed"))
 			return
 		}
+	} else if w.poisoned(j) {
+		return
 	}
 	w.startActive(j)
 	if w.cfg.Events != nil {

@@ -63,6 +63,14 @@ type Config struct {
 	// delivery stays unacknowledged past RabbitMQ's consumer_timeout
 	// (default 25 minutes). Needs Followups.
 	ETAHorizon time.Duration
+	// MaxRedeliveries caps how many times the message of an acks_late task
+	// that never finished (its worker was killed, or hung and lost its
+	// connection) is delivered again: past 1 + MaxRedeliveries deliveries
+	// the task fails with WorkerLostError and the message is rejected
+	// without requeue (dead-lettered when its queue has a dead-letter
+	// exchange). Default MaxRedeliveriesDefault; negative: no cap. See
+	// poison.go for how deliveries are counted.
+	MaxRedeliveries int
 	// Logger receives the worker's log lines; nil logs nothing.
 	Logger *zap.Logger
 	// Events receives task events (task-received, -started, -succeeded,
@@ -156,6 +164,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.ETAHorizon == 0 {
 		cfg.ETAHorizon = 25 * time.Minute
+	}
+	if cfg.MaxRedeliveries == 0 {
+		cfg.MaxRedeliveries = MaxRedeliveriesDefault
 	}
 	log := cfg.Logger
 	if log == nil {

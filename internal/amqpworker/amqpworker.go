@@ -64,6 +64,12 @@ func (c *consumer) Close() error                       { return c.c.Close() }
 
 type delivery struct{ d *amqptransport.Delivery }
 
+var _ worker.DeliveryCounter = delivery{}
+
 func (d delivery) Raw() *protocol.RawMessage { return &d.d.Raw }
 func (d delivery) Ack() error                { return d.d.Ack() }
 func (d delivery) Reject(requeue bool) error { return d.d.Reject(requeue) }
+
+// DeliveryCount makes quorum queues' x-delivery-count the worker's count
+// of redeliveries (worker.DeliveryCounter).
+func (d delivery) DeliveryCount() (int, bool) { return d.d.DeliveryCount() }

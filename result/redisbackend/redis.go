@@ -451,3 +451,24 @@ func decodePart(s string) (result.ChordPart, error) {
 	}
 	return result.ChordPart{TaskID: id, Status: result.State(st), Result: l[3]}, nil
 }
+
+// redeliveryPrefix is the key prefix of the worker's redelivery counters.
+const redeliveryPrefix = "gworker-redeliveries-"
+
+// CountRedelivery increments the redelivery counter of key (INCR, with the
+// result expiry, one day when results never expire) and returns it; see
+// result.RedeliveryCounter.
+func (b *Backend) CountRedelivery(ctx context.Context, key string) (int64, error) {
+	ttl := b.ttl
+	if ttl <= 0 {
+		ttl = 24 * time.Hour
+	}
+	k := redeliveryPrefix + key
+	pipe := b.client.TxPipeline()
+	incr := pipe.Incr(ctx, k)
+	pipe.Expire(ctx, k, ttl)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("redisbackend: count redelivery of %s: %w", key, err)
+	}
+	return incr.Val(), nil
+}

@@ -1,0 +1,81 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/result"
+)
+
+// MaxRedeliveriesDefault is the default of Config.MaxRedeliveries.
+const MaxRedeliveriesDefault = 5
+
+// poisoned enforces Config.MaxRedeliveries on an acks_late job about to
+// start. A message redelivered again and again whose task never finished
+// is a poison message: its task kills or hangs the worker every time, and
+// without a cap it would do so forever (Celery's task_reject_on_worker_lost
+// loop). Only deliveries marked redelivered are looked at, so the first
+// delivery of every message costs nothing. The count comes from the
+// transport when its broker counts deliveries (DeliveryCounter: RabbitMQ
+// quorum queues' x-delivery-count, which also counts prefetched messages
+// requeued by a warm shutdown or a lost connection); otherwise from a
+// counter of redelivered starts kept in the result backend
+// (result.RedeliveryCounter), per task id and retry number. Without either,
+// there is no cap.
+//
+// Past the cap, FAILURE is stored with a WorkerLostError, the task's
+// errbacks and chord run as for any failure, and the message is rejected
+// without requeue. Errors a task returns are not counted: they follow the
+// task's own retry policy.
+func (w *Worker) poisoned(j *job) bool {
+	max := w.cfg.MaxRedeliveries
+	raw := j.d.Raw()
+	if max < 0 || !raw.Redelivered {
+		return false
+	}
+	n, source := 0, "x-delivery-count"
+	known := false
+	if dc, ok := j.d.(DeliveryCounter); ok {
+		n, known = dc.DeliveryCount()
+	}
+	if !known {
+		rc, ok := w.cfg.Backend.(result.RedeliveryCounter)
+		if !ok {
+			return false
+		}
+		c, err := rc.CountRedelivery(context.Background(), j.msg.ID+"."+strconv.Itoa(j.msg.Retries))
+		if err != nil {
+			w.log.Warn("cannot count the redelivery of a task; running it", zap.String("id", j.msg.ID), zap.Error(err))
+			return false
+		}
+		n, source = int(c), "result backend"
+	}
+	if n <= max {
+		if n > 0 {
+			w.log.Warn("task redelivered: its previous run did not finish",
+				zap.String("id", j.msg.ID), zap.String("task", j.msg.Task),
+				zap.Int("redeliveries", n), zap.Int("max_redeliveries", max), zap.String("counted_by", source))
+		}
+		return false
+	}
+	exc := workerLost(fmt.Sprintf("Worker exited prematurely: task %s[%s] was delivered %d times without finishing (max redeliveries %d).",
+		j.msg.Task, j.msg.ID, n+1, max))
+	w.log.Error("Poison message: task "+j.msg.Name()+"["+j.msg.ID+"] never finished; failing it and rejecting its message",
+		zap.String("reason", "max-redeliveries"), zap.Int("deliveries", n+1),
+		zap.Int("max_redeliveries", max), zap.String("counted_by", source))
+	ctx := context.Background()
+	w.fail(ctx, j, exc, traceback(j.task.Name, exc), false, nil)
+	j.acked = true
+	if err := j.d.Reject(false); err != nil {
+		w.log.Warn("reject", zap.String("id", j.msg.ID), zap.Error(err))
+	}
+	return true
+}
+
+func workerLost(msg string) *protocol.Exception {
+	return &protocol.Exception{Type: "WorkerLostError", Module: "billiard.exceptions", Args: []any{msg}}
+}
