@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
 
@@ -60,10 +61,34 @@ func TestAs(t *testing.T) {
 		"bool from nil":    func() error { _, err := result.As[bool](nil); return err },
 		"[]int from [str]": func() error { _, err := result.As[[]int]([]any{"a"}); return err },
 		"struct from list": func() error { _, err := result.As[progress]([]any{int64(1)}); return err },
-		"[]float with NaN": func() error { _, err := result.As[[]float64]([]any{math.NaN()}); return err },
+		"[]int from [2.5]": func() error { _, err := result.As[[]int]([]any{int64(1), 2.5}); return err },
+		"struct int 2.5":   func() error { _, err := result.As[progress](map[string]any{"done": 2.5}); return err },
 	} {
-		if err := f(); !errors.Is(err, result.ErrConvert) {
+		if err := f(); !errors.Is(err, result.ErrConvert) || !errors.Is(err, protocol.ErrConvert) {
 			t.Errorf("%s: err %v, want ErrConvert", name, err)
 		}
+	}
+}
+
+// As follows the rule task arguments are bound with: whole floats fill
+// integers at any depth, NaN is a float like any other, and the message
+// names the place that does not fit as a task's TypeError would.
+func TestAsSameRuleAsBinding(t *testing.T) {
+	type progress struct {
+		Done  int     `json:"done"`
+		Ratio float64 `json:"ratio"`
+	}
+	p, err := result.As[[]progress]([]any{map[string]any{"done": 3.0, "ratio": int64(1)}})
+	if err != nil || !reflect.DeepEqual(p, []progress{{3, 1}}) {
+		t.Errorf("[]progress = %#v, %v", p, err)
+	}
+	f, err := result.As[[]float64]([]any{math.NaN()})
+	if err != nil || len(f) != 1 || !math.IsNaN(f[0]) {
+		t.Errorf("[NaN] = %v, %v", f, err)
+	}
+	_, err = result.As[[]progress]([]any{map[string]any{"done": 2.5}})
+	const want = "cannot convert result value to []result_test.progress: item 0 key 'done' must be int, not float"
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v\nwant %s", err, want)
 	}
 }

@@ -237,7 +237,7 @@ func ExampleAs() {
 	fmt.Println(err)
 	// Output:
 	// {1 2} <nil>
-	// cannot convert result value: str to int
+	// cannot convert result value to int: must be int, not str
 }
 
 func ExampleFromTuple() {

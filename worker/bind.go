@@ -2,22 +2,16 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"math"
-	"math/big"
 	"reflect"
 	"strings"
-	"time"
 
 	"github.com/gworker/gworker/protocol"
 )
 
 var (
-	ctxType   = reflect.TypeOf((*context.Context)(nil)).Elem()
-	errType   = reflect.TypeOf((*error)(nil)).Elem()
-	timeType  = reflect.TypeOf(time.Time{})
-	bigIntPtr = reflect.TypeOf((*big.Int)(nil))
+	ctxType = reflect.TypeOf((*context.Context)(nil)).Elem()
+	errType = reflect.TypeOf((*error)(nil)).Elem()
 )
 
 // typeError returns a Python TypeError, as Celery reports wrong arity and
@@ -183,7 +177,7 @@ func (b *binder) call(ctx context.Context, args []any, kwargs map[string]any) (a
 		in = append(in, reflect.ValueOf(ctx))
 	}
 	for i, v := range vals {
-		rv, err := convert(v, b.in[i])
+		rv, err := protocol.ToGo(v, b.in[i])
 		if err != nil {
 			return nil, typeError("%s() argument '%s' %s", b.name, b.paramName(i), err.Error())
 		}
@@ -207,228 +201,6 @@ func (b *binder) paramName(i int) string {
 		return b.params[i]
 	}
 	return fmt.Sprintf("#%d", i+1)
-}
-
-func mismatch(v any, t reflect.Type) error {
-	return fmt.Errorf("must be %s, not %s", goToPyName(t), protocol.TypeName(v))
-}
-
-func goToPyName(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "int"
-	case reflect.Float32, reflect.Float64:
-		return "float"
-	case reflect.String:
-		return "str"
-	case reflect.Bool:
-		return "bool"
-	case reflect.Slice:
-		if t.Elem().Kind() == reflect.Uint8 {
-			return "bytes"
-		}
-		return "list"
-	case reflect.Map, reflect.Struct:
-		return "dict"
-	}
-	return t.String()
-}
-
-// convert turns a decoded Python value into a value of Go type t.
-func convert(v any, t reflect.Type) (reflect.Value, error) {
-	if t.Kind() == reflect.Interface {
-		if v == nil {
-			return reflect.Zero(t), nil
-		}
-		rv := reflect.ValueOf(v)
-		if !rv.Type().Implements(t) {
-			return reflect.Value{}, mismatch(v, t)
-		}
-		out := reflect.New(t).Elem()
-		out.Set(rv)
-		return out, nil
-	}
-	if t == bigIntPtr {
-		switch x := v.(type) {
-		case int64:
-			return reflect.ValueOf(big.NewInt(x)), nil
-		case *big.Int:
-			return reflect.ValueOf(new(big.Int).Set(x)), nil
-		}
-		return reflect.Value{}, mismatch(v, t)
-	}
-	if t.Kind() == reflect.Pointer {
-		if v == nil {
-			return reflect.Zero(t), nil
-		}
-		e, err := convert(v, t.Elem())
-		if err != nil {
-			return reflect.Value{}, err
-		}
-		p := reflect.New(t.Elem())
-		p.Elem().Set(e)
-		return p, nil
-	}
-	if t == timeType {
-		s, ok := v.(string)
-		if !ok {
-			return reflect.Value{}, mismatch(v, t)
-		}
-		tm, err := protocol.ParseTime(s)
-		if err != nil {
-			return reflect.Value{}, fmt.Errorf("must be an ISO 8601 time: %v", err)
-		}
-		return reflect.ValueOf(tm), nil
-	}
-	out := reflect.New(t).Elem()
-	switch t.Kind() {
-	case reflect.Bool:
-		b, ok := v.(bool)
-		if !ok {
-			return reflect.Value{}, mismatch(v, t)
-		}
-		out.SetBool(b)
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		i, ok := v.(int64)
-		if !ok {
-			if n, isInt := v.(int); isInt {
-				i, ok = int64(n), true
-			}
-		}
-		if !ok {
-			if _, big := v.(*big.Int); big {
-				return reflect.Value{}, fmt.Errorf("is out of range for %s", t)
-			}
-			return reflect.Value{}, mismatch(v, t)
-		}
-		if out.OverflowInt(i) {
-			return reflect.Value{}, fmt.Errorf("is out of range for %s", t)
-		}
-		out.SetInt(i)
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		var u uint64
-		switch x := v.(type) {
-		case int64:
-			if x < 0 {
-				return reflect.Value{}, fmt.Errorf("is out of range for %s", t)
-			}
-			u = uint64(x)
-		case *big.Int:
-			if x.Sign() < 0 || !x.IsUint64() {
-				return reflect.Value{}, fmt.Errorf("is out of range for %s", t)
-			}
-			u = x.Uint64()
-		default:
-			return reflect.Value{}, mismatch(v, t)
-		}
-		if out.OverflowUint(u) {
-			return reflect.Value{}, fmt.Errorf("is out of range for %s", t)
-		}
-		out.SetUint(u)
-	case reflect.Float32, reflect.Float64:
-		var f float64
-		switch x := v.(type) {
-		case float64:
-			f = x
-		case int64:
-			f = float64(x)
-		case *big.Int:
-			f, _ = new(big.Float).SetInt(x).Float64()
-		default:
-			return reflect.Value{}, mismatch(v, t)
-		}
-		if t.Kind() == reflect.Float32 && !math.IsInf(f, 0) && !math.IsNaN(f) && math.Abs(f) > math.MaxFloat32 {
-			return reflect.Value{}, fmt.Errorf("is out of range for %s", t)
-		}
-		out.SetFloat(f)
-	case reflect.String:
-		s, ok := v.(string)
-		if !ok {
-			return reflect.Value{}, mismatch(v, t)
-		}
-		out.SetString(s)
-	case reflect.Slice:
-		if t.Elem().Kind() == reflect.Uint8 {
-			switch x := v.(type) {
-			case []byte:
-				out.SetBytes(append([]byte(nil), x...))
-				return out, nil
-			case string:
-				out.SetBytes([]byte(x))
-				return out, nil
-			}
-			return reflect.Value{}, mismatch(v, t)
-		}
-		list, ok := v.([]any)
-		if !ok {
-			return reflect.Value{}, mismatch(v, t)
-		}
-		s := reflect.MakeSlice(t, len(list), len(list))
-		for i, e := range list {
-			ev, err := convert(e, t.Elem())
-			if err != nil {
-				return reflect.Value{}, fmt.Errorf("item %d %s", i, err.Error())
-			}
-			s.Index(i).Set(ev)
-		}
-		return s, nil
-	case reflect.Array:
-		list, ok := v.([]any)
-		if !ok || len(list) != t.Len() {
-			return reflect.Value{}, mismatch(v, t)
-		}
-		for i, e := range list {
-			ev, err := convert(e, t.Elem())
-			if err != nil {
-				return reflect.Value{}, fmt.Errorf("item %d %s", i, err.Error())
-			}
-			out.Index(i).Set(ev)
-		}
-	case reflect.Map:
-		if t.Key().Kind() != reflect.String {
-			return reflect.Value{}, fmt.Errorf("has unsupported type %s", t)
-		}
-		m, ok := asMap(v)
-		if !ok {
-			return reflect.Value{}, mismatch(v, t)
-		}
-		mv := reflect.MakeMapWithSize(t, len(m))
-		for k, e := range m {
-			ev, err := convert(e, t.Elem())
-			if err != nil {
-				return reflect.Value{}, fmt.Errorf("key '%s' %s", k, err.Error())
-			}
-			mv.SetMapIndex(reflect.ValueOf(k).Convert(t.Key()), ev)
-		}
-		return mv, nil
-	case reflect.Struct:
-		if _, ok := asMap(v); !ok {
-			return reflect.Value{}, mismatch(v, t)
-		}
-		data, err := protocol.MarshalJSON(v)
-		if err != nil {
-			return reflect.Value{}, err
-		}
-		p := reflect.New(t)
-		if err := json.Unmarshal(data, p.Interface()); err != nil {
-			return reflect.Value{}, fmt.Errorf("does not fit %s: %v", t, err)
-		}
-		return p.Elem(), nil
-	default:
-		return reflect.Value{}, fmt.Errorf("has unsupported type %s", t)
-	}
-	return out, nil
-}
-
-func asMap(v any) (map[string]any, bool) {
-	switch m := v.(type) {
-	case map[string]any:
-		return m, true
-	case protocol.Dict:
-		return m.Map(), true
-	}
-	return nil, false
 }
 
 type structField struct {
@@ -474,7 +246,7 @@ func bindStruct(task string, v reflect.Value, fields []structField, defaults map
 	}
 	for i, f := range fields {
 		fv := v.Field(f.index)
-		cv, err := convert(vals[i], fv.Type())
+		cv, err := protocol.ToGo(vals[i], fv.Type())
 		if err != nil {
 			return typeError("%s() argument '%s' %s", name, f.name, err.Error())
 		}

@@ -178,3 +178,48 @@ func TestAutoRetryBackoff(t *testing.T) {
 		}
 	}
 }
+
+// The binding rule is protocol.ToGo's: an integral float binds to an int
+// parameter (a JSON client may write 3.0), 2.5 is Python's TypeError, and
+// a struct parameter takes a dict whose float fields may be whole.
+func TestBindIntegralFloats(t *testing.T) {
+	type area struct {
+		W int     `json:"w"`
+		H float64 `json:"h"`
+	}
+	r := NewRegistry()
+	r.MustRegister("tasks.double", func(ctx context.Context, x int) (int, error) { return 2 * x, nil }, Params("x"))
+	r.MustRegister("tasks.area", func(a area, scale []uint16) float64 { return float64(a.W) * a.H * float64(scale[0]) }, Params("a", "scale"))
+	call := func(name string, args []any, kwargs map[string]any) (any, error) {
+		task, err := r.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return task.Handler(context.Background(), args, kwargs)
+	}
+	if v, err := call("tasks.double", []any{3.0}, nil); err != nil || v != 6 {
+		t.Errorf("double(3.0) = %v, %v", v, err)
+	}
+	if v, err := call("tasks.double", nil, map[string]any{"x": -4.0}); err != nil || v != -8 {
+		t.Errorf("double(x=-4.0) = %v, %v", v, err)
+	}
+	if v, err := call("tasks.area", []any{map[string]any{"w": 2.0, "h": int64(3)}, []any{1.0}}, nil); err != nil || v != 6.0 {
+		t.Errorf("area = %v, %v", v, err)
+	}
+	for _, c := range []struct {
+		name string
+		args []any
+		want string
+	}{
+		{"tasks.double", []any{2.5}, "double() argument 'x' must be int, not float"},
+		{"tasks.double", []any{1e30}, "double() argument 'x' is out of range for int"},
+		{"tasks.area", []any{map[string]any{"w": 2.5}, []any{}}, "area() argument 'a' key 'w' must be int, not float"},
+		{"tasks.area", []any{map[string]any{}, []any{int64(70000)}}, "area() argument 'scale' item 0 is out of range for uint16"},
+	} {
+		_, err := call(c.name, c.args, nil)
+		var exc *protocol.Exception
+		if !errors.As(err, &exc) || exc.Type != "TypeError" || exc.Module != "builtins" || exc.Args[0] != c.want {
+			t.Errorf("%s%v: %#v, want TypeError(%q)", c.name, c.args, err, c.want)
+		}
+	}
+}

@@ -109,6 +109,13 @@ func (r *Registry) Handle(name string, h Handler, opts ...Option) error {
 // converted to, and returns (T, error), (T), (error) or nothing. Params
 // names its parameters so that keyword arguments bind; without it only
 // positional arguments are accepted.
+//
+// Arguments are converted by protocol.ToGo, the rule result.As also
+// follows: an int parameter takes 3 or 3.0 but refuses 2.5, a struct takes
+// a dict by its json tags, and so on. A value that does not fit fails the
+// task with Python's TypeError ("double() argument 'x' must be int, not
+// float"). The result is written by protocol.FromGo's rule: a float64 is a
+// Python float wherever it sits.
 func (r *Registry) Register(name string, fn any, opts ...Option) error {
 	var c taskConfig
 	for _, o := range opts {
