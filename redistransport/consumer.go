@@ -40,6 +40,8 @@ type Consumer struct {
 	byKey map[string]int // list key -> queue index
 	order []int          // queue cycle (fetch loop only)
 
+	acks acker
+
 	mu       sync.Mutex
 	owned    map[string]*Delivery // taken from Redis, not settled
 	seq      uint64
@@ -480,14 +482,54 @@ func (d *Delivery) Ack() error {
 	if err := d.claim(); err != nil {
 		return err
 	}
-	return d.finish(func(ctx context.Context) error {
-		_, err := d.c.b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.ZRem(ctx, d.c.keys[1], d.Tag)
-			p.HDel(ctx, d.c.keys[0], d.Tag)
-			return nil
+	return d.finish(func(ctx context.Context) error { return d.c.acks.ack(ctx, d.c, d.Tag) })
+}
+
+// acker merges acknowledgements made at the same time into one write
+// (ZREM and HDEL of every tag, in one MULTI/EXEC): the first Ack writes,
+// those arriving meanwhile are written together right after. Every Ack
+// returns once its own write is done.
+type acker struct {
+	mu      sync.Mutex
+	writing bool
+	tags    []string
+	waiters []chan error
+}
+
+func (a *acker) ack(ctx context.Context, c *Consumer, tag string) error {
+	done := make(chan error, 1)
+	a.mu.Lock()
+	a.tags = append(a.tags, tag)
+	a.waiters = append(a.waiters, done)
+	if a.writing {
+		a.mu.Unlock()
+		return <-done
+	}
+	a.writing = true
+	for len(a.tags) > 0 {
+		tags, waiters := a.tags, a.waiters
+		a.tags, a.waiters = nil, nil
+		a.mu.Unlock()
+		members := make([]any, len(tags))
+		for i, t := range tags {
+			members[i] = t
+		}
+		err := c.b.retry(ctx, func(ctx context.Context) error {
+			_, err := c.b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.ZRem(ctx, c.keys[1], members...)
+				p.HDel(ctx, c.keys[0], tags...)
+				return nil
+			})
+			return err
 		})
-		return err
-	})
+		for _, w := range waiters {
+			w <- err
+		}
+		a.mu.Lock()
+	}
+	a.writing = false
+	a.mu.Unlock()
+	return <-done
 }
 
 // Reject settles the delivery. With requeue the message goes back to its

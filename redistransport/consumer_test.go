@@ -343,3 +343,40 @@ func TestPythonRestoreSkipsRefreshed(t *testing.T) {
 	}
 	_ = d.Ack()
 }
+
+// TestConcurrentAcks: acknowledgements made at the same time share writes
+// and every one of them is done when Ack returns.
+func TestConcurrentAcks(t *testing.T) {
+	b := newTestBroker(t, nil)
+	ctx := ctxT(t)
+	const n = 50
+	for i := range n {
+		if err := b.Publish(ctx, "", "qc", task(fmt.Sprint(i), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qc"}, Prefetch: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ds := make([]*Delivery, n)
+	for i := range ds {
+		ds[i] = recv(t, c)
+	}
+	errs := make(chan error, n)
+	for _, d := range ds {
+		go func() { errs <- d.Ack() }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if u, _ := b.Unacked(ctx); u != 0 {
+		t.Fatalf("unacked holds %d", u)
+	}
+	if z, _ := b.client.ZCard(ctx, b.key("unacked_index")).Result(); z != 0 {
+		t.Fatalf("unacked_index holds %d", z)
+	}
+}
