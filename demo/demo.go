@@ -1,7 +1,8 @@
 // Package demo holds the demo tasks compiled into the gworker binary, for
 // trying gworker from Python and for tests: tasks.add, tasks.mul,
-// tasks.xsum, tasks.echo, tasks.sleep, tasks.raise_error and the ones
-// that exercise results and retries.
+// tasks.xsum, tasks.echo, tasks.sleep, tasks.raise_error, the typed
+// tasks.double and tasks.area, and the ones that exercise results and
+// retries.
 package demo
 
 import (
@@ -29,6 +30,8 @@ func Register(r *worker.Registry) error {
 		{"tasks.sleep", Sleep, []worker.Option{worker.Params("seconds")}},
 		{"tasks.raise_error", RaiseError, []worker.Option{worker.Params("message"), worker.Default("message", "boom")}},
 		{"tasks.flaky", Flaky, []worker.Option{worker.Params("times")}},
+		{"tasks.double", Double, []worker.Option{worker.Params("x")}},
+		{"tasks.area", RectArea, []worker.Option{worker.Params("w", "h")}},
 	}
 	for _, reg := range regs {
 		if err := r.Register(reg.name, reg.fn, reg.opts...); err != nil {
@@ -206,4 +209,20 @@ func Flaky(ctx context.Context, times int) (int, error) {
 		return 0, worker.Retry(nil, worker.Countdown(100*time.Millisecond), worker.MaxRetries(times))
 	}
 	return retries, nil
+}
+
+// Double returns 2x. Its parameter is a Go int: Python's 3 and 3.0 bind,
+// 2.5 fails with TypeError.
+func Double(ctx context.Context, x int) (int, error) { return 2 * x, nil }
+
+// Area is the result of tasks.area; Python receives it as a dict, with
+// Area a float even when it is whole ({"area": 6.0, "unit": "cm2"}).
+type Area struct {
+	Area float64 `json:"area"`
+	Unit string  `json:"unit"`
+}
+
+// RectArea returns the area of a w×h rectangle in cm².
+func RectArea(ctx context.Context, w, h float64) (Area, error) {
+	return Area{Area: w * h, Unit: "cm2"}, nil
 }

@@ -79,3 +79,35 @@ func TestRegister(t *testing.T) {
 		t.Fatalf("raise_error(): %v", err)
 	}
 }
+
+// The typed demo tasks, called as the worker calls them: 3.0 binds to an
+// int, 2.5 is a TypeError, and a whole area is written as a float.
+func TestTypedTasks(t *testing.T) {
+	r := worker.NewRegistry()
+	if err := Register(r); err != nil {
+		t.Fatal(err)
+	}
+	call := func(name string, args []any, kwargs map[string]any) (any, error) {
+		task, err := r.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return task.Handler(context.Background(), args, kwargs)
+	}
+	if v, err := call("tasks.double", []any{3.0}, nil); err != nil || v != 6 {
+		t.Errorf("double(3.0) = %v, %v", v, err)
+	}
+	_, err := call("tasks.double", []any{2.5}, nil)
+	var exc *protocol.Exception
+	if !errors.As(err, &exc) || exc.Type != "TypeError" || exc.Args[0] != "double() argument 'x' must be int, not float" {
+		t.Errorf("double(2.5): %v", err)
+	}
+	v, err := call("tasks.area", []any{int64(2)}, map[string]any{"h": int64(3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := protocol.MarshalJSON(v)
+	if err != nil || string(b) != `{"area": 6.0, "unit": "cm2"}` {
+		t.Errorf("area(2, h=3) = %s, %v", b, err)
+	}
+}
