@@ -20,8 +20,9 @@ import (
 // SUCCESS is never overwritten.
 //
 // It implements result.Backend, result.GroupStore, result.NativeJoiner
-// (AsyncResult.Get and JoinNative wait on it without polling) and
-// result.ChordBackend (chord header parts are counted as on Redis). It is
+// (AsyncResult.Get and JoinNative wait on it without polling),
+// result.ChordBackend (chord header parts are counted as on Redis) and
+// result.RedeliveryCounter. It is
 // safe for concurrent use; the zero value is not usable, call NewBackend.
 type Backend struct {
 	mu       sync.Mutex
@@ -29,6 +30,7 @@ type Backend struct {
 	groups   map[string][]byte
 	chords   map[string]*chordState
 	watchers map[*watcher]struct{}
+	counters map[string]int64
 }
 
 var (
@@ -36,6 +38,8 @@ var (
 	_ result.GroupStore   = (*Backend)(nil)
 	_ result.NativeJoiner = (*Backend)(nil)
 	_ result.ChordBackend = (*Backend)(nil)
+
+	_ result.RedeliveryCounter = (*Backend)(nil)
 )
 
 type chordState struct {
@@ -64,6 +68,7 @@ func NewBackend() *Backend {
 		groups:   map[string][]byte{},
 		chords:   map[string]*chordState{},
 		watchers: map[*watcher]struct{}{},
+		counters: map[string]int64{},
 	}
 }
 
@@ -369,4 +374,16 @@ func (b *Backend) WaitReady(ctx context.Context, ids []string, fn func(*result.M
 		case <-w.ch:
 		}
 	}
+}
+
+// CountRedelivery adds one to the counter of key and returns it (see
+// result.RedeliveryCounter).
+func (b *Backend) CountRedelivery(ctx context.Context, key string) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.counters[key]++
+	return b.counters[key], nil
 }

@@ -63,6 +63,11 @@ func TestBackendStoresWhatRedisWould(t *testing.T) {
 	if ids := b.TaskIDs(); len(ids) != 0 {
 		t.Errorf("ids: %v", ids)
 	}
+	for want := int64(1); want <= 2; want++ {
+		if n, err := b.CountRedelivery(ctx, "t1.0"); err != nil || n != want {
+			t.Errorf("redelivery count: %d %v, want %d", n, err, want)
+		}
+	}
 }
 
 func TestBackendGroups(t *testing.T) {

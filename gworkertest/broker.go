@@ -107,6 +107,7 @@ type message struct {
 	raw         protocol.RawMessage // as published, with Exchange and RoutingKey
 	expires     time.Time           // zero: no TTL
 	redelivered bool
+	deliveries  int // how many times it was handed to a consumer
 }
 
 // NewBroker returns an empty broker.
@@ -486,6 +487,7 @@ func (c *consumer) loop() {
 			c.b.mu.Lock()
 			if !d.settled {
 				d.settled = true
+				d.m.deliveries--
 				delete(c.unacked, d)
 				c.b.requeueLocked(d.m, false)
 				c.b.wakeLocked()
@@ -515,7 +517,8 @@ func (c *consumer) takeLocked() *Delivery {
 		m := q.ready[0]
 		q.ready = q.ready[1:]
 		c.next = (k + 1) % len(c.queues)
-		d := &Delivery{c: c, m: m, raw: copyRaw(&m.raw)}
+		d := &Delivery{c: c, m: m, raw: copyRaw(&m.raw), count: m.deliveries}
+		m.deliveries++
 		d.raw.Redelivered = m.redelivered
 		c.unacked[d] = struct{}{}
 		return d
@@ -590,9 +593,18 @@ type Delivery struct {
 	raw      protocol.RawMessage
 	settled  bool // guarded by c.b.mu
 	returned bool // given back by Close (guarded by c.b.mu)
+	count    int  // deliveries before this one
 }
 
-var _ worker.Delivery = (*Delivery)(nil)
+var (
+	_ worker.Delivery        = (*Delivery)(nil)
+	_ worker.DeliveryCounter = (*Delivery)(nil)
+)
+
+// DeliveryCount returns how many times the message was delivered before
+// this delivery, as RabbitMQ's quorum queues count it (x-delivery-count):
+// every requeue counts, by a rejection or a closed consumer.
+func (d *Delivery) DeliveryCount() (int, bool) { return d.count, true }
 
 // Raw returns the message with its delivery information.
 func (d *Delivery) Raw() *protocol.RawMessage { return &d.raw }

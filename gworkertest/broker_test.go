@@ -162,6 +162,9 @@ func TestRejectRequeueAndDeadLetter(t *testing.T) {
 	if a.Raw().Redelivered {
 		t.Error("first delivery marked redelivered")
 	}
+	if n, ok := a.(worker.DeliveryCounter).DeliveryCount(); !ok || n != 0 {
+		t.Errorf("first delivery count: %d %v", n, ok)
+	}
 	// Requeued messages go back to where they were, ahead of later ones.
 	// (Cancelled first, so that they are not delivered again at once.)
 	if err := c.Cancel(ctx); err != nil {
@@ -192,6 +195,9 @@ func TestRejectRequeueAndDeadLetter(t *testing.T) {
 		if i < 2 {
 			if !last.Raw().Redelivered {
 				t.Errorf("%s not marked redelivered", last.Raw().Body)
+			}
+			if n, _ := last.(worker.DeliveryCounter).DeliveryCount(); n != 1 {
+				t.Errorf("%s: delivery count %d, want 1", last.Raw().Body, n)
 			}
 			if err := last.Ack(); err != nil {
 				t.Fatal(err)
