@@ -11,30 +11,27 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
-	"github.com/gworker/gworker/internal/amqpworker"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/gworkertest"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
-	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/worker"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// env is one worker on a queue of its own, against the real RabbitMQ and
-// Redis, with a producer to send it tasks.
+// env is one worker on the in-memory broker and result backend of
+// gworkertest, with a producer to send it tasks. Nothing touches the
+// network.
 type env struct {
 	t        *testing.T
 	queue    string
-	broker   *amqptransport.Broker
-	backend  *redisbackend.Backend
+	g        *gworkertest.Env
+	broker   *gworkertest.Broker
+	backend  *gworkertest.Backend
 	producer *producer.Producer
 	worker   *worker.Worker
 	logs     *observer.ObservedLogs
-	cancel   context.CancelFunc
-	done     chan error
 	stopOnce sync.Once
 }
 
@@ -42,97 +39,52 @@ type envOption func(*worker.Config, *worker.Registry)
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL(), ConnectionName: "gworker-worker-test"})
-	if err != nil {
-		t.Fatalf("RabbitMQ must run at %s for these tests (.ci/run starts it): %v", testenv.AMQPURL(), err)
-	}
-	rb, err := redisbackend.Open(testenv.RedisURL(), redisbackend.Options{Expires: 10 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rb.Client().Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis must run at %s for these tests (.ci/run starts it): %v", testenv.RedisURL(), err)
-	}
-	e := &env{t: t, queue: "gw-worker-test-" + testenv.Suffix(), broker: b, backend: rb, done: make(chan error, 1)}
 	core, logs := observer.New(zap.DebugLevel)
-	e.logs = logs
 	log := zap.New(core)
-	e.producer = producer.New(b, producer.Options{Backend: rb, DefaultQueue: e.queue, Logger: log})
+	// Registered first, so that it runs last: after the Env has stopped.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range logs.All() {
+				t.Logf("worker log: %s %s %v", l.Level, l.Message, l.ContextMap())
+			}
+		}
+	})
 	reg := worker.NewRegistry()
-	if err := demo.Register(reg); err != nil {
-		t.Fatal(err)
-	}
-	if err := worker.RegisterBuiltins(reg, e.producer, rb, log); err != nil {
-		t.Fatal(err)
-	}
-	if err := demo.RegisterClientTasks(reg, e.producer, rb); err != nil {
-		t.Fatal(err)
-	}
-	cfg := worker.Config{
-		Registry:    reg,
-		Broker:      amqpworker.New(b),
-		Backend:     rb,
-		Followups:   worker.NewFollowups(e.producer, rb, log),
-		Queues:      []string{e.queue},
-		Concurrency: 4,
-		Hostname:    "celery@test",
-		Logger:      log,
-	}
+	cfg := worker.Config{Concurrency: 4, Hostname: "celery@test"}
 	for _, o := range opts {
 		o(&cfg, reg)
 	}
-	w, err := worker.New(cfg)
-	if err != nil {
+	queue := "gw-worker-test"
+	g := gworkertest.NewEnv(t, gworkertest.Config{Registry: reg, Queue: queue, Worker: cfg, Logger: log})
+	if err := demo.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	e.worker = w
-	// Declare the queue before the worker starts, so that messages sent
-	// before it consumes are kept.
-	if err := b.Declare(ctx, amqptransport.TaskQueue(e.queue)); err != nil {
+	if err := demo.RegisterClientTasks(reg, g.Producer, g.Backend); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.close)
-	return e
+	return &env{t: t, queue: queue, g: g, broker: g.Broker, backend: g.Backend, producer: g.Producer, logs: logs}
 }
 
 func (e *env) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	go func() { e.done <- e.worker.Run(ctx) }()
+	e.t.Helper()
+	if err := e.g.Start(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	e.worker = e.g.Worker()
 }
 
 // stop shuts the worker down warmly and waits for Run to return.
 func (e *env) stop() {
 	e.stopOnce.Do(func() {
-		if e.cancel == nil {
+		if e.worker == nil {
 			return
 		}
-		e.cancel()
-		select {
-		case err := <-e.done:
-			if err != nil {
-				e.t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			e.t.Error("worker did not stop within 30 s")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.g.Stop(ctx); err != nil {
+			e.t.Errorf("stop: %v", err)
 		}
 	})
-}
-
-func (e *env) close() {
-	e.stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, _ = e.broker.DeleteQueue(ctx, e.queue)
-	_ = e.broker.Close()
-	_ = e.backend.Close()
-	if e.t.Failed() {
-		for _, l := range e.logs.All() {
-			e.t.Logf("worker log: %s %s %v", l.Level, l.Message, l.ContextMap())
-		}
-	}
 }
 
 func (e *env) send(name string, args []any, kwargs map[string]any, opts ...producer.Option) *result.AsyncResult {
@@ -143,7 +95,6 @@ func (e *env) send(name string, args []any, kwargs map[string]any, opts ...produ
 	if err != nil {
 		e.t.Fatalf("send %s: %v", name, err)
 	}
-	e.t.Cleanup(func() { _ = r.Forget(context.Background()) })
 	return r
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gworker/gworker/canvas"
+	"github.com/gworker/gworker/gworkertest"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
@@ -97,10 +98,19 @@ func TestMalformedMessagesAreRejectedAndTheWorkerGoesOn(t *testing.T) {
 	waitFor(t, "5 invalid messages", 5*time.Second, func() bool { return e.worker.Stats().Invalid == 5 })
 	_, err := e.get(result.NewAsyncResult(id, e.backend))
 	wantException(t, err, "InvalidTaskError")
-	_ = result.NewAsyncResult(id, e.backend).Forget(ctx)
-	st, err := e.broker.Inspect(ctx, e.queue)
-	if err != nil || st.Messages != 0 {
+	st, err := e.broker.Stats(e.queue)
+	if err != nil || st.Ready != 0 || st.Unacked != 0 {
 		t.Errorf("queue after rejects: %+v %v", st, err)
+	}
+	// Rejected without requeue: dead-lettered, each once, as published.
+	dead := e.broker.DeadLetters()
+	if len(dead) != len(bad) {
+		t.Fatalf("%d dead letters, want %d", len(dead), len(bad))
+	}
+	for i, d := range dead {
+		if d.Reason != gworkertest.ReasonRejected || string(d.Raw.Body) != string(bad[i].Body) || d.Raw.ContentType != bad[i].ContentType {
+			t.Errorf("dead letter %d: %s %q %q, want the rejected message %q", i, d.Reason, d.Raw.ContentType, d.Raw.Body, bad[i].Body)
+		}
 	}
 	if !e.logged("Received invalid task message") {
 		t.Error("no log line for the invalid messages")
@@ -128,8 +138,8 @@ func TestWarmShutdownFinishesRunningAndRequeuesTheRest(t *testing.T) {
 			t.Errorf("task %s ran during shutdown: %s", r.ID(), m.Status)
 		}
 	}
-	st, err := e.broker.Inspect(context.Background(), e.queue)
-	if err != nil || st.Messages != len(rest) {
+	st, err := e.broker.Stats(e.queue)
+	if err != nil || st.Ready != len(rest) || st.Unacked != 0 {
 		t.Fatalf("want %d messages back in the queue, got %+v %v", len(rest), st, err)
 	}
 }
@@ -380,7 +390,6 @@ func TestChordUnlock(t *testing.T) {
 	if err != nil || v != 5.3 {
 		t.Fatalf("chord body: %v %v", v, err)
 	}
-	_ = result.NewAsyncResult(bodyID, e.backend).Forget(context.Background())
 }
 
 func TestUnencodableResultFailsWithEncodeError(t *testing.T) {
@@ -473,8 +482,8 @@ func TestShutdownRequeuesWaitingTasks(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("shutdown took %v", d)
 	}
-	st, err := e.broker.Inspect(context.Background(), e.queue)
-	if err != nil || st.Messages != 2 {
+	st, err := e.broker.Stats(e.queue)
+	if err != nil || st.Ready != 2 || st.Unacked != 0 {
 		t.Errorf("want the 2 waiting messages back in the queue: %+v %v", st, err)
 	}
 }
