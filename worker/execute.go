@@ -87,7 +87,8 @@ func (w *Worker) execute(j *job) {
 		w.stats.succeeded.Add(1)
 		children := append(out.req.Children(), w.onSuccess(ctx, msg, out.value)...)
 		if !ignore {
-			err := w.store(ctx, w.meta(msg, result.Success, out.value, "", children))
+			j.final = w.meta(msg, result.Success, out.value, "", children)
+			err := w.store(ctx, j.final)
 			j.storeErr = err
 			if err != nil {
 				// A value the backend cannot encode fails the task, as
@@ -128,6 +129,10 @@ func (w *Worker) execute(j *job) {
 			return
 		}
 		w.ack(j)
+	} else if j.storeErr != nil && !isEncodeError(j.storeErr) && j.final != nil && w.cfg.Backend != nil {
+		// Acknowledged already: the broker has no copy to deliver again,
+		// so keep the result until the store is back.
+		w.pending.keep(j.final)
 	}
 }
 
@@ -140,7 +145,8 @@ func isEncodeError(err error) bool {
 func (w *Worker) fail(ctx context.Context, j *job, exc *protocol.Exception, tb string, hard bool, children []any) {
 	msg := j.msg
 	w.stats.failed.Add(1)
-	j.storeErr = w.storeFailure(ctx, msg, exc, tb, children)
+	j.final = w.meta(msg, result.Failure, exc.Value(), tb, children)
+	j.storeErr = w.store(ctx, j.final)
 	w.onFailure(ctx, msg, exc, tb)
 	w.chordPart(ctx, msg, result.Failure, exc.Value())
 	if w.cfg.Events != nil {

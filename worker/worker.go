@@ -58,6 +58,12 @@ type Config struct {
 	// byte cap). Beyond it, further ETA messages wait inside the normal
 	// window, as beyond MaxHeldETA.
 	MaxHeldETABytes int64
+	// MaxPendingResults caps how many final results of early-acknowledged
+	// tasks are kept in memory while the result store is down (default
+	// DefaultMaxPendingResults; negative: none, such a result is given up
+	// after the store's few quick retries). They are stored as soon as the
+	// store is back; the ids still pending at shutdown are logged.
+	MaxPendingResults int
 	// ETAHorizon: a message due later than this is held only until the
 	// horizon, then published again unchanged and acknowledged, so that no
 	// delivery stays unacknowledged past RabbitMQ's consumer_timeout
@@ -84,6 +90,9 @@ type Config struct {
 // Stats are counters of what the worker did.
 type Stats struct {
 	Received, Succeeded, Failed, Retried, Revoked, Rejected, Invalid int64
+	// PendingResults is how many results wait in memory for the result
+	// store to come back (see Config.MaxPendingResults).
+	PendingResults int64
 }
 
 // Worker consumes task messages and runs them.
@@ -107,6 +116,7 @@ type Worker struct {
 	consumer      Consumer
 
 	limits  *rateLimits
+	pending *pendingResults
 	started atomic.Bool
 
 	// base is the parent of every task context; Terminate cancels it.
@@ -127,8 +137,10 @@ type job struct {
 	task     *Task
 	received time.Time
 	acked    bool
-	// storeErr is the error of storing the task's final state, if any.
+	// storeErr is the error of storing the task's final state, if any;
+	// final is that state.
 	storeErr error
+	final    *result.Meta
 
 	// Guarded by Worker.mu: set while the task runs.
 	started      time.Time
@@ -158,6 +170,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.MaxHeldETA == 0 {
 		cfg.MaxHeldETA = 10000
+	}
+	if cfg.MaxPendingResults == 0 {
+		cfg.MaxPendingResults = DefaultMaxPendingResults
 	}
 	if cfg.MaxHeldETABytes == 0 {
 		cfg.MaxHeldETABytes = DefaultMaxHeldETABytes
@@ -193,6 +208,7 @@ func New(cfg Config) (*Worker, error) {
 		}
 	}
 	w.base, w.cancelBase = context.WithCancel(context.Background())
+	w.pending = newPendingResults(cfg.Backend, max(cfg.MaxPendingResults, 0), log)
 	w.initOps()
 	return w, nil
 }
@@ -210,6 +226,8 @@ func (w *Worker) Stats() Stats {
 		Revoked:   w.stats.revoked.Load(),
 		Rejected:  w.stats.rejected.Load(),
 		Invalid:   w.stats.invalid.Load(),
+
+		PendingResults: w.pending.len(),
 	}
 }
 
@@ -239,6 +257,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 	close(w.ops.ready)
+	go w.pending.run()
 	w.log.Info("ready.", zap.String("hostname", w.cfg.Hostname), zap.Strings("queues", w.cfg.Queues),
 		zap.Int("concurrency", w.cfg.Concurrency), zap.Int("prefetch", w.prefetch))
 
@@ -338,6 +357,7 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 		w.log.Warn("close consumer", zap.Error(err))
 	}
 	w.closeAdded()
+	w.pending.close()
 	w.cancelBase()
 }
 
