@@ -156,6 +156,27 @@ func (b *Broker) Declare(ctx context.Context, q Queue) error {
 	return withContext(ctx, ch, func() error { return declareOn(ch, q) })
 }
 
+// DeclareExchange declares an exchange alone (not auto-deleted, no
+// arguments), as kombu declares celeryev (topic, durable) or the pidbox
+// exchanges (fanout and direct, not durable).
+func (b *Broker) DeclareExchange(ctx context.Context, name, kind string, durable bool) error {
+	s, err := b.main.get(ctx)
+	if err != nil {
+		return err
+	}
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return fmt.Errorf("amqptransport: open channel: %w", err)
+	}
+	defer ch.Close()
+	return withContext(ctx, ch, func() error {
+		if err := ch.ExchangeDeclare(name, kind, durable, false, false, false, nil); err != nil {
+			return fmt.Errorf("amqptransport: declare exchange %q: %w", name, err)
+		}
+		return nil
+	})
+}
+
 // withContext runs fn, which blocks on broker replies on ch, and closes ch
 // when ctx ends first so fn returns.
 func withContext(ctx context.Context, ch *amqp.Channel, fn func() error) error {
