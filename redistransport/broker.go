@@ -25,6 +25,7 @@ const BindingPrefix = "_kombu.binding."
 // publishers. It is safe for concurrent use.
 type Broker struct {
 	cfg    Config
+	db     int // database number, part of kombu's pub/sub channel names
 	log    *zap.Logger
 	client redis.UniversalClient
 
@@ -41,11 +42,11 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := cfg.newClient()
+	client, db, err := cfg.newClient()
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{cfg: cfg, log: cfg.Logger.Named("redis"), client: client, consumers: map[*Consumer]struct{}{}}
+	b := &Broker{cfg: cfg, db: db, log: cfg.Logger.Named("redis"), client: client, consumers: map[*Consumer]struct{}{}}
 	bo := b.backoff()
 	for {
 		err := client.Ping(ctx).Err()

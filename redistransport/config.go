@@ -329,17 +329,17 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // newClient builds the go-redis client for the URL.
-func (c Config) newClient() (redis.UniversalClient, error) {
+func (c Config) newClient() (redis.UniversalClient, int, error) {
 	raw := strings.TrimSpace(c.URL)
 	if strings.HasPrefix(raw, "sentinel://") {
 		return c.newSentinelClient(raw)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), redact.Error(err, raw))
+		return nil, 0, fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), redact.Error(err, raw))
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return nil, fmt.Errorf("%w: broker URL scheme %q (want redis, rediss or sentinel)", ErrInvalidConfig, u.Scheme)
+		return nil, 0, fmt.Errorf("%w: broker URL scheme %q (want redis, rediss or sentinel)", ErrInvalidConfig, u.Scheme)
 	}
 	q := u.Query()
 	reqs, ca := q.Get("ssl_cert_reqs"), q.Get("ssl_ca_certs")
@@ -351,15 +351,15 @@ func (c Config) newClient() (redis.UniversalClient, error) {
 	}
 	opts, err := redis.ParseURL(u.String())
 	if err != nil {
-		return nil, fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), redact.Error(redact.Error(err, u.String()), raw))
+		return nil, 0, fmt.Errorf("%w: broker URL %s: %v", ErrInvalidConfig, RedactURL(raw), redact.Error(redact.Error(err, u.String()), raw))
 	}
 	if opts.TLSConfig != nil {
 		if err := tlsFromQuery(opts.TLSConfig, reqs, ca); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	c.tune(opts)
-	return redis.NewClient(opts), nil
+	return redis.NewClient(opts), opts.DB, nil
 }
 
 func tlsFromQuery(t *tls.Config, reqs, ca string) error {
@@ -400,9 +400,9 @@ func (c Config) tune(o *redis.Options) {
 
 // newSentinelClient parses kombu's sentinel URL: the sentinels are every
 // ";"-separated part's host; password and database come from the first.
-func (c Config) newSentinelClient(raw string) (redis.UniversalClient, error) {
+func (c Config) newSentinelClient(raw string) (redis.UniversalClient, int, error) {
 	if c.MasterName == "" {
-		return nil, fmt.Errorf("%w: sentinel:// needs the master_name transport option", ErrInvalidConfig)
+		return nil, 0, fmt.Errorf("%w: sentinel:// needs the master_name transport option", ErrInvalidConfig)
 	}
 	fo := &redis.FailoverOptions{MasterName: c.MasterName}
 	for i, part := range strings.Split(raw, ";") {
@@ -412,7 +412,7 @@ func (c Config) newSentinelClient(raw string) (redis.UniversalClient, error) {
 		}
 		u, err := url.Parse(part)
 		if err != nil || u.Scheme != "sentinel" {
-			return nil, fmt.Errorf("%w: sentinel URL part %q", ErrInvalidConfig, RedactURL(part))
+			return nil, 0, fmt.Errorf("%w: sentinel URL part %q", ErrInvalidConfig, RedactURL(part))
 		}
 		host, port := u.Hostname(), u.Port()
 		if host == "" {
@@ -430,14 +430,14 @@ func (c Config) newSentinelClient(raw string) (redis.UniversalClient, error) {
 			if db := strings.Trim(u.Path, "/"); db != "" {
 				n, err := strconv.Atoi(db)
 				if err != nil {
-					return nil, fmt.Errorf("%w: database %q in %s", ErrInvalidConfig, db, RedactURL(part))
+					return nil, 0, fmt.Errorf("%w: database %q in %s", ErrInvalidConfig, db, RedactURL(part))
 				}
 				fo.DB = n
 			}
 		}
 	}
 	if len(fo.SentinelAddrs) == 0 {
-		return nil, fmt.Errorf("%w: sentinel URL without an address", ErrInvalidConfig)
+		return nil, 0, fmt.Errorf("%w: sentinel URL without an address", ErrInvalidConfig)
 	}
 	fo.PoolSize = c.MaxConnections
 	if c.SocketTimeout > 0 {
@@ -447,7 +447,7 @@ func (c Config) newSentinelClient(raw string) (redis.UniversalClient, error) {
 		fo.DialTimeout = c.SocketConnectTimeout
 	}
 	fo.MaxRetries = -1
-	return redis.NewFailoverClient(fo), nil
+	return redis.NewFailoverClient(fo), fo.DB, nil
 }
 
 // RedactURL returns the URL with its passwords replaced by "**", as Celery

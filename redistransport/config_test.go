@@ -57,7 +57,7 @@ func TestConfigInvalid(t *testing.T) {
 	} {
 		c, err := cfg.withDefaults()
 		if err == nil {
-			_, err = c.newClient()
+			_, _, err = c.newClient()
 		}
 		if !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%+v: got %v, want ErrInvalidConfig", cfg, err)
@@ -71,7 +71,7 @@ func TestConfigURLs(t *testing.T) {
 		"rediss://localhost:6380/0?ssl_cert_reqs=none",
 	} {
 		c, _ := Config{URL: u}.withDefaults()
-		cl, err := c.newClient()
+		cl, _, err := c.newClient()
 		if err != nil {
 			t.Errorf("%s: %v", u, err)
 			continue
@@ -79,9 +79,9 @@ func TestConfigURLs(t *testing.T) {
 		_ = cl.Close()
 	}
 	c, _ := Config{URL: "sentinel://:pw@h1:26379/2;sentinel://h2", MasterName: "mymaster"}.withDefaults()
-	cl, err := c.newClient()
-	if err != nil {
-		t.Fatal(err)
+	cl, db, err := c.newClient()
+	if err != nil || db != 2 {
+		t.Fatal(db, err)
 	}
 	_ = cl.Close()
 	if got := RedactURL("sentinel://:pw@h1:26379;sentinel://u:x@h2"); got != "sentinel://:**@h1:26379;sentinel://u:**@h2" {
@@ -107,7 +107,7 @@ func TestStep(t *testing.T) {
 func TestConfigErrorsHidePasswords(t *testing.T) {
 	for _, u := range []string{"redis://:s3cret@localhost/notadb", "redis://u:s3cret@local host/0", "kafka://u:s3cret@h"} {
 		c, _ := Config{URL: u}.withDefaults()
-		_, err := c.newClient()
+		_, _, err := c.newClient()
 		if err == nil {
 			t.Fatalf("%s: no error", u)
 		}

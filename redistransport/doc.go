@@ -43,6 +43,13 @@
 // DeadLetterKey; the consumer goes on. Connection failures are retried
 // with jittered exponential backoff between ReconnectMin and ReconnectMax.
 //
+// # Fanout
+//
+// Fanout exchanges (events, the pidbox broadcast) are Redis pub/sub, as in
+// kombu: Broker.PublishFanout publishes the envelope on
+// "/<db>.<exchange>/<routing key>" and Broker.Subscribe PSUBSCRIBEs to the
+// channels of its binding keys. Nothing is kept for absent subscribers.
+//
 // # URLs
 //
 // redis://[user:password@]host[:port][/db], rediss:// for TLS, and

@@ -135,11 +135,19 @@ func encodeEnvelope(msg *protocol.RawMessage, exchange, routingKey, tag string) 
 	buf = append(buf, str(msg.ContentType)...)
 	buf = append(buf, `, "headers": `...)
 	buf = append(buf, headers...)
-	buf = append(buf, `, "properties": {"correlation_id": `...)
-	buf = append(buf, str(msg.CorrelationID)...)
-	buf = append(buf, `, "reply_to": `...)
-	buf = append(buf, str(msg.ReplyTo)...)
-	buf = fmt.Appendf(buf, `, "delivery_mode": %d`, mode)
+	buf = append(buf, `, "properties": {`...)
+	// kombu writes only the properties it was given.
+	if msg.CorrelationID != "" {
+		buf = append(buf, `"correlation_id": `...)
+		buf = append(buf, str(msg.CorrelationID)...)
+		buf = append(buf, ", "...)
+	}
+	if msg.ReplyTo != "" {
+		buf = append(buf, `"reply_to": `...)
+		buf = append(buf, str(msg.ReplyTo)...)
+		buf = append(buf, ", "...)
+	}
+	buf = fmt.Appendf(buf, `"delivery_mode": %d`, mode)
 	if msg.Expiration != "" {
 		buf = append(buf, `, "expiration": `...)
 		buf = append(buf, str(msg.Expiration)...)

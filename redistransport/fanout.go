@@ -1,0 +1,101 @@
+package redistransport
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/protocol"
+)
+
+// FanoutChannel is the pub/sub channel kombu uses for a message to a fanout
+// exchange (events, the pidbox broadcast): "/<db>.<exchange>", or
+// "/<db>.<exchange>/<routing key>" when there is a routing key
+// (fanout_patterns), with global_keyprefix in front.
+func (b *Broker) FanoutChannel(exchange, routingKey string) string {
+	ch := "/" + strconv.Itoa(b.db) + "." + exchange
+	if routingKey != "" {
+		ch += "/" + routingKey
+	}
+	return b.key(ch)
+}
+
+// PublishFanout publishes msg to a fanout exchange as kombu does on Redis
+// (PUBLISH of the envelope). As with kombu, a message nobody is subscribed
+// to is lost.
+func (b *Broker) PublishFanout(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage) error {
+	if b.isClosed() {
+		return ErrClosed
+	}
+	env, err := encodeEnvelope(msg, exchange, routingKey, newTag())
+	if err != nil {
+		return err
+	}
+	ch := b.FanoutChannel(exchange, routingKey)
+	return b.retry(ctx, func(ctx context.Context) error { return b.client.Publish(ctx, ch, env).Err() })
+}
+
+// Subscription receives the messages of a fanout exchange. Create it with
+// Broker.Subscribe.
+type Subscription struct {
+	ps   *redis.PubSub
+	out  chan *protocol.RawMessage
+	done chan struct{}
+	once sync.Once
+}
+
+// Subscribe receives what is published to exchange with routing keys
+// matching bindingKeys, as a kombu consumer of a queue bound to the fanout
+// exchange does: PSUBSCRIBE to the channel of each binding key with "#"
+// written "*"; no binding key means every message of the exchange without a
+// routing key. go-redis subscribes again after a reconnection; messages
+// published meanwhile are lost, as with kombu.
+func (b *Broker) Subscribe(ctx context.Context, exchange string, bindingKeys ...string) (*Subscription, error) {
+	if len(bindingKeys) == 0 {
+		bindingKeys = []string{""}
+	}
+	patterns := make([]string, len(bindingKeys))
+	for i, k := range bindingKeys {
+		patterns[i] = b.FanoutChannel(exchange, strings.ReplaceAll(k, "#", "*"))
+	}
+	ps := b.client.PSubscribe(ctx, patterns...)
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		return nil, err
+	}
+	s := &Subscription{ps: ps, out: make(chan *protocol.RawMessage), done: make(chan struct{})}
+	log := b.log.With(zap.String("exchange", exchange))
+	go func() {
+		defer close(s.out)
+		for m := range ps.Channel() {
+			env, err := decodeEnvelope([]byte(m.Payload))
+			if err != nil {
+				log.Warn("bad message on a fanout channel dropped", zap.String("channel", m.Channel), zap.Error(err))
+				continue
+			}
+			select {
+			case s.out <- &env.raw:
+			case <-s.done:
+				return
+			}
+		}
+	}()
+	return s, nil
+}
+
+// Messages is closed after Close.
+func (s *Subscription) Messages() <-chan *protocol.RawMessage { return s.out }
+
+// Close ends the subscription.
+func (s *Subscription) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.done)
+		err = s.ps.Close()
+	})
+	return err
+}
