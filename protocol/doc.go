@@ -18,8 +18,16 @@
 //	list, tuple       []any
 //	dict              map[string]any (decoding), or Dict to keep key order
 //
-// The encoders also accept other Go integers and floats, time.Time, Dict,
-// typed slices and maps, and structs (through their encoding/json form).
+// One rule converts between these values and arbitrary Go values, in both
+// directions, for the whole project. FromGo (which both encoders apply)
+// writes any Go value as Python would hold it: every integer kind an int,
+// every float kind a float (float64(6) is 6.0, also inside structs, slices,
+// maps and behind pointers), structs as dicts by their json tags,
+// json.Marshaler and encoding.TextMarshaler types by their methods,
+// time.Time as kombu's ISO 8601 string. ToGo reads a value into a Go type,
+// the rule of task arguments and of result.As: an int takes 3 or 3.0 and
+// refuses 2.5, a struct takes a dict by the names FromGo writes. HeaderValue
+// is the same rule for message headers, within what a header table carries.
 //
 // # Messages
 //
