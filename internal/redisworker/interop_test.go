@@ -264,7 +264,8 @@ func (e *env) exactlyOnce(n int) map[string]int {
 
 // TestPythonClientGworker: Celery 5.2.6 sends over redis://, gworker runs,
 // Python reads the results (json, msgpack, a group joined natively, a
-// countdown).
+// countdown, a priority, a chain, a chord and a retried task: the worker's
+// follow-ups travel over Redis too).
 func TestPythonClientGworker(t *testing.T) {
 	e := newEnv(t, "3600")
 	e.worker(4)
@@ -277,9 +278,14 @@ r2 = app.send_task('tasks.add', (3, 4), serializer='msgpack')
 g = group(app.signature('tasks.add', (i, i)) for i in range(5)).apply_async()
 r3 = app.send_task('tasks.add', (5, 5), countdown=2)
 r4 = app.send_task('tasks.add', (1, 1), priority=9)
+from celery import chain, chord
+r5 = chain(app.signature('tasks.add', (1, 2)), app.signature('tasks.mul', (10,))).apply_async()
+r6 = chord([app.signature('tasks.add', (i, i)) for i in range(4)], app.signature('tasks.xsum')).apply_async()
+r7 = app.send_task('tasks.flaky', (2,))
 out = {'json': r1.get(timeout=60), 'msgpack': r2.get(timeout=60), 'group': g.join_native(timeout=60),
        'countdown': r3.get(timeout=60), 'priority': r4.get(timeout=60),
-       'ids': [r.id for r in (r1, r2, r3, r4)] + [c.id for c in g.results] + [g.id]}
+       'chain': r5.get(timeout=60), 'chord': r6.get(timeout=60), 'retried': r7.get(timeout=60),
+       'ids': [r.id for r in (r1, r2, r3, r4, r5, r5.parent, r6, r7)] + [c.id for c in g.results] + [g.id, r6.parent.id] + [c.id for c in r6.parent.results]}
 print(json.dumps(out))
 `)
 	out, err := cmd.CombinedOutput()
@@ -289,6 +295,7 @@ print(json.dumps(out))
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	var got struct {
 		JSON, Msgpack, Countdown, Priority int
+		Chain, Chord, Retried              int
 		Group                              []int
 		IDs                                []string
 	}
@@ -298,7 +305,8 @@ print(json.dumps(out))
 	for _, id := range got.IDs {
 		e.ids.Store(id, true)
 	}
-	if got.JSON != 4 || got.Msgpack != 7 || got.Countdown != 10 || got.Priority != 2 || !slices.Equal(got.Group, []int{0, 2, 4, 6, 8}) {
+	if got.JSON != 4 || got.Msgpack != 7 || got.Countdown != 10 || got.Priority != 2 ||
+		got.Chain != 30 || got.Chord != 12 || got.Retried != 2 || !slices.Equal(got.Group, []int{0, 2, 4, 6, 8}) {
 		t.Fatalf("results: %+v", got)
 	}
 }
