@@ -3,6 +3,7 @@ package gworkertest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -31,6 +32,7 @@ type Backend struct {
 	chords   map[string]*chordState
 	watchers map[*watcher]struct{}
 	counters map[string]int64
+	down     error // set during an outage
 }
 
 var (
@@ -61,6 +63,36 @@ type watcher struct {
 	ch  chan string
 }
 
+// ErrUnavailable is wrapped by the errors of a Backend during an outage
+// (see SetOutage).
+var ErrUnavailable = errors.New("gworkertest: result backend unavailable")
+
+// SetOutage starts an outage when down is true: every call fails with an
+// error wrapping ErrUnavailable, as a Redis backend fails while its server
+// is unreachable, until SetOutage(false). Stored values are kept.
+func (b *Backend) SetOutage(down bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if down {
+		b.down = ErrUnavailable
+	} else {
+		b.down = nil
+	}
+}
+
+// usable returns ctx's error or the outage's.
+func (b *Backend) usable(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.down != nil {
+		return fmt.Errorf("%w (outage)", b.down)
+	}
+	return nil
+}
+
 // NewBackend returns an empty backend.
 func NewBackend() *Backend {
 	return &Backend{
@@ -77,7 +109,7 @@ func NewBackend() *Backend {
 // success). A value that cannot be encoded fails with the encoder's error
 // (a *protocol.EncodeError), as on Redis.
 func (b *Backend) Store(ctx context.Context, m *result.Meta) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return err
 	}
 	val, err := result.EncodeMeta(m)
@@ -105,7 +137,7 @@ func (b *Backend) Store(ctx context.Context, m *result.Meta) error {
 
 // Get returns the stored meta, decoded from its JSON, or a PENDING meta.
 func (b *Backend) Get(ctx context.Context, taskID string) (*result.Meta, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
@@ -130,7 +162,7 @@ func decodeMeta(taskID string, val []byte) (*result.Meta, error) {
 
 // Forget deletes a task's result.
 func (b *Backend) Forget(ctx context.Context, taskID string) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return err
 	}
 	b.mu.Lock()
@@ -162,7 +194,7 @@ func (b *Backend) TaskIDs() []string {
 
 // SaveGroup stores {"result": tuple} as JSON, as Celery does.
 func (b *Backend) SaveGroup(ctx context.Context, groupID string, tuple any) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return err
 	}
 	val, err := protocol.MarshalJSON(protocol.Dict{{Key: "result", Value: tuple}})
@@ -178,7 +210,7 @@ func (b *Backend) SaveGroup(ctx context.Context, groupID string, tuple any) erro
 // RestoreGroup returns the decoded tuple saved for groupID, or an error
 // wrapping result.ErrGroupNotFound.
 func (b *Backend) RestoreGroup(ctx context.Context, groupID string) (any, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
@@ -200,7 +232,7 @@ func (b *Backend) RestoreGroup(ctx context.Context, groupID string) (any, error)
 
 // DeleteGroup deletes a saved group.
 func (b *Backend) DeleteGroup(ctx context.Context, groupID string) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return err
 	}
 	b.mu.Lock()
@@ -211,7 +243,7 @@ func (b *Backend) DeleteGroup(ctx context.Context, groupID string) error {
 
 // SetChordSize records the number of header parts of the chord groupID.
 func (b *Backend) SetChordSize(ctx context.Context, groupID string, size int) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return err
 	}
 	if size < 0 {
@@ -240,7 +272,7 @@ func (b *Backend) chord(groupID string) *chordState {
 // removed. Without a size the part is recorded and the chord never
 // completes.
 func (b *Backend) AddChordPart(ctx context.Context, groupID string, groupIndex *int, part result.ChordPart) (bool, []result.ChordPart, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return false, nil, err
 	}
 	member, err := protocol.MarshalJSON([]any{int64(1), part.TaskID, string(part.Status), result.StoredResult(part.Status, part.Result)})
@@ -313,7 +345,7 @@ func (b *Backend) WaitReady(ctx context.Context, ids []string, fn func(*result.M
 	if len(pending) == 0 {
 		return nil
 	}
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return err
 	}
 	w := &watcher{ids: pending, ch: make(chan string, 1)}
@@ -379,7 +411,7 @@ func (b *Backend) WaitReady(ctx context.Context, ids []string, fn func(*result.M
 // CountRedelivery adds one to the counter of key and returns it (see
 // result.RedeliveryCounter).
 func (b *Backend) CountRedelivery(ctx context.Context, key string) (int64, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return 0, err
 	}
 	b.mu.Lock()

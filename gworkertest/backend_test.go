@@ -173,3 +173,29 @@ func TestWaitReady(t *testing.T) {
 		t.Errorf("cancelled wait: %v", err)
 	}
 }
+
+func TestBackendOutage(t *testing.T) {
+	ctx := context.Background()
+	b := gworkertest.NewBackend()
+	_ = b.Store(ctx, &result.Meta{TaskID: "kept", Status: result.Success, Result: int64(1)})
+	b.SetOutage(true)
+	if err := b.Store(ctx, &result.Meta{TaskID: "new", Status: result.Success}); !errors.Is(err, gworkertest.ErrUnavailable) {
+		t.Errorf("store during an outage: %v", err)
+	}
+	if _, err := b.Get(ctx, "kept"); !errors.Is(err, gworkertest.ErrUnavailable) {
+		t.Errorf("get during an outage: %v", err)
+	}
+	if _, _, err := b.AddChordPart(ctx, "g", nil, result.ChordPart{TaskID: "x", Status: result.Success}); !errors.Is(err, gworkertest.ErrUnavailable) {
+		t.Errorf("chord part during an outage: %v", err)
+	}
+	if err := b.WaitReady(ctx, []string{"kept"}, nil); !errors.Is(err, gworkertest.ErrUnavailable) {
+		t.Errorf("wait during an outage: %v", err)
+	}
+	b.SetOutage(false)
+	if m, err := b.Get(ctx, "kept"); err != nil || m.Result != int64(1) {
+		t.Errorf("after the outage: %+v %v", m, err)
+	}
+	if m, _ := b.Get(ctx, "new"); m.Status != result.Pending {
+		t.Errorf("a store that failed was kept: %+v", m)
+	}
+}

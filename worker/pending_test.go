@@ -2,96 +2,23 @@ package worker_test
 
 import (
 	"context"
-	"fmt"
-	"os/exec"
-	"runtime"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gworker/gworker/gworkertest"
 	"github.com/gworker/gworker/result"
-	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/worker"
 )
-
-// privateRedisPort is this package's private Redis (never the shared one):
-// the test stops and restarts it.
-const privateRedisPort = 6421
-
-// privateRedis is a redis-server the test owns, on a loopback port.
-type privateRedis struct {
-	t    *testing.T
-	port int
-	dir  string
-	cmd  *exec.Cmd
-	exit chan struct{}
-}
-
-func startPrivateRedis(t *testing.T, port int) *privateRedis {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("redis-server is required (.ci/run installs it): %v", err)
-	}
-	r := &privateRedis{t: t, port: port, dir: t.TempDir()}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *privateRedis) start() {
-	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	exit := make(chan struct{})
-	r.exit = exit
-	cmd := r.cmd
-	go func() { _ = cmd.Wait(); close(exit) }()
-	b, err := redisbackend.Open(r.url(), redisbackend.Options{})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer b.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for b.Client().Ping(context.Background()).Err() != nil {
-		select {
-		case <-exit:
-			r.t.Fatalf("redis-server on port %d exited (port taken?)", r.port)
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server on port %d did not answer", r.port)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *privateRedis) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	<-r.exit
-	r.cmd = nil
-}
-
-func (r *privateRedis) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
 
 // With early ack, results finished while the result store is down are
 // kept and stored once it is back, however long the outage; the ids still
 // waiting at shutdown are named in the log.
 func TestEarlyAckResultsSurviveStoreOutage(t *testing.T) {
-	rs := startPrivateRedis(t, privateRedisPort)
-	rb, err := redisbackend.Open(rs.url(), redisbackend.Options{Expires: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Cleanups run last-in first-out: this one after the worker stopped.
-	t.Cleanup(func() { closeRedisBackend(t, rb) })
+	// The in-memory backend fails every call during an outage, as a Redis
+	// backend does while its server is unreachable.
+	rb := gworkertest.NewBackend()
 	var runs atomic.Int64
 	reg := worker.NewRegistry()
 	if err := reg.Register("tasks.add", func(a, b int64) (int64, error) { runs.Add(1); return a + b, nil }); err != nil {
@@ -109,7 +36,7 @@ func TestEarlyAckResultsSurviveStoreOutage(t *testing.T) {
 		}
 	}
 
-	rs.stop() // the outage starts
+	rb.SetOutage(true) // the outage starts
 	const n = 3
 	for i := 0; i < n; i++ {
 		e.broker.deliver(taskRaw(t, "tasks.add", "outage-"+strconv.Itoa(i), int64(i), int64(10)), nil)
@@ -117,7 +44,7 @@ func TestEarlyAckResultsSurviveStoreOutage(t *testing.T) {
 	e.broker.waitSettled(t, n) // early acks
 	// Each task gave up its quick retries: the outage outlasted them.
 	waitPending(n)
-	rs.start() // the store is back
+	rb.SetOutage(false) // the store is back
 	waitPending(0)
 	for i := 0; i < n; i++ {
 		m, err := rb.Get(context.Background(), "outage-"+strconv.Itoa(i))
@@ -133,7 +60,7 @@ func TestEarlyAckResultsSurviveStoreOutage(t *testing.T) {
 	}
 
 	// An outage that outlives the worker: the id is named at shutdown.
-	rs.stop()
+	rb.SetOutage(true)
 	e.broker.deliver(taskRaw(t, "tasks.add", "given-up", int64(1), int64(1)), nil)
 	e.broker.waitSettled(t, 1)
 	waitPending(1)
@@ -149,27 +76,5 @@ func TestEarlyAckResultsSurviveStoreOutage(t *testing.T) {
 	ids, _ := logged[0].ContextMap()["ids"].([]any)
 	if len(ids) != 1 || ids[0] != "given-up" {
 		t.Errorf("given-up ids logged: %v", logged[0].ContextMap())
-	}
-}
-
-// closeRedisBackend closes b and waits for the dial retries go-redis left
-// sleeping after failed dials, so that goleak finds them gone.
-func closeRedisBackend(t *testing.T, b *redisbackend.Backend) {
-	t.Helper()
-	if err := b.Close(); err != nil {
-		t.Errorf("close backend: %v", err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if !strings.Contains(string(buf[:n]), "pool.(*ConnPool).tryDial") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Error("go-redis dial retries still running 30 s after Close")
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
