@@ -99,3 +99,13 @@ func (s *Subscription) Close() error {
 	})
 	return err
 }
+
+// FanoutPublisher publishes every message as a fanout one (PublishFanout),
+// for publishers written against a Publish method, such as an event
+// dispatcher: on Redis, kombu turns the celeryev exchange into a fanout.
+type FanoutPublisher struct{ B *Broker }
+
+// Publish is B.PublishFanout.
+func (f FanoutPublisher) Publish(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage) error {
+	return f.B.PublishFanout(ctx, exchange, routingKey, msg)
+}

@@ -36,7 +36,7 @@ func TestFanoutRoundTrip(t *testing.T) {
 	for _, rk := range []string{"task.multi", "worker.heartbeat"} {
 		msg := task("ev-"+rk, 0)
 		msg.DeliveryMode = 1
-		if err := b.PublishFanout(ctx, "celeryev", rk, msg); err != nil {
+		if err := (FanoutPublisher{b}).Publish(ctx, "celeryev", rk, msg); err != nil {
 			t.Fatal(err)
 		}
 	}
