@@ -282,3 +282,43 @@ func TestRunFuncTimeLimit(t *testing.T) {
 		t.Errorf("soft time limit: %+v %v", run, err)
 	}
 }
+
+// Messages held for their ETA raise the prefetch window (as Celery does),
+// so they never starve the tasks behind them; at shutdown they go back to
+// the queue.
+func TestEnvHeldETAsDoNotStarveTheQueue(t *testing.T) {
+	ctx := context.Background()
+	e := gworkertest.NewEnv(t, gworkertest.Config{Worker: worker.Config{Concurrency: 1, PrefetchMultiplier: 2}})
+	register(e.Registry)
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const held = 10 // five times the window of 2
+	for i := 0; i < held; i++ {
+		if _, err := e.SendTask(ctx, "t.add", []any{i, i}, nil, producer.Countdown(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := e.SendTask(ctx, "t.add", []any{20, 22}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := e.Wait(ctx, r.ID()); err != nil || m.Result != int64(42) {
+		t.Fatalf("the task behind the held ones: %+v %v", m, err)
+	}
+	if st, _ := e.Broker.Stats(e.Queue()); st.Unacked != held || st.Ready != 0 {
+		t.Errorf("held messages: %+v", st)
+	}
+	if err := e.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs, _ := e.Broker.Messages(e.Queue())
+	if len(msgs) != held {
+		t.Fatalf("%d messages back in the queue, want %d", len(msgs), held)
+	}
+	for _, m := range msgs {
+		if !m.Redelivered {
+			t.Errorf("a requeued message is not marked redelivered: %v", m.Headers["id"])
+		}
+	}
+}
