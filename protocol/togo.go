@@ -212,6 +212,9 @@ func assign(v any, dst reflect.Value, depth int) error {
 		case int:
 			i = int64(x)
 		case *big.Int:
+			if x == nil {
+				return mismatch(nil, t)
+			}
 			if !x.IsInt64() {
 				return outOfRange(t)
 			}
@@ -245,6 +248,9 @@ func assign(v any, dst reflect.Value, depth int) error {
 			}
 			u = uint64(x)
 		case *big.Int:
+			if x == nil {
+				return mismatch(nil, t)
+			}
 			if !x.IsUint64() {
 				return outOfRange(t)
 			}
@@ -274,6 +280,9 @@ func assign(v any, dst reflect.Value, depth int) error {
 		case int:
 			f = float64(x)
 		case *big.Int:
+			if x == nil {
+				return mismatch(nil, t)
+			}
 			f, _ = new(big.Float).SetInt(x).Float64()
 		default:
 			return mismatch(v, t)
@@ -341,7 +350,9 @@ func bigValue(v any, t reflect.Type) (*big.Int, error) {
 	case int:
 		return big.NewInt(int64(x)), nil
 	case *big.Int:
-		return new(big.Int).Set(x), nil
+		if x != nil {
+			return new(big.Int).Set(x), nil
+		}
 	case float64:
 		if x == math.Trunc(x) && !math.IsInf(x, 0) {
 			b, _ := new(big.Float).SetFloat64(x).Int(nil)

@@ -170,3 +170,55 @@ func TestToGoContainers(t *testing.T) {
 		t.Errorf("any from None = %#v, %v", a, err)
 	}
 }
+
+func TestToGoNilBigInt(t *testing.T) {
+	var nilBig *big.Int
+	for _, typ := range []reflect.Type{reflect.TypeFor[int](), reflect.TypeFor[uint](), reflect.TypeFor[float64](), reflect.TypeFor[*big.Int]()} {
+		rv, err := ToGo(nilBig, typ)
+		if typ == reflect.TypeFor[*big.Int]() {
+			if err != nil || !rv.IsNil() {
+				t.Errorf("*big.Int from nil *big.Int: %v, %v", rv, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrConvert) {
+			t.Errorf("%s from nil *big.Int: %v", typ, err)
+		}
+	}
+}
+
+// FuzzToGo reads hostile JSON as task arguments would be: converting it to
+// any of these types gives a value or a *ConvertError, never a panic, and
+// what converts writes back.
+func FuzzToGo(f *testing.F) {
+	for _, s := range []string{`3.0`, `2.5`, `[1, 2.0, null]`, `{"area": 6, "unit": "cm2", "n": 1e400}`,
+		`{"when": "2024-01-02T03:04:05Z", "ints": {"1": 2}, "deep": {"a": [1, -1.0]}, "quote": "\"7\""}`,
+		`18446744073709551616`, `-1`, `"10.0.0.1"`, `{"sub": {"N": 1}, "tags": ["x", 1]}`, `[[[[]]]]`} {
+		f.Add([]byte(s))
+	}
+	types := []reflect.Type{
+		reflect.TypeFor[int](), reflect.TypeFor[uint8](), reflect.TypeFor[float32](), reflect.TypeFor[*big.Int](),
+		reflect.TypeFor[[]int](), reflect.TypeFor[[2]float64](), reflect.TypeFor[map[int]string](),
+		reflect.TypeFor[map[string][]int8](), reflect.TypeFor[target](), reflect.TypeFor[*target](),
+		reflect.TypeFor[time.Time](), reflect.TypeFor[any](), reflect.TypeFor[[]byte](), reflect.TypeFor[netip.Addr](),
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := UnmarshalJSON(data)
+		if err != nil {
+			return
+		}
+		for _, typ := range types {
+			rv, err := ToGo(v, typ)
+			if err != nil {
+				var ce *ConvertError
+				if !errors.As(err, &ce) {
+					t.Fatalf("ToGo(%s, %s): %T %v", data, typ, err, err)
+				}
+				continue
+			}
+			if _, err := FromGo(rv.Interface()); err != nil {
+				t.Fatalf("FromGo(ToGo(%s, %s)): %v", data, typ, err)
+			}
+		}
+	})
+}
