@@ -205,6 +205,7 @@ func (c *Consumer) Close() error {
 	err := c.restoreHead(ctx, left)
 	c.bgCancel()
 	c.bg.Wait()
+	<-c.loopDone // ends within SettleTimeout once bgCancel stops its retries
 	c.b.mu.Lock()
 	delete(c.b.consumers, c)
 	c.b.mu.Unlock()
