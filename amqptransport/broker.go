@@ -300,3 +300,29 @@ func (b *Broker) DeclareTaskQueue(ctx context.Context, name string) error {
 	_, err = declareOrAdopt(ctx, s.conn, b.TaskQueue(name), b.log)
 	return err
 }
+
+// PurgeQueue discards the ready messages of a queue (celery purge, celery
+// worker --purge) and returns how many there were; unacknowledged ones are
+// untouched. Purging a missing queue is an error from the broker
+// (NOT_FOUND).
+func (b *Broker) PurgeQueue(ctx context.Context, name string) (int, error) {
+	s, err := b.main.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return 0, fmt.Errorf("amqptransport: open channel: %w", err)
+	}
+	defer ch.Close()
+	var n int
+	err = withContext(ctx, ch, func() error {
+		var err error
+		n, err = ch.QueuePurge(name, false)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("amqptransport: purge queue %q: %w", name, err)
+	}
+	return n, nil
+}

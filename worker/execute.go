@@ -105,7 +105,9 @@ func (w *Worker) execute(j *job) {
 		if w.cfg.Events != nil {
 			w.emit(&TaskEvent{Type: EventTaskSucceeded, Message: msg, Result: out.value, Runtime: runtime})
 		}
-		if ce := w.log.Check(zap.InfoLevel, ""); ce != nil {
+		if j.storeErr != nil {
+			w.log.Error(fmt.Sprintf("Task %s[%s] ran in %.6fs but its result could not be stored: %v", msg.Name(), msg.ID, runtime.Seconds(), j.storeErr))
+		} else if ce := w.log.Check(zap.InfoLevel, ""); ce != nil {
 			// Built only when INFO is on: repr and formatting are a
 			// good part of the per-task cost otherwise.
 			ce.Message = fmt.Sprintf("Task %s[%s] succeeded in %.6fs: %s", msg.Name(), msg.ID, runtime.Seconds(), truncate(protocol.Repr(out.value), 1024))
@@ -160,9 +162,15 @@ func (w *Worker) fail(ctx context.Context, j *job, exc *protocol.Exception, tb s
 }
 
 // timeLimits returns the hard and soft limits of a message: the message's
-// own, or the task's defaults.
-func timeLimits(msg *protocol.Message, t *Task) (hard, soft time.Duration) {
-	hard, soft = t.Options.TimeLimit, t.Options.SoftTimeLimit
+// own, else the task's, else the worker's (--time-limit, --soft-time-limit).
+func (w *Worker) timeLimits(msg *protocol.Message, t *Task) (hard, soft time.Duration) {
+	hard, soft = w.cfg.TimeLimit, w.cfg.SoftTimeLimit
+	if t.Options.TimeLimit > 0 {
+		hard = t.Options.TimeLimit
+	}
+	if t.Options.SoftTimeLimit > 0 {
+		soft = t.Options.SoftTimeLimit
+	}
 	if msg.TimeLimit != nil {
 		hard = seconds(*msg.TimeLimit)
 	}
@@ -192,7 +200,7 @@ func (w *Worker) run(j *job) outcome {
 	w.setCancel(j, cancel)
 	ctx = result.MarkTask(ctx)
 
-	hard, soft := timeLimits(msg, j.task)
+	hard, soft := w.timeLimits(msg, j.task)
 	hard, soft = w.runtimeLimits(msg, j.task.Name, hard, soft)
 	if soft > 0 && (hard <= 0 || soft < hard) {
 		var cancel context.CancelFunc

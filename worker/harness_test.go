@@ -59,7 +59,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err := demo.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	if err := demo.RegisterClientTasks(reg, g.Producer, g.Backend); err != nil {
+	if err := demo.RegisterClientTasks(reg, demo.Static(g.Producer, g.Backend)); err != nil {
 		t.Fatal(err)
 	}
 	return &env{t: t, queue: queue, g: g, broker: g.Broker, backend: g.Backend, producer: g.Producer, logs: logs}

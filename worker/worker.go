@@ -27,8 +27,15 @@ type Config struct {
 	// Backend stores results; nil runs tasks without storing results.
 	Backend result.Backend
 	// Followups sends what runs after a task (callbacks, chains, chord
-	// bodies, retries); nil disables them.
+	// bodies, retries, far ETAs). Required unless DisableFollowups is set:
+	// a worker that can publish nothing would lose every retry.
 	Followups Followups
+	// DisableFollowups runs a worker without Followups: callbacks, chains
+	// and chord bodies are not sent, and a retry fails the task.
+	DisableFollowups bool
+	// TimeLimit and SoftTimeLimit apply to tasks whose message and
+	// registration give none (celery worker --time-limit/--soft-time-limit).
+	TimeLimit, SoftTimeLimit time.Duration
 	// Queues to consume; default ["celery"].
 	Queues []string
 	// Concurrency is the number of tasks run at once; default 8... as
@@ -155,6 +162,12 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Registry == nil || cfg.Broker == nil {
 		return nil, errors.New("worker: Registry and Broker are required")
 	}
+	if cfg.Followups == nil && !cfg.DisableFollowups {
+		return nil, ErrNoFollowups
+	}
+	if cfg.TimeLimit < 0 || cfg.SoftTimeLimit < 0 {
+		return nil, errors.New("worker: TimeLimit and SoftTimeLimit must not be negative")
+	}
 	if len(cfg.Queues) == 0 {
 		cfg.Queues = []string{"celery"}
 	}
@@ -256,10 +269,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		go w.runPool()
 	}
 	w.mu.Unlock()
-	close(w.ops.ready)
 	go w.pending.run()
-	w.log.Info("ready.", zap.String("hostname", w.cfg.Hostname), zap.Strings("queues", w.cfg.Queues),
+	// Celery's line, which log scrapers and supervisors wait for.
+	w.log.Info(w.cfg.Hostname+" ready.", zap.Strings("queues", w.cfg.Queues),
 		zap.Int("concurrency", w.cfg.Concurrency), zap.Int("prefetch", w.prefetch))
+	close(w.ops.ready)
 
 	deliveries := cons.Deliveries()
 	dispatchDone := make(chan struct{})
@@ -285,8 +299,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	return runErr
 }
 
-// Errors of Run.
+// Errors of New and Run.
 var (
+	// ErrNoFollowups: Config has no Followups and does not say
+	// DisableFollowups.
+	ErrNoFollowups = errors.New("worker: Config.Followups is required (retries, callbacks and chords are published through it); set DisableFollowups to run without")
 	// ErrAlreadyRun: Run was called a second time.
 	ErrAlreadyRun = errors.New("worker: Run called twice")
 	// ErrConsumerClosed: the consumer's deliveries ended without a

@@ -1,76 +1,74 @@
-package main
+package gworker
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
 
-func runResult(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// runResult is celery result: print a stored result as JSON.
+func (a *App) runResult(ctx context.Context, g *globalFlags, args []string, stdout, stderr io.Writer) int {
 	var (
-		c         commonFlags
 		group     string
 		meta      bool
 		traceback bool
 	)
-	fs := flag.NewFlagSet("gworker result", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c.register(fs)
+	fs := newFlagSet("result", g, a.cfg, stdout)
 	fs.StringVar(&group, "group", "", "print the members' results of the saved GroupResult with this id")
 	fs.BoolVar(&meta, "meta", false, "print the whole stored meta: status, result, traceback, children, date_done")
-	fs.BoolVar(&traceback, "traceback", false, "print the traceback instead of the result")
-	fs.BoolVar(&traceback, "t", false, "shorthand for --traceback")
-	id, err := splitCommandArgs(fs, args)
+	fs.BoolVarP(&traceback, "traceback", "t", false, "print the traceback instead of the result")
+	rest, err := parseArgs(fs, args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
 		fmt.Fprintln(stderr, "gworker result:", err)
 		return 2
 	}
-	if (id == "") == (group == "") {
+	g.noteSet(fs)
+	if len(rest) > 1 || (len(rest) == 1) == (group != "") {
 		fmt.Fprintln(stderr, "gworker result: give a task id or --group GID")
 		return 2
 	}
-	if c.backend == "" {
+	c, err := a.clientApp(g, "WARNING", stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "gworker result:", err)
+		return 2
+	}
+	defer c.Close()
+	if c.cfg.backendURL() == "" {
 		fmt.Fprintln(stderr, "gworker result: --result-backend (or CELERY_RESULT_BACKEND) is required")
 		return 2
 	}
-	log, _ := buildLogger("WARNING", stderr)
-	e, err := connect(ctx, c, 24*time.Hour, log, roleClient)
-	if err != nil {
+	if err := connectClient(ctx, c); err != nil {
 		fmt.Fprintln(stderr, "gworker result:", err)
 		return 1
 	}
-	defer e.Close()
-
+	b, _ := c.Backend(ctx)
 	if group != "" {
-		g, err := result.RestoreGroup(ctx, e.Backend, group)
+		gr, err := result.RestoreGroup(ctx, b, group)
 		if err != nil {
 			fmt.Fprintln(stderr, "gworker result:", err)
 			return 1
 		}
-		var out []any
-		for _, r := range g.Results() {
-			v, err := describe(ctx, e.Backend, r.ID(), meta, traceback)
+		out := []any{}
+		for _, r := range gr.Results() {
+			v, err := describe(ctx, b, r.ID(), meta, traceback)
 			if err != nil {
 				fmt.Fprintln(stderr, "gworker result:", err)
 				return 1
 			}
 			out = append(out, v)
 		}
-		if out == nil {
-			out = []any{}
-		}
 		return printJSON(stdout, stderr, out)
 	}
-	v, err := describe(ctx, e.Backend, id, meta, traceback)
+	v, err := describe(ctx, b, rest[0], meta, traceback)
 	if err != nil {
 		fmt.Fprintln(stderr, "gworker result:", err)
 		return 1

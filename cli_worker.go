@@ -1,0 +1,384 @@
+package gworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/gworker/gworker/worker"
+)
+
+// workerFlags are celery worker's flags and gworker's own.
+type workerFlags struct {
+	queues, exclude, hostname, loglevel, accept     string
+	pool, optimization, autoscale, logfile, pidfile string
+	statedb, include, schedule, scheduler           string
+	uid, gid, umask, executable                     string
+	concurrency, prefetch, heartbeatInterval        int
+	maxTasksPerChild, maxMemoryPerChild             int
+	detach, beat                                    bool
+	rateLimits                                      rateLimitFlag
+	timeLimit, softTimeLimit                        float64
+}
+
+// rateLimitFlag collects --rate-limit TASK=RATE flags.
+type rateLimitFlag map[string]string
+
+func (r rateLimitFlag) String() string {
+	keys := make([]string, 0, len(r))
+	for k := range r {
+		keys = append(keys, k+"="+r[k])
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ",")
+}
+
+func (r rateLimitFlag) Set(v string) error {
+	name, rate, ok := strings.Cut(v, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("want TASK=RATE, e.g. tasks.add=10/s")
+	}
+	if _, err := worker.ParseRateLimit(rate); err != nil {
+		return err
+	}
+	r[name] = rate
+	return nil
+}
+
+func (r rateLimitFlag) Type() string { return "TASK=RATE" }
+
+// parseWorkerFlags reads the worker command line into cfg (a copy of the
+// App's Config) and returns the flags cfg has no field for.
+func parseWorkerFlags(cfg *Config, g *globalFlags, args []string, stdout io.Writer) (*workerFlags, *pflag.FlagSet, error) {
+	f := &workerFlags{rateLimits: rateLimitFlag{}}
+	for k, v := range cfg.RateLimits {
+		f.rateLimits[k] = v
+	}
+	fs := newFlagSet("worker", g, *cfg, stdout)
+	// Worker options.
+	fs.StringVarP(&f.hostname, "hostname", "n", cfg.Hostname, "node name; %h is the host name, %n its first label, %d its domain")
+	fs.BoolVarP(&f.detach, "detach", "D", false, "refused: run gworker in the foreground under systemd, supervisord or a container runtime")
+	fs.StringVarP(&f.statedb, "statedb", "S", "", "state database of revoked task ids")
+	fs.StringVarP(&f.loglevel, "loglevel", "l", cfg.LogLevel, "DEBUG, INFO, WARNING, ERROR, CRITICAL or FATAL")
+	fs.StringVarP(&f.optimization, "optimization", "O", "", "celery's optimization profile (default, fair); accepted and ignored: gworker hands each task to a free goroutine")
+	fs.IntVar(&f.prefetch, "prefetch-multiplier", cfg.PrefetchMultiplier, "messages prefetched per concurrency slot")
+	// Pool options.
+	fs.IntVarP(&f.concurrency, "concurrency", "c", cfg.Concurrency, "number of tasks run at once; default: the number of CPUs")
+	fs.StringVarP(&f.pool, "pool", "P", "", "celery's pool (prefork, eventlet, gevent, solo, processes, threads); accepted and ignored: gworker runs tasks on goroutines")
+	fs.BoolVarP(&cfg.TaskEvents, "task-events", "E", cfg.TaskEvents, "send task events for celery events and Flower")
+	fs.BoolVar(&cfg.TaskEvents, "events", cfg.TaskEvents, "same as --task-events")
+	fs.Float64Var(&f.timeLimit, "time-limit", cfg.TimeLimit.Seconds(), "hard time limit in seconds for tasks that set none")
+	fs.Float64Var(&f.softTimeLimit, "soft-time-limit", cfg.SoftTimeLimit.Seconds(), "soft time limit in seconds for tasks that set none")
+	fs.IntVar(&f.maxTasksPerChild, "max-tasks-per-child", 0, "accepted and ignored: gworker has no child processes to recycle")
+	fs.IntVar(&f.maxMemoryPerChild, "max-memory-per-child", 0, "accepted and ignored: gworker has no child processes to recycle")
+	// Queue options.
+	fs.BoolVar(&cfg.Purge, "purge", cfg.Purge, "discard the waiting messages of the consumed queues first")
+	fs.BoolVar(&cfg.Purge, "discard", cfg.Purge, "same as --purge")
+	fs.StringVarP(&f.queues, "queues", "Q", strings.Join(cfg.Queues, ","), "comma-separated queues to consume")
+	fs.StringVarP(&f.exclude, "exclude-queues", "X", strings.Join(cfg.ExcludeQueues, ","), "comma-separated queues not to consume")
+	fs.StringVarP(&f.include, "include", "I", "", "celery's Python modules to import; accepted and ignored")
+	// Features.
+	fs.BoolVar(&cfg.WithoutGossip, "without-gossip", cfg.WithoutGossip, "do not subscribe to other workers' events")
+	fs.BoolVar(&cfg.WithoutMingle, "without-mingle", cfg.WithoutMingle, "do not synchronize with other workers at start-up")
+	fs.BoolVar(&cfg.WithoutHeartbeat, "without-heartbeat", cfg.WithoutHeartbeat, "send no worker-heartbeat events")
+	fs.IntVar(&f.heartbeatInterval, "heartbeat-interval", int(cfg.HeartbeatInterval.Seconds()), "seconds between worker-heartbeat events")
+	fs.StringVar(&f.autoscale, "autoscale", "", "MAX,MIN: gworker runs MAX tasks at once (goroutines cost nothing idle)")
+	// Embedded beat.
+	fs.BoolVarP(&f.beat, "beat", "B", false, "accepted and ignored: run celery beat on its own")
+	fs.StringVarP(&f.schedule, "schedule-filename", "s", "", "celery beat's schedule; accepted and ignored")
+	fs.StringVar(&f.schedule, "schedule", "", "same as --schedule-filename")
+	fs.StringVar(&f.scheduler, "scheduler", "", "celery beat's scheduler; accepted and ignored")
+	// Daemonization.
+	fs.StringVarP(&f.logfile, "logfile", "f", "", "append log lines to this file instead of standard error")
+	fs.StringVar(&f.pidfile, "pidfile", "", "write the process id to this file, removed on exit")
+	fs.StringVar(&f.uid, "uid", "", "accepted and ignored: start gworker as the user you want")
+	fs.StringVar(&f.gid, "gid", "", "accepted and ignored: start gworker as the group you want")
+	fs.StringVar(&f.umask, "umask", "", "file mode creation mask, octal (e.g. 022)")
+	fs.StringVar(&f.executable, "executable", "", "accepted and ignored")
+	// gworker's own.
+	fs.StringVar(&cfg.DefaultQueue, "default-queue", cfg.DefaultQueue, "queue of the tasks the worker sends without one: chain links, callbacks, chord bodies (task_default_queue)")
+	fs.BoolVar(&cfg.AcksLate, "acks-late", cfg.AcksLate, "acknowledge messages after the task ran (task_acks_late)")
+	fs.StringVar(&f.accept, "accept-content", strings.Join(cfg.Accept, ","), "accepted serializers: json, msgpack (comma-separated)")
+	fs.BoolVar(&cfg.ResultExtended, "result-extended", cfg.ResultExtended, "store task name, args, kwargs, worker, retries and queue with results")
+	fs.BoolVar(&cfg.TrackStarted, "track-started", cfg.TrackStarted, "store the STARTED state (task_track_started)")
+	fs.Var(secondsValue{&cfg.ResultExpires}, "result-expires", "how long results are kept, in seconds or as 1h30m (result_expires); 0 keeps them forever")
+	fs.Var(f.rateLimits, "rate-limit", "TASK=RATE: a task's rate limit (10/s, 100/m, 1000/h); repeatable")
+	fs.Var(secondsValue{&cfg.SoftShutdownTimeout}, "soft-shutdown-timeout", "on a cold shutdown, seconds running tasks get to finish (worker_soft_shutdown_timeout)")
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, fs, err
+	}
+	if len(rest) > 0 {
+		return nil, fs, usageError{fmt.Sprintf("unexpected arguments: %v", rest)}
+	}
+	g.noteSet(fs)
+	if fs.Changed("result-expires") && cfg.ResultExpires == 0 {
+		cfg.ResultExpires = -1 // 0 on the command line: keep forever
+	}
+	cfg.Hostname = f.hostname
+	cfg.LogLevel = f.loglevel
+	cfg.PrefetchMultiplier = f.prefetch
+	cfg.Concurrency = f.concurrency
+	cfg.Queues = splitList(f.queues)
+	cfg.ExcludeQueues = splitList(f.exclude)
+	cfg.Accept = splitList(f.accept)
+	cfg.RateLimits = f.rateLimits
+	cfg.TimeLimit = secondsDuration(f.timeLimit)
+	cfg.SoftTimeLimit = secondsDuration(f.softTimeLimit)
+	if f.heartbeatInterval > 0 {
+		cfg.HeartbeatInterval = secondsDuration(float64(f.heartbeatInterval))
+	}
+	if f.autoscale != "" {
+		max, _, _ := strings.Cut(f.autoscale, ",")
+		n, err := strconv.Atoi(strings.TrimSpace(max))
+		if err != nil || n <= 0 {
+			return nil, fs, usageError{fmt.Sprintf("--autoscale %q: want MAX,MIN, e.g. 10,3", f.autoscale)}
+		}
+		cfg.Concurrency = n
+	}
+	if f.pool != "" {
+		switch f.pool {
+		case "prefork", "eventlet", "gevent", "solo", "processes", "threads":
+		default:
+			return nil, fs, usageError{fmt.Sprintf("--pool %q: one of prefork, eventlet, gevent, solo, processes, threads", f.pool)}
+		}
+	}
+	if f.optimization != "" && f.optimization != "default" && f.optimization != "fair" {
+		return nil, fs, usageError{fmt.Sprintf("-O %q: default or fair", f.optimization)}
+	}
+	if f.detach {
+		return nil, fs, usageError{"--detach is not supported: run gworker in the foreground under systemd, supervisord or a container runtime, which restart it and collect its logs"}
+	}
+	if g.set["broker"] {
+		cfg.BrokerURL = g.broker
+	}
+	if g.set["result-backend"] {
+		cfg.ResultBackend = g.backend
+		if cfg.ResultBackend == "" {
+			cfg.ResultBackend = "disabled://"
+		}
+	}
+	return f, fs, nil
+}
+
+func secondsDuration(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+
+// ignoredFlagWarnings returns one line per given flag that does not apply
+// to a Go worker, saying why.
+func ignoredFlagWarnings(f *workerFlags, g *globalFlags, fs *pflag.FlagSet) []string {
+	var out []string
+	add := func(name, why string) {
+		if fs.Changed(name) || g.set[name] {
+			out = append(out, why)
+		}
+	}
+	add("app", fmt.Sprintf("-A %s names a Python app: gworker runs the Go tasks compiled into it", g.app))
+	add("loader", "--loader is a Python loader: ignored")
+	add("config", "--config is a Python config module: ignored")
+	add("pool", fmt.Sprintf("-P %s: gworker runs tasks on goroutines, there is no pool to choose", f.pool))
+	add("optimization", fmt.Sprintf("-O %s: gworker hands each task to a free goroutine, which is what -O fair does", f.optimization))
+	add("max-tasks-per-child", "--max-tasks-per-child: gworker has no child processes to recycle")
+	add("max-memory-per-child", "--max-memory-per-child: gworker has no child processes to recycle; Go's garbage collector frees task memory")
+	add("beat", "-B: gworker runs no beat scheduler; run `celery beat` on its own")
+	add("schedule-filename", "--schedule belongs to celery beat: ignored")
+	add("schedule", "--schedule belongs to celery beat: ignored")
+	add("scheduler", "--scheduler belongs to celery beat: ignored")
+	add("include", "-I names Python modules: ignored")
+	add("uid", "--uid: start gworker as the user you want (systemd User=): ignored")
+	add("gid", "--gid: start gworker as the group you want (systemd Group=): ignored")
+	add("executable", "--executable: ignored")
+	return out
+}
+
+// runWorker is the worker command.
+func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdout, stderr io.Writer) int {
+	cfg := a.cfg
+	f, fs, err := parseWorkerFlags(&cfg, g, args, stdout)
+	if err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "gworker worker:", err)
+		return 2
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintln(stderr, "gworker worker:", err)
+		return 2
+	}
+	if f.umask != "" {
+		m, err := strconv.ParseUint(f.umask, 8, 32)
+		if err != nil {
+			fmt.Fprintf(stderr, "gworker worker: --umask %q: want an octal mask such as 022\n", f.umask)
+			return 2
+		}
+		syscall.Umask(int(m))
+	}
+
+	logOut := stderr
+	if f.logfile != "" {
+		lf, err := os.OpenFile(f.logfile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			fmt.Fprintln(stderr, "gworker worker: --logfile:", err)
+			return 1
+		}
+		defer lf.Close()
+		logOut = lf
+	}
+	if cfg.Logger == nil {
+		l, err := NewLogger(cfg.LogLevel, logOut)
+		if err != nil {
+			fmt.Fprintln(stderr, "gworker worker:", err)
+			return 2
+		}
+		cfg.Logger = l
+	}
+	log := cfg.Logger
+	defer func() { _ = log.Sync() }()
+	a.mu.Lock()
+	if a.running != nil || a.conn != nil {
+		a.mu.Unlock()
+		fmt.Fprintln(stderr, "gworker worker: the App is already connected or started")
+		return 1
+	}
+	a.cfg, a.logger = cfg, log
+	a.mu.Unlock()
+	for _, w := range ignoredFlagWarnings(f, g, fs) {
+		log.Warn(w)
+	}
+	if f.statedb != "" {
+		a.cfg.StateDB = f.statedb
+	}
+
+	if f.pidfile != "" {
+		release, err := writePidfile(f.pidfile)
+		if err != nil {
+			log.Error(err.Error())
+			return 1
+		}
+		defer release()
+	}
+	if !g.quiet {
+		a.printBanner(stdout)
+	}
+
+	// Signals are handled from the start, so that a worker still waiting
+	// for its broker stops on the first one.
+	startCtx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	stopping := make(chan struct{})
+	handlerDone := make(chan struct{})
+	go func() {
+		defer close(handlerDone)
+		select {
+		case <-sigs:
+			log.Info("signal received: shutting down warmly; send it again for a cold shutdown")
+		case <-ctx.Done():
+			log.Info("worker: Warm shutdown")
+		case <-stopping:
+			return
+		}
+		cancelStart()
+		go func() { _ = a.Stop(context.Background()) }()
+		select {
+		case <-sigs:
+			a.coldShutdown()
+		case <-stopping:
+		}
+	}()
+	defer func() { close(stopping); <-handlerDone }()
+
+	if err := a.Start(startCtx); err != nil {
+		if startCtx.Err() != nil {
+			return 0 // stopped by a signal while connecting
+		}
+		log.Error("cannot start: " + err.Error())
+		return 1
+	}
+	<-a.Stopped()
+	if err := a.Err(); err != nil {
+		log.Error(err.Error())
+		return 1
+	}
+	return 0
+}
+
+// writePidfile writes the process id to path, as celery's --pidfile: it
+// refuses a file that names a live process, replaces a stale one, and
+// returns the function that removes it.
+func writePidfile(path string) (func(), error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && pid != os.Getpid() {
+			if syscall.Kill(pid, 0) == nil {
+				return nil, fmt.Errorf("pidfile %s names process %d, which is running: is another worker using it?", path, pid)
+			}
+		}
+		_ = os.Remove(path) // stale
+	}
+	fd, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("pidfile: %w", err)
+	}
+	_, werr := fmt.Fprintf(fd, "%d\n", os.Getpid())
+	if cerr := fd.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("pidfile: %w", werr)
+	}
+	return func() { _ = os.Remove(path) }, nil
+}
+
+// printBanner prints celery worker's start-up banner.
+func (a *App) printBanner(w io.Writer) {
+	cfg := a.cfg
+	backend := "disabled://"
+	if u := cfg.backendURL(); u != "" {
+		backend = RedactURL(u)
+	}
+	events := "OFF (enable -E to monitor tasks in this worker)"
+	if cfg.TaskEvents {
+		events = "ON"
+	}
+	fmt.Fprintf(w, `
+ -------------- %s v%s (gworker)
+--- ***** ----- 
+-- ******* ---- %s %s %s
+- *** --- * --- 
+- ** ---------- [config]
+- ** ---------- .> app:         gworker
+- ** ---------- .> transport:   %s
+- ** ---------- .> results:     %s
+- *** --- * --- .> concurrency: %d (goroutines)
+-- ******* ---- .> task events: %s
+--- ***** ----- 
+ -------------- [queues]
+`, ExpandHostname(cfg.Hostname), Version, runtime.GOOS, runtime.GOARCH, runtime.Version(),
+		RedactURL(cfg.brokerURL()), backend, cfg.Concurrency, events)
+	for _, q := range effectiveQueues(cfg.Queues, cfg.ExcludeQueues) {
+		fmt.Fprintf(w, "                .> %-16s exchange=%s(direct) key=%s\n", q, q, q)
+	}
+	fmt.Fprintln(w, "\n[tasks]")
+	for _, n := range a.registry.Names() {
+		if strings.HasPrefix(n, "celery.") {
+			continue // builtins, as Celery's banner leaves them out
+		}
+		fmt.Fprintf(w, "  . %s\n", n)
+	}
+	fmt.Fprintln(w)
+}

@@ -1,0 +1,223 @@
+package gworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/worker"
+)
+
+// Errors of the App's lifecycle.
+var (
+	// ErrAlreadyStarted: Start was called on an App that was started
+	// before; an App runs one worker in its life.
+	ErrAlreadyStarted = errors.New("gworker: the App was already started")
+	// ErrNotStarted: Stop was called on an App that was never started.
+	ErrNotStarted = errors.New("gworker: the App was not started")
+)
+
+// run is a started worker.
+type run struct {
+	w      *worker.Worker
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // set before done is closed
+}
+
+// Start connects (waiting for the broker until ctx ends), starts the
+// worker on the App's queues and returns once it consumes them. The worker
+// then runs until Stop, independently of ctx. The App registers Celery's
+// builtin tasks (celery.chord_unlock) itself.
+func (a *App) Start(ctx context.Context) error {
+	a.mu.Lock()
+	if a.running != nil {
+		a.mu.Unlock()
+		return ErrAlreadyStarted
+	}
+	r := &run{done: make(chan struct{})}
+	a.running = r
+	a.mu.Unlock()
+
+	w, err := a.newWorker(ctx)
+	if err != nil {
+		r.finish(err)
+		_ = a.Close()
+		return err
+	}
+	r.w = w
+	runCtx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		err := w.Run(runCtx)
+		cerr := a.Close()
+		if err == nil {
+			err = cerr
+		}
+		r.finish(err)
+	}()
+	select {
+	case <-w.Ready():
+		return nil
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		cancel()
+		<-r.done
+		return ctx.Err()
+	}
+}
+
+func (r *run) finish(err error) {
+	r.err = err
+	close(r.done)
+}
+
+// newWorker connects and builds the worker from the Config.
+func (a *App) newWorker(ctx context.Context) (*worker.Worker, error) {
+	c, err := a.connect(ctx, roleWorker)
+	if err != nil {
+		return nil, err
+	}
+	log := a.log()
+	log.Info("Connected to " + RedactURL(c.brokerURL))
+	if _, err := a.registry.Lookup(worker.ChordUnlockTask); err != nil {
+		if err := worker.RegisterBuiltins(a.registry, c.producer, c.backend, log); err != nil {
+			return nil, err
+		}
+	}
+	for name, rate := range a.cfg.RateLimits {
+		if err := a.registry.SetRateLimit(name, rate); err != nil {
+			return nil, err
+		}
+	}
+	queues := effectiveQueues(a.cfg.Queues, a.cfg.ExcludeQueues)
+	if a.cfg.Purge {
+		for _, q := range queues {
+			if err := c.amqp.DeclareTaskQueue(ctx, q); err != nil {
+				return nil, fmt.Errorf("purge %s: %w", q, err)
+			}
+			n, err := c.amqp.PurgeQueue(ctx, q)
+			if err != nil {
+				return nil, fmt.Errorf("purge %s: %w", q, err)
+			}
+			log.Warn(fmt.Sprintf("Purged %d messages from queue %s.", n, q))
+		}
+	}
+	accept, _ := acceptTypes(a.cfg.Accept) // validated in New
+	return worker.New(worker.Config{
+		Registry:           a.registry,
+		Broker:             c.broker,
+		Backend:            c.backend,
+		Followups:          c.followups,
+		Queues:             queues,
+		Concurrency:        a.cfg.Concurrency,
+		PrefetchMultiplier: a.cfg.PrefetchMultiplier,
+		AcksLate:           a.cfg.AcksLate,
+		Hostname:           ExpandHostname(a.cfg.Hostname),
+		Accept:             accept,
+		ResultExtended:     a.cfg.ResultExtended,
+		TrackStarted:       a.cfg.TrackStarted,
+		TimeLimit:          a.cfg.TimeLimit,
+		SoftTimeLimit:      a.cfg.SoftTimeLimit,
+		Logger:             log,
+	})
+}
+
+// Stop shuts the worker down warmly: it stops consuming, returns
+// prefetched and waiting (ETA) messages to the broker, and waits for the
+// running tasks to finish until ctx ends; then it cancels their contexts
+// (a cold shutdown) and waits for the worker to let go of them. The
+// connections are closed. It returns the error that stopped the worker,
+// or ctx's error when the shutdown had to turn cold.
+func (a *App) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	r := a.running
+	a.mu.Unlock()
+	if r == nil {
+		return ErrNotStarted
+	}
+	if r.cancel != nil {
+		r.cancel()
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		a.log().Warn("worker: Cold shutdown: cancelling the running tasks")
+		if r.w != nil {
+			r.w.Terminate()
+		}
+		<-r.done
+		return ctx.Err()
+	}
+}
+
+// Stopped is closed once a started worker has stopped, by Stop or because
+// the broker went away for good; Err then says why. Before Start it is a
+// channel that never closes.
+func (a *App) Stopped() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.running == nil {
+		return nil
+	}
+	return a.running.done
+}
+
+// Err returns the error that stopped the worker: nil after a clean Stop
+// or while it runs.
+func (a *App) Err() error {
+	a.mu.Lock()
+	r := a.running
+	a.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	select {
+	case <-r.done:
+		return r.err
+	default:
+		return nil
+	}
+}
+
+// Hostname returns the node name, expanded (celery@host).
+func (a *App) Hostname() string { return ExpandHostname(a.cfg.Hostname) }
+
+// Stats returns the running worker's counters (zero before Start).
+func (a *App) Stats() worker.Stats {
+	a.mu.Lock()
+	r := a.running
+	a.mu.Unlock()
+	if r == nil || r.w == nil {
+		return worker.Stats{}
+	}
+	return r.w.Stats()
+}
+
+// coldShutdown gives running tasks the soft shutdown timeout, then
+// cancels them.
+func (a *App) coldShutdown() {
+	a.mu.Lock()
+	r := a.running
+	a.mu.Unlock()
+	if r == nil || r.w == nil {
+		return
+	}
+	if d := a.cfg.SoftShutdownTimeout; d > 0 {
+		a.log().Warn("worker: Soft shutdown: running tasks have "+d.String()+" to finish", zap.Duration("timeout", d))
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+	}
+	a.log().Warn("worker: Cold shutdown: cancelling the running tasks")
+	r.w.Terminate()
+}
