@@ -355,7 +355,13 @@ func startWorker(t testing.TB, o workerOptions) *gworkerProc {
 // group, with CELERY_* variables cleared.
 func startGworker(t testing.TB, args ...string) *gworkerProc {
 	t.Helper()
-	cmd := exec.Command(env.binary, args...)
+	return startProgram(t, env.binary, args...)
+}
+
+// startProgram starts a gworker-based program as startGworker does.
+func startProgram(t testing.TB, binary string, args ...string) *gworkerProc {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
 	cmd.Env = cleanEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &gworkerProc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
@@ -517,9 +523,15 @@ func (p *gworkerProc) kill() {
 // returns its stdout, stderr and exit code.
 func runGworker(t testing.TB, timeout time.Duration, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runProgram(t, env.binary, timeout, args...)
+}
+
+// runProgram runs a command of a gworker-based binary as runGworker does.
+func runProgram(t testing.TB, binary string, timeout time.Duration, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, env.binary, args...)
+	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = cleanEnv()
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
