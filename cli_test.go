@@ -30,8 +30,8 @@ func TestRedactURL(t *testing.T) {
 		"redis://localhost:6379/0":                            "redis://localhost:6379/0",
 		"redis://localhost:6379/0?password=secret":            "redis://localhost:6379/0?password=**",
 		"amqp://u:secret@h1//;amqp://u:secret@h2//":           "amqp://u:**@h1//;amqp://u:**@h2//",
-		"amqp://u:secret@host/%zz":                            "amqp://**@host/%zz",
-		"redis://:secret@[::1":                                "redis://**@[::1",
+		"amqp://u:secret@host/%zz":                            "amqp://u:**@host/%zz",
+		"redis://:secret@[::1":                                "redis://:**@[::1",
 		"sentinel://:secret@h:26379;sentinel://:secret@h2:26": "sentinel://:**@h:26379;sentinel://:**@h2:26",
 	} {
 		if got := RedactURL(in); got != want || strings.Contains(got, "secret") {
