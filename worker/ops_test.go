@@ -156,7 +156,7 @@ func newOpsEnv(t *testing.T, concurrency int) *opsEnv {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(worker.Config{Registry: reg, Broker: e.broker, Backend: e.backend, Concurrency: concurrency,
+	w, err := worker.New(worker.Config{Registry: reg, Broker: e.broker, Backend: e.backend, Concurrency: concurrency, DisableFollowups: true,
 		Hostname: "go@test", Events: e.events, Queues: []string{"q"}})
 	if err != nil {
 		t.Fatal(err)
