@@ -176,7 +176,7 @@ func newFakeEnv(t *testing.T, reg *worker.Registry, tweak func(*worker.Config)) 
 	core, logs := observer.New(zap.DebugLevel)
 	e := &fakeEnv{broker: newFakeBroker(), backend: newFakeBackend(), logs: logs, done: make(chan error, 1)}
 	cfg := worker.Config{Registry: reg, Broker: e.broker, Backend: e.backend, Queues: []string{"q"},
-		Concurrency: 2, Hostname: "celery@fake", Logger: zap.New(core)}
+		Concurrency: 2, Hostname: "celery@fake", DisableFollowups: true, Logger: zap.New(core)}
 	if tweak != nil {
 		tweak(&cfg)
 	}
