@@ -22,7 +22,9 @@ type Area struct {
 
 func double(ctx context.Context, x int) (int, error) { return 2 * x, nil }
 
-func area(ctx context.Context, w, h float64) (Area, error) { return Area{Area: w * h, Unit: "cm2"}, nil }
+func area(ctx context.Context, w, h float64) (Area, error) {
+	return Area{Area: w * h, Unit: "cm2"}, nil
+}
 
 // A service's whole main function: the binary then takes celery worker's
 // command line (`mysvc worker -Q go -c 8 ...`), `mysvc call` and

@@ -107,7 +107,7 @@ func benchHandle(b *testing.B, log *zap.Logger) {
 	}
 	br := &memBroker{ch: make(chan worker.Delivery, 64)}
 	var wg sync.WaitGroup
-	w, err := worker.New(worker.Config{Registry: reg, Broker: br, Backend: encodingBackend{&wg}, Concurrency: 16, Hostname: "celery@bench", Logger: log})
+	w, err := worker.New(worker.Config{Registry: reg, Broker: br, Backend: encodingBackend{&wg}, DisableFollowups: true, Concurrency: 16, Hostname: "celery@bench", Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}

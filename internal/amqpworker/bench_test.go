@@ -119,7 +119,7 @@ func BenchmarkWorkerRabbitRedis(b *testing.B) {
 	done.Add(b.N)
 	w, err := worker.New(worker.Config{
 		Registry: reg, Broker: amqpworker.New(br), Backend: countingBackend{rb, &done},
-		Queues: []string{queue}, Concurrency: 16, Hostname: "celery@bench",
+		Queues: []string{queue}, DisableFollowups: true, Concurrency: 16, Hostname: "celery@bench",
 	})
 	if err != nil {
 		b.Fatal(err)

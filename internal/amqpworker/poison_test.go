@@ -69,7 +69,7 @@ func runChild() int {
 	w, err := worker.New(worker.Config{
 		Registry: reg, Broker: amqpworker.New(b), Backend: rb,
 		Queues: []string{os.Getenv(childQueue)}, Concurrency: 1, PrefetchMultiplier: 1,
-		AcksLate: true, MaxRedeliveries: max, Logger: log,
+		AcksLate: true, MaxRedeliveries: max, Logger: log, DisableFollowups: true,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
