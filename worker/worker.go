@@ -242,7 +242,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return ErrAlreadyRun
 	}
-	cons, err := w.cfg.Broker.Consume(ctx, w.cfg.Queues, w.prefetch)
+	prefetch := w.Prefetch()
+	cons, err := w.cfg.Broker.Consume(ctx, w.cfg.Queues, prefetch)
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
 	}
@@ -259,7 +260,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	close(w.ops.ready)
 	go w.pending.run()
 	w.log.Info("ready.", zap.String("hostname", w.cfg.Hostname), zap.Strings("queues", w.cfg.Queues),
-		zap.Int("concurrency", w.cfg.Concurrency), zap.Int("prefetch", w.prefetch))
+		zap.Int("concurrency", pool), zap.Int("prefetch", prefetch))
 
 	deliveries := cons.Deliveries()
 	dispatchDone := make(chan struct{})
