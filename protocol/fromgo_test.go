@@ -297,3 +297,31 @@ func BenchmarkMarshalJSONStruct(b *testing.B) {
 		}
 	}
 }
+
+// Repr (argsrepr, kwargsrepr, log lines) shows a Go value as Python will
+// hold it, by the same rule as the encoders.
+func TestReprFollowsFromGo(t *testing.T) {
+	cases := []struct {
+		v    any
+		want string
+	}{
+		{area{Area: 6, Unit: "cm2"}, "{'area': 6.0, 'unit': 'cm2'}"},
+		{[]any{&area{Area: 1.5}}, "[{'area': 1.5, 'unit': ''}]"},
+		{[]float64{1, 2}, "[1.0, 2.0]"},
+		{map[int]float32{1: 0.1}, "{'1': 0.1}"},
+		{level(1), "'high'"},
+		{uint64(math.MaxUint64), "18446744073709551615"},
+	}
+	for _, c := range cases {
+		if got := Repr(c.v); got != c.want {
+			t.Errorf("Repr(%#v) = %q, want %q", c.v, got, c.want)
+		}
+	}
+	// What Python cannot hold is still shown, as Go prints it.
+	if got := Repr(make(chan int)); !strings.HasPrefix(got, "0x") {
+		t.Errorf("Repr(chan) = %q", got)
+	}
+	if got := ArgsRepr([]any{area{Area: 6, Unit: "cm2"}, 2.0}); got != "({'area': 6.0, 'unit': 'cm2'}, 2.0)" {
+		t.Errorf("ArgsRepr = %q", got)
+	}
+}

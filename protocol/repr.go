@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/big"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -251,58 +250,24 @@ func (r *reprState) value(v any, level int) {
 			r.value(x.Value(), level)
 		}
 	default:
-		r.reflectValue(reflect.ValueOf(v), level)
+		r.other(v, level)
 	}
 }
 
-func (r *reprState) reflectValue(rv reflect.Value, level int) {
-	switch rv.Kind() {
-	case reflect.Pointer, reflect.Interface:
-		if rv.IsNil() {
-			r.text("None")
-			return
-		}
-		r.value(rv.Elem().Interface(), level)
-	case reflect.Bool:
-		r.value(rv.Bool(), level)
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		r.text(strconv.FormatInt(rv.Int(), 10))
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		r.text(strconv.FormatUint(rv.Uint(), 10))
-	case reflect.Float32:
-		r.text(pyFloatStr(rv.Float(), 32))
-	case reflect.Float64:
-		r.text(pyFloatStr(rv.Float(), 64))
-	case reflect.String:
-		r.value(rv.String(), level)
-	case reflect.Slice, reflect.Array:
-		if rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() == reflect.Uint8 {
-			r.value(rv.Bytes(), level)
-			return
-		}
-		r.seq(rv.Len(), level, "[", "]", func(i int) { r.value(rv.Index(i).Interface(), level+1) })
-	case reflect.Map:
-		keys := make([]string, 0, rv.Len())
-		vals := make(map[string]any, rv.Len())
-		iter := rv.MapRange()
-		for iter.Next() {
-			k := fmt.Sprint(iter.Key().Interface())
-			keys = append(keys, k)
-			vals[k] = iter.Value().Interface()
-		}
-		slices.Sort(keys)
-		r.dict(keys, func(k string) any { return vals[k] }, level)
-	default:
-		if rv.IsValid() && rv.CanInterface() {
-			if s, ok := rv.Interface().(fmt.Stringer); ok {
-				r.text(s.String())
-				return
-			}
-			r.text(fmt.Sprintf("%+v", rv.Interface()))
-			return
-		}
-		r.text("None")
+// other renders any other Go value as Python holds it once it is sent:
+// FromGo's rule (a struct is the dict of its json names, a whole float64 is
+// 6.0). A value FromGo cannot carry (a channel, a function) is written by
+// its String method or Go's %+v.
+func (r *reprState) other(v any, level int) {
+	if c, err := fromGo(v, level); err == nil {
+		r.value(c, level)
+		return
 	}
+	if s, ok := v.(fmt.Stringer); ok {
+		r.text(s.String())
+		return
+	}
+	r.text(fmt.Sprintf("%+v", v))
 }
 
 // pyFloatStr is Python's str(float).

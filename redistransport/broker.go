@@ -393,3 +393,27 @@ func (bo *backoff) wait(ctx context.Context) bool {
 		return false
 	}
 }
+
+// PurgeQueue deletes the waiting messages of queue (every priority list)
+// and returns how many there were, as kombu's queue_purge.
+func (b *Broker) PurgeQueue(ctx context.Context, queue string) (int, error) {
+	var n int64
+	err := b.retry(ctx, func(ctx context.Context) error {
+		n = 0
+		pipe := b.client.TxPipeline()
+		lens := make([]*redis.IntCmd, len(b.cfg.PrioritySteps))
+		for i, s := range b.cfg.PrioritySteps {
+			k := b.key(b.QueueKey(queue, s))
+			lens[i] = pipe.LLen(ctx, k)
+			pipe.Del(ctx, k)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+		for _, l := range lens {
+			n += l.Val()
+		}
+		return nil
+	})
+	return int(n), err
+}

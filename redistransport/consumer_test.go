@@ -380,3 +380,20 @@ func TestConcurrentAcks(t *testing.T) {
 		t.Fatalf("unacked_index holds %d", z)
 	}
 }
+
+func TestPurgeQueue(t *testing.T) {
+	b := newTestBroker(t, nil)
+	ctx := ctxT(t)
+	for i := range 5 {
+		if err := b.Publish(ctx, "", "qpurge", task(fmt.Sprint(i), uint8(i*2))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := b.PurgeQueue(ctx, "qpurge")
+	if err != nil || n != 5 {
+		t.Fatalf("purged %d, %v", n, err)
+	}
+	if l, _ := b.QueueLength(ctx, "qpurge"); l != 0 {
+		t.Fatalf("%d left", l)
+	}
+}

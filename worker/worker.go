@@ -255,7 +255,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return ErrAlreadyRun
 	}
-	cons, err := w.cfg.Broker.Consume(ctx, w.cfg.Queues, w.prefetch)
+	prefetch := w.Prefetch()
+	cons, err := w.cfg.Broker.Consume(ctx, w.cfg.Queues, prefetch)
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
 	}
@@ -272,7 +273,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.pending.run()
 	// Celery's line, which log scrapers and supervisors wait for.
 	w.log.Info(w.cfg.Hostname+" ready.", zap.Strings("queues", w.cfg.Queues),
-		zap.Int("concurrency", w.cfg.Concurrency), zap.Int("prefetch", w.prefetch))
+		zap.Int("concurrency", pool), zap.Int("prefetch", prefetch))
 	close(w.ops.ready)
 
 	deliveries := cons.Deliveries()

@@ -28,7 +28,42 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// TestKilledGworkerLosesNothing runs a worker in a child process (this
+	// test binary again) so that it can SIGKILL it.
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChild())
+	}
 	goleak.VerifyTestMain(m)
+}
+
+const childEnv = "GWORKER_REDISWORKER_CHILD"
+
+// runChild is the killed worker: prefix and visibility timeout from the
+// environment, tasks.record appending "go:<n>" to the runs list.
+func runChild() int {
+	prefix, vt := os.Getenv("PREFIX"), os.Getenv("VT")
+	log := zap.NewNop()
+	ctx := context.Background()
+	b, err := redistransport.Dial(ctx, redistransport.Config{URL: testenv.RedisURL(), Logger: log,
+		TransportOptions: map[string]string{"global_keyprefix": prefix, "visibility_timeout": vt}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	reg := worker.NewRegistry()
+	rc := b.Client()
+	reg.MustRegister("tasks.record", func(ctx context.Context, n int64, sleep float64) (int64, error) {
+		time.Sleep(time.Duration(sleep * float64(time.Second)))
+		return n, rc.RPush(ctx, prefix+"runs", fmt.Sprintf("child:%d", n)).Err()
+	}, worker.Params("n", "sleep"))
+	w, err := worker.New(worker.Config{Registry: reg, Broker: redisworker.New(b), Queues: []string{"q"},
+		Concurrency: 2, AcksLate: true, Hostname: "child@test", Logger: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_ = w.Run(ctx) // until killed
+	return 0
 }
 
 // env is one test's Redis broker (a private key prefix), result backend,
@@ -363,6 +398,37 @@ func TestKilledPythonWorkerLosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("runs by side: %v (a task running when killed may run twice: at least once)", side)
+}
+
+// TestKilledGworkerLosesNothing: a gworker process (acks_late) SIGKILLed
+// with prefetched and running tasks; another gworker restores them after
+// the visibility timeout and every task runs.
+func TestKilledGworkerLosesNothing(t *testing.T) {
+	e := newEnv(t, "3")
+	const n = 16
+	e.send(n, 0.3)
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), childEnv+"=1", "PREFIX="+e.prefix, "VT="+e.vt)
+	var out strings.Builder
+	child.Stdout, child.Stderr = &out, &out
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitRuns(2, 60*time.Second)
+	_ = child.Process.Kill()
+	_ = child.Wait()
+	if u, _ := e.broker.Unacked(context.Background()); u == 0 {
+		t.Fatalf("the killed worker held no unacknowledged message; the test proves nothing\n%s", out.String())
+	}
+	e.worker(4)
+	e.waitRuns(n, 120*time.Second)
+	per, side := e.counts()
+	for i := range n {
+		if per[i] == 0 {
+			t.Errorf("task %d lost", i)
+		}
+	}
+	t.Logf("runs by side: %v", side)
 }
 
 // TestWarmShutdownLosesNothing: gworker stopped with a full prefetch

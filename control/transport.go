@@ -1,0 +1,63 @@
+// Package control is Celery's remote control (the pidbox) for a gworker
+// node, and a client that speaks it to any Celery or gworker node.
+//
+// A Node consumes its own queue, <node>.celery.pidbox, bound to the
+// celery.pidbox fanout exchange, and answers `celery inspect` and
+// `celery control` commands as a Celery 5.2.6 worker does: replies go to
+// reply.celery.pidbox with the request's ticket, destination, pattern and
+// matcher filter the nodes, a failing command replies {"error": ...} and an
+// unknown one replies {"error": "KeyError('name')"}, as Celery's worker does.
+// Commands run on the node's own goroutine: a flood of control messages
+// never blocks task execution.
+package control
+
+import (
+	"context"
+	"time"
+
+	"github.com/gworker/gworker/protocol"
+)
+
+// Names and settings of Celery's mailbox (kombu pidbox, celery namespace).
+const (
+	Exchange      = "celery.pidbox"
+	ReplyExchange = "reply.celery.pidbox"
+	// QueueTTL and QueueExpires are Celery's control_queue_ttl (300 s) and
+	// control_queue_expires (10 s), given to both the node's queue and the
+	// client's reply queue.
+	QueueTTL     = 300 * time.Second
+	QueueExpires = 10 * time.Second
+)
+
+// QueueName returns the pidbox queue of a node: "<node>.celery.pidbox".
+func QueueName(node string) string { return node + ".celery.pidbox" }
+
+// QueueSpec describes a non-durable, auto-delete queue bound to an
+// exchange, as kombu declares the pidbox and reply queues.
+type QueueSpec struct {
+	Name         string
+	Exchange     string
+	ExchangeType string // "fanout" or "direct"
+	RoutingKey   string
+	// Expires (x-expires) and MessageTTL (x-message-ttl); zero: none.
+	Expires, MessageTTL time.Duration
+}
+
+// Subscription is a running consumption of a queue without acknowledgements.
+type Subscription interface {
+	// Messages is closed when the subscription ends.
+	Messages() <-chan *protocol.RawMessage
+	Close() error
+}
+
+// Transport is what the pidbox needs from a broker. internal/amqpops
+// implements it on RabbitMQ.
+type Transport interface {
+	Publish(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage) error
+	// DeclareExchange declares a non-durable exchange of the given kind.
+	DeclareExchange(ctx context.Context, name, kind string, durable bool) error
+	// Subscribe declares q (and its exchange and binding) and consumes it.
+	// Delivering must never block the broker connection: a subscriber
+	// that falls behind loses messages instead.
+	Subscribe(ctx context.Context, q QueueSpec) (Subscription, error)
+}
