@@ -17,7 +17,9 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
+	"github.com/gworker/gworker/internal/amqpops"
 	"github.com/gworker/gworker/internal/amqpworker"
+	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/internal/redact"
 	"github.com/gworker/gworker/worker"
 )
@@ -64,6 +66,7 @@ type workerFlags struct {
 	trackStarted   bool
 	resultExpires  time.Duration
 	rateLimits     rateLimitFlag
+	ops            opsFlags
 }
 
 // rateLimitFlag collects --rate-limit NAME=RATE flags (Celery's per-task
@@ -105,6 +108,7 @@ func parseWorkerFlags(args []string, stderr io.Writer) (*workerFlags, error) {
 	fs.DurationVar(&f.resultExpires, "result-expires", 24*time.Hour, "how long results are kept (result_expires); 0 keeps them forever")
 	f.rateLimits = rateLimitFlag{}
 	fs.Var(f.rateLimits, "rate-limit", "TASK=RATE: a task's rate limit, as Celery's rate_limit (10/s, 100/m, 1000/h); repeatable")
+	f.ops.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -192,6 +196,12 @@ func runWorker(args []string, stdout, stderr io.Writer) int {
 	}
 	defer env.Close()
 
+	plane, err := opsplane.New(f.ops.config(f.commonFlags, expandHostname(f.hostname), env.Broker, stop, log))
+	if err != nil {
+		log.Error("cannot start: " + err.Error())
+		return 1
+	}
+
 	reg := worker.NewRegistry()
 	if err := demo.Register(reg); err != nil {
 		log.Error(err.Error())
@@ -225,6 +235,8 @@ func runWorker(args []string, stdout, stderr io.Writer) int {
 		ResultExtended:     f.resultExtended,
 		TrackStarted:       f.trackStarted,
 		Logger:             log,
+		Events:             plane.Sink(),
+		Revoked:            plane.Revoked(),
 	}
 	w, err := worker.New(cfg)
 	if err != nil {
@@ -237,8 +249,18 @@ func runWorker(args []string, stdout, stderr io.Writer) int {
 	if ctx.Err() != nil {
 		return 0
 	}
-	if err := w.Run(ctx); err != nil {
-		log.Error(err.Error())
+	if err := plane.Start(ctx, w); err != nil {
+		log.Error("cannot start remote control and events: " + err.Error())
+		return 1
+	}
+	runErr := w.Run(ctx)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := plane.Stop(sctx); err != nil {
+		log.Warn("stopping remote control and events: " + err.Error())
+	}
+	cancel()
+	if runErr != nil {
+		log.Error(runErr.Error())
 		return 1
 	}
 	return 0
@@ -269,11 +291,11 @@ func printBanner(w io.Writer, cfg worker.Config, f *workerFlags, reg *worker.Reg
 - ** ---------- .> transport:   %s
 - ** ---------- .> results:     %s
 - *** --- * --- .> concurrency: %d (goroutines)
--- ******* ---- .> task events: OFF
+-- ******* ---- .> task events: %s
 --- ***** ----- 
  -------------- [queues]
 `, cfg.Hostname, version, runtime.GOOS, runtime.GOARCH, runtime.Version(),
-		amqptransport.RedactURL(f.broker), backend, cfg.Concurrency)
+		amqptransport.RedactURL(f.broker), backend, cfg.Concurrency, onOff(f.ops.taskEvents))
 	for _, q := range cfg.Queues {
 		fmt.Fprintf(w, "                .> %-16s exchange=%s(direct) key=%s\n", q, q, q)
 	}
@@ -291,4 +313,49 @@ func printBanner(w io.Writer, cfg worker.Config, f *workerFlags, reg *worker.Reg
 // [2026-01-02 03:04:05,678: INFO/MainProcess] Task tasks.add[...] received
 func newLogger(level string, out io.Writer) (*zap.Logger, error) {
 	return buildLogger(level, out)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "ON"
+	}
+	return "OFF"
+}
+
+// opsFlags are the flags of the operations plane: events, remote control,
+// mingle and the state file, as celery worker's.
+type opsFlags struct {
+	taskEvents       bool
+	heartbeat        float64
+	withoutHeartbeat bool
+	withoutMingle    bool
+	withoutGossip    bool
+	statedb          string
+}
+
+func (o *opsFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&o.taskEvents, "task-events", false, "send task events (task-received, -started, -succeeded, ...) for monitors such as Flower")
+	fs.BoolVar(&o.taskEvents, "E", false, "shorthand for --task-events")
+	fs.Float64Var(&o.heartbeat, "heartbeat-interval", 2, "seconds between worker-heartbeat events")
+	fs.BoolVar(&o.withoutHeartbeat, "without-heartbeat", false, "send no worker-heartbeat events")
+	fs.BoolVar(&o.withoutMingle, "without-mingle", false, "do not ask the other nodes for revoked ids at start-up")
+	fs.BoolVar(&o.withoutGossip, "without-gossip", false, "accepted for compatibility: gworker does not gossip")
+	fs.StringVar(&o.statedb, "statedb", "", "file that keeps the revoked task ids across restarts")
+	fs.StringVar(&o.statedb, "S", "", "shorthand for --statedb")
+}
+
+func (o *opsFlags) config(c commonFlags, hostname string, b *amqptransport.Broker, shutdown func(), log *zap.Logger) opsplane.Config {
+	return opsplane.Config{
+		Transport:         amqpops.New(b, log),
+		Hostname:          hostname,
+		TaskEvents:        o.taskEvents,
+		HeartbeatInterval: time.Duration(o.heartbeat * float64(time.Second)),
+		WithoutHeartbeat:  o.withoutHeartbeat || o.heartbeat <= 0,
+		WithoutMingle:     o.withoutMingle,
+		StateDB:           o.statedb,
+		BrokerURL:         c.broker,
+		Version:           version,
+		Shutdown:          shutdown,
+		Logger:            log,
+	}
 }
