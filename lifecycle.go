@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/internal/amqpops"
+	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/worker"
 )
 
@@ -23,6 +25,7 @@ var (
 // run is a started worker.
 type run struct {
 	w      *worker.Worker
+	plane  *opsplane.Plane // events, remote control, mingle
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // set before done is closed
@@ -42,17 +45,30 @@ func (a *App) Start(ctx context.Context) error {
 	a.running = r
 	a.mu.Unlock()
 
-	w, err := a.newWorker(ctx)
+	runCtx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	w, plane, err := a.newWorker(ctx, cancel)
+	if err == nil {
+		r.w, r.plane = w, plane
+		// The plane answers remote control and sends worker-online
+		// (after mingle) before the worker consumes.
+		if err = plane.Start(ctx, w); err != nil {
+			err = fmt.Errorf("remote control and events: %w", err)
+		}
+	}
 	if err != nil {
+		cancel()
 		r.finish(err)
 		_ = a.Close()
 		return err
 	}
-	r.w = w
-	runCtx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
 	go func() {
 		err := w.Run(runCtx)
+		sctx, scancel := context.WithTimeout(context.Background(), DefaultStopTimeout)
+		if perr := plane.Stop(sctx); perr != nil {
+			a.log().Warn("stopping remote control and events: " + perr.Error())
+		}
+		scancel()
 		cerr := a.Close()
 		if err == nil {
 			err = cerr
@@ -76,39 +92,57 @@ func (r *run) finish(err error) {
 	close(r.done)
 }
 
-// newWorker connects and builds the worker from the Config.
-func (a *App) newWorker(ctx context.Context) (*worker.Worker, error) {
+// newWorker connects and builds the worker and its operations plane from
+// the Config; shutdown is what the remote shutdown command calls.
+func (a *App) newWorker(ctx context.Context, shutdown func()) (*worker.Worker, *opsplane.Plane, error) {
 	c, err := a.connect(ctx, roleWorker)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	log := a.log()
 	log.Info("Connected to " + RedactURL(c.brokerURL))
 	if _, err := a.registry.Lookup(worker.ChordUnlockTask); err != nil {
 		if err := worker.RegisterBuiltins(a.registry, c.producer, c.backend, log); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	for name, rate := range a.cfg.RateLimits {
 		if err := a.registry.SetRateLimit(name, rate); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	queues := effectiveQueues(a.cfg.Queues, a.cfg.ExcludeQueues)
 	if a.cfg.Purge {
 		for _, q := range queues {
 			if err := c.amqp.DeclareTaskQueue(ctx, q); err != nil {
-				return nil, fmt.Errorf("purge %s: %w", q, err)
+				return nil, nil, fmt.Errorf("purge %s: %w", q, err)
 			}
 			n, err := c.amqp.PurgeQueue(ctx, q)
 			if err != nil {
-				return nil, fmt.Errorf("purge %s: %w", q, err)
+				return nil, nil, fmt.Errorf("purge %s: %w", q, err)
 			}
 			log.Warn(fmt.Sprintf("Purged %d messages from queue %s.", n, q))
 		}
 	}
+	hostname := ExpandHostname(a.cfg.Hostname)
+	plane, err := opsplane.New(opsplane.Config{
+		Transport:         amqpops.New(c.amqp, log),
+		Hostname:          hostname,
+		TaskEvents:        a.cfg.TaskEvents,
+		HeartbeatInterval: a.cfg.HeartbeatInterval,
+		WithoutHeartbeat:  a.cfg.WithoutHeartbeat,
+		WithoutMingle:     a.cfg.WithoutMingle,
+		StateDB:           a.cfg.StateDB,
+		BrokerURL:         c.brokerURL,
+		Version:           Version,
+		Shutdown:          shutdown,
+		Logger:            log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
 	accept, _ := acceptTypes(a.cfg.Accept) // validated in New
-	return worker.New(worker.Config{
+	w, err := worker.New(worker.Config{
 		Registry:           a.registry,
 		Broker:             c.broker,
 		Backend:            c.backend,
@@ -124,7 +158,13 @@ func (a *App) newWorker(ctx context.Context) (*worker.Worker, error) {
 		TimeLimit:          a.cfg.TimeLimit,
 		SoftTimeLimit:      a.cfg.SoftTimeLimit,
 		Logger:             log,
+		Events:             plane.Sink(),
+		Revoked:            plane.Revoked(),
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, plane, nil
 }
 
 // Stop shuts the worker down warmly: it stops consuming, returns

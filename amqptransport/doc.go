@@ -115,14 +115,19 @@
 //
 // The transport recognizes a connection closed on a frame it could not
 // parse and, before consuming again, runs a quarantine sweep: a minimal
-// AMQP 0-9-1 client of its own (TCP, PLAIN authentication, a field-table
-// decoder that understands every type tag, 'L' included) basic.gets the
-// consumed queues without acknowledging, up to Config.QuarantineScanLimit
-// messages per queue. Each message whose headers amqp091-go cannot read is
-// republished through the normal confirmed publisher to the default
-// exchange with the queue name as routing key, its headers re-typed as
-// described above (so the 2**40 arrives as int64 1099511627776), and only
-// then acknowledged on the sweep connection; every other message is
+// AMQP 0-9-1 client of its own (package internal/rawamqp: TCP, PLAIN
+// authentication, a field-table decoder that understands every type tag,
+// 'L' included) basic.gets the consumed queues without acknowledging, up
+// to Config.QuarantineScanLimit messages per queue. Each message whose
+// headers amqp091-go cannot read is republished on the sweep connection,
+// with a publisher confirm, to the default exchange with the queue name as
+// routing key: a copy with every property of the original (message-id,
+// timestamp, type, user-id, app-id, priority, expiration, ...) and every
+// header with its field type, except 'L', which becomes 'l' when
+// non-negative (the 2**40 arrives as int64 1099511627776), else a float64
+// when exact, else a decimal string (py-amqp reads 'l' as unsigned), and
+// 'U', which becomes 's'. Only then is the original acknowledged on the
+// sweep connection; every other message is
 // returned to the queue when the sweep channel closes. A republished
 // message goes to the back of its queue and loses its redelivered flag and
 // original exchange. A message that even the sweep cannot parse is rejected

@@ -9,12 +9,13 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/gworker/gworker/amqptransport/internal/rawamqp"
 	"github.com/gworker/gworker/protocol"
 )
 
 // maxHeaderDepth bounds the nesting of header tables and arrays in both
 // directions, so a hostile message cannot exhaust the stack.
-const maxHeaderDepth = 64
+const maxHeaderDepth = rawamqp.MaxHeaderDepth
 
 // headersFromAMQP converts a header table as amqp091-go decoded it into the
 // value types of package protocol. The table is converted in place and
@@ -60,7 +61,7 @@ func valueFromAMQP(v any, depth int) any {
 	case float32:
 		return float64(x)
 	case amqp.Decimal:
-		return decimalString(x)
+		return rawamqp.DecimalString(x)
 	case amqp.Table:
 		m := make(map[string]any, len(x))
 		for k, e := range x {
@@ -82,28 +83,6 @@ func valueFromAMQP(v any, depth int) any {
 	default:
 		return fmt.Sprint(x)
 	}
-}
-
-// decimalString renders an AMQP decimal exactly, as Python's str(Decimal)
-// does for plain values: Value·10^-Scale.
-func decimalString(d amqp.Decimal) string {
-	s := strconv.FormatInt(int64(d.Value), 10)
-	if d.Scale == 0 {
-		return s
-	}
-	neg := false
-	if s[0] == '-' {
-		neg, s = true, s[1:]
-	}
-	sc := int(d.Scale)
-	for len(s) <= sc {
-		s = "0" + s
-	}
-	s = s[:len(s)-sc] + "." + s[len(s)-sc:]
-	if neg {
-		s = "-" + s
-	}
-	return s
 }
 
 // HeadersToAMQP converts header values into an AMQP table that both

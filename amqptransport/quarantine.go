@@ -8,6 +8,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/amqptransport/internal/rawamqp"
 )
 
 // sweepTimeout bounds one quarantine sweep.
@@ -34,11 +36,11 @@ func (b *Broker) QuarantineSweep(ctx context.Context, queues ...string) (SweepRe
 		return SweepReport{}, nil
 	}
 	log := b.log.Named("quarantine")
-	rc, err := dialRaw(ctx, b.uri, b.cfg.ConnectionName+" (quarantine)", b.cfg.DialTimeout)
+	rc, err := rawamqp.Dial(ctx, b.uri, b.cfg.ConnectionName+" (quarantine)", b.cfg.DialTimeout)
 	if err != nil {
 		return SweepReport{}, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = rc.c.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, rc.Interrupt)
 	defer stop()
 	var rep SweepReport
 	var errs []error
@@ -51,16 +53,16 @@ func (b *Broker) QuarantineSweep(ctx context.Context, queues ...string) (SweepRe
 			}
 		}
 	}
-	if err := rc.close(); err != nil && len(errs) == 0 {
+	if err := rc.Close(); err != nil && len(errs) == 0 {
 		log.Debug("closing the sweep connection", zap.Error(err))
 	}
 	return rep, errors.Join(errs...)
 }
 
-func (b *Broker) sweepQueue(ctx context.Context, rc *rawConn, queue string, limit int, rep *SweepReport, log *zap.Logger) error {
-	rc.deadline(sweepTimeout)
+func (b *Broker) sweepQueue(ctx context.Context, rc *rawamqp.Conn, queue string, limit int, rep *SweepReport, log *zap.Logger) error {
+	rc.Deadline(sweepTimeout)
 	for n := 0; n < limit; n++ {
-		m, ok, err := rc.get(queue)
+		m, ok, err := rc.Get(queue)
 		if err != nil {
 			return err
 		}
@@ -68,34 +70,35 @@ func (b *Broker) sweepQueue(ctx context.Context, rc *rawConn, queue string, limi
 			break
 		}
 		rep.Inspected++
-		if n == 0 && int(m.remaining)+1 < limit {
-			limit = int(m.remaining) + 1
+		if n == 0 && int(m.Remaining)+1 < limit {
+			limit = int(m.Remaining) + 1
 		}
 		switch {
-		case m.parseErr != nil:
+		case m.ParseErr != nil:
 			log.Error("dropping a message whose content header cannot be parsed",
-				zap.String("queue", queue), zap.Int("body_size", len(m.raw.Body)), zap.Error(m.parseErr))
-			if err := rc.reject(m.tag, false); err != nil {
+				zap.String("queue", queue), zap.Int("body_size", len(m.Raw.Body)), zap.Error(m.ParseErr))
+			if err := rc.Reject(m.Tag, false); err != nil {
 				return err
 			}
 			rep.Dropped++
-		case m.foreignTags != "":
-			m.raw.Redelivered = false
-			if err := b.Publish(ctx, "", queue, &m.raw); err != nil {
+		case m.ForeignTags != "":
+			// The copy keeps every property and header type; only the
+			// types amqp091-go cannot read are rewritten.
+			if err := rc.Republish("", queue, m); err != nil {
 				return fmt.Errorf("republish quarantined message: %w", err)
 			}
-			if err := rc.ack(m.tag); err != nil {
+			if err := rc.Ack(m.Tag); err != nil {
 				return err
 			}
 			rep.Republished++
 			log.Warn("republished a message with header types amqp091-go cannot read",
-				zap.String("queue", queue), zap.String("field_types", m.foreignTags),
-				zap.Any("id", m.raw.Headers["id"]), zap.Any("task", m.raw.Headers["task"]))
+				zap.String("queue", queue), zap.String("field_types", m.ForeignTags),
+				zap.Any("id", m.Raw.Headers["id"]), zap.Any("task", m.Raw.Headers["task"]))
 		}
 	}
 	// Everything else goes back to the queue.
-	rc.deadline(30 * time.Second)
-	return rc.closeChannel()
+	rc.Deadline(30 * time.Second)
+	return rc.CloseChannel()
 }
 
 // sweep is the consumer's automatic sweep after a frame syntax error.

@@ -18,6 +18,26 @@
 //     result.ChordBackend. Broker.DeadLetters keeps the messages rejected
 //     without requeue, for tests to assert on.
 //
+// A test of a task and what follows it:
+//
+//	func TestArea(t *testing.T) {
+//		ctx := context.Background()
+//		env := gworkertest.New(t) // stopped when the test ends
+//		env.Registry.MustRegister("tasks.area", area, worker.Params("w", "h"))
+//		if err := env.Start(ctx); err != nil {
+//			t.Fatal(err)
+//		}
+//		r, err := env.SendTask(ctx, "tasks.area", []any{2.0, 3.0}, nil)
+//		if err != nil {
+//			t.Fatal(err)
+//		}
+//		m, err := env.Wait(ctx, r.ID())
+//		if err != nil || m.Status != result.Success {
+//			t.Fatalf("%+v %v", m, err)
+//		}
+//		// m.Result is what Python reads: map[string]any{"area": 6.0, "unit": "cm2"}
+//	}
+//
 // Values stored in the backend are encoded to JSON and decoded back on
 // every read, so tests see Python's types (int64, float64, []any,
 // map[string]any), not the Go values a task returned.

@@ -88,12 +88,13 @@ type Env struct {
 	queue string
 	log   *zap.Logger
 
-	mu     sync.Mutex
-	w      *worker.Worker
-	cancel context.CancelFunc
-	done   chan struct{}
-	runErr error
-	closed bool
+	mu      sync.Mutex
+	w       *worker.Worker
+	cancel  context.CancelFunc
+	done    chan struct{}
+	runErr  error
+	closed  bool
+	stopped bool // Stop was called
 }
 
 // Open builds an Env whose worker is not started yet.
@@ -220,6 +221,15 @@ func (e *Env) Worker() *worker.Worker {
 	return e.w
 }
 
+// Done returns a channel closed when the worker's Run has returned (by
+// Stop, Close, the end of Start's context, or on its own, e.g. when the
+// broker was closed under it); nil before Start.
+func (e *Env) Done() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.done
+}
+
 // Stop shuts the worker down warmly (running tasks finish, the others go
 // back to the queue) and returns Run's error. If ctx ends first the
 // shutdown turns cold (worker.Terminate) and Stop returns ctx's error once
@@ -227,6 +237,7 @@ func (e *Env) Worker() *worker.Worker {
 func (e *Env) Stop(ctx context.Context) error {
 	e.mu.Lock()
 	w, cancel, done := e.w, e.cancel, e.done
+	e.stopped = w != nil
 	e.mu.Unlock()
 	if w == nil {
 		return ErrNotStarted
@@ -245,7 +256,8 @@ func (e *Env) Stop(ctx context.Context) error {
 }
 
 // Close stops the worker if it runs (within StopTimeout) and closes the
-// broker. It is idempotent.
+// broker. It returns Run's error unless Stop already returned it. It is
+// idempotent.
 func (e *Env) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -253,10 +265,10 @@ func (e *Env) Close() error {
 		return nil
 	}
 	e.closed = true
-	started := e.w != nil
+	stop := e.w != nil && !e.stopped
 	e.mu.Unlock()
 	var err error
-	if started {
+	if stop {
 		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 		err = e.Stop(ctx)
 		cancel()

@@ -322,3 +322,32 @@ func TestEnvHeldETAsDoNotStarveTheQueue(t *testing.T) {
 		}
 	}
 }
+
+// A broker that goes away ends the worker's Run with ErrConsumerClosed, as
+// a lost RabbitMQ connection does; nothing running is lost.
+func TestEnvBrokerClosedUnderTheWorker(t *testing.T) {
+	ctx := context.Background()
+	e := gworkertest.New(t)
+	register(e.Registry)
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := e.SendTask(ctx, "t.add", []any{1, 2}, nil)
+	if _, err := e.Wait(ctx, r.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Broker.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-e.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker still runs after its broker closed")
+	}
+	if err := e.Stop(ctx); !errors.Is(err, worker.ErrConsumerClosed) {
+		t.Errorf("Run after the broker closed: %v", err)
+	}
+	if _, err := e.SendTask(ctx, "t.add", []any{1, 2}, nil); !errors.Is(err, gworkertest.ErrClosed) {
+		t.Errorf("send after the broker closed: %v", err)
+	}
+}

@@ -89,3 +89,18 @@ func ExampleBroker_DeadLetters() {
 	}
 	// Output: celery rejected {"hello": 1}
 }
+
+// The value is read back as Python reads it from the result backend: a
+// struct is a dict, and a float stays a float even when it is integral.
+func ExampleRunFunc_struct() {
+	type Area struct {
+		Area float64 `json:"area"`
+		Unit string  `json:"unit"`
+	}
+	area := func(ctx context.Context, w, h float64) (Area, error) { return Area{Area: w * h, Unit: "cm2"}, nil }
+
+	run, _ := gworkertest.RunFunc(context.Background(), "tasks.area", area, []any{2.0, 3.0}, nil, worker.Params("w", "h"))
+	v := run.Value.(map[string]any)
+	fmt.Printf("%T %v %v\n", v["area"], v["area"], v["unit"])
+	// Output: float64 6 cm2
+}

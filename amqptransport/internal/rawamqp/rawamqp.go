@@ -1,10 +1,11 @@
-package amqptransport
-
-// A minimal AMQP 0-9-1 client, independent of amqp091-go, used only by the
-// quarantine sweep: it can read every field type of a header table,
-// including the 'L' (signed 64-bit) that py-amqp writes and amqp091-go
-// cannot decode. It supports PLAIN authentication, one channel at a time,
-// basic.get, basic.ack and basic.reject.
+// Package rawamqp is a minimal AMQP 0-9-1 client, independent of
+// amqp091-go, used only by amqptransport's quarantine sweep: it can read
+// every field type of a header table, including the 'L' (signed 64-bit)
+// that py-amqp writes and amqp091-go cannot decode, and republish such a
+// message with every property kept and its header table made readable.
+// It supports PLAIN authentication, one channel at a time, basic.get,
+// basic.ack, basic.reject and confirmed basic.publish.
+package rawamqp
 
 import (
 	"bufio"
@@ -32,35 +33,68 @@ const (
 	frameEnd       = 0xCE
 )
 
-// errRawProtocol is wrapped by errors of the raw client.
-var errRawProtocol = errors.New("amqptransport: raw AMQP client")
+// Errors of the client.
+var (
+	// ErrProtocol is wrapped by errors of the connection and of frames
+	// that cannot be read.
+	ErrProtocol = errors.New("rawamqp: AMQP protocol error")
+	// ErrInvalidMessage is wrapped by errors of messages that cannot be
+	// written.
+	ErrInvalidMessage = errors.New("rawamqp: invalid message")
+)
+
+// MaxHeaderDepth bounds the nesting of header tables and arrays read and
+// written.
+const MaxHeaderDepth = 64
 
 // amqp091Tags are the field types amqp091-go v1.16 can decode.
 const amqp091Tags = "tBbsIluifdDSATFxV"
 
-type rawConn struct {
+// Conn is a connection with at most one open channel. It is not safe for
+// concurrent use.
+type Conn struct {
 	c        net.Conn
 	r        *bufio.Reader
 	frameMax uint32
 	ch       uint16 // open channel, 0 if none
 	nextCh   uint16
+	confirm  bool   // the open channel is in confirm mode
+	pubSeq   uint64 // publishes on the open channel in confirm mode
 }
 
-// rawMessage is a message fetched with basic.get.
-type rawMessage struct {
-	tag         uint64
-	redelivered bool
-	exchange    string
-	routingKey  string
-	remaining   uint32 // message-count of basic.get-ok
-	raw         protocol.RawMessage
-	// foreignTags lists header field types amqp091-go cannot decode.
-	foreignTags string
-	// parseErr is set when the content header cannot be decoded at all.
-	parseErr error
+// Message is a message fetched with basic.get.
+type Message struct {
+	Tag         uint64
+	Redelivered bool
+	Exchange    string
+	RoutingKey  string
+	Remaining   uint32 // message-count of basic.get-ok
+	// Raw is the message with its header table decoded ('D' decimals as
+	// strings, every integer as int64).
+	Raw protocol.RawMessage
+	// Props are the properties RawMessage has no field for.
+	Props Properties
+	// ForeignTags lists the header field types amqp091-go cannot decode.
+	ForeignTags string
+	// ParseErr is set when the content header cannot be decoded at all.
+	ParseErr error
+	// header is the content header frame as delivered, for Republish.
+	header []byte
 }
 
-func dialRaw(ctx context.Context, uri amqp.URI, connName string, timeout time.Duration) (*rawConn, error) {
+// Properties are the basic properties beyond protocol.RawMessage's.
+type Properties struct {
+	MessageID string
+	Timestamp time.Time // zero when absent
+	Type      string
+	UserID    string
+	AppID     string
+	ClusterID string
+}
+
+// Dial connects and logs in with PLAIN. Cancelling ctx interrupts the
+// handshake.
+func Dial(ctx context.Context, uri amqp.URI, connName string, timeout time.Duration) (*Conn, error) {
 	addr := net.JoinHostPort(uri.Host, strconv.Itoa(uri.Port))
 	d := net.Dialer{Timeout: timeout}
 	var c net.Conn
@@ -71,9 +105,9 @@ func dialRaw(ctx context.Context, uri amqp.URI, connName string, timeout time.Du
 		c, err = d.DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: dial %s: %v", errRawProtocol, addr, err)
+		return nil, fmt.Errorf("%w: dial %s: %v", ErrProtocol, addr, err)
 	}
-	rc := &rawConn{c: c, r: bufio.NewReaderSize(c, 64<<10), frameMax: 131072, nextCh: 1}
+	rc := &Conn{c: c, r: bufio.NewReaderSize(c, 64<<10), frameMax: 131072, nextCh: 1}
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := rc.handshake(uri, connName, timeout); err != nil {
@@ -83,12 +117,16 @@ func dialRaw(ctx context.Context, uri amqp.URI, connName string, timeout time.Du
 	return rc, nil
 }
 
-func (rc *rawConn) deadline(timeout time.Duration) { _ = rc.c.SetDeadline(time.Now().Add(timeout)) }
+// Deadline makes every read and write fail after timeout from now.
+func (rc *Conn) Deadline(timeout time.Duration) { _ = rc.c.SetDeadline(time.Now().Add(timeout)) }
 
-func (rc *rawConn) handshake(uri amqp.URI, connName string, timeout time.Duration) error {
-	rc.deadline(timeout)
+// Interrupt makes every pending and later read or write fail at once.
+func (rc *Conn) Interrupt() { _ = rc.c.SetDeadline(time.Unix(1, 0)) }
+
+func (rc *Conn) handshake(uri amqp.URI, connName string, timeout time.Duration) error {
+	rc.Deadline(timeout)
 	if _, err := rc.c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
-		return fmt.Errorf("%w: %v", errRawProtocol, err)
+		return fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	if _, err := rc.expect(0, 10, 10); err != nil { // connection.start
 		return err
@@ -149,35 +187,35 @@ func (rc *rawConn) handshake(uri amqp.URI, connName string, timeout time.Duratio
 	return nil
 }
 
-func (rc *rawConn) send(typ byte, ch uint16, payload []byte) error {
+func (rc *Conn) send(typ byte, ch uint16, payload []byte) error {
 	hdr := make([]byte, 7, 7+len(payload)+1)
 	hdr[0] = typ
 	binary.BigEndian.PutUint16(hdr[1:], ch)
 	binary.BigEndian.PutUint32(hdr[3:], uint32(len(payload)))
 	buf := append(append(hdr, payload...), frameEnd)
 	if _, err := rc.c.Write(buf); err != nil {
-		return fmt.Errorf("%w: write: %v", errRawProtocol, err)
+		return fmt.Errorf("%w: write: %v", ErrProtocol, err)
 	}
 	return nil
 }
 
 // readFrame reads one frame, skipping heartbeats.
-func (rc *rawConn) readFrame() (typ byte, ch uint16, payload []byte, err error) {
+func (rc *Conn) readFrame() (typ byte, ch uint16, payload []byte, err error) {
 	for {
 		var h [7]byte
 		if _, err := io.ReadFull(rc.r, h[:]); err != nil {
-			return 0, 0, nil, fmt.Errorf("%w: read: %v", errRawProtocol, err)
+			return 0, 0, nil, fmt.Errorf("%w: read: %v", ErrProtocol, err)
 		}
 		size := binary.BigEndian.Uint32(h[3:])
 		if size > rc.frameMax+8 && size > 1<<20 {
-			return 0, 0, nil, fmt.Errorf("%w: frame of %d bytes exceeds frame_max %d", errRawProtocol, size, rc.frameMax)
+			return 0, 0, nil, fmt.Errorf("%w: frame of %d bytes exceeds frame_max %d", ErrProtocol, size, rc.frameMax)
 		}
 		payload = make([]byte, size+1)
 		if _, err := io.ReadFull(rc.r, payload); err != nil {
-			return 0, 0, nil, fmt.Errorf("%w: read: %v", errRawProtocol, err)
+			return 0, 0, nil, fmt.Errorf("%w: read: %v", ErrProtocol, err)
 		}
 		if payload[size] != frameEnd {
-			return 0, 0, nil, fmt.Errorf("%w: bad frame end", errRawProtocol)
+			return 0, 0, nil, fmt.Errorf("%w: bad frame end", ErrProtocol)
 		}
 		if h[0] == frameHeartbeat {
 			continue
@@ -188,13 +226,13 @@ func (rc *rawConn) readFrame() (typ byte, ch uint16, payload []byte, err error) 
 
 // readMethod reads the next method frame; a connection.close or
 // channel.close from the broker is answered and returned as *amqp.Error.
-func (rc *rawConn) readMethod() (ch, class, method uint16, args []byte, err error) {
+func (rc *Conn) readMethod() (ch, class, method uint16, args []byte, err error) {
 	typ, ch, p, err := rc.readFrame()
 	if err != nil {
 		return 0, 0, 0, nil, err
 	}
 	if typ != frameMethod || len(p) < 4 {
-		return 0, 0, 0, nil, fmt.Errorf("%w: unexpected frame type %d", errRawProtocol, typ)
+		return 0, 0, 0, nil, fmt.Errorf("%w: unexpected frame type %d", ErrProtocol, typ)
 	}
 	class, method = binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:])
 	args = p[4:]
@@ -214,19 +252,19 @@ func (rc *rawConn) readMethod() (ch, class, method uint16, args []byte, err erro
 	return ch, class, method, args, nil
 }
 
-func (rc *rawConn) expect(ch, class, method uint16) ([]byte, error) {
+func (rc *Conn) expect(ch, class, method uint16) ([]byte, error) {
 	gotCh, c, m, args, err := rc.readMethod()
 	if err != nil {
 		return nil, err
 	}
 	if gotCh != ch || c != class || m != method {
 		return nil, fmt.Errorf("%w: expected method %d.%d on channel %d, got %d.%d on %d",
-			errRawProtocol, class, method, ch, c, m, gotCh)
+			ErrProtocol, class, method, ch, c, m, gotCh)
 	}
 	return args, nil
 }
 
-func (rc *rawConn) openChannel() error {
+func (rc *Conn) openChannel() error {
 	if rc.ch != 0 {
 		return nil
 	}
@@ -243,12 +281,13 @@ func (rc *rawConn) openChannel() error {
 		return err
 	}
 	rc.ch = ch
+	rc.confirm, rc.pubSeq = false, 0
 	return nil
 }
 
 // closeChannel closes the open channel: the broker requeues every message
 // fetched on it and not acknowledged.
-func (rc *rawConn) closeChannel() error {
+func (rc *Conn) CloseChannel() error {
 	if rc.ch == 0 {
 		return nil
 	}
@@ -268,9 +307,9 @@ func (rc *rawConn) closeChannel() error {
 	return err
 }
 
-func (rc *rawConn) close() error {
-	_ = rc.closeChannel()
-	rc.deadline(5 * time.Second)
+func (rc *Conn) Close() error {
+	_ = rc.CloseChannel()
+	rc.Deadline(5 * time.Second)
 	var w wbuf
 	w.u16(10)
 	w.u16(50)
@@ -290,7 +329,7 @@ func (rc *rawConn) close() error {
 
 // get fetches one message without acknowledging it; ok is false when the
 // queue is empty.
-func (rc *rawConn) get(queue string) (*rawMessage, bool, error) {
+func (rc *Conn) Get(queue string) (*Message, bool, error) {
 	if err := rc.openChannel(); err != nil {
 		return nil, false, err
 	}
@@ -311,15 +350,15 @@ func (rc *rawConn) get(queue string) (*rawMessage, bool, error) {
 		return nil, false, nil
 	}
 	if class != 60 || method != 71 {
-		return nil, false, fmt.Errorf("%w: unexpected method %d.%d after basic.get", errRawProtocol, class, method)
+		return nil, false, fmt.Errorf("%w: unexpected method %d.%d after basic.get", ErrProtocol, class, method)
 	}
 	rd := rbuf{b: args}
-	m := &rawMessage{}
-	m.tag = rd.u64()
-	m.redelivered = rd.u8()&1 == 1
-	m.exchange = rd.shortstr()
-	m.routingKey = rd.shortstr()
-	m.remaining = rd.u32()
+	m := &Message{}
+	m.Tag = rd.u64()
+	m.Redelivered = rd.u8()&1 == 1
+	m.Exchange = rd.shortstr()
+	m.RoutingKey = rd.shortstr()
+	m.Remaining = rd.u32()
 	if rd.err != nil {
 		return nil, false, rd.err
 	}
@@ -328,11 +367,12 @@ func (rc *rawConn) get(queue string) (*rawMessage, bool, error) {
 		return nil, false, err
 	}
 	if typ != frameHeader {
-		return nil, false, fmt.Errorf("%w: expected a content header, got frame type %d", errRawProtocol, typ)
+		return nil, false, fmt.Errorf("%w: expected a content header, got frame type %d", ErrProtocol, typ)
 	}
+	m.header = hp
 	size, err := decodeContentHeader(hp, m)
 	if err != nil {
-		m.parseErr = err
+		m.ParseErr = err
 	}
 	body := make([]byte, 0, min(size, 1<<20))
 	for uint64(len(body)) < size {
@@ -341,16 +381,16 @@ func (rc *rawConn) get(queue string) (*rawMessage, bool, error) {
 			return nil, false, err
 		}
 		if typ != frameBody {
-			return nil, false, fmt.Errorf("%w: expected a body frame, got type %d", errRawProtocol, typ)
+			return nil, false, fmt.Errorf("%w: expected a body frame, got type %d", ErrProtocol, typ)
 		}
 		body = append(body, bp...)
 	}
-	m.raw.Body = body
-	m.raw.Exchange, m.raw.RoutingKey, m.raw.Redelivered = m.exchange, m.routingKey, m.redelivered
+	m.Raw.Body = body
+	m.Raw.Exchange, m.Raw.RoutingKey, m.Raw.Redelivered = m.Exchange, m.RoutingKey, m.Redelivered
 	return m, true, nil
 }
 
-func (rc *rawConn) ack(tag uint64) error {
+func (rc *Conn) Ack(tag uint64) error {
 	var w wbuf
 	w.u16(60)
 	w.u16(80)
@@ -359,7 +399,7 @@ func (rc *rawConn) ack(tag uint64) error {
 	return rc.send(frameMethod, rc.ch, w.b)
 }
 
-func (rc *rawConn) reject(tag uint64, requeue bool) error {
+func (rc *Conn) Reject(tag uint64, requeue bool) error {
 	var w wbuf
 	w.u16(60)
 	w.u16(90)
@@ -374,7 +414,7 @@ func (rc *rawConn) reject(tag uint64, requeue bool) error {
 
 // publish sends a message with the header table written in the given order
 // and with py-amqp's field types (see wbuf.field). No confirm is awaited.
-func (rc *rawConn) publish(exchange, key string, m *protocol.RawMessage, headers protocol.Dict) error {
+func (rc *Conn) Publish(exchange, key string, m *protocol.RawMessage, headers protocol.Dict) error {
 	if err := rc.openChannel(); err != nil {
 		return err
 	}
@@ -392,11 +432,16 @@ func (rc *rawConn) publish(exchange, key string, m *protocol.RawMessage, headers
 	if err != nil {
 		return err
 	}
-	if err := rc.send(frameHeader, rc.ch, hp); err != nil {
+	return rc.sendContent(hp, m.Body)
+}
+
+// sendContent sends a content header frame and the body frames.
+func (rc *Conn) sendContent(header, body []byte) error {
+	if err := rc.send(frameHeader, rc.ch, header); err != nil {
 		return err
 	}
 	max := int(rc.frameMax) - 8
-	for b := m.Body; len(b) > 0; {
+	for b := body; len(b) > 0; {
 		n := min(len(b), max)
 		if err := rc.send(frameBody, rc.ch, b[:n]); err != nil {
 			return err
@@ -406,9 +451,202 @@ func (rc *rawConn) publish(exchange, key string, m *protocol.RawMessage, headers
 	return nil
 }
 
-// decodeContentHeader reads a content header frame into m.raw and returns
-// the body size.
-func decodeContentHeader(p []byte, m *rawMessage) (uint64, error) {
+// Republish publishes a copy of m, fetched by Get, and waits for the
+// broker's confirm. The copy has m's body and every property of m exactly
+// as delivered (message-id, timestamp, type, user-id, app-id, cluster-id,
+// expiration, priority, ...) and every header with its field type, except
+// the two types amqp091-go cannot decode, rewritten to the type closest in
+// meaning that it and py-amqp both read with the same value: 'U' (signed
+// 16-bit) becomes 's', a non-negative 'L' (signed 64-bit) becomes 'l', a
+// negative one 'd' (float64) when exact, else its decimal string 'S'.
+func (rc *Conn) Republish(exchange, key string, m *Message) error {
+	if m.ParseErr != nil || m.header == nil {
+		return fmt.Errorf("%w: the message has no readable content header", ErrInvalidMessage)
+	}
+	hp, err := ReadableHeader(m.header)
+	if err != nil {
+		return err
+	}
+	if err := rc.openChannel(); err != nil {
+		return err
+	}
+	if !rc.confirm {
+		var w wbuf
+		w.u16(85) // confirm.select
+		w.u16(10)
+		w.u8(0)
+		if err := rc.send(frameMethod, rc.ch, w.b); err != nil {
+			return err
+		}
+		if _, err := rc.expect(rc.ch, 85, 11); err != nil {
+			return err
+		}
+		rc.confirm, rc.pubSeq = true, 0
+	}
+	var w wbuf
+	w.u16(60)
+	w.u16(40)
+	w.u16(0)
+	w.shortstr(exchange)
+	w.shortstr(key)
+	w.u8(0)
+	if w.err != nil {
+		return w.err
+	}
+	if err := rc.send(frameMethod, rc.ch, w.b); err != nil {
+		return err
+	}
+	if err := rc.sendContent(hp, m.Raw.Body); err != nil {
+		return err
+	}
+	rc.pubSeq++
+	for {
+		_, class, method, args, err := rc.readMethod()
+		if err != nil {
+			return err
+		}
+		rd := rbuf{b: args}
+		tag := rd.u64()
+		multiple := rd.u8()&1 == 1
+		switch {
+		case class == 60 && method == 80: // basic.ack
+			if tag == rc.pubSeq || (multiple && tag >= rc.pubSeq) {
+				return nil
+			}
+		case class == 60 && method == 120: // basic.nack
+			return fmt.Errorf("%w: the broker refused the republished message", ErrProtocol)
+		default:
+			return fmt.Errorf("%w: unexpected method %d.%d while waiting for a confirm", ErrProtocol, class, method)
+		}
+	}
+}
+
+// ReadableHeader returns a copy of a content header frame payload whose
+// header table amqp091-go can decode (see Republish for the rewrites);
+// everything else is copied byte for byte.
+func ReadableHeader(p []byte) ([]byte, error) {
+	rd := rbuf{b: p}
+	rd.take(12) // class, weight, body size
+	flags := rd.u16()
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	if flags&1 != 0 {
+		return nil, fmt.Errorf("%w: property flag continuation not supported", ErrProtocol)
+	}
+	if flags&(1<<15) != 0 {
+		rd.shortstr()
+	}
+	if flags&(1<<14) != 0 {
+		rd.shortstr()
+	}
+	if rd.err != nil || flags&(1<<13) == 0 {
+		return append([]byte(nil), p...), rd.err
+	}
+	start := len(p) - len(rd.b)
+	table := rd.longstr()
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	end := len(p) - len(rd.b)
+	var w wbuf
+	w.b = append(w.b, p[:start]...)
+	nt, err := readableFields(table, 0, true)
+	if err != nil {
+		return nil, err
+	}
+	w.u32(uint32(len(nt)))
+	w.b = append(w.b, nt...)
+	w.b = append(w.b, p[end:]...)
+	return w.b, nil
+}
+
+// readableFields rewrites the fields of a table (keyed) or an array.
+func readableFields(data []byte, depth int, keyed bool) ([]byte, error) {
+	if depth > MaxHeaderDepth {
+		return nil, fmt.Errorf("%w: header table nested deeper than %d", ErrProtocol, MaxHeaderDepth)
+	}
+	rd := rbuf{b: data}
+	var w wbuf
+	for len(rd.b) > 0 && rd.err == nil {
+		if keyed {
+			k := rd.take(int(rd.u8()))
+			if rd.err != nil {
+				break
+			}
+			w.u8(uint8(len(k)))
+			w.b = append(w.b, k...)
+		}
+		tag := rd.u8()
+		if rd.err != nil {
+			break
+		}
+		var n int
+		switch tag {
+		case 'V':
+			n = 0
+		case 't', 'b', 'B':
+			n = 1
+		case 's', 'u':
+			n = 2
+		case 'U':
+			w.u8('s')
+			w.b = append(w.b, rd.take(2)...)
+			continue
+		case 'I', 'i', 'f':
+			n = 4
+		case 'D':
+			n = 5
+		case 'l', 'd', 'T':
+			n = 8
+		case 'L':
+			v := int64(rd.u64())
+			switch {
+			case v >= 0:
+				w.u8('l')
+				w.u64(uint64(v))
+			case v >= -(1 << 53):
+				w.u8('d')
+				w.u64(math.Float64bits(float64(v)))
+			default:
+				w.u8('S')
+				w.longstr(strconv.FormatInt(v, 10))
+			}
+			continue
+		case 'S', 'x':
+			b := rd.longstr()
+			w.u8(tag)
+			w.u32(uint32(len(b)))
+			w.b = append(w.b, b...)
+			continue
+		case 'F', 'A':
+			b := rd.longstr()
+			if rd.err != nil {
+				break
+			}
+			sub, err := readableFields(b, depth+1, tag == 'F')
+			if err != nil {
+				return nil, err
+			}
+			w.u8(tag)
+			w.u32(uint32(len(sub)))
+			w.b = append(w.b, sub...)
+			continue
+		default:
+			return nil, fmt.Errorf("%w: unknown header field type %q", ErrProtocol, tag)
+		}
+		w.u8(tag)
+		w.b = append(w.b, rd.take(n)...)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	return w.b, nil
+}
+
+// decodeContentHeader reads a content header frame into m.Raw and m.Props
+// and returns the body size.
+func decodeContentHeader(p []byte, m *Message) (uint64, error) {
 	rd := rbuf{b: p}
 	_ = rd.u16() // class
 	_ = rd.u16() // weight
@@ -418,9 +656,9 @@ func decodeContentHeader(p []byte, m *rawMessage) (uint64, error) {
 		return 0, rd.err
 	}
 	if flags&1 != 0 {
-		return size, fmt.Errorf("%w: property flag continuation not supported", errRawProtocol)
+		return size, fmt.Errorf("%w: property flag continuation not supported", ErrProtocol)
 	}
-	r := &m.raw
+	r := &m.Raw
 	if flags&(1<<15) != 0 {
 		r.ContentType = rd.shortstr()
 	}
@@ -432,8 +670,8 @@ func decodeContentHeader(p []byte, m *rawMessage) (uint64, error) {
 		h := rd.table(0, &tags)
 		r.Headers = h
 		for _, t := range tags {
-			if !containsByte(amqp091Tags, t) && !containsByte(m.foreignTags, t) {
-				m.foreignTags += string(t)
+			if !containsByte(amqp091Tags, t) && !containsByte(m.ForeignTags, t) {
+				m.ForeignTags += string(t)
 			}
 		}
 	}
@@ -453,15 +691,24 @@ func decodeContentHeader(p []byte, m *rawMessage) (uint64, error) {
 	if flags&(1<<8) != 0 {
 		r.Expiration = rd.shortstr()
 	}
-	for bit := 7; bit >= 2; bit-- { // message-id, timestamp, type, user-id, app-id, cluster-id
-		if flags&(1<<bit) == 0 {
-			continue
-		}
-		if bit == 6 {
-			_ = rd.u64()
-		} else {
-			_ = rd.shortstr()
-		}
+	pr := &m.Props
+	if flags&(1<<7) != 0 {
+		pr.MessageID = rd.shortstr()
+	}
+	if flags&(1<<6) != 0 {
+		pr.Timestamp = time.Unix(int64(rd.u64()), 0).UTC()
+	}
+	if flags&(1<<5) != 0 {
+		pr.Type = rd.shortstr()
+	}
+	if flags&(1<<4) != 0 {
+		pr.UserID = rd.shortstr()
+	}
+	if flags&(1<<3) != 0 {
+		pr.AppID = rd.shortstr()
+	}
+	if flags&(1<<2) != 0 {
+		pr.ClusterID = rd.shortstr()
 	}
 	return size, rd.err
 }
@@ -522,6 +769,28 @@ func encodeContentHeader(m *protocol.RawMessage, headers protocol.Dict, size uin
 	return w.b, props.err
 }
 
+// DecimalString renders an AMQP decimal exactly, as Python's str(Decimal)
+// does for plain values: Value·10^-Scale.
+func DecimalString(d amqp.Decimal) string {
+	s := strconv.FormatInt(int64(d.Value), 10)
+	if d.Scale == 0 {
+		return s
+	}
+	neg := false
+	if s[0] == '-' {
+		neg, s = true, s[1:]
+	}
+	sc := int(d.Scale)
+	for len(s) <= sc {
+		s = "0" + s
+	}
+	s = s[:len(s)-sc] + "." + s[len(s)-sc:]
+	if neg {
+		s = "-" + s
+	}
+	return s
+}
+
 // rbuf decodes AMQP wire types; the first error sticks.
 type rbuf struct {
 	b   []byte
@@ -533,7 +802,7 @@ func (r *rbuf) take(n int) []byte {
 		return nil
 	}
 	if n < 0 || len(r.b) < n {
-		r.err = fmt.Errorf("%w: truncated frame", errRawProtocol)
+		r.err = fmt.Errorf("%w: truncated frame", ErrProtocol)
 		r.b = nil
 		return nil
 	}
@@ -588,8 +857,8 @@ func (r *rbuf) table(depth int, tags *[]byte) map[string]any {
 	if r.err != nil {
 		return nil
 	}
-	if depth > maxHeaderDepth {
-		r.err = fmt.Errorf("%w: header table nested deeper than %d", errRawProtocol, maxHeaderDepth)
+	if depth > MaxHeaderDepth {
+		r.err = fmt.Errorf("%w: header table nested deeper than %d", ErrProtocol, MaxHeaderDepth)
 		return nil
 	}
 	sub := rbuf{b: data}
@@ -635,7 +904,7 @@ func (r *rbuf) field(depth int, tags *[]byte) any {
 	case 'D':
 		scale := r.u8()
 		v := int32(r.u32())
-		return decimalString(amqp.Decimal{Scale: scale, Value: v})
+		return DecimalString(amqp.Decimal{Scale: scale, Value: v})
 	case 'S':
 		return string(r.longstr())
 	case 'x':
@@ -651,8 +920,8 @@ func (r *rbuf) field(depth int, tags *[]byte) any {
 		if r.err != nil {
 			return nil
 		}
-		if depth > maxHeaderDepth {
-			r.err = fmt.Errorf("%w: header array nested deeper than %d", errRawProtocol, maxHeaderDepth)
+		if depth > MaxHeaderDepth {
+			r.err = fmt.Errorf("%w: header array nested deeper than %d", ErrProtocol, MaxHeaderDepth)
 			return nil
 		}
 		sub := rbuf{b: data}
@@ -665,7 +934,7 @@ func (r *rbuf) field(depth int, tags *[]byte) any {
 		}
 		return arr
 	}
-	r.err = fmt.Errorf("%w: unknown header field type %q", errRawProtocol, tag)
+	r.err = fmt.Errorf("%w: unknown header field type %q", ErrProtocol, tag)
 	return nil
 }
 
@@ -714,8 +983,8 @@ func (w *wbuf) table(d protocol.Dict, depth int) error {
 }
 
 func (w *wbuf) field(v any, depth int) error {
-	if depth > maxHeaderDepth {
-		return fmt.Errorf("%w: nested deeper than %d", ErrInvalidMessage, maxHeaderDepth)
+	if depth > MaxHeaderDepth {
+		return fmt.Errorf("%w: nested deeper than %d", ErrInvalidMessage, MaxHeaderDepth)
 	}
 	switch x := v.(type) {
 	case nil:

@@ -1,8 +1,7 @@
-package amqptransport
+package rawamqp
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -90,7 +89,7 @@ func plain(v any) any {
 // The raw client reads Celery's content headers exactly as py-amqp wrote
 // them, and writes the same bytes back.
 func TestRawContentHeaderVectors(t *testing.T) {
-	files, _ := filepath.Glob("testdata/v2_*.json")
+	files, _ := filepath.Glob("../../testdata/v2_*.json")
 	if len(files) == 0 {
 		t.Fatal("no vectors in testdata")
 	}
@@ -112,7 +111,7 @@ func TestRawContentHeaderVectors(t *testing.T) {
 			dec.UseNumber()
 			headers := orderedJSON(t, dec).(protocol.Dict)
 
-			var m rawMessage
+			var m Message
 			size, err := decodeContentHeader(frame, &m)
 			if err != nil {
 				t.Fatal(err)
@@ -120,11 +119,11 @@ func TestRawContentHeaderVectors(t *testing.T) {
 			if int(size) != v.BodySize {
 				t.Errorf("body size %d, want %d", size, v.BodySize)
 			}
-			if m.foreignTags != "" {
-				t.Errorf("foreign tags %q in a small-int message", m.foreignTags)
+			if m.ForeignTags != "" {
+				t.Errorf("foreign tags %q in a small-int message", m.ForeignTags)
 			}
 			p := v.Properties
-			r := m.raw
+			r := m.Raw
 			if r.ContentType != p.ContentType || r.ContentEncoding != p.ContentEncoding ||
 				r.DeliveryMode != p.DeliveryMode || r.CorrelationID != p.CorrelationID || r.ReplyTo != p.ReplyTo ||
 				r.Expiration != p.Expiration || (p.Priority != nil && r.Priority != *p.Priority) {
@@ -185,7 +184,7 @@ func TestRawTableMalformed(t *testing.T) {
 		var tags []byte
 		r := rbuf{b: b}
 		r.table(0, &tags)
-		if !errors.Is(r.err, errRawProtocol) {
+		if !errors.Is(r.err, ErrProtocol) {
 			t.Errorf("%s: err = %v", name, r.err)
 		}
 	}
@@ -198,7 +197,7 @@ func TestRawTableMalformed(t *testing.T) {
 	var tags []byte
 	r := rbuf{b: deep}
 	r.table(0, &tags)
-	if !errors.Is(r.err, errRawProtocol) {
+	if !errors.Is(r.err, ErrProtocol) {
 		t.Errorf("deep table: err = %v", r.err)
 	}
 	var w wbuf
@@ -208,58 +207,5 @@ func TestRawTableMalformed(t *testing.T) {
 	}
 	if err := w.table(d, 0); !errors.Is(err, ErrInvalidMessage) {
 		t.Fatalf("deep encode: %v", err)
-	}
-}
-
-func TestRawClientAgainstBroker(t *testing.T) {
-	f := newFixture(t)
-	q := f.queue()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := f.b.Declare(ctx, q); err != nil {
-		t.Fatal(err)
-	}
-	rc, err := dialRaw(ctx, f.b.uri, f.name+" raw", 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := bytes.Repeat([]byte("x"), 300_000) // spans several body frames
-	m := &protocol.RawMessage{ContentType: "application/json", DeliveryMode: 2, Body: body, HasPriority: true, Priority: 4}
-	if err := rc.publish("", q.Name, m, protocol.Dict{{Key: "big", Value: int64(1) << 40}}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "published", func() bool { return f.ready(q.Name) == 1 })
-	got, ok, err := rc.get(q.Name)
-	if err != nil || !ok {
-		t.Fatalf("get: %v %v", ok, err)
-	}
-	if !bytes.Equal(got.raw.Body, body) || got.raw.Headers["big"] != int64(1)<<40 || got.foreignTags != "L" || got.raw.Priority != 4 {
-		t.Fatalf("got %+v foreign=%q", got.raw.Headers, got.foreignTags)
-	}
-	// Not acked: closing the channel returns it.
-	if err := rc.closeChannel(); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "returned", func() bool { return f.ready(q.Name) == 1 })
-	got, ok, err = rc.get(q.Name)
-	if err != nil || !ok || !got.redelivered {
-		t.Fatalf("second get: %v %v %+v", ok, err, got)
-	}
-	if err := rc.ack(got.tag); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok, err := rc.get(q.Name); ok || err != nil {
-		t.Fatalf("queue not empty after ack: %v %v", ok, err)
-	}
-	// A broker channel error is reported and the connection stays usable.
-	_, _, err = rc.get(uniqueName(t, "missing"))
-	if err == nil {
-		t.Fatal("get on a missing queue succeeded")
-	}
-	if _, ok, err := rc.get(q.Name); ok || err != nil {
-		t.Fatalf("get after a channel error: %v %v", ok, err)
-	}
-	if err := rc.close(); err != nil {
-		t.Fatal(err)
 	}
 }

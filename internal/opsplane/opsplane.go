@@ -1,0 +1,195 @@
+// Package opsplane wires the operations plane around a worker: the event
+// dispatcher, the remote control node, mingle at start-up and the revoked
+// ids kept in --statedb.
+//
+// Order of use: New (before the worker exists: it gives the worker its
+// event sink and revoked set), Start (once the worker is built), then Stop
+// after the worker's Run returned.
+package opsplane
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/control"
+	"github.com/gworker/gworker/events"
+	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/worker"
+)
+
+// DefaultMingleTimeout is how long mingle waits for the other nodes'
+// replies (Celery: 1 s).
+const DefaultMingleTimeout = time.Second
+
+// Config configures the plane. Transport and Hostname are required.
+type Config struct {
+	// Transport carries remote control; Events carries events and
+	// defaults to Transport when it is an events.Publisher.
+	Transport control.Transport
+	Events    events.Publisher
+	Hostname  string
+	// TaskEvents turns task events on (-E).
+	TaskEvents bool
+	// HeartbeatInterval is the heartbeat period; 0 means 2 s.
+	HeartbeatInterval time.Duration
+	// WithoutHeartbeat sends no worker-heartbeat events.
+	WithoutHeartbeat bool
+	// WithoutMingle skips the start-up sync with other nodes.
+	WithoutMingle bool
+	// WithoutControl answers no remote control commands.
+	WithoutControl bool
+	// MingleTimeout bounds mingle; default 1 s.
+	MingleTimeout time.Duration
+	// StateDB is the file the revoked ids persist in (--statedb); empty
+	// keeps them in memory only.
+	StateDB string
+	// BrokerURL is reported (without its password) by `inspect stats`.
+	BrokerURL string
+	// Conf is reported by `inspect conf`.
+	Conf protocol.Dict
+	// Version is the software version events and reports carry.
+	Version string
+	// Shutdown is called by the shutdown command.
+	Shutdown func()
+	Logger   *zap.Logger
+}
+
+// Plane is a running operations plane.
+type Plane struct {
+	cfg     Config
+	log     *zap.Logger
+	clock   *events.Clock
+	revoked *worker.RevokedSet
+	events  *events.Dispatcher
+	state   workerState
+	node    *control.Node
+	started bool
+}
+
+// workerState gives the dispatcher the worker's counts once it exists.
+type workerState struct{ w atomic.Pointer[worker.Worker] }
+
+func (s *workerState) ActiveCount() int {
+	if w := s.w.Load(); w != nil {
+		return w.ActiveCount()
+	}
+	return 0
+}
+
+func (s *workerState) Processed() int64 {
+	if w := s.w.Load(); w != nil {
+		return w.Processed()
+	}
+	return 0
+}
+
+// New builds the plane and loads the state file.
+func New(cfg Config) (*Plane, error) {
+	if cfg.Transport == nil || cfg.Hostname == "" {
+		return nil, errors.New("opsplane: Transport and Hostname are required")
+	}
+	if cfg.Events == nil {
+		p, ok := cfg.Transport.(events.Publisher)
+		if !ok {
+			return nil, errors.New("opsplane: Events is required when Transport cannot publish events")
+		}
+		cfg.Events = p
+	}
+	if cfg.MingleTimeout <= 0 {
+		cfg.MingleTimeout = DefaultMingleTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	p := &Plane{cfg: cfg, log: log, clock: &events.Clock{}, revoked: worker.NewRevokedSet(0, 0)}
+	hb := cfg.HeartbeatInterval
+	if cfg.WithoutHeartbeat {
+		hb = -1
+	}
+	d, err := events.New(events.Config{Publisher: cfg.Events, Hostname: cfg.Hostname, HeartbeatInterval: hb,
+		TaskEvents: cfg.TaskEvents, State: &p.state, Clock: p.clock, SoftwareVersion: cfg.Version, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	p.events = d
+	if cfg.StateDB != "" {
+		n, err := control.LoadState(cfg.StateDB, p.revoked)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			log.Info("revoked ids restored from the state file", zap.Int("count", n), zap.String("statedb", cfg.StateDB))
+		}
+	}
+	return p, nil
+}
+
+// Sink is the worker's event sink (worker.Config.Events).
+func (p *Plane) Sink() worker.EventSink { return p.events }
+
+// Revoked is the worker's revoked set (worker.Config.Revoked).
+func (p *Plane) Revoked() *worker.RevokedSet { return p.revoked }
+
+// Events returns the event dispatcher.
+func (p *Plane) Events() *events.Dispatcher { return p.events }
+
+// Node returns the control node, nil before Start or WithoutControl.
+func (p *Plane) Node() *control.Node { return p.node }
+
+// Start mingles with the other nodes, starts answering remote control and
+// sends worker-online. w must have been built with Sink and Revoked.
+func (p *Plane) Start(ctx context.Context, w *worker.Worker) error {
+	p.state.w.Store(w)
+	if !p.cfg.WithoutMingle {
+		nodes, err := control.NewClient(p.cfg.Transport, p.clock, p.log).Mingle(ctx, p.cfg.Hostname, p.revoked, p.cfg.MingleTimeout)
+		switch {
+		case err != nil:
+			p.log.Warn("mingle failed: "+err.Error(), zap.Error(err))
+		case len(nodes) == 0:
+			p.log.Info("mingle: all alone")
+		default:
+			p.log.Info("mingle: sync complete", zap.Strings("nodes", nodes))
+		}
+	}
+	if !p.cfg.WithoutControl {
+		node, err := control.New(control.Config{Transport: p.cfg.Transport, Worker: w, Events: p.events, Clock: p.clock,
+			Hostname: p.cfg.Hostname, Shutdown: p.cfg.Shutdown, Broker: control.BrokerInfo(p.cfg.BrokerURL),
+			Conf: p.cfg.Conf, Software: "gworker " + p.cfg.Version, Logger: p.log})
+		if err != nil {
+			return err
+		}
+		if err := node.Start(ctx); err != nil {
+			return err
+		}
+		p.node = node
+	}
+	if err := p.events.Start(ctx); err != nil {
+		if p.node != nil {
+			_ = p.node.Stop()
+		}
+		return err
+	}
+	p.started = true
+	return nil
+}
+
+// Stop stops remote control, publishes the queued events and
+// worker-offline (until ctx ends) and saves the state file.
+func (p *Plane) Stop(ctx context.Context) error {
+	var errs []error
+	if p.node != nil {
+		errs = append(errs, p.node.Stop())
+	}
+	if p.started {
+		p.events.Stop(ctx)
+	}
+	if p.cfg.StateDB != "" {
+		errs = append(errs, control.SaveState(p.cfg.StateDB, p.revoked))
+	}
+	return errors.Join(errs...)
+}
