@@ -43,7 +43,7 @@ func TestWorkerKeepsResultsThroughARedisOutage(t *testing.T) {
 	broker := gworkertest.NewBroker()
 	defer broker.Close()
 	w, err := worker.New(worker.Config{Registry: reg, Broker: broker, Backend: rb, Queues: []string{"q"},
-		Concurrency: 4, Hostname: "celery@outage", Logger: zap.New(core)})
+		Concurrency: 4, Hostname: "celery@outage", DisableFollowups: true, Logger: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
 	}
