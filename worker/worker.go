@@ -117,6 +117,7 @@ type Worker struct {
 
 	limits  *rateLimits
 	pending *pendingResults
+	runs    runningIDs // acks_late tasks running, by id
 	started atomic.Bool
 
 	// base is the parent of every task context; Terminate cancels it.
@@ -141,6 +142,8 @@ type job struct {
 	// final is that state.
 	storeErr error
 	final    *result.Meta
+	// requeued: the message went back to the queue after the run.
+	requeued bool
 
 	// Guarded by Worker.mu: set while the task runs.
 	started      time.Time
