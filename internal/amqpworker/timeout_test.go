@@ -21,13 +21,13 @@ import (
 	"github.com/gworker/gworker/worker"
 )
 
-// countingBackend counts the final states stored per task id.
-type countingBackend struct {
+// finalCounter counts the final states stored per task id.
+type finalCounter struct {
 	*redisbackend.Backend
 	stores atomic.Int64
 }
 
-func (b *countingBackend) Store(ctx context.Context, m *result.Meta) error {
+func (b *finalCounter) Store(ctx context.Context, m *result.Meta) error {
 	if m.Status.Ready() {
 		b.stores.Add(1)
 	}
@@ -71,7 +71,7 @@ func TestConsumerTimeoutRunsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rb.Close()
-	backend := &countingBackend{Backend: rb}
+	backend := &finalCounter{Backend: rb}
 
 	var runs atomic.Int64
 	release := make(chan struct{})
