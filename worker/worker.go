@@ -93,6 +93,9 @@ type Stats struct {
 	// PendingResults is how many results wait in memory for the result
 	// store to come back (see Config.MaxPendingResults).
 	PendingResults int64
+	// StoreRetries is how many result writes were tried again after the
+	// result store failed.
+	StoreRetries int64
 }
 
 // Worker consumes task messages and runs them.
@@ -231,6 +234,7 @@ func (w *Worker) Stats() Stats {
 		Invalid:   w.stats.invalid.Load(),
 
 		PendingResults: w.pending.len(),
+		StoreRetries:   w.ops.storeRetries.Load(),
 	}
 }
 
@@ -581,6 +585,7 @@ func (w *Worker) store(ctx context.Context, m *result.Meta) error {
 		if isEncodeError(err) {
 			return err
 		}
+		w.ops.storeRetries.Add(1)
 		w.log.Warn("store result failed, retrying", zap.String("id", m.TaskID), zap.Error(err))
 	}
 	w.log.Error("store result failed", zap.String("id", m.TaskID), zap.Error(err))
