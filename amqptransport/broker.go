@@ -156,6 +156,17 @@ func (b *Broker) Declare(ctx context.Context, q Queue) error {
 	return withContext(ctx, ch, func() error { return declareOn(ch, q) })
 }
 
+// Reconnects returns how many times the consuming connection was
+// re-established after it was lost.
+func (b *Broker) Reconnects() uint64 {
+	b.main.mu.Lock()
+	defer b.main.mu.Unlock()
+	if b.main.epoch == 0 {
+		return 0
+	}
+	return b.main.epoch - 1
+}
+
 // DeclareExchange declares an exchange alone (not auto-deleted, no
 // arguments), as kombu declares celeryev (topic, durable) or the pidbox
 // exchanges (fanout and direct, not durable).

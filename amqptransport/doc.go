@@ -72,6 +72,29 @@
 //   - they are always durable, and replicated on a cluster (three nodes or
 //     more), which is what makes them survive the loss of a node.
 //
+// # consumer_timeout and long tasks
+//
+// RabbitMQ closes a channel whose delivery stays unacknowledged longer than
+// consumer_timeout (30 minutes by default) with PRECONDITION_FAILED and
+// requeues its messages. The consumer reopens the channel and goes on
+// (this ends a Celery 5.2.6 worker), and the worker does not start the
+// redelivered copy of a task that is still running: it settles it with the
+// outcome of the run (package worker).
+//
+// To let acks_late tasks run longer than the timeout without their channel
+// being closed, raise the timeout (never disable it: it is what frees the
+// messages of a consumer that hangs). Per queue, from RabbitMQ 3.12, with
+// the queue argument x-consumer-timeout (milliseconds) when the queue is
+// created, or with a policy:
+//
+//	rabbitmqctl set_policy long-tasks '^long\.' '{"consumer-timeout":7200000}' --apply-to queues
+//
+// For the whole node (every version), in rabbitmq.conf or, for channels
+// opened afterwards, at run time:
+//
+//	consumer_timeout = 7200000
+//	rabbitmqctl eval 'application:set_env(rabbit, consumer_timeout, 7200000).'
+//
 // # Publishing
 //
 // Broker.Publish maps a protocol.RawMessage onto basic.publish and waits

@@ -351,3 +351,30 @@ func TestEnvBrokerClosedUnderTheWorker(t *testing.T) {
 		t.Errorf("send after the broker closed: %v", err)
 	}
 }
+
+// A task delivered through a named exchange is retried through the same
+// exchange and routing key.
+func TestEnvRetryThroughANamedExchange(t *testing.T) {
+	ctx := context.Background()
+	e := gworkertest.New(t)
+	var calls atomic.Int32
+	e.Registry.MustRegister("t.again", func() (int, error) {
+		if calls.Add(1) < 2 {
+			return 0, worker.Retry(nil, worker.Countdown(0))
+		}
+		return 1, nil
+	})
+	if err := e.Broker.Bind(ctx, "routed", "key", e.Queue()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.SendTask(ctx, "t.again", nil, nil, producer.Exchange("routed"), producer.RoutingKey("key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := e.Wait(ctx, r.ID()); err != nil || m.Result != int64(1) || calls.Load() != 2 {
+		t.Fatalf("retried task: %+v %v after %d calls", m, err, calls.Load())
+	}
+}

@@ -59,8 +59,13 @@ func (w *Worker) execute(j *job) {
 				zap.String("id", msg.ID), zap.String("reason", "ack-failed"))
 			return
 		}
-	} else if w.poisoned(j) {
+	} else if w.joinRun(j) {
 		return
+	} else {
+		defer w.endRun(j)
+		if w.poisoned(j) {
+			return
+		}
 	}
 	w.startActive(j)
 	if w.cfg.Events != nil {
@@ -121,7 +126,7 @@ func (w *Worker) execute(j *job) {
 			// acks_late promises that a task is acknowledged only once its
 			// result is stored: give the message back to run again.
 			w.log.Error("result not stored; the message goes back to the queue", zap.String("id", msg.ID), zap.Error(j.storeErr))
-			j.acked = true
+			j.acked, j.requeued = true, true
 			if err := j.d.Reject(true); err != nil {
 				w.log.Warn("requeue", zap.String("id", msg.ID), zap.Error(err))
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -79,6 +80,8 @@ type opsState struct {
 	extra    map[string]Consumer // queues added at run time
 	done     []Consumer          // cancelled added consumers, closed at shutdown
 	dispatch sync.WaitGroup      // dispatch loops of added consumers
+
+	storeRetries atomic.Int64
 
 	limMu     sync.RWMutex
 	timeLimit map[string][2]time.Duration // task -> {soft, hard}

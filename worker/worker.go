@@ -100,6 +100,9 @@ type Stats struct {
 	// PendingResults is how many results wait in memory for the result
 	// store to come back (see Config.MaxPendingResults).
 	PendingResults int64
+	// StoreRetries is how many result writes were tried again after the
+	// result store failed.
+	StoreRetries int64
 }
 
 // Worker consumes task messages and runs them.
@@ -124,6 +127,7 @@ type Worker struct {
 
 	limits  *rateLimits
 	pending *pendingResults
+	runs    runningIDs // acks_late tasks running, by id
 	started atomic.Bool
 
 	// base is the parent of every task context; Terminate cancels it.
@@ -148,6 +152,8 @@ type job struct {
 	// final is that state.
 	storeErr error
 	final    *result.Meta
+	// requeued: the message went back to the queue after the run.
+	requeued bool
 
 	// Guarded by Worker.mu: set while the task runs.
 	started      time.Time
@@ -241,6 +247,7 @@ func (w *Worker) Stats() Stats {
 		Invalid:   w.stats.invalid.Load(),
 
 		PendingResults: w.pending.len(),
+		StoreRetries:   w.ops.storeRetries.Load(),
 	}
 }
 
@@ -595,6 +602,7 @@ func (w *Worker) store(ctx context.Context, m *result.Meta) error {
 		if isEncodeError(err) {
 			return err
 		}
+		w.ops.storeRetries.Add(1)
 		w.log.Warn("store result failed, retrying", zap.String("id", m.TaskID), zap.Error(err))
 	}
 	w.log.Error("store result failed", zap.String("id", m.TaskID), zap.Error(err))

@@ -5,6 +5,8 @@ package amqpworker
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/protocol"
@@ -13,7 +15,8 @@ import (
 
 // Broker is a worker.Broker on an amqptransport.Broker.
 type Broker struct {
-	b *amqptransport.Broker
+	b     *amqptransport.Broker
+	stale atomic.Int64
 	// Queue builds the declaration of a queue name; nil means
 	// the broker's TaskQueue (kombu's default task queue, of the broker's
 	// default queue type).
@@ -46,7 +49,7 @@ func (a *Broker) Consume(ctx context.Context, queues []string, prefetch int) (wo
 	go func() {
 		defer close(out)
 		for d := range c.Deliveries() {
-			out <- delivery{d}
+			out <- delivery{d, &a.stale}
 		}
 	}()
 	return &consumer{c: c, out: out}, nil
@@ -62,12 +65,25 @@ func (c *consumer) SetPrefetch(n int) error            { return c.c.SetPrefetch(
 func (c *consumer) Cancel(ctx context.Context) error   { return c.c.Cancel(ctx) }
 func (c *consumer) Close() error                       { return c.c.Close() }
 
-type delivery struct{ d *amqptransport.Delivery }
+// StaleAcks returns how many acknowledgements were dropped because the
+// channel their message came on was gone (the broker redelivers those).
+func (a *Broker) StaleAcks() int64 { return a.stale.Load() }
+
+type delivery struct {
+	d     *amqptransport.Delivery
+	stale *atomic.Int64
+}
 
 var _ worker.DeliveryCounter = delivery{}
 
 func (d delivery) Raw() *protocol.RawMessage { return &d.d.Raw }
-func (d delivery) Ack() error                { return d.d.Ack() }
+func (d delivery) Ack() error {
+	err := d.d.Ack()
+	if errors.Is(err, amqptransport.ErrStaleDelivery) {
+		d.stale.Add(1)
+	}
+	return err
+}
 func (d delivery) Reject(requeue bool) error { return d.d.Reject(requeue) }
 
 // DeliveryCount makes quorum queues' x-delivery-count the worker's count

@@ -1,0 +1,312 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gworker/gworker/internal/testenv"
+)
+
+// celeryCLI runs `python3 -m celery -A gwopsapp <args>` against broker and
+// returns its combined output. The app module is written to a temporary
+// directory of the test.
+func celeryCLI(t *testing.T, broker string, timeout time.Duration, args ...string) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	app := "from celery import Celery\nimport os\napp = Celery('gwopsapp')\n" +
+		"app.conf.update(broker_url=os.environ['GW_BROKER'], result_backend=os.environ['GW_BACKEND'])\n"
+	if err := os.WriteFile(filepath.Join(dir, "gwopsapp.py"), []byte(app), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.Python(), append([]string{"-m", "celery", "-A", "gwopsapp"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(cleanEnv(), "GW_BROKER="+broker, "GW_BACKEND="+backendURL, "PYTHONDONTWRITEBYTECODE=1")
+	// celery events --dump runs until interrupted.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// nodeName is the node name a worker started with -n name@%h has.
+func nodeName(p *gworkerProc) string {
+	host, _ := os.Hostname()
+	return strings.ReplaceAll(p.name, "%h", host)
+}
+
+// TestCeleryCLISeesAndSteersGworker drives a gworker node with Celery
+// 5.2.6's own command line: inspect, status, control revoke and events.
+func TestCeleryCLISeesAndSteersGworker(t *testing.T) {
+	_, broker := privateVhost(t)
+	q := uniqueQueue(t, "ops-cli")
+	w := startWorker(t, workerOptions{Queues: []string{q}, Broker: broker, Extra: []string{"-E"}})
+	node := nodeName(w)
+
+	out, err := celeryCLI(t, broker, 60*time.Second, "inspect", "ping", "-d", node, "--timeout", "5")
+	if err != nil || !strings.Contains(out, node+": OK") || !strings.Contains(out, "pong") {
+		t.Fatalf("inspect ping: %v\n%s", err, out)
+	}
+	out, err = celeryCLI(t, broker, 60*time.Second, "status", "--timeout", "5")
+	if err != nil || !strings.Contains(out, node+": OK") || !strings.Contains(out, "1 node online") {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	out, err = celeryCLI(t, broker, 60*time.Second, "inspect", "registered", "-d", node, "--timeout", "5")
+	if err != nil || !strings.Contains(out, "* tasks.add") || strings.Contains(out, "celery.chord_unlock") {
+		t.Fatalf("inspect registered: %v\n%s", err, out)
+	}
+
+	// A running task shows in `inspect active`, and its start in `stats`.
+	py := pyClient{Broker: broker}
+	res := py.run(t, `
+r = send('tasks.sleep', (30,), queue=`+pyString(q)+`)
+emit(id=r.id)
+`)
+	var sleepID string
+	res.get(t, "id", &sleepID)
+	if !eventually(defaultWait, func() bool {
+		out, err = celeryCLI(t, broker, 60*time.Second, "inspect", "active", "-d", node, "--timeout", "5", "-j")
+		return err == nil && strings.Contains(out, sleepID)
+	}) {
+		t.Fatalf("inspect active never showed %s: %v\n%s", sleepID, err, out)
+	}
+	var active map[string][]map[string]any
+	if err := json.Unmarshal([]byte(lastJSON(out)), &active); err != nil {
+		t.Fatalf("inspect active -j: %v\n%s", err, out)
+	}
+	a := active[node][0]
+	if a["name"] != "tasks.sleep" || a["acknowledged"] != true || a["hostname"] != node || a["worker_pid"] == nil || a["time_start"] == nil {
+		t.Fatalf("active task %v", a)
+	}
+	out, err = celeryCLI(t, broker, 60*time.Second, "inspect", "stats", "-d", node, "--timeout", "5", "-j")
+	var stats map[string]map[string]any
+	if err != nil || json.Unmarshal([]byte(lastJSON(out)), &stats) != nil {
+		t.Fatalf("inspect stats: %v\n%s", err, out)
+	}
+	if tot, _ := stats[node]["total"].(map[string]any); tot["tasks.sleep"] != 1.0 {
+		t.Fatalf("stats total %v", stats[node]["total"])
+	}
+	if pool, _ := stats[node]["pool"].(map[string]any); pool["max-concurrency"] != 2.0 {
+		t.Fatalf("stats pool %v", stats[node]["pool"])
+	}
+
+	// celery control terminate SIGTERM <id> stops the running task.
+	out, err = celeryCLI(t, broker, 60*time.Second, "control", "terminate", "SIGTERM", sleepID, "-d", node, "--timeout", "5")
+	if err != nil || !strings.Contains(out, "terminate: "+sleepID) {
+		t.Fatalf("control revoke --terminate: %v\n%s", err, out)
+	}
+	if m := waitMeta(t, sleepID, defaultWait, "REVOKED"); m == nil {
+		t.Fatal("terminated task not REVOKED")
+	}
+
+	// celery events --dump shows the node's heartbeats and task events.
+	done := make(chan string, 1)
+	go func() {
+		out, _ := celeryCLI(t, broker, 15*time.Second, "events", "--dump")
+		done <- out
+	}()
+	time.Sleep(4 * time.Second) // let the receiver bind its queue before the task is sent
+	res = py.run(t, `
+emit(r=call('tasks.add', (20, 22), queue=`+pyString(q)+`))
+`)
+	wantValue(t, "add", res.outcome(t, "r"), "42", "int")
+	dump := <-done
+	for _, want := range []string{node + " [", "heartbeat: active=", "task received: tasks.add", "task started", "task succeeded", "result=42"} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("celery events --dump lacks %q:\n%s", want, dump)
+		}
+	}
+}
+
+// lastJSON returns the last line of out that looks like a JSON object.
+func lastJSON(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(strings.TrimSpace(lines[i]), "{") {
+			return lines[i]
+		}
+	}
+	return ""
+}
+
+// TestRevokeFromPython revokes a task waiting for its countdown and a
+// running one (terminate=True) with AsyncResult.revoke, as an application
+// does, and checks the other control calls Python makes.
+func TestRevokeFromPython(t *testing.T) {
+	_, broker := privateVhost(t)
+	q := uniqueQueue(t, "ops-revoke")
+	statedb := filepath.Join(t.TempDir(), "worker.state")
+	w := startWorker(t, workerOptions{Queues: []string{q}, Broker: broker, Extra: []string{"--statedb", statedb}})
+	node := nodeName(w)
+	res := pyClient{Broker: broker}.run(t, `
+from celery.exceptions import TaskRevokedError
+node = `+pyString(node)+`
+insp = app.control.inspect(destination=[node], timeout=5)
+queued = send('tasks.add', (1, 2), queue=`+pyString(q)+`, countdown=60)
+deadline = time.time() + 30
+while time.time() < deadline:
+    s = (insp.scheduled() or {}).get(node) or []
+    if any(e['request']['id'] == queued.id for e in s):
+        break
+    time.sleep(0.2)
+emit(scheduled=s)
+queued.revoke()
+emit(queued=describe(lambda: queued.get(timeout=TIMEOUT)), queued_state=queued.state)
+
+running = send('tasks.sleep', (60,), queue=`+pyString(q)+`)
+while time.time() < deadline:
+    a = (insp.active() or {}).get(node) or []
+    if any(e['id'] == running.id for e in a):
+        break
+    time.sleep(0.2)
+t0 = time.time()
+running.revoke(terminate=True)
+emit(running=describe(lambda: running.get(timeout=TIMEOUT)), running_state=running.state, took=time.time() - t0)
+
+# A task revoked before it is sent is never run.
+later = app.AsyncResult('`+testenv.UUID()+`')
+later.revoke()
+IDS.append(later.id)
+app.send_task('tasks.add', (1, 1), task_id=later.id, queue=`+pyString(q)+`)
+emit(later=describe(lambda: later.get(timeout=TIMEOUT)))
+emit(revoked=sorted(insp.revoked()[node]))
+emit(unknown=app.control.broadcast('no_such_command', reply=True, destination=[node], timeout=5))
+emit(rate=app.control.rate_limit('tasks.add', '100/m', destination=[node], reply=True, timeout=5))
+emit(bad_rate=app.control.rate_limit('tasks.nope', '1/s', destination=[node], reply=True, timeout=5))
+emit(queues=[q['name'] for q in insp.active_queues()[node]])
+emit(add=app.control.add_consumer('`+q+`-extra', destination=[node], reply=True, timeout=5))
+emit(queues2=sorted(q['name'] for q in insp.active_queues()[node]))
+emit(grow=app.control.pool_grow(2, destination=[node], reply=True, timeout=5))
+emit(conc=insp.stats()[node]['pool']['max-concurrency'])
+`)
+	var sched []map[string]any
+	res.get(t, "scheduled", &sched)
+	if len(sched) != 1 || sched[0]["priority"] != 6.0 {
+		t.Fatalf("inspect scheduled %v", sched)
+	}
+	wantExc(t, "revoked countdown task", res.outcome(t, "queued"), "TaskRevokedError")
+	wantExc(t, "terminated running task", res.outcome(t, "running"), "TaskRevokedError")
+	if o := res.outcome(t, "running"); o.Repr != "TaskRevokedError('terminated')" {
+		t.Errorf("terminated: %s", o)
+	}
+	if o := res.outcome(t, "queued"); o.Repr != "TaskRevokedError('revoked')" {
+		t.Errorf("queued: %s", o)
+	}
+	wantExc(t, "task revoked before it was sent", res.outcome(t, "later"), "TaskRevokedError")
+	var revoked []string
+	res.get(t, "revoked", &revoked)
+	if len(revoked) != 3 {
+		t.Errorf("inspect revoked %v", revoked)
+	}
+	var unknown []map[string]map[string]string
+	res.get(t, "unknown", &unknown)
+	if len(unknown) != 1 || unknown[0][node]["error"] != "KeyError('no_such_command')" {
+		t.Errorf("unknown command %v", unknown)
+	}
+	var rate, badRate, add, grow []map[string]map[string]string
+	res.get(t, "rate", &rate)
+	res.get(t, "bad_rate", &badRate)
+	res.get(t, "add", &add)
+	res.get(t, "grow", &grow)
+	if rate[0][node]["ok"] != "new rate limit set successfully" || badRate[0][node]["error"] != "unknown task" ||
+		add[0][node]["ok"] != "add consumer "+q+"-extra" || grow[0][node]["ok"] != "pool will grow" {
+		t.Errorf("control replies: rate %v, bad rate %v, add_consumer %v, pool_grow %v", rate, badRate, add, grow)
+	}
+	var queues2 []string
+	res.get(t, "queues2", &queues2)
+	if len(queues2) != 2 {
+		t.Errorf("active_queues after add_consumer %v", queues2)
+	}
+	var conc int
+	res.get(t, "conc", &conc)
+	if conc != 4 {
+		t.Errorf("max-concurrency after pool_grow %d", conc)
+	}
+	testenv.DeleteTaskQueue(t, q+"-extra")
+
+	// shutdown stops the worker warmly; the revoked ids survive in the
+	// state file, and a new worker started on it still refuses them.
+	pyClient{Broker: broker}.run(t, `app.control.shutdown(destination=[`+pyString(node)+`])`)
+	if err := w.wait(defaultWait); err != nil {
+		t.Fatalf("worker after shutdown command: %v\n%s", err, w.log())
+	}
+	if b, err := os.ReadFile(statedb); err != nil || !strings.Contains(string(b), revoked[0]) {
+		t.Fatalf("state file: %v %s", err, b)
+	}
+	w2 := startWorker(t, workerOptions{Queues: []string{q}, Broker: broker, Extra: []string{"--statedb", statedb, "--without-mingle"}})
+	res = pyClient{Broker: broker}.run(t, `emit(revoked=sorted(app.control.inspect(destination=[`+pyString(nodeName(w2))+`], timeout=5).revoked()[`+pyString(nodeName(w2))+`]))`)
+	var again []string
+	res.get(t, "revoked", &again)
+	if strings.Join(again, ",") != strings.Join(revoked, ",") {
+		t.Errorf("revoked after restart %v, want %v", again, revoked)
+	}
+}
+
+// TestWhatFlowerReads makes the calls Flower 2.0 makes to show workers and
+// tasks: the eight inspect methods it polls, and an event receiver feeding
+// celery.events.state.State, the model behind its pages.
+func TestWhatFlowerReads(t *testing.T) {
+	_, broker := privateVhost(t)
+	q := uniqueQueue(t, "ops-flower")
+	w := startWorker(t, workerOptions{Queues: []string{q}, Broker: broker, Extra: []string{"-E", "--heartbeat-interval", "1"}})
+	node := nodeName(w)
+	res := pyClient{Broker: broker}.run(t, `
+import threading
+from celery.events.state import State
+node = `+pyString(node)+`
+state = State()
+ready = threading.Event()
+def capture():
+    with app.connection() as conn:
+        recv = app.events.Receiver(conn, handlers={'*': state.event})
+        ready.set()
+        recv.capture(limit=None, timeout=15, wakeup=True)
+th = threading.Thread(target=capture, daemon=True)
+th.start()
+ready.wait(10)
+time.sleep(1)
+insp = app.control.inspect(destination=[node], timeout=5)
+replies = {}
+for m in ['stats', 'active_queues', 'registered', 'scheduled', 'active', 'reserved', 'revoked', 'conf']:
+    r = getattr(insp, m)()
+    replies[m] = sorted(r.keys()) if r else None
+emit(replies=replies)
+ok = call('tasks.add', (2, 3), queue=`+pyString(q)+`)
+bad = call('tasks.raise_error', ('oops',), queue=`+pyString(q)+`)
+deadline = time.time() + 10
+while time.time() < deadline:
+    tasks = {t.uuid: t for _, t in state.itertasks()}
+    if len(tasks) >= 2 and all(t.state in ('SUCCESS', 'FAILURE') for t in tasks.values()):
+        break
+    time.sleep(0.2)
+wk = state.workers.get(node)
+emit(alive=bool(wk and wk.alive), freq=wk.freq if wk else None, sw=wk.sw_ident if wk else None,
+     tasks=sorted((t.name, t.state, t.result if t.state == 'SUCCESS' else t.exception) for t in tasks.values()))
+`)
+	var replies map[string][]string
+	res.get(t, "replies", &replies)
+	for m, nodes := range replies {
+		if len(nodes) != 1 || nodes[0] != node {
+			t.Errorf("inspect %s: replies from %v", m, nodes)
+		}
+	}
+	var alive bool
+	res.get(t, "alive", &alive)
+	if !alive {
+		t.Error("events State does not consider the node alive")
+	}
+	var tasks [][]string
+	res.get(t, "tasks", &tasks)
+	if len(tasks) != 2 || tasks[0][0] != "tasks.add" || tasks[0][1] != "SUCCESS" || tasks[0][2] != "5" ||
+		tasks[1][0] != "tasks.raise_error" || tasks[1][1] != "FAILURE" {
+		t.Errorf("tasks seen through events: %v", tasks)
+	}
+}

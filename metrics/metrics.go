@@ -1,0 +1,219 @@
+// Package metrics exposes a worker to Prometheus and to Kubernetes probes:
+// /metrics (tasks by name and final state, task runtimes, received, active,
+// reserved and held counts, broker reconnects, stale acknowledgements,
+// result-store retries, events dropped), /healthz (the process answers)
+// and /readyz (the worker consumes and its broker and backend answer).
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/worker"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "gworker"
+
+// DefaultRuntimeBuckets are the task runtime histogram buckets, in seconds.
+var DefaultRuntimeBuckets = []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
+
+// Config configures the metrics. Every source is optional.
+type Config struct {
+	// Worker is read at each scrape for its counts.
+	Worker *worker.Worker
+	// Next receives the task events after they are counted (the event
+	// dispatcher), so that Metrics can be the worker's only event sink.
+	Next worker.EventSink
+	// Counters read at each scrape.
+	BrokerReconnects func() uint64
+	StaleAcks        func() int64
+	EventsDropped    func() int64
+	// Ready reports whether the worker can take tasks: nil when it
+	// consumes and its broker and result backend answer.
+	Ready func(ctx context.Context) error
+	// ReadyTimeout bounds one readiness check; default 5 s.
+	ReadyTimeout time.Duration
+	// RuntimeBuckets are the runtime histogram buckets in seconds;
+	// default DefaultRuntimeBuckets.
+	RuntimeBuckets []float64
+	Logger         *zap.Logger
+}
+
+// Metrics counts task events and serves the metrics and probe endpoints.
+// It is a worker.EventSink.
+type Metrics struct {
+	cfg     Config
+	reg     *prometheus.Registry
+	tasks   *prometheus.CounterVec
+	runtime *prometheus.HistogramVec
+	worker  workerRef
+}
+
+// workerRef lets the worker be set after the sink was given to it.
+type workerRef struct{ p atomic.Pointer[worker.Worker] }
+
+func (r *workerRef) get() *worker.Worker { return r.p.Load() }
+
+// New builds the metrics on a registry of their own.
+func New(cfg Config) *Metrics {
+	if cfg.RuntimeBuckets == nil {
+		cfg.RuntimeBuckets = DefaultRuntimeBuckets
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	m := &Metrics{cfg: cfg, reg: prometheus.NewRegistry()}
+	m.worker.p.Store(cfg.Worker)
+	m.tasks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "tasks_total",
+		Help: "Tasks by name and how they ended (SUCCESS, FAILURE, RETRY, REVOKED, REJECTED)."}, []string{"task", "state"})
+	m.runtime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "task_runtime_seconds",
+		Help: "Runtime of tasks that succeeded.", Buckets: cfg.RuntimeBuckets}, []string{"task"})
+	m.reg.MustRegister(m.tasks, m.runtime,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gauge := func(name, help string, f func(w *worker.Worker) float64) {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, func() float64 {
+			if w := m.worker.get(); w != nil {
+				return f(w)
+			}
+			return 0
+		}))
+	}
+	counter := func(name, help string, f func() float64) {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, f))
+	}
+	gauge("tasks_active", "Tasks running now.", func(w *worker.Worker) float64 { return float64(w.ActiveCount()) })
+	gauge("tasks_reserved", "Tasks received and waiting for a pool slot or their rate limit.", func(w *worker.Worker) float64 { return float64(len(w.Reserved())) })
+	gauge("tasks_held_eta", "Tasks held until their ETA or countdown.", func(w *worker.Worker) float64 { return float64(len(w.Scheduled())) })
+	gauge("concurrency", "Pool size.", func(w *worker.Worker) float64 { return float64(w.Concurrency()) })
+	gauge("pending_results", "Results waiting in memory for the result store.", func(w *worker.Worker) float64 { return float64(w.Stats().PendingResults) })
+	counter("tasks_received_total", "Task messages received.", func() float64 {
+		if w := m.worker.get(); w != nil {
+			return float64(w.Stats().Received)
+		}
+		return 0
+	})
+	counter("result_store_retries_total", "Result writes tried again after the result store failed.", func() float64 {
+		if w := m.worker.get(); w != nil {
+			return float64(w.Stats().StoreRetries)
+		}
+		return 0
+	})
+	if f := cfg.BrokerReconnects; f != nil {
+		counter("broker_reconnects_total", "Times the broker connection was re-established.", func() float64 { return float64(f()) })
+	}
+	if f := cfg.StaleAcks; f != nil {
+		counter("stale_acks_dropped_total", "Acknowledgements dropped because their channel was gone (the broker redelivers).", func() float64 { return float64(f()) })
+	}
+	if f := cfg.EventsDropped; f != nil {
+		counter("events_dropped_total", "Task events dropped because the event queue was full.", func() float64 { return float64(f()) })
+	}
+	return m
+}
+
+// SetWorker gives the metrics the worker to read, when it was built after
+// them (the metrics being its event sink).
+func (m *Metrics) SetWorker(w *worker.Worker) { m.worker.p.Store(w) }
+
+// Registry returns the Prometheus registry, to add collectors to.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// TaskEvent counts final states and runtimes, then passes ev on.
+func (m *Metrics) TaskEvent(ev *worker.TaskEvent) {
+	state := ""
+	switch ev.Type {
+	case worker.EventTaskSucceeded:
+		state = "SUCCESS"
+		m.runtime.WithLabelValues(ev.Message.Task).Observe(ev.Runtime.Seconds())
+	case worker.EventTaskFailed:
+		state = "FAILURE"
+	case worker.EventTaskRetried:
+		state = "RETRY"
+	case worker.EventTaskRevoked:
+		state = "REVOKED"
+	case worker.EventTaskRejected:
+		state = "REJECTED"
+	}
+	if state != "" {
+		m.tasks.WithLabelValues(ev.Message.Task, state).Inc()
+	}
+	if m.cfg.Next != nil {
+		m.cfg.Next.TaskEvent(ev)
+	}
+}
+
+// Handler serves /metrics, /healthz and /readyz.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := m.ready(r.Context()); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// ErrNotConsuming is the readiness error of a worker not consuming yet (or
+// any more).
+var ErrNotConsuming = errors.New("the worker is not consuming")
+
+func (m *Metrics) ready(ctx context.Context) error {
+	w := m.worker.get()
+	if w == nil {
+		return ErrNotConsuming
+	}
+	select {
+	case <-w.Ready():
+	default:
+		return ErrNotConsuming
+	}
+	if m.cfg.Ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
+	defer cancel()
+	return m.cfg.Ready(ctx)
+}
+
+// Serve listens on addr and serves Handler until ctx ends. It returns once
+// the listener is open (errors after that are logged), or the listen error.
+func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.cfg.Logger.Error("metrics server stopped", zap.Error(err))
+		}
+	}()
+	return ln.Addr(), nil
+}

@@ -1,0 +1,130 @@
+package metrics_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/gworker/gworker/gworkertest"
+	"github.com/gworker/gworker/metrics"
+	"github.com/gworker/gworker/worker"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+type countSink struct{ n atomic.Int64 }
+
+func (c *countSink) TaskEvent(*worker.TaskEvent) { c.n.Add(1) }
+
+func TestScrapeAndProbes(t *testing.T) {
+	next := &countSink{}
+	var readyErr error
+	m := metrics.New(metrics.Config{Next: next, BrokerReconnects: func() uint64 { return 3 }, StaleAcks: func() int64 { return 2 },
+		EventsDropped: func() int64 { return 7 }, Ready: func(context.Context) error { return readyErr }})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+
+	if code, body := get(t, srv, "/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("healthz %d %q", code, body)
+	}
+	if code, _ := get(t, srv, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz without a worker: %d", code)
+	}
+
+	reg := worker.NewRegistry()
+	reg.MustRegister("tasks.add", func(a, b int64) int64 { return a + b })
+	reg.MustRegister("tasks.fail", func() (any, error) { return nil, errors.New("no") })
+	env := gworkertest.NewEnv(t, gworkertest.Config{Registry: reg, Worker: worker.Config{Events: m}})
+	ctx := context.Background()
+	if err := env.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.SetWorker(env.Worker())
+	for _, c := range []struct {
+		name string
+		args []any
+	}{{"tasks.add", []any{1, 2}}, {"tasks.add", []any{3, 4}}, {"tasks.fail", nil}} {
+		r, err := env.SendTask(ctx, c.name, c.args, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.Wait(ctx, r.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, body := get(t, srv, "/readyz"); code != 200 {
+		t.Fatalf("readyz %d %s", code, body)
+	}
+	readyErr = errors.New("broker unreachable")
+	if code, body := get(t, srv, "/readyz"); code != 503 || !strings.Contains(body, "broker unreachable") {
+		t.Fatalf("readyz with a failing check: %d %s", code, body)
+	}
+	_, body := get(t, srv, "/metrics")
+	for _, want := range []string{
+		`gworker_tasks_total{state="SUCCESS",task="tasks.add"} 2`,
+		`gworker_tasks_total{state="FAILURE",task="tasks.fail"} 1`,
+		`gworker_task_runtime_seconds_count{task="tasks.add"} 2`,
+		`gworker_tasks_received_total 3`,
+		`gworker_tasks_active 0`,
+		`gworker_tasks_held_eta 0`,
+		`gworker_tasks_reserved 0`,
+		`gworker_broker_reconnects_total 3`,
+		`gworker_stale_acks_dropped_total 2`,
+		`gworker_events_dropped_total 7`,
+		`gworker_result_store_retries_total 0`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if next.n.Load() == 0 {
+		t.Error("events were not passed on")
+	}
+}
+
+func TestServe(t *testing.T) {
+	m := metrics.New(metrics.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	addr, err := m.Serve(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr.String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("healthz %d", resp.StatusCode)
+	}
+	cancel()
+	// The server goroutines end with ctx.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := http.Get("http://" + addr.String() + "/healthz"); err != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("server still answers after ctx ended")
+}

@@ -1,0 +1,86 @@
+package worker
+
+import (
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// runningIDs guards against running an acks_late task twice in one worker
+// when the broker redelivers its message while it still runs. RabbitMQ
+// does that when a delivery stays unacknowledged longer than its
+// consumer_timeout: it closes the channel, which requeues the message, and
+// the consumer's new channel receives it again. Without the guard every
+// consumer_timeout started another overlapping run of the same id.
+//
+// A redelivered copy of an id that is running is parked until the run
+// ends, and then settled with the run's outcome: acknowledged when the run
+// was (its own acknowledgement fails, its channel being gone), requeued
+// when the run's message was requeued. Only the run stores a result.
+type runningIDs struct {
+	mu   sync.Mutex
+	runs map[string]*runEntry
+}
+
+type runEntry struct {
+	first *job
+	twins []*job
+}
+
+// join parks j when a task with its id is running and returns true;
+// otherwise it records j as running and returns false.
+func (r *runningIDs) join(j *job) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.runs == nil {
+		r.runs = map[string]*runEntry{}
+	}
+	if e, ok := r.runs[j.msg.ID]; ok && e.first != j {
+		e.twins = append(e.twins, j)
+		return true
+	}
+	r.runs[j.msg.ID] = &runEntry{first: j}
+	return false
+}
+
+// done ends j's run and returns the copies parked meanwhile.
+func (r *runningIDs) done(j *job) []*job {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.runs[j.msg.ID]
+	if !ok || e.first != j {
+		return nil
+	}
+	delete(r.runs, j.msg.ID)
+	return e.twins
+}
+
+// joinRun is called before an acks_late job starts: it reports true when
+// the job is a redelivered copy of a running task and was parked.
+func (w *Worker) joinRun(j *job) bool {
+	if !w.runs.join(j) {
+		return false
+	}
+	w.log.Warn("Task "+j.msg.Name()+"["+j.msg.ID+"] redelivered while it still runs in this worker (consumer_timeout?); not starting it again",
+		zap.String("id", j.msg.ID), zap.String("reason", "duplicate-running"))
+	return true
+}
+
+// endRun settles the copies parked during j's run with j's outcome.
+func (w *Worker) endRun(j *job) {
+	for _, t := range w.runs.done(j) {
+		var err error
+		if j.requeued {
+			err = t.d.Reject(true)
+		} else {
+			err = t.d.Ack()
+		}
+		t.acked = true
+		if err != nil {
+			w.log.Warn("settle redelivered copy", zap.String("id", t.msg.ID), zap.Error(err))
+			continue
+		}
+		w.log.Info("Task "+t.msg.Name()+"["+t.msg.ID+"] redelivered copy settled with the outcome of its run",
+			zap.String("id", t.msg.ID), zap.Bool("requeued", j.requeued))
+	}
+}
