@@ -86,7 +86,7 @@ func TestConsumerTimeoutRunsOnce(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	queue := "timeout-" + testenv.Suffix()
 	w, err := worker.New(worker.Config{Registry: reg, Broker: amqpworker.New(b), Backend: backend,
-		Queues: []string{queue}, Concurrency: 2, AcksLate: true, Logger: zap.New(core)})
+		Queues: []string{queue}, Concurrency: 2, AcksLate: true, DisableFollowups: true, Logger: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
 	}
