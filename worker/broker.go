@@ -43,7 +43,10 @@ type Consumer interface {
 	Close() error
 }
 
-// Broker starts consumers.
+// Broker starts consumers. It, Consumer and Delivery are the seam between
+// the worker and a transport (internal/amqpworker, internal/redisworker,
+// gworkertest). They are unstable: methods may be added in any release, so
+// implement them outside gworker only with that in mind.
 type Broker interface {
 	Consume(ctx context.Context, queues []string, prefetch int) (Consumer, error)
 }

@@ -14,6 +14,11 @@ import (
 // after running one: link callbacks and the next chain element on success,
 // errbacks and the chain's propagated failure on failure, the chord body
 // when the last header part completes, retries and republished far ETAs.
+//
+// It is the seam through which the worker reaches the broker without
+// importing a broker client. NewFollowups is the implementation; the
+// interface is unstable: methods may be added in any release, so
+// implement it outside gworker only in tests.
 type Followups interface {
 	// AfterSuccess applies callbacks and the next chain element with the
 	// task's return value and returns the result tuples of what it sent
