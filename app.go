@@ -95,6 +95,21 @@ type Config struct {
 	// AcksLate acknowledges messages after their task ran
 	// (task_acks_late).
 	AcksLate bool
+	// MaxRedeliveries caps how many times the message of an acks_late
+	// task that never finished (it killed or hung its worker) is delivered
+	// again before the task fails with WorkerLostError and the message is
+	// dead-lettered; 0 means worker.MaxRedeliveriesDefault (5), a negative
+	// value sets no cap.
+	MaxRedeliveries int
+	// DefaultQueueType is the type of the queues the App creates:
+	// "classic" (default) or "quorum" (Celery 5.5's
+	// task_default_queue_type). Queues that exist are used whatever their
+	// type; consuming a quorum queue switches to per-consumer prefetch.
+	DefaultQueueType string
+	// BrokerHeartbeat is the AMQP heartbeat interval (broker_heartbeat); a
+	// silent connection is replaced after 2.5 intervals. 0 means
+	// amqptransport.HeartbeatDefault; ?heartbeat= in the broker URL wins.
+	BrokerHeartbeat time.Duration
 	// TrackStarted stores STARTED before a task runs (task_track_started).
 	TrackStarted bool
 	// TimeLimit and SoftTimeLimit apply to tasks that give none
@@ -194,6 +209,11 @@ func (c Config) validate() error {
 		if err := checkBrokerURL(c.BrokerURL); err != nil {
 			p = append(p, err.Error())
 		}
+	}
+	switch c.DefaultQueueType {
+	case "", amqptransport.QueueTypeClassic, amqptransport.QueueTypeQuorum:
+	default:
+		p = append(p, fmt.Sprintf("DefaultQueueType %q: want classic or quorum", c.DefaultQueueType))
 	}
 	if c.ResultBackend != "" {
 		if err := checkBackendURL(c.ResultBackend); err != nil {

@@ -121,7 +121,8 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 		}
 	}
 	host, _ := os.Hostname()
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: brokerURL, Logger: log, ConnectionName: "gworker@" + host})
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: brokerURL, Logger: log, ConnectionName: "gworker@" + host,
+		DefaultQueueType: cfg.DefaultQueueType, Heartbeat: cfg.BrokerHeartbeat})
 	if err != nil {
 		return nil, fmt.Errorf("broker %s: %w", RedactURL(brokerURL), err)
 	}

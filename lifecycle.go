@@ -151,6 +151,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (*worker.Worker, *
 		Concurrency:        a.cfg.Concurrency,
 		PrefetchMultiplier: a.cfg.PrefetchMultiplier,
 		AcksLate:           a.cfg.AcksLate,
+		MaxRedeliveries:    a.cfg.MaxRedeliveries,
 		Hostname:           ExpandHostname(a.cfg.Hostname),
 		Accept:             accept,
 		ResultExtended:     a.cfg.ResultExtended,
