@@ -140,7 +140,7 @@ func TestClusterNodeKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	w, err := worker.New(worker.Config{Registry: reg, Broker: amqpworker.New(b), Backend: rb,
-		Queues: []string{queue}, Concurrency: 8, AcksLate: true})
+		Queues: []string{queue}, Concurrency: 8, AcksLate: true, DisableFollowups: true})
 	if err != nil {
 		t.Fatal(err)
 	}
