@@ -144,6 +144,9 @@ type Config struct {
 	// WithoutGossip, WithoutMingle and WithoutHeartbeat turn off what
 	// celery worker's flags of the same names turn off.
 	WithoutGossip, WithoutMingle, WithoutHeartbeat bool
+	// MetricsAddr, when set, serves Prometheus /metrics, /healthz and
+	// /readyz on this address (e.g. "127.0.0.1:9808").
+	MetricsAddr string
 
 	// Logger receives every log line. Nil: the App builds Celery-shaped
 	// logs on standard error at LogLevel, as the command line does.

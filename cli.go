@@ -62,6 +62,13 @@ func (a *App) RunCLI(ctx context.Context, args []string, stdout, stderr io.Write
 			return a.runCall(ctx, g, rest, stdout, stderr)
 		}
 		return a.runResult(ctx, g, rest, stdout, stderr)
+	case "inspect", "control", "status":
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if cmd == "status" {
+			return a.runRemote(ctx, g, "inspect", append([]string{"ping"}, rest...), stdout, stderr)
+		}
+		return a.runRemote(ctx, g, cmd, rest, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -79,6 +86,9 @@ func usage(w io.Writer) {
   gworker [global flags] [worker] [flags]   run a worker (the default command)
   gworker [global flags] call NAME [flags]  send a task, print its id (or its result with --wait)
   gworker [global flags] result ID [flags]  print a task's result as JSON (--group for a GroupResult)
+  gworker [global flags] inspect METHOD [ARG...] [flags]  ask Celery and gworker nodes (ping, stats, active, registered, ...)
+  gworker [global flags] control METHOD [ARG...] [flags]  steer them (revoke, terminate, rate_limit, pool_grow, shutdown, ...)
+  gworker [global flags] status [flags]    list the nodes that answer a ping
   gworker --version
 
 Global flags (also accepted after the command):
@@ -91,7 +101,8 @@ Run "gworker COMMAND --help" for a command's flags.
 `)
 }
 
-var commands = map[string]bool{"worker": true, "call": true, "result": true, "help": true, "version": true}
+var commands = map[string]bool{"worker": true, "call": true, "result": true, "help": true, "version": true,
+	"inspect": true, "control": true, "status": true}
 
 // globalFlags are celery's options before the command; every command
 // accepts them after it too.
@@ -172,9 +183,11 @@ func newFlagSet(name string, g *globalFlags, cfg Config, stdout io.Writer) *pfla
 }
 
 var commandUsage = map[string]string{
-	"worker": "[worker]",
-	"call":   "call NAME",
-	"result": "result ID | --group GID",
+	"worker":  "[worker]",
+	"call":    "call NAME",
+	"result":  "result ID | --group GID",
+	"inspect": "inspect METHOD [ARG...]",
+	"control": "control METHOD [ARG...]",
 }
 
 // secondsValue is a duration flag that takes seconds as celery does

@@ -70,6 +70,7 @@ func parseWorkerFlags(cfg *Config, g *globalFlags, args []string, stdout io.Writ
 	fs.StringVarP(&f.hostname, "hostname", "n", cfg.Hostname, "node name; %h is the host name, %n its first label, %d its domain")
 	fs.BoolVarP(&f.detach, "detach", "D", false, "refused: run gworker in the foreground under systemd, supervisord or a container runtime")
 	fs.StringVarP(&f.statedb, "statedb", "S", "", "state database of revoked task ids")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9808")
 	fs.StringVarP(&f.loglevel, "loglevel", "l", cfg.LogLevel, "DEBUG, INFO, WARNING, ERROR, CRITICAL or FATAL")
 	fs.StringVarP(&f.optimization, "optimization", "O", "", "celery's optimization profile (default, fair); accepted and ignored: gworker hands each task to a free goroutine")
 	fs.IntVar(&f.prefetch, "prefetch-multiplier", cfg.PrefetchMultiplier, "messages prefetched per concurrency slot")
