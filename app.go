@@ -64,9 +64,16 @@ const (
 // CELERY_BROKER_URL and CELERY_RESULT_BACKEND.
 type Config struct {
 	// BrokerURL is the broker: amqp://user:pass@host:port/vhost (also
-	// amqps:// and pyamqp://). Empty: --broker, CELERY_BROKER_URL, then
-	// DefaultBrokerURL.
+	// amqps:// and pyamqp://), redis://[:pass@]host:port/db (also
+	// rediss://), or sentinel://host:26379;sentinel://host2:26379 with the
+	// master_name transport option. Empty: --broker, CELERY_BROKER_URL,
+	// then DefaultBrokerURL.
 	BrokerURL string
+	// BrokerTransportOptions are kombu's broker_transport_options for the
+	// Redis broker (visibility_timeout, queue_order_strategy,
+	// priority_steps, sep, global_keyprefix, socket_timeout, master_name,
+	// ...), values as text; see redistransport.Config.
+	BrokerTransportOptions map[string]string
 	// ResultBackend is redis://[:password@]host:port/db, rediss://...,
 	// rpc:// or disabled://. Empty: --result-backend,
 	// CELERY_RESULT_BACKEND, else results are not stored.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -94,6 +95,8 @@ func usage(w io.Writer) {
 Global flags (also accepted after the command):
   -b, --broker URL            broker URL (env CELERY_BROKER_URL)
       --result-backend URL    result backend URL: redis://..., rpc:// (env CELERY_RESULT_BACKEND)
+      --broker-transport-option KEY=VALUE
+                              a Redis broker's transport option (visibility_timeout=3600, ...); repeatable
       --workdir DIR           change to DIR first
   -A, --app, --loader, --config, -C, --no-color, -q, --quiet: accepted as celery's
 
@@ -109,6 +112,8 @@ var commands = map[string]bool{"worker": true, "call": true, "result": true, "he
 type globalFlags struct {
 	app, broker, backend, loader, config, workdir string
 	noColor, quiet, version                       bool
+	// transportOptions are --broker-transport-option KEY=VALUE flags.
+	transportOptions optionsFlag
 	// set records which were given on the command line.
 	set map[string]bool
 }
@@ -121,6 +126,10 @@ func (g *globalFlags) register(fs *pflag.FlagSet, cfg Config) {
 		g.backend = cfg.backendURL()
 	}
 	fs.StringVarP(&g.broker, "broker", "b", g.broker, "broker URL (env CELERY_BROKER_URL)")
+	if g.transportOptions == nil {
+		g.transportOptions = optionsFlag{}
+	}
+	fs.Var(g.transportOptions, "broker-transport-option", "KEY=VALUE: a kombu broker transport option (visibility_timeout=3600, master_name=mymaster, global_keyprefix=..., ...); repeatable")
 	fs.StringVar(&g.backend, "result-backend", g.backend, "result backend URL: redis://..., rediss://..., rpc:// or disabled:// (env CELERY_RESULT_BACKEND)")
 	// The defaults shown by --help never carry a password.
 	fs.Lookup("broker").DefValue = RedactURL(g.broker)
@@ -131,6 +140,44 @@ func (g *globalFlags) register(fs *pflag.FlagSet, cfg Config) {
 	fs.StringVar(&g.workdir, "workdir", g.workdir, "change to this directory first")
 	fs.BoolVarP(&g.noColor, "no-color", "C", g.noColor, "no colours (gworker prints none)")
 	fs.BoolVarP(&g.quiet, "quiet", "q", g.quiet, "print no banner")
+}
+
+// optionsFlag collects KEY=VALUE flags.
+type optionsFlag map[string]string
+
+func (o optionsFlag) String() string {
+	keys := make([]string, 0, len(o))
+	for k := range o {
+		keys = append(keys, k+"="+o[k])
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ",")
+}
+
+func (o optionsFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("want KEY=VALUE, e.g. visibility_timeout=3600")
+	}
+	o[strings.TrimSpace(k)] = val
+	return nil
+}
+
+func (o optionsFlag) Type() string { return "KEY=VALUE" }
+
+// apply merges the transport options given on the command line into cfg.
+func (o optionsFlag) apply(cfg *Config) {
+	if len(o) == 0 {
+		return
+	}
+	merged := make(map[string]string, len(cfg.BrokerTransportOptions)+len(o))
+	for k, v := range cfg.BrokerTransportOptions {
+		merged[k] = v
+	}
+	for k, v := range o {
+		merged[k] = v
+	}
+	cfg.BrokerTransportOptions = merged
 }
 
 // noteSet records the global flags given in fs.

@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gworker/gworker/control"
-	"github.com/gworker/gworker/internal/amqpops"
 	"github.com/gworker/gworker/protocol"
 )
 
@@ -139,7 +138,7 @@ func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args [
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 1
 	}
-	client := control.NewClient(amqpops.New(c.conn.amqp, c.log()), nil, c.log())
+	client := control.NewClient(c.conn.opsTransport(c.log()), nil, c.log())
 	o := control.BroadcastOptions{Reply: !castCommands[method], Timeout: time.Duration(timeout * float64(time.Second))}
 	if dest != "" {
 		o.Destination = splitList(dest)

@@ -167,6 +167,7 @@ func parseWorkerFlags(cfg *Config, g *globalFlags, args []string, stdout io.Writ
 	if g.set["broker"] {
 		cfg.BrokerURL = g.broker
 	}
+	g.transportOptions.apply(cfg)
 	if g.set["result-backend"] {
 		cfg.ResultBackend = g.backend
 		if cfg.ResultBackend == "" {

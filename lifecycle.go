@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/gworker/gworker/internal/amqpops"
 	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/metrics"
@@ -105,6 +104,12 @@ func (r *run) finish(err error) {
 	close(r.done)
 }
 
+// queueAdmin declares and purges task queues on either broker.
+type queueAdmin interface {
+	DeclareTaskQueue(ctx context.Context, name string) error
+	PurgeQueue(ctx context.Context, name string) (int, error)
+}
+
 // newWorker connects and builds the worker and its operations plane from
 // the Config; shutdown is what the remote shutdown command calls.
 func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker, plane *opsplane.Plane, mx *metrics.Metrics, err error) {
@@ -125,12 +130,16 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 		}
 	}
 	queues := effectiveQueues(a.cfg.Queues, a.cfg.ExcludeQueues)
+	var admin queueAdmin = c.amqp
+	if c.redis != nil {
+		admin = c.redis
+	}
 	if a.cfg.Purge {
 		for _, q := range queues {
-			if err := c.amqp.DeclareTaskQueue(ctx, q); err != nil {
+			if err := admin.DeclareTaskQueue(ctx, q); err != nil {
 				return nil, nil, nil, fmt.Errorf("purge %s: %w", q, err)
 			}
-			n, err := c.amqp.PurgeQueue(ctx, q)
+			n, err := admin.PurgeQueue(ctx, q)
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("purge %s: %w", q, err)
 			}
@@ -139,7 +148,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 	}
 	hostname := ExpandHostname(a.cfg.Hostname)
 	plane, err = opsplane.New(opsplane.Config{
-		Transport:         amqpops.New(c.amqp, log),
+		Transport:         c.opsTransport(log),
 		Hostname:          hostname,
 		TaskEvents:        a.cfg.TaskEvents,
 		HeartbeatInterval: a.cfg.HeartbeatInterval,
@@ -156,9 +165,12 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 	}
 	var sink worker.EventSink = plane.Sink()
 	if a.cfg.MetricsAddr != "" {
-		mcfg := metrics.Config{Next: plane.Sink(), Logger: log, BrokerReconnects: c.amqp.Reconnects,
+		mcfg := metrics.Config{Next: plane.Sink(), Logger: log,
 			EventsDropped: plane.Events().Dropped,
 			Ready:         func(ctx context.Context) error { return ready(ctx, c, queues) }}
+		if c.amqp != nil {
+			mcfg.BrokerReconnects = c.amqp.Reconnects
+		}
 		if ab, ok := c.broker.(*amqpworker.Broker); ok {
 			mcfg.StaleAcks = ab.StaleAcks
 		}
@@ -195,7 +207,11 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 // ready is the readiness check of MetricsAddr: the broker answers a
 // passive declaration of the first queue and the result backend a read.
 func ready(ctx context.Context, c *conn, queues []string) error {
-	if len(queues) > 0 {
+	if len(queues) > 0 && c.redis != nil {
+		if _, err := c.redis.QueueLength(ctx, queues[0]); err != nil {
+			return fmt.Errorf("broker: %w", err)
+		}
+	} else if len(queues) > 0 {
 		if _, err := c.amqp.Inspect(ctx, queues[0]); err != nil {
 			return fmt.Errorf("broker: %w", err)
 		}
