@@ -64,9 +64,16 @@ const (
 // CELERY_BROKER_URL and CELERY_RESULT_BACKEND.
 type Config struct {
 	// BrokerURL is the broker: amqp://user:pass@host:port/vhost (also
-	// amqps:// and pyamqp://). Empty: --broker, CELERY_BROKER_URL, then
-	// DefaultBrokerURL.
+	// amqps:// and pyamqp://), redis://[:pass@]host:port/db (also
+	// rediss://), or sentinel://host:26379;sentinel://host2:26379 with the
+	// master_name transport option. Empty: --broker, CELERY_BROKER_URL,
+	// then DefaultBrokerURL.
 	BrokerURL string
+	// BrokerTransportOptions are kombu's broker_transport_options for the
+	// Redis broker (visibility_timeout, queue_order_strategy,
+	// priority_steps, sep, global_keyprefix, socket_timeout, master_name,
+	// ...), values as text; see redistransport.Config.
+	BrokerTransportOptions map[string]string
 	// ResultBackend is redis://[:password@]host:port/db, rediss://...,
 	// rpc:// or disabled://. Empty: --result-backend,
 	// CELERY_RESULT_BACKEND, else results are not stored.
@@ -95,6 +102,21 @@ type Config struct {
 	// AcksLate acknowledges messages after their task ran
 	// (task_acks_late).
 	AcksLate bool
+	// MaxRedeliveries caps how many times the message of an acks_late
+	// task that never finished (it killed or hung its worker) is delivered
+	// again before the task fails with WorkerLostError and the message is
+	// dead-lettered; 0 means worker.MaxRedeliveriesDefault (5), a negative
+	// value sets no cap.
+	MaxRedeliveries int
+	// DefaultQueueType is the type of the queues the App creates:
+	// "classic" (default) or "quorum" (Celery 5.5's
+	// task_default_queue_type). Queues that exist are used whatever their
+	// type; consuming a quorum queue switches to per-consumer prefetch.
+	DefaultQueueType string
+	// BrokerHeartbeat is the AMQP heartbeat interval (broker_heartbeat); a
+	// silent connection is replaced after 2.5 intervals. 0 means
+	// amqptransport.HeartbeatDefault; ?heartbeat= in the broker URL wins.
+	BrokerHeartbeat time.Duration
 	// TrackStarted stores STARTED before a task runs (task_track_started).
 	TrackStarted bool
 	// TimeLimit and SoftTimeLimit apply to tasks that give none
@@ -129,6 +151,9 @@ type Config struct {
 	// WithoutGossip, WithoutMingle and WithoutHeartbeat turn off what
 	// celery worker's flags of the same names turn off.
 	WithoutGossip, WithoutMingle, WithoutHeartbeat bool
+	// MetricsAddr, when set, serves Prometheus /metrics, /healthz and
+	// /readyz on this address (e.g. "127.0.0.1:9808").
+	MetricsAddr string
 
 	// Logger receives every log line. Nil: the App builds Celery-shaped
 	// logs on standard error at LogLevel, as the command line does.
@@ -194,6 +219,11 @@ func (c Config) validate() error {
 		if err := checkBrokerURL(c.BrokerURL); err != nil {
 			p = append(p, err.Error())
 		}
+	}
+	switch c.DefaultQueueType {
+	case "", amqptransport.QueueTypeClassic, amqptransport.QueueTypeQuorum:
+	default:
+		p = append(p, fmt.Sprintf("DefaultQueueType %q: want classic or quorum", c.DefaultQueueType))
 	}
 	if c.ResultBackend != "" {
 		if err := checkBackendURL(c.ResultBackend); err != nil {

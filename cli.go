@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,6 +63,13 @@ func (a *App) RunCLI(ctx context.Context, args []string, stdout, stderr io.Write
 			return a.runCall(ctx, g, rest, stdout, stderr)
 		}
 		return a.runResult(ctx, g, rest, stdout, stderr)
+	case "inspect", "control", "status":
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if cmd == "status" {
+			return a.runRemote(ctx, g, "inspect", append([]string{"ping"}, rest...), stdout, stderr)
+		}
+		return a.runRemote(ctx, g, cmd, rest, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
@@ -79,11 +87,16 @@ func usage(w io.Writer) {
   gworker [global flags] [worker] [flags]   run a worker (the default command)
   gworker [global flags] call NAME [flags]  send a task, print its id (or its result with --wait)
   gworker [global flags] result ID [flags]  print a task's result as JSON (--group for a GroupResult)
+  gworker [global flags] inspect METHOD [ARG...] [flags]  ask Celery and gworker nodes (ping, stats, active, registered, ...)
+  gworker [global flags] control METHOD [ARG...] [flags]  steer them (revoke, terminate, rate_limit, pool_grow, shutdown, ...)
+  gworker [global flags] status [flags]    list the nodes that answer a ping
   gworker --version
 
 Global flags (also accepted after the command):
   -b, --broker URL            broker URL (env CELERY_BROKER_URL)
       --result-backend URL    result backend URL: redis://..., rpc:// (env CELERY_RESULT_BACKEND)
+      --broker-transport-option KEY=VALUE
+                              a Redis broker's transport option (visibility_timeout=3600, ...); repeatable
       --workdir DIR           change to DIR first
   -A, --app, --loader, --config, -C, --no-color, -q, --quiet: accepted as celery's
 
@@ -91,13 +104,16 @@ Run "gworker COMMAND --help" for a command's flags.
 `)
 }
 
-var commands = map[string]bool{"worker": true, "call": true, "result": true, "help": true, "version": true}
+var commands = map[string]bool{"worker": true, "call": true, "result": true, "help": true, "version": true,
+	"inspect": true, "control": true, "status": true}
 
 // globalFlags are celery's options before the command; every command
 // accepts them after it too.
 type globalFlags struct {
 	app, broker, backend, loader, config, workdir string
 	noColor, quiet, version                       bool
+	// transportOptions are --broker-transport-option KEY=VALUE flags.
+	transportOptions optionsFlag
 	// set records which were given on the command line.
 	set map[string]bool
 }
@@ -110,6 +126,10 @@ func (g *globalFlags) register(fs *pflag.FlagSet, cfg Config) {
 		g.backend = cfg.backendURL()
 	}
 	fs.StringVarP(&g.broker, "broker", "b", g.broker, "broker URL (env CELERY_BROKER_URL)")
+	if g.transportOptions == nil {
+		g.transportOptions = optionsFlag{}
+	}
+	fs.Var(g.transportOptions, "broker-transport-option", "KEY=VALUE: a kombu broker transport option (visibility_timeout=3600, master_name=mymaster, global_keyprefix=..., ...); repeatable")
 	fs.StringVar(&g.backend, "result-backend", g.backend, "result backend URL: redis://..., rediss://..., rpc:// or disabled:// (env CELERY_RESULT_BACKEND)")
 	// The defaults shown by --help never carry a password.
 	fs.Lookup("broker").DefValue = RedactURL(g.broker)
@@ -120,6 +140,44 @@ func (g *globalFlags) register(fs *pflag.FlagSet, cfg Config) {
 	fs.StringVar(&g.workdir, "workdir", g.workdir, "change to this directory first")
 	fs.BoolVarP(&g.noColor, "no-color", "C", g.noColor, "no colours (gworker prints none)")
 	fs.BoolVarP(&g.quiet, "quiet", "q", g.quiet, "print no banner")
+}
+
+// optionsFlag collects KEY=VALUE flags.
+type optionsFlag map[string]string
+
+func (o optionsFlag) String() string {
+	keys := make([]string, 0, len(o))
+	for k := range o {
+		keys = append(keys, k+"="+o[k])
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ",")
+}
+
+func (o optionsFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("want KEY=VALUE, e.g. visibility_timeout=3600")
+	}
+	o[strings.TrimSpace(k)] = val
+	return nil
+}
+
+func (o optionsFlag) Type() string { return "KEY=VALUE" }
+
+// apply merges the transport options given on the command line into cfg.
+func (o optionsFlag) apply(cfg *Config) {
+	if len(o) == 0 {
+		return
+	}
+	merged := make(map[string]string, len(cfg.BrokerTransportOptions)+len(o))
+	for k, v := range cfg.BrokerTransportOptions {
+		merged[k] = v
+	}
+	for k, v := range o {
+		merged[k] = v
+	}
+	cfg.BrokerTransportOptions = merged
 }
 
 // noteSet records the global flags given in fs.
@@ -172,9 +230,11 @@ func newFlagSet(name string, g *globalFlags, cfg Config, stdout io.Writer) *pfla
 }
 
 var commandUsage = map[string]string{
-	"worker": "[worker]",
-	"call":   "call NAME",
-	"result": "result ID | --group GID",
+	"worker":  "[worker]",
+	"call":    "call NAME",
+	"result":  "result ID | --group GID",
+	"inspect": "inspect METHOD [ARG...]",
+	"control": "control METHOD [ARG...]",
 }
 
 // secondsValue is a duration flag that takes seconds as celery does

@@ -24,6 +24,7 @@ func (a *App) clientApp(g *globalFlags, loglevel string, stderr io.Writer) (*App
 	if g.set["broker"] {
 		cfg.BrokerURL = g.broker
 	}
+	g.transportOptions.apply(&cfg)
 	if g.set["result-backend"] {
 		cfg.ResultBackend = g.backend
 		if cfg.ResultBackend == "" {

@@ -97,6 +97,19 @@ func parse(t *testing.T, args ...string) (Config, *workerFlags, []string) {
 	return cfg, f, ignoredFlagWarnings(f, g, fs)
 }
 
+func TestRabbitMQWorkerFlags(t *testing.T) {
+	cfg, _, _ := parse(t, "worker", "--broker", "amqp://u:p@n1//;amqp://u:p@n2//", "--default-queue-type", "quorum",
+		"--max-redeliveries", "3", "--broker-heartbeat", "10")
+	if cfg.DefaultQueueType != "quorum" || cfg.MaxRedeliveries != 3 || cfg.BrokerHeartbeat != 10*time.Second {
+		t.Errorf("config: %+v", cfg)
+	}
+	bad := cfg
+	bad.DefaultQueueType = "mirrored"
+	if err := bad.withDefaults().validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("DefaultQueueType mirrored: %v, want ErrInvalidConfig", err)
+	}
+}
+
 func TestCeleryWorkerCommandLine(t *testing.T) {
 	t.Setenv("CELERY_BROKER_URL", "amqp://a:b@h:5672//")
 	cfg, f, warns := parse(t, "worker", "-A", "proj", "-P", "prefork", "-Ofair", "--without-gossip", "--without-mingle",

@@ -70,6 +70,7 @@ func parseWorkerFlags(cfg *Config, g *globalFlags, args []string, stdout io.Writ
 	fs.StringVarP(&f.hostname, "hostname", "n", cfg.Hostname, "node name; %h is the host name, %n its first label, %d its domain")
 	fs.BoolVarP(&f.detach, "detach", "D", false, "refused: run gworker in the foreground under systemd, supervisord or a container runtime")
 	fs.StringVarP(&f.statedb, "statedb", "S", "", "state database of revoked task ids")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9808")
 	fs.StringVarP(&f.loglevel, "loglevel", "l", cfg.LogLevel, "DEBUG, INFO, WARNING, ERROR, CRITICAL or FATAL")
 	fs.StringVarP(&f.optimization, "optimization", "O", "", "celery's optimization profile (default, fair); accepted and ignored: gworker hands each task to a free goroutine")
 	fs.IntVar(&f.prefetch, "prefetch-multiplier", cfg.PrefetchMultiplier, "messages prefetched per concurrency slot")
@@ -109,6 +110,9 @@ func parseWorkerFlags(cfg *Config, g *globalFlags, args []string, stdout io.Writ
 	// gworker's own.
 	fs.StringVar(&cfg.DefaultQueue, "default-queue", cfg.DefaultQueue, "queue of the tasks the worker sends without one: chain links, callbacks, chord bodies (task_default_queue)")
 	fs.BoolVar(&cfg.AcksLate, "acks-late", cfg.AcksLate, "acknowledge messages after the task ran (task_acks_late)")
+	fs.IntVar(&cfg.MaxRedeliveries, "max-redeliveries", cfg.MaxRedeliveries, "deliveries after the first of an acks_late task that never finished, before it fails with WorkerLostError (0: 5, negative: no cap)")
+	fs.StringVar(&cfg.DefaultQueueType, "default-queue-type", cfg.DefaultQueueType, "type of the queues gworker creates: classic or quorum (task_default_queue_type)")
+	fs.Var(secondsValue{&cfg.BrokerHeartbeat}, "broker-heartbeat", "AMQP heartbeat in seconds (broker_heartbeat); a silent connection is replaced after 2.5 of them")
 	fs.StringVar(&f.accept, "accept-content", strings.Join(cfg.Accept, ","), "accepted serializers: json, msgpack (comma-separated)")
 	fs.BoolVar(&cfg.ResultExtended, "result-extended", cfg.ResultExtended, "store task name, args, kwargs, worker, retries and queue with results")
 	fs.BoolVar(&cfg.TrackStarted, "track-started", cfg.TrackStarted, "store the STARTED state (task_track_started)")
@@ -163,6 +167,7 @@ func parseWorkerFlags(cfg *Config, g *globalFlags, args []string, stdout io.Writ
 	if g.set["broker"] {
 		cfg.BrokerURL = g.broker
 	}
+	g.transportOptions.apply(cfg)
 	if g.set["result-backend"] {
 		cfg.ResultBackend = g.backend
 		if cfg.ResultBackend == "" {

@@ -11,9 +11,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/control"
+	"github.com/gworker/gworker/internal/amqpops"
 	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/redact"
+	"github.com/gworker/gworker/internal/redisops"
+	"github.com/gworker/gworker/internal/redisworker"
 	"github.com/gworker/gworker/producer"
+	"github.com/gworker/gworker/redistransport"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/result/rpcbackend"
@@ -42,8 +47,9 @@ var (
 // conn is what an App is connected to.
 type conn struct {
 	role      role
-	brokerURL string // as given, for logs through RedactURL
-	amqp      *amqptransport.Broker
+	brokerURL string                 // as given, for logs through RedactURL
+	amqp      *amqptransport.Broker  // nil on a Redis broker
+	redis     *redistransport.Broker // nil on RabbitMQ
 	broker    worker.Broker
 	backend   result.Backend
 	producer  *producer.Producer
@@ -69,10 +75,20 @@ func schemeOf(raw string) string {
 
 func checkBrokerURL(raw string) error {
 	switch schemeOf(raw) {
-	case "amqp", "amqps", "pyamqp":
+	case "amqp", "amqps", "pyamqp", "redis", "rediss", "sentinel":
 		return nil
 	}
-	return fmt.Errorf("broker %s: %w (amqp://, amqps://)", RedactURL(raw), ErrUnsupportedBroker)
+	return fmt.Errorf("broker %s: %w (amqp://, amqps://, redis://, rediss://, sentinel://)", RedactURL(raw), ErrUnsupportedBroker)
+}
+
+// isRedisBroker reports whether the broker URL names kombu's Redis
+// transport.
+func isRedisBroker(raw string) bool {
+	switch schemeOf(raw) {
+	case "redis", "rediss", "sentinel":
+		return true
+	}
+	return false
 }
 
 func checkBackendURL(raw string) error {
@@ -120,13 +136,10 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 			return nil, err
 		}
 	}
-	host, _ := os.Hostname()
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: brokerURL, Logger: log, ConnectionName: "gworker@" + host})
+	c, pub, err := dialBroker(ctx, cfg, brokerURL, log, r)
 	if err != nil {
-		return nil, fmt.Errorf("broker %s: %w", RedactURL(brokerURL), err)
+		return nil, err
 	}
-	c := &conn{role: r, brokerURL: brokerURL, amqp: b, broker: amqpworker.New(b)}
-	c.closers = append(c.closers, b.Close)
 
 	replyTo := producer.NewID()
 	switch schemeOf(backendURL) {
@@ -145,6 +158,11 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 		c.backend = rb
 		c.closers = append(c.closers, rb.Close)
 	case "rpc":
+		b := c.amqp
+		if b == nil {
+			_ = c.close()
+			return nil, fmt.Errorf("result backend rpc://: %w: it needs an AMQP broker", ErrUnsupportedBackend)
+		}
 		if r == roleWorker {
 			c.backend = rpcbackend.NewAMQPWorkerSide(b)
 		} else {
@@ -161,12 +179,45 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 			c.closers = append(c.closers, rb.Close)
 		}
 	}
-	c.producer = producer.New(b, producer.Options{
+	c.producer = producer.New(pub, producer.Options{
 		Backend: c.backend, DefaultQueue: cfg.DefaultQueue, ReplyTo: replyTo,
 		Serializer: cfg.Serializer, Logger: log,
 	})
 	c.followups = worker.NewFollowups(c.producer, c.backend, log)
 	return c, nil
+}
+
+// dialBroker connects to the broker of the URL's scheme: RabbitMQ through
+// amqptransport, Redis (and Sentinel) through redistransport.
+func dialBroker(ctx context.Context, cfg Config, brokerURL string, log *zap.Logger, r role) (*conn, producer.Publisher, error) {
+	c := &conn{role: r, brokerURL: brokerURL}
+	if isRedisBroker(brokerURL) {
+		routeRedisLogs(log)
+		b, err := redistransport.Dial(ctx, redistransport.Config{URL: brokerURL, Logger: log, TransportOptions: cfg.BrokerTransportOptions})
+		if err != nil {
+			return nil, nil, fmt.Errorf("broker %s: %w", RedactURL(brokerURL), err)
+		}
+		c.redis, c.broker = b, redisworker.New(b)
+		c.closers = append(c.closers, b.Close)
+		return c, b, nil
+	}
+	host, _ := os.Hostname()
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: brokerURL, Logger: log, ConnectionName: "gworker@" + host,
+		DefaultQueueType: cfg.DefaultQueueType, Heartbeat: cfg.BrokerHeartbeat})
+	if err != nil {
+		return nil, nil, fmt.Errorf("broker %s: %w", RedactURL(brokerURL), err)
+	}
+	c.amqp, c.broker = b, amqpworker.New(b)
+	c.closers = append(c.closers, b.Close)
+	return c, b, nil
+}
+
+// opsTransport carries remote control and events on the broker.
+func (c *conn) opsTransport(log *zap.Logger) control.Transport {
+	if c.redis != nil {
+		return redisops.New(c.redis, log)
+	}
+	return amqpops.New(c.amqp, log)
 }
 
 // RedactURL hides the password of a broker or backend URL as Celery prints

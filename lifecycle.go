@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/gworker/gworker/internal/amqpops"
+	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/opsplane"
+	"github.com/gworker/gworker/metrics"
 	"github.com/gworker/gworker/worker"
 )
 
@@ -25,7 +27,8 @@ var (
 // run is a started worker.
 type run struct {
 	w      *worker.Worker
-	plane  *opsplane.Plane // events, remote control, mingle
+	plane  *opsplane.Plane  // events, remote control, mingle
+	mx     *metrics.Metrics // nil without MetricsAddr
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // set before done is closed
@@ -47,9 +50,18 @@ func (a *App) Start(ctx context.Context) error {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	w, plane, err := a.newWorker(ctx, cancel)
+	w, plane, mx, err := a.newWorker(ctx, cancel)
+	if err == nil && mx != nil {
+		mx.SetWorker(w)
+		var addr net.Addr
+		if addr, err = mx.Serve(runCtx, a.cfg.MetricsAddr); err != nil {
+			err = fmt.Errorf("metrics: %w", err)
+		} else {
+			a.log().Info("metrics, health and readiness on http://" + addr.String() + "/metrics, /healthz, /readyz")
+		}
+	}
 	if err == nil {
-		r.w, r.plane = w, plane
+		r.w, r.plane, r.mx = w, plane, mx
 		// The plane answers remote control and sends worker-online
 		// (after mingle) before the worker consumes.
 		if err = plane.Start(ctx, w); err != nil {
@@ -92,41 +104,51 @@ func (r *run) finish(err error) {
 	close(r.done)
 }
 
+// queueAdmin declares and purges task queues on either broker.
+type queueAdmin interface {
+	DeclareTaskQueue(ctx context.Context, name string) error
+	PurgeQueue(ctx context.Context, name string) (int, error)
+}
+
 // newWorker connects and builds the worker and its operations plane from
 // the Config; shutdown is what the remote shutdown command calls.
-func (a *App) newWorker(ctx context.Context, shutdown func()) (*worker.Worker, *opsplane.Plane, error) {
+func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker, plane *opsplane.Plane, mx *metrics.Metrics, err error) {
 	c, err := a.connect(ctx, roleWorker)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	log := a.log()
 	log.Info("Connected to " + RedactURL(c.brokerURL))
 	if _, err := a.registry.Lookup(worker.ChordUnlockTask); err != nil {
 		if err := worker.RegisterBuiltins(a.registry, c.producer, c.backend, log); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	for name, rate := range a.cfg.RateLimits {
 		if err := a.registry.SetRateLimit(name, rate); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	queues := effectiveQueues(a.cfg.Queues, a.cfg.ExcludeQueues)
+	var admin queueAdmin = c.amqp
+	if c.redis != nil {
+		admin = c.redis
+	}
 	if a.cfg.Purge {
 		for _, q := range queues {
-			if err := c.amqp.DeclareTaskQueue(ctx, q); err != nil {
-				return nil, nil, fmt.Errorf("purge %s: %w", q, err)
+			if err := admin.DeclareTaskQueue(ctx, q); err != nil {
+				return nil, nil, nil, fmt.Errorf("purge %s: %w", q, err)
 			}
-			n, err := c.amqp.PurgeQueue(ctx, q)
+			n, err := admin.PurgeQueue(ctx, q)
 			if err != nil {
-				return nil, nil, fmt.Errorf("purge %s: %w", q, err)
+				return nil, nil, nil, fmt.Errorf("purge %s: %w", q, err)
 			}
 			log.Warn(fmt.Sprintf("Purged %d messages from queue %s.", n, q))
 		}
 	}
 	hostname := ExpandHostname(a.cfg.Hostname)
-	plane, err := opsplane.New(opsplane.Config{
-		Transport:         amqpops.New(c.amqp, log),
+	plane, err = opsplane.New(opsplane.Config{
+		Transport:         c.opsTransport(log),
 		Hostname:          hostname,
 		TaskEvents:        a.cfg.TaskEvents,
 		HeartbeatInterval: a.cfg.HeartbeatInterval,
@@ -139,10 +161,24 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (*worker.Worker, *
 		Logger:            log,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	var sink worker.EventSink = plane.Sink()
+	if a.cfg.MetricsAddr != "" {
+		mcfg := metrics.Config{Next: plane.Sink(), Logger: log,
+			EventsDropped: plane.Events().Dropped,
+			Ready:         func(ctx context.Context) error { return ready(ctx, c, queues) }}
+		if c.amqp != nil {
+			mcfg.BrokerReconnects = c.amqp.Reconnects
+		}
+		if ab, ok := c.broker.(*amqpworker.Broker); ok {
+			mcfg.StaleAcks = ab.StaleAcks
+		}
+		mx = metrics.New(mcfg)
+		sink = mx
 	}
 	accept, _ := acceptTypes(a.cfg.Accept) // validated in New
-	w, err := worker.New(worker.Config{
+	w, err = worker.New(worker.Config{
 		Registry:           a.registry,
 		Broker:             c.broker,
 		Backend:            c.backend,
@@ -151,6 +187,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (*worker.Worker, *
 		Concurrency:        a.cfg.Concurrency,
 		PrefetchMultiplier: a.cfg.PrefetchMultiplier,
 		AcksLate:           a.cfg.AcksLate,
+		MaxRedeliveries:    a.cfg.MaxRedeliveries,
 		Hostname:           ExpandHostname(a.cfg.Hostname),
 		Accept:             accept,
 		ResultExtended:     a.cfg.ResultExtended,
@@ -158,13 +195,33 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (*worker.Worker, *
 		TimeLimit:          a.cfg.TimeLimit,
 		SoftTimeLimit:      a.cfg.SoftTimeLimit,
 		Logger:             log,
-		Events:             plane.Sink(),
+		Events:             sink,
 		Revoked:            plane.Revoked(),
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return w, plane, nil
+	return w, plane, mx, nil
+}
+
+// ready is the readiness check of MetricsAddr: the broker answers a
+// passive declaration of the first queue and the result backend a read.
+func ready(ctx context.Context, c *conn, queues []string) error {
+	if len(queues) > 0 && c.redis != nil {
+		if _, err := c.redis.QueueLength(ctx, queues[0]); err != nil {
+			return fmt.Errorf("broker: %w", err)
+		}
+	} else if len(queues) > 0 {
+		if _, err := c.amqp.Inspect(ctx, queues[0]); err != nil {
+			return fmt.Errorf("broker: %w", err)
+		}
+	}
+	if c.backend != nil {
+		if _, err := c.backend.Get(ctx, "gworker-readiness-probe"); err != nil {
+			return fmt.Errorf("result backend: %w", err)
+		}
+	}
+	return nil
 }
 
 // Stop shuts the worker down warmly: it stops consuming, returns

@@ -18,9 +18,10 @@ type span struct{ lo, hi uint64 }
 // lowest tag not yet settled (next) and, as sorted spans, the settled tags
 // after it; the spans are as many as the gaps, so memory is bounded by the
 // messages outstanding, however long one of them is held. An Ack records
-// its tag; if no flush is running, the caller flushes, otherwise it returns
-// at once and the running flush takes the tag on its next pass, so under
-// load one write carries many acknowledgements. A flush sends one basic.ack
+// its tag; if no flush is running, the caller flushes, otherwise the
+// running flush takes the tag on its next pass and the caller waits for
+// it, so under load one write carries many acknowledgements and every Ack
+// still returns the outcome of its own write. A flush sends one basic.ack
 // with multiple=true for the settled prefix (up to the highest recorded ack
 // in it), and single acks for acknowledged tags after a gap, so a message
 // held unacknowledged (an ETA, a long task with acks_late) never delays the
@@ -46,15 +47,22 @@ func newAcker(ch *amqp.Channel) *acker {
 	return a
 }
 
-// ack records tag as acknowledged and flushes unless a flush is running.
-// It returns the error of a previous flush, if any: the channel is then
-// broken and its unacknowledged messages will be requeued.
+// ack records tag as acknowledged and flushes it, or waits for the running
+// flush to write it. It returns the error of the write (or of an earlier
+// one): the channel is then broken and its unacknowledged messages will be
+// requeued.
 func (a *acker) ack(tag uint64) error {
 	a.mu.Lock()
 	if a.mark(tag) {
 		a.acked = append(a.acked, tag)
 	}
 	if a.flushing {
+		// The running flush writes this tag on its next pass: wait for it,
+		// so that nil means the ack was written (an early-ack worker runs
+		// the task on nil).
+		for a.flushing {
+			a.idle.Wait()
+		}
 		err := a.err
 		a.mu.Unlock()
 		return err

@@ -163,3 +163,47 @@ func TestAckerSpans(t *testing.T) {
 		t.Fatalf("spans %v", b.spans)
 	}
 }
+
+// An Ack that joins a flush already running returns only once its own tag
+// was written, with that write's error: a caller told nil must be able to
+// trust the ack went out (an early-ack worker runs the task on nil, and a
+// task whose ack was lost runs twice).
+func TestBatchAckReportsItsOwnWrite(t *testing.T) {
+	f := newFixture(t)
+	ch, err := f.adm.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.Close() // every write fails
+	a := newAcker(ch)
+	a.mu.Lock()
+	a.flushing = true // another caller's flush is running
+	a.mu.Unlock()
+	res := make(chan error, 1)
+	go func() { res <- a.ack(1) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.mu.Lock()
+		n := len(a.acked)
+		a.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the ack was not recorded")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The running flush takes the tag on its next pass, and fails.
+	a.mu.Lock()
+	a.flushLocked()
+	a.mu.Unlock()
+	select {
+	case err := <-res:
+		if err == nil {
+			t.Fatal("Ack returned nil for a write that failed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ack did not return")
+	}
+}

@@ -18,7 +18,7 @@ import (
 // A Broker is safe for concurrent use.
 type Broker struct {
 	cfg Config
-	uri amqp.URI
+	eps []endpoint
 	log *zap.Logger
 
 	main *connManager
@@ -43,13 +43,13 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	uri, url, err := parseURL(cfg.URL)
+	eps, err := parseURLs(cfg.URL)
 	if err != nil {
 		return nil, err
 	}
 	log := cfg.Logger.Named("amqp")
-	b := &Broker{cfg: cfg, uri: uri, log: log, consumers: make(map[*Consumer]struct{})}
-	b.main = newConnManager(cfg, uri, url, cfg.ConnectionName, log.With(zap.String("connection", "main")))
+	b := &Broker{cfg: cfg, eps: eps, log: log, consumers: make(map[*Consumer]struct{})}
+	b.main = newConnManager(cfg, eps, cfg.ConnectionName, log.With(zap.String("connection", "main")))
 	if err := b.main.start(ctx); err != nil {
 		return nil, err
 	}
@@ -337,3 +337,8 @@ func (b *Broker) PurgeQueue(ctx context.Context, name string) (int, error) {
 	}
 	return n, nil
 }
+
+// ConnectedURL returns the URL (password redacted) of the broker the
+// consuming connection is on, or was last on: with a failover list
+// (Config.URL), the node of a cluster the worker uses.
+func (b *Broker) ConnectedURL() string { return RedactURL(b.main.endpoint().raw) }

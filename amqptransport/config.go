@@ -37,14 +37,26 @@ type Config struct {
 	// URL is the broker URL, amqp://user:pass@host:port/vhost or amqps://...
 	// Celery's spelling is accepted: "//" at the end means vhost "/", and
 	// the scheme pyamqp:// is read as amqp://. Empty means DefaultURL.
+	//
+	// Several URLs separated by ";" (Celery's failover syntax, e.g. the
+	// nodes of a cluster) are tried in turn: the first connection takes the
+	// first that answers, and after a lost connection the next one is
+	// tried first (round robin), then the others, before backing off.
+	//
+	// ?heartbeat=SECONDS in a URL overrides Heartbeat for it, as
+	// ?connection_timeout=MILLISECONDS and ?channel_max=N set those.
 	URL string
 
 	// Logger receives connection events; nil means zap.NewNop().
 	Logger *zap.Logger
 
 	// Heartbeat is the AMQP heartbeat interval proposed to the broker
-	// (the smaller of both sides wins). Zero means HeartbeatDefault; a
-	// negative value takes the broker's interval.
+	// (the smaller of both sides wins; Celery's broker_heartbeat). Zero
+	// means HeartbeatDefault; a negative value takes the broker's
+	// interval. A connection from which nothing (not even a heartbeat) is
+	// read for 2.5 intervals (RabbitMQ sends a heartbeat every half
+	// interval) is taken as dead and replaced: that is how a half-open TCP
+	// connection (a broker host gone without a FIN) is detected.
 	Heartbeat time.Duration
 
 	// ReconnectMin and ReconnectMax bound the delay between reconnection
@@ -116,6 +128,34 @@ func (c Config) withDefaults() Config {
 		c.QuarantineScanLimit = QuarantineScanLimitDefault
 	}
 	return c
+}
+
+// endpoint is one broker URL of Config.URL.
+type endpoint struct {
+	uri amqp.URI
+	url string // normalized, for amqp.DialConfig
+	raw string // as configured, for logs (redacted)
+}
+
+// parseURLs splits Config.URL on ";" (Celery's failover list) and parses
+// every URL.
+func parseURLs(raw string) ([]endpoint, error) {
+	var eps []endpoint
+	for _, part := range strings.Split(raw, ";") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		uri, url, err := parseURL(part)
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, endpoint{uri: uri, url: url, raw: part})
+	}
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("%w: empty broker URL list %q", ErrInvalidConfig, RedactURL(raw))
+	}
+	return eps, nil
 }
 
 // parseURL normalizes a Celery broker URL and parses it.

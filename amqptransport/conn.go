@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -61,15 +63,17 @@ func (s *session) waitUnblocked(ctx context.Context) error {
 // and redials with backoff in the background until stopped.
 type connManager struct {
 	cfg  Config
-	uri  amqp.URI
-	url  string
+	eps  []endpoint
 	name string
 	log  *zap.Logger
 
-	mu    sync.Mutex
-	cur   *session      // nil while disconnected
-	ready chan struct{} // closed when cur != nil or the manager stopped
-	epoch uint64
+	mu sync.Mutex
+	// at is the endpoint of the current (or last) connection, next the
+	// one the next dial tries first.
+	at, next int
+	cur      *session      // nil while disconnected
+	ready    chan struct{} // closed when cur != nil or the manager stopped
+	epoch    uint64
 	// lastErr is the close reason of the most recent connection.
 	stopped bool
 
@@ -77,9 +81,9 @@ type connManager struct {
 	wg   sync.WaitGroup
 }
 
-func newConnManager(cfg Config, uri amqp.URI, url, name string, log *zap.Logger) *connManager {
+func newConnManager(cfg Config, eps []endpoint, name string, log *zap.Logger) *connManager {
 	return &connManager{
-		cfg: cfg, uri: uri, url: url, name: name, log: log,
+		cfg: cfg, eps: eps, name: name, log: log,
 		ready: make(chan struct{}),
 		stop:  make(chan struct{}),
 	}
@@ -125,6 +129,9 @@ func (m *connManager) supervise(s *session) {
 				m.cur = nil
 				m.ready = make(chan struct{})
 			}
+			// The node we were connected to is likely the one that
+			// failed: start with the next one.
+			m.next = (m.at + 1) % len(m.eps)
 			m.mu.Unlock()
 			if s.err != nil {
 				m.log.Warn("connection lost; reconnecting",
@@ -153,35 +160,82 @@ func (m *connManager) supervise(s *session) {
 	}
 }
 
+// endpoint returns the endpoint of the current (or last) connection.
+func (m *connManager) endpoint() endpoint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.eps[m.at]
+}
+
+// urls returns the configured URLs, redacted, for messages.
+func (m *connManager) urls() string {
+	s := make([]string, len(m.eps))
+	for i, ep := range m.eps {
+		s[i] = RedactURL(ep.raw)
+	}
+	return strings.Join(s, ";")
+}
+
+// dialAny tries every endpoint once, starting with m.next.
+func (m *connManager) dialAny(ctx context.Context) (*session, error) {
+	m.mu.Lock()
+	start := m.next
+	m.mu.Unlock()
+	var errs []error
+	for k := range m.eps {
+		i := (start + k) % len(m.eps)
+		s, err := m.dial(ctx, i)
+		if err == nil {
+			m.mu.Lock()
+			m.at, m.next = i, i
+			m.mu.Unlock()
+			return s, nil
+		}
+		if len(m.eps) > 1 {
+			err = fmt.Errorf("%s: %w", RedactURL(m.eps[i].raw), err)
+			if ctx.Err() == nil {
+				m.log.Warn("cannot connect to a broker of the failover list; trying the next",
+					zap.String("url", RedactURL(m.eps[i].raw)), zap.Error(err))
+			}
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
 // dialRetry dials until it succeeds or ctx ends.
 func (m *connManager) dialRetry(ctx context.Context) (*session, error) {
 	bo := backoff{min: m.cfg.ReconnectMin, max: m.cfg.ReconnectMax, rnd: rand.Float64}
 	for attempt := 1; ; attempt++ {
-		s, err := m.dial(ctx)
+		s, err := m.dialAny(ctx)
 		if err == nil {
 			return s, nil
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("amqptransport: connect to %s: %w (last error: %v)", RedactURL(m.url), context.Cause(ctx), err)
+			return nil, fmt.Errorf("amqptransport: connect to %s: %w (last error: %v)", m.urls(), context.Cause(ctx), err)
 		}
 		var ae *amqp.Error
 		if errors.As(err, &ae) && ae.Code == amqp.AccessRefused && attempt == 1 {
-			m.log.Error("broker refused the credentials", zap.String("url", RedactURL(m.url)), zap.Error(err))
+			m.log.Error("broker refused the credentials", zap.String("url", m.urls()), zap.Error(err))
 		}
 		d := bo.next()
-		m.log.Warn("cannot connect to broker; retrying", zap.String("url", RedactURL(m.url)),
+		m.log.Warn("cannot connect to broker; retrying", zap.String("url", m.urls()),
 			zap.Int("attempt", attempt), zap.Duration("retry_in", d), zap.Error(err))
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("amqptransport: connect to %s: %w (last error: %v)", RedactURL(m.url), context.Cause(ctx), err)
+			return nil, fmt.Errorf("amqptransport: connect to %s: %w (last error: %v)", m.urls(), context.Cause(ctx), err)
 		}
 	}
 }
 
-func (m *connManager) dial(ctx context.Context) (*session, error) {
+func (m *connManager) dial(ctx context.Context, at int) (*session, error) {
+	ep := m.eps[at]
 	hb := m.cfg.Heartbeat
 	if hb < 0 {
 		hb = 0
@@ -191,6 +245,7 @@ func (m *connManager) dial(ctx context.Context) (*session, error) {
 	props["product"] = "gworker"
 	timeout := m.cfg.DialTimeout
 	var stopAfter func() bool
+	var hc *heartbeatConn
 	dialer := func(network, addr string) (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -208,9 +263,10 @@ func (m *connManager) dial(ctx context.Context) (*session, error) {
 		}
 		// Abort the handshake when ctx ends.
 		stopAfter = context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-		return c, nil
+		hc = &heartbeatConn{Conn: c}
+		return hc, nil
 	}
-	conn, err := amqp.DialConfig(m.url, amqp.Config{
+	conn, err := amqp.DialConfig(ep.url, amqp.Config{
 		Heartbeat:  hb,
 		Properties: props,
 		Dial:       dialer,
@@ -221,6 +277,9 @@ func (m *connManager) dial(ctx context.Context) (*session, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if hc != nil {
+		hc.heartbeat.Store(int64(conn.Config.Heartbeat))
 	}
 	m.mu.Lock()
 	m.epoch++
@@ -258,8 +317,26 @@ func (m *connManager) dial(ctx context.Context) (*session, error) {
 			}
 		}
 	}()
-	m.log.Debug("connected", zap.String("url", RedactURL(m.url)), zap.Uint64("epoch", epoch))
+	m.log.Debug("connected", zap.String("url", RedactURL(ep.raw)), zap.Uint64("epoch", epoch),
+		zap.Duration("heartbeat", conn.Config.Heartbeat))
 	return s, nil
+}
+
+// heartbeatConn sets the read deadline amqp091-go renews after every frame
+// it reads to 2.5 negotiated heartbeat intervals: a connection that sent
+// nothing for that long (RabbitMQ sends a heartbeat every half interval
+// when idle) is dead, and the reader fails it. amqp091-go's own deadline
+// let a half-open connection live about 3 intervals.
+type heartbeatConn struct {
+	net.Conn
+	heartbeat atomic.Int64 // negotiated interval; 0 until the handshake ends
+}
+
+func (c *heartbeatConn) SetReadDeadline(t time.Time) error {
+	if hb := time.Duration(c.heartbeat.Load()); hb > 0 && !t.IsZero() {
+		t = time.Now().Add(hb * 5 / 2)
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // get returns the current session, waiting for a reconnect when there is

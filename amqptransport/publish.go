@@ -68,8 +68,7 @@ func (b *Broker) publisher() (*publisher, error) {
 		if b.isClosed() {
 			return
 		}
-		_, url, _ := parseURL(b.cfg.URL)
-		b.pubConn = newConnManager(b.cfg, b.uri, url, b.cfg.ConnectionName+" (publisher)",
+		b.pubConn = newConnManager(b.cfg, b.eps, b.cfg.ConnectionName+" (publisher)",
 			b.log.With(zap.String("connection", "publisher")))
 		b.pubConn.startLazy()
 		b.pub = &publisher{m: b.pubConn, log: b.log.Named("publisher"), seed: maphash.MakeSeed()}

@@ -36,7 +36,7 @@ func (b *Broker) QuarantineSweep(ctx context.Context, queues ...string) (SweepRe
 		return SweepReport{}, nil
 	}
 	log := b.log.Named("quarantine")
-	rc, err := rawamqp.Dial(ctx, b.uri, b.cfg.ConnectionName+" (quarantine)", b.cfg.DialTimeout)
+	rc, err := rawamqp.Dial(ctx, b.main.endpoint().uri, b.cfg.ConnectionName+" (quarantine)", b.cfg.DialTimeout)
 	if err != nil {
 		return SweepReport{}, err
 	}

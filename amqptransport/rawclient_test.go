@@ -18,7 +18,7 @@ func TestRawClientAgainstBroker(t *testing.T) {
 	if err := f.b.Declare(ctx, q); err != nil {
 		t.Fatal(err)
 	}
-	rc, err := rawamqp.Dial(ctx, f.b.uri, f.name+" raw", 10*time.Second)
+	rc, err := rawamqp.Dial(ctx, f.b.eps[0].uri, f.name+" raw", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,9 +3,12 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,8 +51,19 @@ func nodeName(p *gworkerProc) string {
 func TestCeleryCLISeesAndSteersGworker(t *testing.T) {
 	_, broker := privateVhost(t)
 	q := uniqueQueue(t, "ops-cli")
-	w := startWorker(t, workerOptions{Queues: []string{q}, Broker: broker, Extra: []string{"-E"}})
+	w := startWorker(t, workerOptions{Queues: []string{q}, Broker: broker, Extra: []string{"-E", "--metrics-addr", "127.0.0.1:0"}})
 	node := nodeName(w)
+
+	// gworker's own client speaks the same protocol.
+	stdout, stderr, code := runGworker(t, 60*time.Second, "inspect", "ping", "-b", broker, "-d", node, "--timeout", "5")
+	if code != 0 || !strings.Contains(stdout, node+": OK") || !strings.Contains(stdout, "pong") {
+		t.Fatalf("gworker inspect ping: %d\n%s\n%s", code, stdout, stderr)
+	}
+	stdout, stderr, code = runGworker(t, 60*time.Second, "control", "nosuch", "-b", broker, "-d", node, "--timeout", "5")
+	if code != 1 || !strings.Contains(stdout, "KeyError('nosuch')") {
+		t.Fatalf("gworker control nosuch: %d\n%s\n%s", code, stdout, stderr)
+	}
+	metricsURL := metricsBase(t, w)
 
 	out, err := celeryCLI(t, broker, 60*time.Second, "inspect", "ping", "-d", node, "--timeout", "5")
 	if err != nil || !strings.Contains(out, node+": OK") || !strings.Contains(out, "pong") {
@@ -105,6 +119,13 @@ emit(id=r.id)
 	}
 	if m := waitMeta(t, sleepID, defaultWait, "REVOKED"); m == nil {
 		t.Fatal("terminated task not REVOKED")
+	}
+
+	if body := httpGet(t, metricsURL+"/metrics"); !strings.Contains(body, `gworker_tasks_total{state="REVOKED",task="tasks.sleep"} 1`) {
+		t.Errorf("/metrics after a terminate:\n%s", body)
+	}
+	if body := httpGet(t, metricsURL+"/readyz"); body != "ok\n" {
+		t.Errorf("/readyz: %q", body)
 	}
 
 	// celery events --dump shows the node's heartbeats and task events.
@@ -309,4 +330,26 @@ emit(alive=bool(wk and wk.alive), freq=wk.freq if wk else None, sw=wk.sw_ident i
 		tasks[1][0] != "tasks.raise_error" || tasks[1][1] != "FAILURE" {
 		t.Errorf("tasks seen through events: %v", tasks)
 	}
+}
+
+// metricsBase finds the address the worker logged for --metrics-addr.
+func metricsBase(t *testing.T, p *gworkerProc) string {
+	t.Helper()
+	re := regexp.MustCompile(`on (http://[0-9.:]+)/metrics`)
+	var m []string
+	if !eventually(defaultWait, func() bool { m = re.FindStringSubmatch(p.log()); return m != nil }) {
+		t.Fatalf("the worker did not log its metrics address:\n%s", p.log())
+	}
+	return m[1]
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

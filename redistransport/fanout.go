@@ -2,9 +2,11 @@ package redistransport
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -108,4 +110,26 @@ type FanoutPublisher struct{ B *Broker }
 // Publish is B.PublishFanout.
 func (f FanoutPublisher) Publish(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage) error {
 	return f.B.PublishFanout(ctx, exchange, routingKey, msg)
+}
+
+// Pop takes one message from queue (its lists in priority order) without
+// the unacked bookkeeping, as a kombu consumer with no_ack does; it waits
+// up to timeout and returns nil, nil when nothing came. For reply queues.
+func (b *Broker) Pop(ctx context.Context, timeout time.Duration, queue string) (*protocol.RawMessage, error) {
+	keys := make([]string, len(b.cfg.PrioritySteps))
+	for i, s := range b.cfg.PrioritySteps {
+		keys[i] = b.key(b.QueueKey(queue, s))
+	}
+	kv, err := b.client.BRPop(ctx, timeout, keys...).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	env, err := decodeEnvelope([]byte(kv[1]))
+	if err != nil {
+		return nil, err
+	}
+	return &env.raw, nil
 }

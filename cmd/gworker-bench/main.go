@@ -86,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var workers, modes string
 	fs.IntVar(&o.n, "n", 20000, "tasks per run")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every worker in every mode")
-	fs.StringVar(&workers, "workers", "gworker,minloop,celery", "workers to run: gworker, minloop, celery; also minloop-global (the minimal loop with a channel-wide prefetch, basic.qos global, as gworker and Celery use); baseline is added with -baseline")
+	fs.StringVar(&workers, "workers", "gworker,minloop,celery", "workers to run: gworker, minloop, celery; also minloop-global (the minimal loop with a channel-wide prefetch, basic.qos global, as gworker and Celery use), gworker-E (gworker sending task events, -E); baseline is added with -baseline")
 	fs.StringVar(&modes, "modes", "", "modes to run (prefill, e2e); default both on amqp, prefill on redis")
 	fs.StringVar(&o.transport, "transport", "amqp", "broker under test: amqp (RabbitMQ) or redis (kombu's Redis transport)")
 	fs.StringVar(&o.redisBroker, "redis-broker", "redis://127.0.0.1:6379/0", "Redis URL of the broker with -transport redis")
@@ -127,7 +127,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if w == "baseline" && o.baseline == "" {
 			return nil, errors.New("worker baseline needs -baseline")
 		}
-		if w != "gworker" && w != "minloop" && w != "minloop-global" && w != "celery" && w != "baseline" {
+		if w != "gworker" && w != "minloop" && w != "minloop-global" && w != "celery" && w != "baseline" && w != "gworker-E" {
 			return nil, fmt.Errorf("unknown worker %q", w)
 		}
 	}
@@ -282,6 +282,15 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				return err
 			}
 			specs[w] = gworkerSpec(sc)
+		case "gworker-E":
+			if sc.gworker, err = gworkerBinary(ctx, o.gworker, tmp); err != nil {
+				return err
+			}
+			ec := sc
+			ec.extra = []string{"-E"}
+			sp := gworkerSpec(ec)
+			sp.name = "gworker-E"
+			specs[w] = sp
 		case "baseline":
 			bc := sc
 			bc.gworker = o.baseline

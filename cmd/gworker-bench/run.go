@@ -318,6 +318,10 @@ func report(w io.Writer, o *options, samples []sample) {
 				fmt.Sprintf("gworker/minloop tasks/s %.3f× (≥0.9: %s; ≥1.0 stretch: %s)", tr, check(tr >= 0.9), check(tr >= 1.0)),
 				fmt.Sprintf("gworker/minloop CPU/task %.3f× (≤1.3: %s)", cr, check(cr <= 1.3)))
 		}
+		if e, ok := med[key{mode, "gworker-E"}]; ok && e[0] > 0 && g[0] > 0 {
+			tr := e[0] / g[0]
+			parts = append(parts, fmt.Sprintf("gworker-E/gworker tasks/s %.3f× (≥0.85: %s), CPU/task %.2f×", tr, check(tr >= 0.85), e[1]/g[1]))
+		}
 		if c, ok := med[key{mode, "baseline"}]; ok && c[0] > 0 && c[1] > 0 {
 			parts = append(parts, fmt.Sprintf("gworker/baseline tasks/s %.2f×, CPU/task %.2f×, RSS %.2f×", g[0]/c[0], g[1]/c[1], g[2]/c[2]))
 		}

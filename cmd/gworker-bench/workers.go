@@ -105,13 +105,15 @@ type specConfig struct {
 	loglevel              string
 	moduleDir             string
 	minloopGlobalQoS      bool
+	extra                 []string // more gworker worker flags
 }
 
 func gworkerSpec(c specConfig) workerSpec {
 	return workerSpec{name: "gworker", cmd: func(queue string) *exec.Cmd {
-		return exec.Command(c.gworker, "worker", "-b", c.brokerURL, "--result-backend", c.redisURL,
+		args := []string{"worker", "-b", c.brokerURL, "--result-backend", c.redisURL,
 			"-Q", queue, "-c", strconv.Itoa(c.conc), "--prefetch-multiplier", strconv.Itoa(c.prefetchMult),
-			"-l", c.loglevel)
+			"-l", c.loglevel}
+		return exec.Command(c.gworker, append(args, c.extra...)...)
 	}}
 }
 

@@ -10,6 +10,8 @@ package rmqnode
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -89,6 +91,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	if err := ensureCookie(n.cfg.Home); err != nil {
+		return nil, err
+	}
 	n.stopLeftover(ctx)
 	if n.cfg.StartTimeout == 0 {
 		n.cfg.StartTimeout = StartTimeoutDefault
@@ -100,6 +105,24 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// ensureCookie writes an Erlang cookie into home unless one is there, so
+// that nodes started at the same time with the same home share it.
+func ensureCookie(home string) error {
+	p := filepath.Join(home, ".erlang.cookie")
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	var b [20]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.ToUpper(hex.EncodeToString(b[:]))), 0o400); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
 }
 
 // stopLeftover stops a node of the same name left running by an earlier

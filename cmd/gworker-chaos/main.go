@@ -1,0 +1,438 @@
+// Command gworker-chaos injects faults into a gworker worker running
+// against a private RabbitMQ node and checks that nothing is lost, printing
+// one line per goal:
+//
+//	G1 N=2000 faults=10 lost=0 dup=0 extra=37 bound=120 PASS
+//
+// It never touches the machine's shared broker: it starts its own node on
+// loopback ports (-port, -dist-port) with rabbitmq-server, and stops it at
+// the end. Results go to Redis (-redis) under keys it deletes afterwards.
+// The oracle is outside the fault domain: the worker processes append
+// "start ID" and "done ID" lines to a file, and every published task id is
+// confirmed by the broker before it counts.
+//
+// Goals (see the project's reliability notes for their full statement):
+//
+//   - G1: the worker process group is killed with SIGKILL -faults times
+//     while it drains -n acks_late tasks, and restarted each time:
+//     lost = 0, no id done that was not published, and the runs beyond
+//     the first (extra) stay within the deliveries the killed workers held
+//     (faults × (concurrency + prefetch)).
+//
+//   - G7: a task that kills its worker every time runs at most
+//     1 + max-redeliveries times, then fails with WorkerLostError and its
+//     message leaves the queue.
+//
+//     go run ./cmd/gworker-chaos -n 2000 -faults 10
+//
+// The exit status is 1 when a goal fails.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/internal/amqpworker"
+	"github.com/gworker/gworker/internal/rmqnode"
+	"github.com/gworker/gworker/producer"
+	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/result/redisbackend"
+	"github.com/gworker/gworker/worker"
+)
+
+// workerEnv, when set, makes the binary a chaos worker process (the
+// harness starts itself again with it).
+const workerEnv = "GWORKER_CHAOS_WORKER"
+
+// Worker settings the bounds depend on.
+const (
+	concurrency = 4
+	prefetchMul = 2
+	poisonMax   = 3
+	exitCode    = 3
+)
+
+func main() {
+	if os.Getenv(workerEnv) != "" {
+		os.Exit(runWorker())
+	}
+	var o options
+	flag.IntVar(&o.n, "n", 2000, "tasks of G1")
+	flag.IntVar(&o.faults, "faults", 10, "worker kills of G1")
+	flag.StringVar(&o.goals, "goals", "G1,G7", "goals to run, comma-separated")
+	flag.IntVar(&o.port, "port", 5684, "AMQP port of the private RabbitMQ node")
+	flag.IntVar(&o.distPort, "dist-port", 25684, "Erlang distribution port of the private node")
+	flag.StringVar(&o.redis, "redis", "redis://127.0.0.1:6379/0", "Redis for results")
+	flag.Parse()
+	lines, err := run(context.Background(), o, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gworker-chaos:", err)
+		os.Exit(2)
+	}
+	for _, l := range lines {
+		if !l.pass {
+			os.Exit(1)
+		}
+	}
+}
+
+type options struct {
+	n, faults      int
+	goals          string
+	port, distPort int
+	redis          string
+	// self is the executable started as the worker; empty means this one.
+	self string
+}
+
+// line is one goal's outcome.
+type line struct {
+	text string
+	pass bool
+}
+
+// run starts the private node, runs the goals and prints a line per goal.
+func run(ctx context.Context, o options, out *os.File) ([]line, error) {
+	if o.self == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		o.self = exe
+	}
+	dir, err := os.MkdirTemp("", "gworker-chaos-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	node, err := rmqnode.Start(ctx, rmqnode.Config{Name: "gwchaos", Port: o.port, DistPort: o.distPort})
+	if err != nil {
+		return nil, err
+	}
+	defer node.Remove(context.Background())
+	h := &harness{o: o, dir: dir, node: node}
+	var lines []line
+	for _, g := range strings.Split(o.goals, ",") {
+		var l line
+		switch strings.TrimSpace(g) {
+		case "G1":
+			l, err = h.g1(ctx)
+		case "G7":
+			l, err = h.g7(ctx)
+		default:
+			return lines, fmt.Errorf("unknown goal %q", g)
+		}
+		if err != nil {
+			return lines, fmt.Errorf("%s: %w", g, err)
+		}
+		fmt.Fprintln(out, l.text)
+		lines = append(lines, l)
+	}
+	return lines, nil
+}
+
+type harness struct {
+	o    options
+	dir  string
+	node *rmqnode.Node
+}
+
+// proc is a running chaos worker process, in a process group of its own.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan error
+	once sync.Once
+}
+
+func (h *harness) start(queue, oracle string, acksLate bool) (*proc, error) {
+	cmd := exec.Command(h.o.self)
+	cmd.Env = append(os.Environ(), workerEnv+"=1", "CHAOS_BROKER="+h.node.URL(), "CHAOS_REDIS="+h.o.redis,
+		"CHAOS_QUEUE="+queue, "CHAOS_ORACLE="+oracle, "CHAOS_ACKS_LATE="+strconv.FormatBool(acksLate))
+	log, err := os.OpenFile(filepath.Join(h.dir, "worker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	return p, nil
+}
+
+// kill ends the worker's process group with SIGKILL and waits for it; it
+// may be called again.
+func (p *proc) kill() {
+	p.once.Do(func() {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	})
+}
+
+func (h *harness) clients(ctx context.Context, queue string) (*amqptransport.Broker, *redisbackend.Backend, *producer.Producer, error) {
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: h.node.URL(), ConnectionName: "gworker-chaos"})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rb, err := redisbackend.Open(h.o.redis, redisbackend.Options{Expires: time.Hour})
+	if err != nil {
+		b.Close()
+		return nil, nil, nil, err
+	}
+	if err := b.DeclareTaskQueue(ctx, queue); err != nil {
+		b.Close()
+		rb.Close()
+		return nil, nil, nil, err
+	}
+	return b, rb, producer.New(b, producer.Options{Backend: rb, DefaultQueue: queue}), nil
+}
+
+// oracle counts the lines a worker wrote: starts and dones per id.
+type oracle struct{ start, done map[string]int }
+
+func readOracle(path string) (oracle, error) {
+	o := oracle{start: map[string]int{}, done: map[string]int{}}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return o, nil
+	}
+	if err != nil {
+		return o, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		kind, id, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue // a line cut short by a kill
+		}
+		switch kind {
+		case "start":
+			o.start[id]++
+		case "done":
+			o.done[id]++
+		}
+	}
+	return o, sc.Err()
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, c := range m {
+		n += c
+	}
+	return n
+}
+
+// g1 kills the worker process group repeatedly while it drains acks_late
+// tasks.
+func (h *harness) g1(ctx context.Context) (line, error) {
+	queue := "chaos-g1"
+	oraclePath := filepath.Join(h.dir, "g1.oracle")
+	b, rb, p, err := h.clients(ctx, queue)
+	if err != nil {
+		return line{}, err
+	}
+	defer b.Close()
+	defer rb.Close()
+	ids := make(map[string]bool, h.o.n)
+	defer func() {
+		for id := range ids {
+			_ = rb.Forget(context.Background(), id)
+		}
+	}()
+	for i := 0; i < h.o.n; i++ {
+		r, err := p.SendTask(ctx, "chaos.work", []any{i}, nil)
+		if err != nil {
+			return line{}, fmt.Errorf("publish: %w", err)
+		}
+		ids[r.ID()] = true
+	}
+	w, err := h.start(queue, oraclePath, true)
+	if err != nil {
+		return line{}, err
+	}
+	defer func() { w.kill() }()
+	for k := 0; k < h.o.faults; k++ {
+		time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond)
+		w.kill()
+		if w, err = h.start(queue, oraclePath, true); err != nil {
+			return line{}, err
+		}
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	var o oracle
+	for {
+		if o, err = readOracle(oraclePath); err != nil {
+			w.kill()
+			return line{}, err
+		}
+		if len(o.done) >= len(ids) || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case err := <-w.done:
+			w.done <- err // for kill
+			return line{}, fmt.Errorf("the worker exited on its own: %v", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	w.kill()
+	lost, unexpected := 0, 0
+	for id := range ids {
+		if o.done[id] == 0 {
+			lost++
+		}
+	}
+	for id := range o.done {
+		if !ids[id] {
+			unexpected++
+		}
+	}
+	dup := sum(o.done) - len(o.done)
+	extra := sum(o.start) - len(o.done)
+	bound := h.o.faults * concurrency * (1 + prefetchMul)
+	pass := lost == 0 && unexpected == 0 && extra <= bound
+	return line{fmt.Sprintf("G1 N=%d faults=%d lost=%d dup=%d extra=%d unexpected=%d bound=%d %s",
+		h.o.n, h.o.faults, lost, dup, extra, unexpected, bound, verdict(pass)), pass}, nil
+}
+
+// g7 runs a task that kills its worker until the worker fails it.
+func (h *harness) g7(ctx context.Context) (line, error) {
+	queue := "chaos-g7"
+	oraclePath := filepath.Join(h.dir, "g7.oracle")
+	b, rb, p, err := h.clients(ctx, queue)
+	if err != nil {
+		return line{}, err
+	}
+	defer b.Close()
+	defer rb.Close()
+	r, err := p.SendTask(ctx, "chaos.exit", nil, nil)
+	if err != nil {
+		return line{}, err
+	}
+	defer r.Forget(context.Background())
+	failed := false
+	for restarts := 0; restarts <= poisonMax+2 && !failed; restarts++ {
+		w, err := h.start(queue, oraclePath, true)
+		if err != nil {
+			return line{}, err
+		}
+		deadline := time.After(time.Minute)
+	wait:
+		for {
+			select {
+			case err := <-w.done:
+				w.done <- err // for kill
+				w.kill()
+				break wait
+			case <-deadline:
+				w.kill()
+				break wait
+			case <-time.After(200 * time.Millisecond):
+				if m, err := rb.Get(ctx, r.ID()); err == nil && m.Status == result.Failure {
+					failed = strings.Contains(fmt.Sprint(m.Result), "WorkerLostError")
+					w.kill()
+					break wait
+				}
+			}
+		}
+	}
+	o, err := readOracle(oraclePath)
+	if err != nil {
+		return line{}, err
+	}
+	runs := o.start[r.ID()]
+	st, err := b.Inspect(ctx, queue)
+	if err != nil {
+		return line{}, err
+	}
+	pass := failed && runs <= 1+poisonMax && st.Messages == 0
+	return line{fmt.Sprintf("G7 max_redeliveries=%d runs=%d failure_stored=%v left_in_queue=%d %s",
+		poisonMax, runs, failed, st.Messages, verdict(pass)), pass}, nil
+}
+
+func verdict(pass bool) string {
+	if pass {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+// runWorker is the chaos worker process: chaos.work(i) sleeps 20-200 ms,
+// chaos.exit ends the process; both write to the oracle file first.
+func runWorker() int {
+	ctx := context.Background()
+	oracle, err := os.OpenFile(os.Getenv("CHAOS_ORACLE"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// note appends one oracle line; O_APPEND writes this small are not
+	// interleaved between goroutines or processes.
+	note := func(ctx context.Context, kind string) {
+		if req, ok := worker.RequestFromContext(ctx); ok {
+			_, _ = fmt.Fprintf(oracle, "%s %s\n", kind, req.ID)
+		}
+	}
+	reg := worker.NewRegistry()
+	if err := reg.Register("chaos.work", func(ctx context.Context, i int) (int, error) {
+		note(ctx, "start")
+		time.Sleep(time.Duration(20+rand.IntN(180)) * time.Millisecond)
+		note(ctx, "done")
+		return i, nil
+	}, worker.Params("i")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := reg.Register("chaos.exit", func(ctx context.Context) error {
+		note(ctx, "start")
+		os.Exit(exitCode)
+		return nil
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: os.Getenv("CHAOS_BROKER"), ConnectionName: "gworker-chaos-worker"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	rb, err := redisbackend.Open(os.Getenv("CHAOS_REDIS"), redisbackend.Options{Expires: time.Hour})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	log, _ := zap.NewDevelopment()
+	w, err := worker.New(worker.Config{Registry: reg, Broker: amqpworker.New(b), Backend: rb,
+		Queues: []string{os.Getenv("CHAOS_QUEUE")}, Concurrency: concurrency, PrefetchMultiplier: prefetchMul,
+		AcksLate: os.Getenv("CHAOS_ACKS_LATE") == "true", MaxRedeliveries: poisonMax,
+		DisableFollowups: true, Logger: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := w.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
