@@ -19,6 +19,10 @@
 //     the first (extra) stay within the deliveries the killed workers held
 //     (faults × (concurrency + prefetch)).
 //
+//   - G3: the broker is restarted (stop_app, 2-5 s down, start_app)
+//     -restarts times while the worker drains -n acks_late tasks: the same
+//     criteria as G1, and the worker process never exits.
+//
 //   - G7: a task that kills its worker every time runs at most
 //     1 + max-redeliveries times, then fails with WorkerLostError and its
 //     message leaves the queue.
@@ -74,7 +78,8 @@ func main() {
 	var o options
 	flag.IntVar(&o.n, "n", 2000, "tasks of G1")
 	flag.IntVar(&o.faults, "faults", 10, "worker kills of G1")
-	flag.StringVar(&o.goals, "goals", "G1,G7", "goals to run, comma-separated")
+	flag.IntVar(&o.restarts, "restarts", 3, "broker restarts of G3")
+	flag.StringVar(&o.goals, "goals", "G1,G3,G7", "goals to run, comma-separated")
 	flag.IntVar(&o.port, "port", 5684, "AMQP port of the private RabbitMQ node")
 	flag.IntVar(&o.distPort, "dist-port", 25684, "Erlang distribution port of the private node")
 	flag.StringVar(&o.redis, "redis", "redis://127.0.0.1:6379/0", "Redis for results")
@@ -93,6 +98,7 @@ func main() {
 
 type options struct {
 	n, faults      int
+	restarts       int
 	goals          string
 	port, distPort int
 	redis          string
@@ -132,6 +138,8 @@ func run(ctx context.Context, o options, out *os.File) ([]line, error) {
 		switch strings.TrimSpace(g) {
 		case "G1":
 			l, err = h.g1(ctx)
+		case "G3":
+			l, err = h.g3(ctx)
 		case "G7":
 			l, err = h.g7(ctx)
 		default:
@@ -245,8 +253,34 @@ func sum(m map[string]int) int {
 // g1 kills the worker process group repeatedly while it drains acks_late
 // tasks.
 func (h *harness) g1(ctx context.Context) (line, error) {
-	queue := "chaos-g1"
-	oraclePath := filepath.Join(h.dir, "g1.oracle")
+	return h.drain(ctx, "G1", h.o.faults, func(w **proc, queue, oracle string) error {
+		(*w).kill()
+		var err error
+		*w, err = h.start(queue, oracle, true)
+		return err
+	})
+}
+
+// g3 restarts the broker (stop_app, a few seconds down, start_app) while
+// the worker drains acks_late tasks; the worker must never exit.
+func (h *harness) g3(ctx context.Context) (line, error) {
+	return h.drain(ctx, "G3", h.o.restarts, func(w **proc, queue, oracle string) error {
+		if _, err := h.node.Ctl(ctx, "stop_app"); err != nil {
+			return err
+		}
+		time.Sleep(time.Duration(2000+rand.IntN(3000)) * time.Millisecond)
+		if _, err := h.node.Ctl(ctx, "start_app"); err != nil {
+			return err
+		}
+		return h.node.WaitReady(ctx)
+	})
+}
+
+// drain publishes n acks_late tasks, runs a worker and injects faults
+// while it drains them; fault may replace the worker process.
+func (h *harness) drain(ctx context.Context, goal string, faults int, fault func(w **proc, queue, oracle string) error) (line, error) {
+	queue := "chaos-" + strings.ToLower(goal)
+	oraclePath := filepath.Join(h.dir, queue+".oracle")
 	b, rb, p, err := h.clients(ctx, queue)
 	if err != nil {
 		return line{}, err
@@ -271,10 +305,9 @@ func (h *harness) g1(ctx context.Context) (line, error) {
 		return line{}, err
 	}
 	defer func() { w.kill() }()
-	for k := 0; k < h.o.faults; k++ {
+	for k := 0; k < faults; k++ {
 		time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond)
-		w.kill()
-		if w, err = h.start(queue, oraclePath, true); err != nil {
+		if err := fault(&w, queue, oraclePath); err != nil {
 			return line{}, err
 		}
 	}
@@ -309,10 +342,10 @@ func (h *harness) g1(ctx context.Context) (line, error) {
 	}
 	dup := sum(o.done) - len(o.done)
 	extra := sum(o.start) - len(o.done)
-	bound := h.o.faults * concurrency * (1 + prefetchMul)
+	bound := faults * concurrency * (1 + prefetchMul)
 	pass := lost == 0 && unexpected == 0 && extra <= bound
-	return line{fmt.Sprintf("G1 N=%d faults=%d lost=%d dup=%d extra=%d unexpected=%d bound=%d %s",
-		h.o.n, h.o.faults, lost, dup, extra, unexpected, bound, verdict(pass)), pass}, nil
+	return line{fmt.Sprintf("%s N=%d faults=%d lost=%d dup=%d extra=%d unexpected=%d bound=%d %s",
+		goal, h.o.n, faults, lost, dup, extra, unexpected, bound, verdict(pass)), pass}, nil
 }
 
 // g7 runs a task that kills its worker until the worker fails it.

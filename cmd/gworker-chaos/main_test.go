@@ -27,7 +27,7 @@ func TestChaosShortTier(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	lines, err := run(ctx, options{n: 300, faults: 3, goals: "G1,G7", port: 5684, distPort: 25684,
+	lines, err := run(ctx, options{n: 200, faults: 2, restarts: 1, goals: "G1,G3,G7", port: 5684, distPort: 25684,
 		redis: testenv.RedisURL()}, out)
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +38,7 @@ func TestChaosShortTier(t *testing.T) {
 			t.Errorf("goal failed: %s", l.text)
 		}
 	}
-	if len(lines) != 2 {
-		t.Fatalf("%d goal lines, want 2", len(lines))
+	if len(lines) != 3 {
+		t.Fatalf("%d goal lines, want 3", len(lines))
 	}
 }

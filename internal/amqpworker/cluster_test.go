@@ -33,7 +33,7 @@ func clusterTasks(t *testing.T) int {
 		}
 		return n
 	}
-	return 600
+	return 400
 }
 
 // startCluster starts three private nodes and clusters them.
