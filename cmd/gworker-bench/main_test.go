@@ -106,17 +106,17 @@ func TestMinLoopBadFlags(t *testing.T) {
 }
 
 // TestBenchRedisSmall runs the Redis-broker mode in its smallest form with
-// the minimal loop, so that the mode keeps working.
+// gworker and the minimal loop, so that the mode keeps working.
 func TestBenchRedisSmall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
-	code := run(ctx, []string{"-transport", "redis", "-n", "200", "-rounds", "1", "-workers", "minloop", "-timeout", "60s"}, &out, &errb)
+	code := run(ctx, []string{"-transport", "redis", "-n", "200", "-rounds", "1", "-workers", "gworker,minloop", "-timeout", "60s"}, &out, &errb)
 	t.Log(out.String())
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "prefill minloop") || strings.Contains(out.String(), "FAILED") {
+	if !strings.Contains(out.String(), "prefill minloop") || !strings.Contains(out.String(), "prefill gworker") || strings.Contains(out.String(), "FAILED") {
 		t.Error("the run did not succeed")
 	}
 }

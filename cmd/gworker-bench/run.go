@@ -48,6 +48,9 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		srv0, srv1     [2]time.Duration
 		serversCPU     = func() [2]time.Duration { return [2]time.Duration{processCPU(beam), processCPU(redisPid)} }
 	)
+	if o.transport == "redis" {
+		beam = 0 // RabbitMQ plays no part: its column stays empty
+	}
 	start := func() error {
 		var err error
 		p, err = startWorker(spec, queue, logDir, round, mode)
