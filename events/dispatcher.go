@@ -32,7 +32,8 @@ const (
 	DefaultExchange          = "celeryev"
 	DefaultHeartbeatInterval = 2 * time.Second
 	DefaultQueueSize         = 8192
-	DefaultBatchSize         = 24
+	DefaultBatchSize         = 100
+	DefaultFlushInterval     = 5 * time.Millisecond
 	DefaultPublishTimeout    = 5 * time.Second
 	DefaultSoftwareIdent     = "gworker"
 )
@@ -74,8 +75,12 @@ type Config struct {
 	// QueueSize bounds the task events waiting to be published; default
 	// 8192. Beyond it events are dropped and counted.
 	QueueSize int
-	// BatchSize is the most task events sent in one message; default 24.
+	// BatchSize is the most task events sent in one message; default 100.
 	BatchSize int
+	// FlushInterval is how long task events may wait for more to share
+	// their message; default 5 ms. Batching is what keeps -E cheap: one
+	// publish carries the events of many tasks.
+	FlushInterval time.Duration
 	// PublishTimeout bounds one publish; default 5 s.
 	PublishTimeout time.Duration
 	// State gives the heartbeats their active and processed counts; nil
@@ -100,7 +105,9 @@ type Dispatcher struct {
 	clock *Clock
 
 	taskEvents atomic.Bool
-	queue      chan []byte
+	qmu        sync.Mutex
+	pending    [][]byte      // encoded task events waiting to be published
+	notify     chan struct{} // signalled when pending stops being empty
 	dropped    atomic.Int64
 	sent       atomic.Int64
 	failed     atomic.Int64
@@ -133,6 +140,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = DefaultBatchSize
 	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = DefaultPublishTimeout
 	}
@@ -145,7 +155,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.PID == 0 {
 		cfg.PID = os.Getpid()
 	}
-	d := &Dispatcher{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, queue: make(chan []byte, cfg.QueueSize)}
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, notify: make(chan struct{}, 1)}
 	if d.log == nil {
 		d.log = zap.NewNop()
 	}
@@ -236,11 +246,11 @@ func (d *Dispatcher) heartbeatLoop(stop <-chan struct{}) {
 }
 
 // header starts an event with Celery's standard fields.
-func (d *Dispatcher) header(n int) protocol.Dict {
+func (d *Dispatcher) header(n int, t time.Time) protocol.Dict {
 	ev := make(protocol.Dict, 0, n+6)
 	return append(ev,
 		protocol.Item{Key: "hostname", Value: d.cfg.Hostname},
-		protocol.Item{Key: "utcoffset", Value: int64(UTCOffset(time.Now()))},
+		protocol.Item{Key: "utcoffset", Value: int64(UTCOffset(t))},
 		protocol.Item{Key: "pid", Value: int64(d.cfg.PID)},
 		protocol.Item{Key: "clock", Value: d.clock.Forward()},
 	)
@@ -279,7 +289,8 @@ func (d *Dispatcher) WorkerEvent(typ string) protocol.Dict {
 	if freq < 0 {
 		freq = DefaultHeartbeatInterval.Seconds()
 	}
-	ev := d.header(7)
+	now := time.Now()
+	ev := d.header(7, now)
 	ev = append(ev,
 		protocol.Item{Key: "freq", Value: freq},
 		protocol.Item{Key: "active", Value: active},
@@ -289,7 +300,7 @@ func (d *Dispatcher) WorkerEvent(typ string) protocol.Dict {
 		protocol.Item{Key: "sw_ver", Value: d.cfg.SoftwareVersion},
 		protocol.Item{Key: "sw_sys", Value: swSys()},
 	)
-	return finish(ev, typ, time.Now())
+	return finish(ev, typ, now)
 }
 
 func swSys() string {
@@ -339,21 +350,46 @@ func (d *Dispatcher) TaskEvent(ev *worker.TaskEvent) {
 		d.log.Debug("events: encode", zap.String("type", ev.Type), zap.Error(err))
 		return
 	}
-	select {
-	case d.queue <- body:
-	default:
+	d.qmu.Lock()
+	if len(d.pending) >= d.cfg.QueueSize {
+		d.qmu.Unlock()
 		if d.dropped.Add(1) == 1 {
 			d.dropOnce.Do(func() {
 				d.log.Warn("events: the event queue is full; task events are dropped", zap.Int("queue_size", d.cfg.QueueSize))
 			})
 		}
+		return
 	}
+	d.pending = append(d.pending, body)
+	first := len(d.pending) == 1
+	d.qmu.Unlock()
+	if first {
+		// Only the first event of a batch wakes the publisher: the
+		// others join it while it lingers.
+		select {
+		case d.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take returns the queued events and empties the queue.
+func (d *Dispatcher) take() [][]byte {
+	d.qmu.Lock()
+	defer d.qmu.Unlock()
+	out := d.pending
+	d.pending = nil
+	return out
 }
 
 // taskEventDict builds a task event with Celery's fields and order.
 func (d *Dispatcher) taskEventDict(ev *worker.TaskEvent) protocol.Dict {
 	m := ev.Message
-	out := d.header(10)
+	t := ev.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	out := d.header(10, t)
 	out = append(out, protocol.Item{Key: "uuid", Value: m.ID})
 	switch ev.Type {
 	case worker.EventTaskReceived:
@@ -389,10 +425,6 @@ func (d *Dispatcher) taskEventDict(ev *worker.TaskEvent) protocol.Dict {
 		)
 	case worker.EventTaskRejected:
 		out = append(out, protocol.Item{Key: "requeue", Value: ev.Requeue})
-	}
-	t := ev.Time
-	if t.IsZero() {
-		t = time.Now()
 	}
 	return finish(out, ev.Type, t)
 }
@@ -453,26 +485,32 @@ func signum(sig string, terminated bool) any {
 
 func (d *Dispatcher) publishLoop(stop <-chan struct{}) {
 	defer d.wg.Done()
-	batch := make([][]byte, 0, d.cfg.BatchSize)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case <-stop:
 			return
-		case b := <-d.queue:
-			batch = append(batch[:0], b)
-		fill:
-			for len(batch) < d.cfg.BatchSize {
-				select {
-				case b := <-d.queue:
-					batch = append(batch, b)
-				default:
-					break fill
-				}
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), d.cfg.PublishTimeout)
-			d.publishBatch(ctx, batch)
-			cancel()
+		case <-d.notify:
 		}
+		linger.Reset(d.cfg.FlushInterval)
+		select {
+		case <-linger.C:
+		case <-stop:
+			linger.Stop()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.PublishTimeout)
+		d.publishAll(ctx, d.take())
+		cancel()
+	}
+}
+
+// publishAll publishes events in messages of at most BatchSize.
+func (d *Dispatcher) publishAll(ctx context.Context, events [][]byte) {
+	for len(events) > 0 {
+		n := min(len(events), d.cfg.BatchSize)
+		d.publishBatch(ctx, events[:n])
+		events = events[n:]
 	}
 }
 
@@ -496,21 +534,8 @@ func (d *Dispatcher) publishBatch(ctx context.Context, batch [][]byte) {
 
 // drain publishes what is queued, until ctx ends.
 func (d *Dispatcher) drain(ctx context.Context) {
-	batch := make([][]byte, 0, d.cfg.BatchSize)
-	for ctx.Err() == nil {
-		select {
-		case b := <-d.queue:
-			batch = append(batch, b)
-			if len(batch) == d.cfg.BatchSize {
-				d.publishBatch(ctx, batch)
-				batch = batch[:0]
-			}
-		default:
-			if len(batch) > 0 {
-				d.publishBatch(ctx, batch)
-			}
-			return
-		}
+	if ctx.Err() == nil {
+		d.publishAll(ctx, d.take())
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gworker/gworker/demo"
+	"github.com/gworker/gworker/events"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
@@ -95,19 +96,39 @@ func BenchmarkWorkerHandle(b *testing.B) {
 	for _, lvl := range []zapcore.Level{zapcore.WarnLevel, zapcore.InfoLevel} {
 		b.Run(lvl.CapitalString(), func(b *testing.B) {
 			enc := zapcore.NewConsoleEncoder(zap.NewProductionEncoderConfig())
-			benchHandle(b, zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), lvl)))
+			benchHandle(b, zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), lvl)), nil)
 		})
 	}
+	// With task events on (-E): three events per task built, queued and
+	// batched by the dispatcher; only the publish is left out.
+	b.Run("WARNING-events", func(b *testing.B) {
+		d, err := events.New(events.Config{Publisher: discardPublisher{}, Hostname: "celery@bench", HeartbeatInterval: -1, TaskEvents: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := d.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		defer d.Stop(context.Background())
+		benchHandle(b, zap.NewNop(), d)
+		b.ReportMetric(float64(d.Dropped()), "dropped")
+	})
 }
 
-func benchHandle(b *testing.B, log *zap.Logger) {
+type discardPublisher struct{}
+
+func (discardPublisher) Publish(context.Context, string, string, *protocol.RawMessage) error {
+	return nil
+}
+
+func benchHandle(b *testing.B, log *zap.Logger, sink worker.EventSink) {
 	reg := worker.NewRegistry()
 	if err := demo.Register(reg); err != nil {
 		b.Fatal(err)
 	}
 	br := &memBroker{ch: make(chan worker.Delivery, 64)}
 	var wg sync.WaitGroup
-	w, err := worker.New(worker.Config{Registry: reg, Broker: br, Backend: encodingBackend{&wg}, DisableFollowups: true, Concurrency: 16, Hostname: "celery@bench", Logger: log})
+	w, err := worker.New(worker.Config{Registry: reg, Broker: br, Backend: encodingBackend{&wg}, DisableFollowups: true, Concurrency: 16, Hostname: "celery@bench", Logger: log, Events: sink})
 	if err != nil {
 		b.Fatal(err)
 	}
