@@ -57,7 +57,7 @@ func runChild() int {
 		return n, rc.RPush(ctx, prefix+"runs", fmt.Sprintf("child:%d", n)).Err()
 	}, worker.Params("n", "sleep"))
 	w, err := worker.New(worker.Config{Registry: reg, Broker: redisworker.New(b), Queues: []string{"q"},
-		Concurrency: 2, AcksLate: true, Hostname: "child@test", Logger: log})
+		Concurrency: 2, AcksLate: true, Hostname: "child@test", Logger: log, DisableFollowups: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -414,6 +414,11 @@ func TestKilledGworkerLosesNothing(t *testing.T) {
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("child worker output:\n%s", out.String())
+		}
+	})
 	e.waitRuns(2, 60*time.Second)
 	_ = child.Process.Kill()
 	_ = child.Wait()
