@@ -447,7 +447,7 @@ func (c *Consumer) owns(tag string) bool {
 // visibility timeout, as in kombu.
 func (c *Consumer) refreshLoop(ctx context.Context) {
 	defer c.bg.Done()
-	every := c.b.cfg.VisibilityTimeout / 4
+	every := max(c.b.cfg.VisibilityTimeout/4, 10*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
