@@ -29,6 +29,16 @@ type DeliveryCounter interface {
 	DeliveryCount() (n int, ok bool)
 }
 
+// StaleChecker is an optional interface of Delivery, for transports whose
+// deliveries die with their channel: Stale reports that the delivery can
+// no longer be settled because the broker has already taken the message
+// back (and will deliver it again). The worker does not start an acks_late
+// task whose delivery is stale: its run could not be acknowledged and
+// would be repeated.
+type StaleChecker interface {
+	Stale() bool
+}
+
 // Consumer is a running consumption of the worker's queues.
 type Consumer interface {
 	// Deliveries is closed when the consumer is cancelled or closed.

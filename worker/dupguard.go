@@ -84,3 +84,17 @@ func (w *Worker) endRun(j *job) {
 			zap.String("id", t.msg.ID), zap.Bool("requeued", j.requeued))
 	}
 }
+
+// staleBeforeStart reports (and logs) an acks_late job whose delivery died
+// while it waited to start, after a lost connection: the broker has
+// requeued the message, so the job is dropped without running.
+func (w *Worker) staleBeforeStart(j *job) bool {
+	sc, ok := j.d.(StaleChecker)
+	if !ok || !sc.Stale() {
+		return false
+	}
+	j.acked = true // nothing can be sent for it any more
+	w.log.Info("Task "+j.msg.Name()+"["+j.msg.ID+"] not started: its channel closed while it waited; the broker delivers it again",
+		zap.String("id", j.msg.ID), zap.String("reason", "stale-delivery"))
+	return true
+}

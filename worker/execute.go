@@ -59,7 +59,7 @@ func (w *Worker) execute(j *job) {
 				zap.String("id", msg.ID), zap.String("reason", "ack-failed"))
 			return
 		}
-	} else if w.joinRun(j) {
+	} else if w.staleBeforeStart(j) || w.joinRun(j) {
 		return
 	} else {
 		defer w.endRun(j)

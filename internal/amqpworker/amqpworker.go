@@ -74,7 +74,10 @@ type delivery struct {
 	stale *atomic.Int64
 }
 
-var _ worker.DeliveryCounter = delivery{}
+var (
+	_ worker.DeliveryCounter = delivery{}
+	_ worker.StaleChecker    = delivery{}
+)
 
 func (d delivery) Raw() *protocol.RawMessage { return &d.d.Raw }
 func (d delivery) Ack() error {
@@ -85,6 +88,9 @@ func (d delivery) Ack() error {
 	return err
 }
 func (d delivery) Reject(requeue bool) error { return d.d.Reject(requeue) }
+
+// Stale reports a delivery whose channel closed (worker.StaleChecker).
+func (d delivery) Stale() bool { return d.d.Stale() }
 
 // DeliveryCount makes quorum queues' x-delivery-count the worker's count
 // of redeliveries (worker.DeliveryCounter).
