@@ -17,15 +17,18 @@ import (
 	"github.com/gworker/gworker/internal/testenv"
 )
 
+// gwopsApp is the Celery app the CLI tests load, configured from the
+// environment.
+const gwopsApp = "from celery import Celery\nimport os\napp = Celery('gwopsapp')\n" +
+	"app.conf.update(broker_url=os.environ['GW_BROKER'], result_backend=os.environ['GW_BACKEND'])\n"
+
 // celeryCLI runs `python3 -m celery -A gwopsapp <args>` against broker and
 // returns its combined output. The app module is written to a temporary
 // directory of the test.
 func celeryCLI(t *testing.T, broker string, timeout time.Duration, args ...string) (string, error) {
 	t.Helper()
 	dir := t.TempDir()
-	app := "from celery import Celery\nimport os\napp = Celery('gwopsapp')\n" +
-		"app.conf.update(broker_url=os.environ['GW_BROKER'], result_backend=os.environ['GW_BACKEND'])\n"
-	if err := os.WriteFile(filepath.Join(dir, "gwopsapp.py"), []byte(app), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "gwopsapp.py"), []byte(gwopsApp), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -129,22 +132,56 @@ emit(id=r.id)
 	}
 
 	// celery events --dump shows the node's heartbeats and task events.
-	done := make(chan string, 1)
-	go func() {
-		out, _ := celeryCLI(t, broker, 15*time.Second, "events", "--dump")
-		done <- out
-	}()
-	time.Sleep(4 * time.Second) // let the receiver bind its queue before the task is sent
+	// The task is sent once the dump shows a heartbeat, so its receiver is
+	// bound.
+	dump := startCelery(t, broker, "events", "--dump")
+	if !eventually(defaultWait, func() bool { return strings.Contains(dump.String(), "heartbeat: active=") }) {
+		t.Fatalf("celery events --dump shows no heartbeat:\n%s", dump.String())
+	}
 	res = py.run(t, `
 emit(r=call('tasks.add', (20, 22), queue=`+pyString(q)+`))
 `)
 	wantValue(t, "add", res.outcome(t, "r"), "42", "int")
-	dump := <-done
-	for _, want := range []string{node + " [", "heartbeat: active=", "task received: tasks.add", "task started", "task succeeded", "result=42"} {
-		if !strings.Contains(dump, want) {
-			t.Errorf("celery events --dump lacks %q:\n%s", want, dump)
+	if !eventually(defaultWait, func() bool { return strings.Contains(dump.String(), "task succeeded") }) {
+		t.Errorf("celery events --dump shows no task-succeeded:\n%s", dump.String())
+	}
+	out = dump.String()
+	for _, want := range []string{node + " [", "task received: tasks.add", "task started", "task succeeded", "result=42"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("celery events --dump lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// startCelery starts `python3 -m celery -A gwopsapp <args>` in the
+// background, its output collected in the returned buffer; it is
+// interrupted when t ends.
+func startCelery(t *testing.T, broker string, args ...string) *syncBuffer {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "gwopsapp.py"), []byte(gwopsApp), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(testenv.Python(), append([]string{"-m", "celery", "-A", "gwopsapp"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(cleanEnv(), "GW_BROKER="+broker, "GW_BACKEND="+backendURL, "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1")
+	buf := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = buf, buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return buf
 }
 
 // lastJSON returns the last line of out that looks like a JSON object.
