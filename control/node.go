@@ -304,8 +304,17 @@ func errorReply(err error) protocol.Dict {
 func (n *Node) dispatch(ctx context.Context, r *request) (reply any) {
 	cmd, ok := n.cmds[r.method]
 	if !ok {
+		// Replied to as Celery does; logged at ERROR the first time only,
+		// so that a flood does not flood the log.
 		exc := protocol.NewException("KeyError", r.method)
-		n.log.Error("pidbox command error: "+exc.Error(), zap.String("reason", "unknown-command"))
+		n.bad.Add(1)
+		lvl := zap.DebugLevel
+		if _, seen := n.logged.LoadOrStore("unknown-command", true); !seen {
+			lvl = zap.ErrorLevel
+		}
+		if ce := n.log.Check(lvl, "pidbox command error: "+exc.Error()); ce != nil {
+			ce.Write(zap.String("reason", "unknown-command"))
+		}
 		return errorReply(exc)
 	}
 	defer func() {

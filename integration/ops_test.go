@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/gworker/gworker/internal/testenv"
 )
 
@@ -389,4 +391,64 @@ func httpGet(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestControlFloodNeverStopsTasks floods the node's pidbox with malformed
+// and unknown control messages while tasks run: every task still
+// completes, the node still answers, and each kind of bad message is logged
+// once at WARNING with its reason.
+func TestControlFloodNeverStopsTasks(t *testing.T) {
+	_, broker := privateVhost(t)
+	q := uniqueQueue(t, "ops-flood")
+	w := startWorker(t, workerOptions{Queues: []string{q}, Broker: broker})
+	node := nodeName(w)
+
+	conn, err := amqp.Dial(broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies := []string{`not json`, `[1, 2]`, `{"arguments": {}}`, `{"method": "ping", "arguments": [1]}`,
+		`{"method": "no_such_command", "arguments": {}}`,
+		`{"method": "ping", "arguments": {}, "ticket": "t", "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "nobody-listens"}}`}
+	flood := make(chan error, 1)
+	go func() {
+		for i := 0; i < 3000; i++ {
+			b := bodies[i%len(bodies)]
+			if err := ch.Publish("celery.pidbox", "", false, false, amqp.Publishing{ContentType: "application/json", Body: []byte(b)}); err != nil {
+				flood <- err
+				return
+			}
+		}
+		flood <- nil
+	}()
+	res := pyClient{Broker: broker}.run(t, `
+rs = [send('tasks.add', (i, i), queue=`+pyString(q)+`) for i in range(50)]
+emit(values=[r.get(timeout=TIMEOUT) for r in rs])
+`)
+	var values []int
+	res.get(t, "values", &values)
+	if len(values) != 50 || values[49] != 98 {
+		t.Fatalf("tasks during the flood: %v", values)
+	}
+	if err := <-flood; err != nil {
+		t.Fatalf("flood: %v", err)
+	}
+	stdout, stderr, code := runGworker(t, 60*time.Second, "inspect", "ping", "-b", broker, "-d", node, "--timeout", "10")
+	if code != 0 || !strings.Contains(stdout, "pong") {
+		t.Fatalf("ping after the flood: %d\n%s\n%s", code, stdout, stderr)
+	}
+	w.requireAlive()
+	if n := w.countLog("ERROR", "pidbox command error: KeyError('no_such_command')"); n != 1 {
+		t.Errorf("unknown command logged %d times at ERROR, want once", n)
+	}
+	for _, reason := range []string{`"reason": "json"`, `"reason": "not-an-object"`, `"reason": "method"`, `"reason": "arguments"`} {
+		if n := w.countLog("WARNING", "ignoring a bad control message", reason); n != 1 {
+			t.Errorf("%s logged %d times at WARNING, want once", reason, n)
+		}
+	}
 }
