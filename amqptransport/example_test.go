@@ -118,3 +118,22 @@ func ExampleConsumer_Cancel() {
 	}
 	_ = c.Close()
 }
+
+// A broker for a cluster: the URLs of the failover list are tried in turn
+// (a node that does not answer is skipped), and the task queues it creates
+// are quorum queues.
+func ExampleBroker_TaskQueue() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{
+		URL:              "amqp://guest:guest@127.0.0.1:1/;amqp://guest:guest@127.0.0.1:5672/?heartbeat=10",
+		DefaultQueueType: amqptransport.QueueTypeQuorum,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+	q := b.TaskQueue("reports")
+	fmt.Println(q.Arguments["x-queue-type"], q.Durable, b.ConnectedURL())
+	// Output: quorum true amqp://guest:**@127.0.0.1:5672/?heartbeat=10
+}

@@ -72,11 +72,33 @@ func startCluster(t *testing.T) []*rmqnode.Node {
 		}
 	}
 	for _, n := range nodes[1:] {
-		if err := n.Join(ctx, nodes[0]); err != nil {
-			t.Fatal(err)
+		err := n.Join(ctx, nodes[0])
+		if err != nil {
+			// A node that died after it first answered (seen once on a
+			// loaded machine) is started again before giving up.
+			t.Logf("joining %s failed, starting it again: %v\nlog:\n%s", n.Name(), err, logTail(n.LogPath(), 40))
+			if err = n.Launch(ctx); err == nil {
+				err = n.Join(ctx, nodes[0])
+			}
+		}
+		if err != nil {
+			t.Fatalf("%v\nlog:\n%s", err, logTail(n.LogPath(), 40))
 		}
 	}
 	return nodes
+}
+
+// logTail returns the last lines of a file, for failure messages.
+func logTail(path string, lines int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(ls) > lines {
+		ls = ls[len(ls)-lines:]
+	}
+	return strings.Join(ls, "\n")
 }
 
 // A worker on a three-node cluster consuming a quorum queue replicated on
