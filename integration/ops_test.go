@@ -231,9 +231,11 @@ t0 = time.time()
 running.revoke(terminate=True)
 emit(running=describe(lambda: running.get(timeout=TIMEOUT)), running_state=running.state, took=time.time() - t0)
 
-# A task revoked before it is sent is never run.
+# A task revoked before it is sent is never run. The revoke waits for the
+# node's reply: the broadcast and the task travel on different queues, so
+# without it the task may arrive first (on Celery too).
 later = app.AsyncResult('`+testenv.UUID()+`')
-later.revoke()
+emit(later_ack=app.control.revoke(later.id, destination=[node], reply=True, timeout=5))
 IDS.append(later.id)
 app.send_task('tasks.add', (1, 1), task_id=later.id, queue=`+pyString(q)+`)
 emit(later=describe(lambda: later.get(timeout=TIMEOUT)))
