@@ -20,8 +20,10 @@ type span struct{ lo, hi uint64 }
 // messages outstanding, however long one of them is held. An Ack records
 // its tag; if no flush is running, the caller flushes, otherwise the
 // running flush takes the tag on its next pass and the caller waits for
-// it, so under load one write carries many acknowledgements and every Ack
-// still returns the outcome of its own write. A flush sends one basic.ack
+// that pass's write only (not for the flush to run out of work, which
+// under load would hold every caller until all of them had acked), so
+// under load one write carries many acknowledgements and every Ack still
+// returns the outcome of its own write. A flush sends one basic.ack
 // with multiple=true for the settled prefix (up to the highest recorded ack
 // in it), and single acks for acknowledged tags after a gap, so a message
 // held unacknowledged (an ETA, a long task with acks_late) never delays the
@@ -30,19 +32,24 @@ type span struct{ lo, hi uint64 }
 // rejected, nor one still outstanding or not yet seen by the application
 // (the prefix only grows over tags recorded as settled).
 type acker struct {
-	ch *amqp.Channel
+	// write sends one basic.ack: the channel's Ack.
+	write func(tag uint64, multiple bool) error
 
 	mu       sync.Mutex
 	next     uint64   // lowest tag not known to be settled
 	spans    []span   // settled tags > next, sorted, disjoint, not adjacent
 	acked    []uint64 // acknowledged tags not yet sent
 	flushing bool
-	idle     *sync.Cond // signalled when a flush ends
-	err      error      // first write error, reported by the next Ack
+	// pass is closed once the write that carries the tags now in acked
+	// has ended (or was skipped after an error); nil until an Ack that
+	// joined the running flush needs it.
+	pass chan struct{}
+	idle *sync.Cond // signalled when a flush ends
+	err  error      // first write error, reported by the next Ack
 }
 
 func newAcker(ch *amqp.Channel) *acker {
-	a := &acker{ch: ch, next: 1}
+	a := &acker{write: ch.Ack, next: 1}
 	a.idle = sync.NewCond(&a.mu)
 	return a
 }
@@ -57,12 +64,18 @@ func (a *acker) ack(tag uint64) error {
 		a.acked = append(a.acked, tag)
 	}
 	if a.flushing {
-		// The running flush writes this tag on its next pass: wait for it,
-		// so that nil means the ack was written (an early-ack worker runs
-		// the task on nil).
-		for a.flushing {
-			a.idle.Wait()
+		// The running flush writes this tag on its next pass: wait for
+		// that write, so that nil means the ack was written (an early-ack
+		// worker runs the task on nil). Only that write: waiting for the
+		// flush to end would hold this caller while the flush writes the
+		// acks of callers that came later, until every one of them waits.
+		if a.pass == nil {
+			a.pass = make(chan struct{})
 		}
+		done := a.pass
+		a.mu.Unlock()
+		<-done
+		a.mu.Lock()
 		err := a.err
 		a.mu.Unlock()
 		return err
@@ -135,21 +148,31 @@ func (a *acker) flushLocked() {
 			}
 		}
 		a.acked = a.acked[:0]
+		done := a.pass
+		a.pass = nil
 		a.mu.Unlock()
 		var err error
 		if multi > 0 {
-			err = a.ch.Ack(multi, true)
+			err = a.write(multi, true)
 		}
 		for _, tag := range singles {
 			if err != nil {
 				break
 			}
-			err = a.ch.Ack(tag, false)
+			err = a.write(tag, false)
 		}
 		a.mu.Lock()
 		if err != nil && a.err == nil {
 			a.err = err
 		}
+		if done != nil {
+			close(done)
+		}
+	}
+	if a.pass != nil {
+		// Tags left unwritten after an error: their callers get it.
+		close(a.pass)
+		a.pass = nil
 	}
 	a.flushing = false
 	a.idle.Broadcast()

@@ -207,3 +207,89 @@ func TestBatchAckReportsItsOwnWrite(t *testing.T) {
 		t.Fatal("Ack did not return")
 	}
 }
+
+// An Ack that joined a running flush returns once the write carrying its
+// tag is done, even while the flush goes on writing the acks of callers
+// that came later: waiting for the whole flush to end held every caller
+// until all of them had acked, which serialized a busy worker's pool on
+// its acknowledgements.
+func TestBatchAckWaitsOnlyForItsOwnWrite(t *testing.T) {
+	a := &acker{next: 1}
+	a.idle = sync.NewCond(&a.mu)
+	writing := make(chan uint64, 8)
+	release := map[uint64]chan struct{}{1: make(chan struct{}), 3: make(chan struct{})}
+	var cAcked chan error
+	a.write = func(tag uint64, multiple bool) error {
+		writing <- tag
+		if tag == 2 {
+			// C acks while A's write is under way: it joins the next pass.
+			cAcked = make(chan error, 1)
+			go func() { cAcked <- a.ack(3) }()
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				a.mu.Lock()
+				n := len(a.acked)
+				a.mu.Unlock()
+				if n == 1 {
+					break
+				}
+			}
+		}
+		if r, ok := release[tag]; ok {
+			<-r
+		}
+		return nil
+	}
+	fDone := make(chan error, 1)
+	go func() { fDone <- a.ack(1) }() // F flushes; its write blocks
+	if tag := <-writing; tag != 1 {
+		t.Fatalf("first write carries tag %d, want 1", tag)
+	}
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.ack(2) }() // A joins the running flush
+	waitAcked(t, a, 1)
+	close(release[1])
+	if tag := <-writing; tag != 2 {
+		t.Fatalf("second write carries tag %d, want 2", tag)
+	}
+	if tag := <-writing; tag != 3 {
+		t.Fatalf("third write carries tag %d, want 3", tag)
+	}
+	// The flush is now blocked writing C's tag: A's write is done.
+	select {
+	case err := <-aDone:
+		if err != nil {
+			t.Fatalf("A's ack: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("an Ack whose write was done waited for the rest of the flush")
+	}
+	close(release[3])
+	for name, c := range map[string]chan error{"F": fDone, "C": cAcked} {
+		select {
+		case err := <-c:
+			if err != nil {
+				t.Fatalf("%s's ack: %v", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s's ack did not return", name)
+		}
+	}
+}
+
+// waitAcked waits until n acknowledgements are recorded and not yet sent.
+func waitAcked(t *testing.T, a *acker, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.mu.Lock()
+		got := len(a.acked)
+		a.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d acks recorded, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
