@@ -49,6 +49,25 @@ type EventSink interface {
 	TaskEvent(ev *TaskEvent)
 }
 
+// TaskEventsSwitch is an optional interface of EventSink for a sink that
+// can be told to send no task events (celery worker without -E, or after
+// disable_events): while TaskEventsEnabled returns false the worker builds
+// no TaskEvent for it, which saves a few allocations per task.
+type TaskEventsSwitch interface {
+	TaskEventsEnabled() bool
+}
+
+// taskEvents reports whether the worker should build task events.
+func (w *Worker) taskEvents() bool {
+	if w.cfg.Events == nil {
+		return false
+	}
+	if s, ok := w.cfg.Events.(TaskEventsSwitch); ok {
+		return s.TaskEventsEnabled()
+	}
+	return true
+}
+
 func (w *Worker) emit(ev *TaskEvent) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()

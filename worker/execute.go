@@ -68,7 +68,7 @@ func (w *Worker) execute(j *job) {
 		}
 	}
 	w.startActive(j)
-	if w.cfg.Events != nil {
+	if w.taskEvents() {
 		w.emit(&TaskEvent{Type: EventTaskStarted, Message: msg})
 	}
 	ignore := msg.IgnoreResult || task.Options.IgnoreResult
@@ -107,7 +107,7 @@ func (w *Worker) execute(j *job) {
 			}
 		}
 		w.chordPart(ctx, msg, result.Success, out.value)
-		if w.cfg.Events != nil {
+		if w.taskEvents() {
 			w.emit(&TaskEvent{Type: EventTaskSucceeded, Message: msg, Result: out.value, Runtime: runtime})
 		}
 		if j.storeErr != nil {
@@ -130,7 +130,7 @@ func (w *Worker) execute(j *job) {
 			if err := j.d.Reject(true); err != nil {
 				w.log.Warn("requeue", zap.String("id", msg.ID), zap.Error(err))
 			}
-			if w.cfg.Events != nil {
+			if w.taskEvents() {
 				w.emit(&TaskEvent{Type: EventTaskRejected, Message: msg, Requeue: true})
 			}
 			return
@@ -156,7 +156,7 @@ func (w *Worker) fail(ctx context.Context, j *job, exc *protocol.Exception, tb s
 	j.storeErr = w.store(ctx, j.final)
 	w.onFailure(ctx, msg, exc, tb)
 	w.chordPart(ctx, msg, result.Failure, exc.Value())
-	if w.cfg.Events != nil {
+	if w.taskEvents() {
 		w.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb})
 	}
 	if hard {
@@ -338,7 +338,7 @@ func (w *Worker) handleRetry(ctx context.Context, j *job, r *RetryError, childre
 		return
 	}
 	w.stats.retried.Add(1)
-	if w.cfg.Events != nil {
+	if w.taskEvents() {
 		ev := &TaskEvent{Type: EventTaskRetried, Message: msg}
 		if r.Err != nil {
 			ev.Exception = ToException(r.Err)

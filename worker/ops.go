@@ -334,7 +334,7 @@ func (w *Worker) announceRevoked(j *job, reason string, terminated bool, signal 
 	w.stats.revoked.Add(1)
 	msg := j.msg
 	w.log.Info("Discarding revoked task: "+msg.Name()+"["+msg.ID+"]", zap.String("reason", reason))
-	if w.cfg.Events != nil {
+	if w.taskEvents() {
 		w.emit(&TaskEvent{Type: EventTaskRevoked, Message: msg, Terminated: terminated, Signal: signal, Expired: reason == "expired"})
 	}
 	ctx := context.Background()

@@ -430,7 +430,7 @@ func (w *Worker) receive(d Delivery) {
 		w.log.Error("Received unregistered task of type '"+truncate(msg.Task, 200)+"'.",
 			zap.String("id", msg.ID), zap.String("reason", "not-registered"))
 		w.storeFailure(context.Background(), msg, notRegistered(msg.Task), "", nil)
-		if w.cfg.Events != nil {
+		if w.taskEvents() {
 			w.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: notRegistered(msg.Task)})
 		}
 		if err := d.Reject(false); err != nil {
@@ -446,7 +446,7 @@ func (w *Worker) receive(d Delivery) {
 	if w.revokeIfExpired(j) || w.discardIfRevoked(j) {
 		return
 	}
-	if w.cfg.Events != nil {
+	if w.taskEvents() {
 		w.emit(&TaskEvent{Type: EventTaskReceived, Message: msg, Time: j.received})
 	}
 	w.inflight.Add(1)
