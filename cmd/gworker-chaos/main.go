@@ -23,9 +23,26 @@
 //     -restarts times while the worker drains -n acks_late tasks: the same
 //     criteria as G1, and the worker process never exits.
 //
+//   - G2: the same kills with early acknowledgement (the default):
+//     no task runs twice (dup = 0), and lost stays within the tasks the
+//     killed workers were running (faults × concurrency): at-most-once
+//     for started tasks.
+//
 //   - G7: a task that kills its worker every time runs at most
 //     1 + max-redeliveries times, then fails with WorkerLostError and its
 //     message leaves the queue.
+//
+//   - G12: SIGTERM while concurrency tasks run, more are prefetched and
+//     ETA tasks are held: the running ones finish (and are acknowledged)
+//     before the process exits, within the grace period; everything else
+//     is back in the queue, and the next worker runs it: lost = 0,
+//     dup = 0.
+//
+//   - G11: the result store (a private redis-server, -redis-port) is
+//     killed for 2-4 s -outages times while the worker drains acks_late
+//     tasks: the worker never exits, and every id ends with a SUCCESS
+//     result (a task whose result could not be stored goes back to the
+//     queue instead of being acknowledged).
 //
 //     go run ./cmd/gworker-chaos -n 2000 -faults 10
 //
@@ -41,6 +58,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -69,6 +87,12 @@ const (
 	prefetchMul = 2
 	poisonMax   = 3
 	exitCode    = 3
+	// grace is how long a worker given SIGTERM waits for its running
+	// tasks before abandoning them (Celery's warm shutdown has no limit;
+	// supervisors usually allow 30 s).
+	grace = 30 * time.Second
+	// slowTask is how long chaos.slow runs.
+	slowTask = 3 * time.Second
 )
 
 func main() {
@@ -79,9 +103,12 @@ func main() {
 	flag.IntVar(&o.n, "n", 2000, "tasks of G1")
 	flag.IntVar(&o.faults, "faults", 10, "worker kills of G1")
 	flag.IntVar(&o.restarts, "restarts", 3, "broker restarts of G3")
-	flag.StringVar(&o.goals, "goals", "G1,G3,G7", "goals to run, comma-separated")
-	flag.IntVar(&o.port, "port", 5684, "AMQP port of the private RabbitMQ node")
-	flag.IntVar(&o.distPort, "dist-port", 25684, "Erlang distribution port of the private node")
+	flag.IntVar(&o.outages, "outages", 5, "result-store outages of G11")
+	flag.IntVar(&o.eta, "eta", 100, "ETA tasks held at G12's SIGTERM")
+	flag.StringVar(&o.goals, "goals", "G1,G2,G3,G7,G12,G11", "goals to run, comma-separated")
+	flag.IntVar(&o.port, "port", 5700, "AMQP port of the private RabbitMQ node")
+	flag.IntVar(&o.distPort, "dist-port", 25700, "Erlang distribution port of the private node")
+	flag.IntVar(&o.redisPort, "redis-port", 6450, "port of G11's private redis-server")
 	flag.StringVar(&o.redis, "redis", "redis://127.0.0.1:6379/0", "Redis for results")
 	flag.Parse()
 	lines, err := run(context.Background(), o, os.Stdout)
@@ -99,6 +126,8 @@ func main() {
 type options struct {
 	n, faults      int
 	restarts       int
+	outages, eta   int
+	redisPort      int
 	goals          string
 	port, distPort int
 	redis          string
@@ -126,7 +155,7 @@ func run(ctx context.Context, o options, out *os.File) ([]line, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	node, err := rmqnode.Start(ctx, rmqnode.Config{Name: "gwchaos", Port: o.port, DistPort: o.distPort})
+	node, err := rmqnode.Start(ctx, rmqnode.Config{Name: fmt.Sprintf("gwchaos%d", o.port), Port: o.port, DistPort: o.distPort})
 	if err != nil {
 		return nil, err
 	}
@@ -140,8 +169,14 @@ func run(ctx context.Context, o options, out *os.File) ([]line, error) {
 			l, err = h.g1(ctx)
 		case "G3":
 			l, err = h.g3(ctx)
+		case "G2":
+			l, err = h.g2(ctx)
 		case "G7":
 			l, err = h.g7(ctx)
+		case "G11":
+			l, err = h.g11(ctx)
+		case "G12":
+			l, err = h.g12(ctx)
 		default:
 			return lines, fmt.Errorf("unknown goal %q", g)
 		}
@@ -168,8 +203,12 @@ type proc struct {
 }
 
 func (h *harness) start(queue, oracle string, acksLate bool) (*proc, error) {
+	return h.startWith(queue, oracle, acksLate, h.o.redis)
+}
+
+func (h *harness) startWith(queue, oracle string, acksLate bool, redis string) (*proc, error) {
 	cmd := exec.Command(h.o.self)
-	cmd.Env = append(os.Environ(), workerEnv+"=1", "CHAOS_BROKER="+h.node.URL(), "CHAOS_REDIS="+h.o.redis,
+	cmd.Env = append(os.Environ(), workerEnv+"=1", "CHAOS_BROKER="+h.node.URL(), "CHAOS_REDIS="+redis,
 		"CHAOS_QUEUE="+queue, "CHAOS_ORACLE="+oracle, "CHAOS_ACKS_LATE="+strconv.FormatBool(acksLate))
 	log, err := os.OpenFile(filepath.Join(h.dir, "worker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -196,11 +235,15 @@ func (p *proc) kill() {
 }
 
 func (h *harness) clients(ctx context.Context, queue string) (*amqptransport.Broker, *redisbackend.Backend, *producer.Producer, error) {
+	return h.clientsWith(ctx, queue, h.o.redis)
+}
+
+func (h *harness) clientsWith(ctx context.Context, queue, redis string) (*amqptransport.Broker, *redisbackend.Backend, *producer.Producer, error) {
 	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: h.node.URL(), ConnectionName: "gworker-chaos"})
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	rb, err := redisbackend.Open(h.o.redis, redisbackend.Options{Expires: time.Hour})
+	rb, err := redisbackend.Open(redis, redisbackend.Options{Expires: time.Hour})
 	if err != nil {
 		b.Close()
 		return nil, nil, nil, err
@@ -411,9 +454,12 @@ func verdict(pass bool) string {
 }
 
 // runWorker is the chaos worker process: chaos.work(i) sleeps 20-200 ms,
-// chaos.exit ends the process; both write to the oracle file first.
+// chaos.slow(i) sleeps slowTask, chaos.exit ends the process; all write to
+// the oracle file first. SIGTERM starts a warm shutdown that turns cold
+// after grace.
 func runWorker() int {
-	ctx := context.Background()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
 	oracle, err := os.OpenFile(os.Getenv("CHAOS_ORACLE"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -430,6 +476,15 @@ func runWorker() int {
 	if err := reg.Register("chaos.work", func(ctx context.Context, i int) (int, error) {
 		note(ctx, "start")
 		time.Sleep(time.Duration(20+rand.IntN(180)) * time.Millisecond)
+		note(ctx, "done")
+		return i, nil
+	}, worker.Params("i")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := reg.Register("chaos.slow", func(ctx context.Context, i int) (int, error) {
+		note(ctx, "start")
+		time.Sleep(slowTask)
 		note(ctx, "done")
 		return i, nil
 	}, worker.Params("i")); err != nil {
@@ -463,6 +518,11 @@ func runWorker() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	go func() {
+		<-ctx.Done()
+		time.Sleep(grace)
+		w.Terminate()
+	}()
 	if err := w.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,8 +28,9 @@ func TestChaosShortTier(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	lines, err := run(ctx, options{n: 200, faults: 2, restarts: 1, goals: "G1,G3,G7", port: 5684, distPort: 25684,
-		redis: testenv.RedisURL()}, out)
+	goals := "G1,G2,G3,G7,G12,G11"
+	lines, err := run(ctx, options{n: 200, faults: 2, restarts: 1, outages: 2, eta: 20, goals: goals,
+		port: 5700, distPort: 25700, redisPort: 6450, redis: testenv.RedisURL()}, out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +40,7 @@ func TestChaosShortTier(t *testing.T) {
 			t.Errorf("goal failed: %s", l.text)
 		}
 	}
-	if len(lines) != 3 {
-		t.Fatalf("%d goal lines, want 3", len(lines))
+	if want := len(strings.Split(goals, ",")); len(lines) != want {
+		t.Fatalf("%d goal lines, want %d", len(lines), want)
 	}
 }
