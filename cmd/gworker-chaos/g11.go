@@ -88,7 +88,7 @@ func (r *redisProc) kill() {
 	r.done <- err
 }
 
-// g11 kills the result store for 2-4 s repeatedly while the worker drains
+// g11 kills the result store for h.o.down repeatedly while the worker drains
 // acks_late tasks: the worker never exits and every id ends with a
 // SUCCESS result.
 func (h *harness) g11(ctx context.Context) (line, error) {
@@ -136,7 +136,7 @@ func (h *harness) g11(ctx context.Context) (line, error) {
 	for k := 0; k < h.o.outages; k++ {
 		time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond)
 		rs.kill()
-		time.Sleep(time.Duration(2000+rand.IntN(2000)) * time.Millisecond)
+		time.Sleep(h.o.down + time.Duration(rand.IntN(1000))*time.Millisecond)
 		if err := exitedEarly(); err != nil {
 			return line{}, err
 		}
@@ -186,6 +186,6 @@ func (h *harness) g11(ctx context.Context) (line, error) {
 	}
 	extra := sum(o.start) - len(o.done)
 	pass := lost == 0 && unexpected == 0 && len(missing) == 0
-	return line{fmt.Sprintf("G11 N=%d outages=%d lost=%d missing_results=%d extra=%d unexpected=%d worker_exited=false %s",
-		h.o.n, h.o.outages, lost, len(missing), extra, unexpected, verdict(pass)), pass}, nil
+	return line{fmt.Sprintf("G11 N=%d outages=%d down=%s lost=%d missing_results=%d extra=%d unexpected=%d worker_exited=false %s",
+		h.o.n, h.o.outages, h.o.down, lost, len(missing), extra, unexpected, verdict(pass)), pass}, nil
 }

@@ -39,12 +39,19 @@
 //     dup = 0.
 //
 //   - G11: the result store (a private redis-server, -redis-port) is
-//     killed for 2-4 s -outages times while the worker drains acks_late
+//     killed for -outage -outages times while the worker drains acks_late
 //     tasks: the worker never exits, and every id ends with a SUCCESS
 //     result (a task whose result could not be stored goes back to the
 //     queue instead of being acknowledged).
 //
-//     go run ./cmd/gworker-chaos -n 2000 -faults 10
+//   - G5: an acks_late task runs several times the node's
+//     consumer_timeout (set on the running node for this goal only): the
+//     broker closes the worker's channel each time; the worker does not
+//     exit, the task runs once and its one result is SUCCESS.
+//
+// CHAOS_KEEP=1 keeps the temporary directory (worker log, oracle files).
+//
+//	go run ./cmd/gworker-chaos -n 2000 -faults 10
 //
 // The exit status is 1 when a goal fails.
 package main
@@ -104,8 +111,9 @@ func main() {
 	flag.IntVar(&o.faults, "faults", 10, "worker kills of G1")
 	flag.IntVar(&o.restarts, "restarts", 3, "broker restarts of G3")
 	flag.IntVar(&o.outages, "outages", 5, "result-store outages of G11")
+	flag.DurationVar(&o.down, "outage", 10*time.Second, "how long each G11 outage lasts (plus up to 1 s)")
 	flag.IntVar(&o.eta, "eta", 100, "ETA tasks held at G12's SIGTERM")
-	flag.StringVar(&o.goals, "goals", "G1,G2,G3,G7,G12,G11", "goals to run, comma-separated")
+	flag.StringVar(&o.goals, "goals", "G1,G2,G3,G7,G12,G11,G5", "goals to run, comma-separated")
 	flag.IntVar(&o.port, "port", 5700, "AMQP port of the private RabbitMQ node")
 	flag.IntVar(&o.distPort, "dist-port", 25700, "Erlang distribution port of the private node")
 	flag.IntVar(&o.redisPort, "redis-port", 6450, "port of G11's private redis-server")
@@ -128,6 +136,7 @@ type options struct {
 	restarts       int
 	outages, eta   int
 	redisPort      int
+	down           time.Duration
 	goals          string
 	port, distPort int
 	redis          string
@@ -154,7 +163,9 @@ func run(ctx context.Context, o options, out *os.File) ([]line, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	if os.Getenv("CHAOS_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	}
 	node, err := rmqnode.Start(ctx, rmqnode.Config{Name: fmt.Sprintf("gwchaos%d", o.port), Port: o.port, DistPort: o.distPort})
 	if err != nil {
 		return nil, err
@@ -171,6 +182,8 @@ func run(ctx context.Context, o options, out *os.File) ([]line, error) {
 			l, err = h.g3(ctx)
 		case "G2":
 			l, err = h.g2(ctx)
+		case "G5":
+			l, err = h.g5(ctx)
 		case "G7":
 			l, err = h.g7(ctx)
 		case "G11":
@@ -488,6 +501,15 @@ func runWorker() int {
 		note(ctx, "done")
 		return i, nil
 	}, worker.Params("i")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := reg.Register("chaos.block", func(ctx context.Context) error {
+		note(ctx, "start")
+		time.Sleep(g5Task)
+		note(ctx, "done")
+		return nil
+	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
