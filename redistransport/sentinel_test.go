@@ -134,9 +134,19 @@ func TestSentinelFailover(t *testing.T) {
 	for _, k := range seen {
 		dups += k - 1
 	}
-	addr, err := sc.GetMasterAddrByName(ctx, sentMasterName).Result()
-	if err != nil || addr[1] != fmt.Sprint(sentReplicaPort) {
-		t.Fatalf("replica not promoted: %v %v", addr, err)
+	// The sentinel asked may learn of the promotion after the drain
+	// ended: wait for it rather than read it once.
+	var addr []string
+	promoted := time.Now().Add(60 * time.Second)
+	for {
+		addr, err = sc.GetMasterAddrByName(ctx, sentMasterName).Result()
+		if err == nil && addr[1] == fmt.Sprint(sentReplicaPort) {
+			break
+		}
+		if time.Now().After(promoted) {
+			t.Fatalf("replica not promoted: %v %v", addr, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("all %d delivered, %d twice; master now %v", n, dups, addr)
 }
