@@ -166,3 +166,35 @@ func TestStopBeforeStart(t *testing.T) {
 		t.Error("Stopped/Err before Start")
 	}
 }
+
+// Purge discards what waits in the consumed queues before the worker
+// starts (celery worker --purge); what is sent afterwards runs.
+func TestPurgeBeforeStart(t *testing.T) {
+	app, queue := newTestApp(t, gworker.Config{Purge: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client, err := gworker.NewApp(gworker.Config{BrokerURL: testenv.AMQPURL(), DefaultQueue: queue, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	for i := 0; i < 3; i++ {
+		if _, err := client.SendTask(ctx, "t.count", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var runs atomic.Int64
+	app.MustRegister("t.count", func(ctx context.Context) (int64, error) { return runs.Add(1), nil })
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer app.Stop(ctx)
+	r, err := client.SendTask(ctx, "t.count", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := mustResult(t, app, r.ID()).Get(ctx, result.WithTimeout(20*time.Second))
+	if err != nil || v != int64(1) {
+		t.Errorf("the task sent after the purge: %v, %v; want the first run (1)", v, err)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,14 +34,7 @@ type workerFlags struct {
 // rateLimitFlag collects --rate-limit TASK=RATE flags.
 type rateLimitFlag map[string]string
 
-func (r rateLimitFlag) String() string {
-	keys := make([]string, 0, len(r))
-	for k := range r {
-		keys = append(keys, k+"="+r[k])
-	}
-	sort.Strings(keys)
-	return strings.Join(keys, ",")
-}
+func (r rateLimitFlag) String() string { return optionsFlag(r).String() }
 
 func (r rateLimitFlag) Set(v string) error {
 	name, rate, ok := strings.Cut(v, "=")

@@ -234,6 +234,14 @@ func declareOn(ch *amqp.Channel, q Queue) error {
 // returns how many messages it held. Deleting a missing queue is not an
 // error.
 func (b *Broker) DeleteQueue(ctx context.Context, name string) (int, error) {
+	return b.queueOp(ctx, "delete", name, func(ch *amqp.Channel) (int, error) {
+		return ch.QueueDelete(name, false, false, false)
+	})
+}
+
+// queueOp runs op on a channel of its own, so that a broker error (the
+// queue is missing) closes no channel anything else uses.
+func (b *Broker) queueOp(ctx context.Context, verb, name string, op func(*amqp.Channel) (int, error)) (int, error) {
 	s, err := b.main.get(ctx)
 	if err != nil {
 		return 0, err
@@ -246,11 +254,11 @@ func (b *Broker) DeleteQueue(ctx context.Context, name string) (int, error) {
 	var n int
 	err = withContext(ctx, ch, func() error {
 		var err error
-		n, err = ch.QueueDelete(name, false, false, false)
+		n, err = op(ch)
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("amqptransport: delete queue %q: %w", name, err)
+		return 0, fmt.Errorf("amqptransport: %s queue %q: %w", verb, name, err)
 	}
 	return n, nil
 }
@@ -317,25 +325,9 @@ func (b *Broker) DeclareTaskQueue(ctx context.Context, name string) error {
 // untouched. Purging a missing queue is an error from the broker
 // (NOT_FOUND).
 func (b *Broker) PurgeQueue(ctx context.Context, name string) (int, error) {
-	s, err := b.main.get(ctx)
-	if err != nil {
-		return 0, err
-	}
-	ch, err := s.conn.Channel()
-	if err != nil {
-		return 0, fmt.Errorf("amqptransport: open channel: %w", err)
-	}
-	defer ch.Close()
-	var n int
-	err = withContext(ctx, ch, func() error {
-		var err error
-		n, err = ch.QueuePurge(name, false)
-		return err
+	return b.queueOp(ctx, "purge", name, func(ch *amqp.Channel) (int, error) {
+		return ch.QueuePurge(name, false)
 	})
-	if err != nil {
-		return 0, fmt.Errorf("amqptransport: purge queue %q: %w", name, err)
-	}
-	return n, nil
 }
 
 // ConnectedURL returns the URL (password redacted) of the broker the
