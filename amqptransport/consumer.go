@@ -86,7 +86,6 @@ type Consumer struct {
 	out chan *Delivery
 
 	prefetch atomic.Int64
-	qosMu    sync.Mutex
 
 	mu        sync.Mutex
 	gen       *chanGen
@@ -125,7 +124,18 @@ type chanGen struct {
 	retired   []*round          // earlier rounds with unsettled deliveries
 	// restartMu serializes consumer restarts with Cancel.
 	restartMu sync.Mutex
-	kick      chan struct{} // asks the rebalancer to look at the window
+	// rpcMu serializes the synchronous methods (basic.qos, basic.consume,
+	// basic.cancel, channel.close) sent on the channel by the rebalancer,
+	// SetPrefetch, Cancel and the supervisor: amqp091-go matches a reply to
+	// whichever caller is waiting, so two methods in flight at once can
+	// swap replies and leave one caller waiting forever, and a method sent
+	// after channel.close makes the broker close the whole connection
+	// (504 CHANNEL_ERROR).
+	rpcMu sync.Mutex
+	// closing is set, under rpcMu, before channel.close is sent; no
+	// method is sent after it.
+	closing bool
+	kick    chan struct{} // asks the rebalancer to look at the window
 
 	dead   atomic.Bool
 	closed chan struct{} // closed when the channel is closed
@@ -136,6 +146,30 @@ type chanGen struct {
 	brokerCancel chan string
 
 	acks *acker // nil unless ConsumerConfig.BatchAcks
+}
+
+// rpc sends one synchronous method (fn) on the channel, alone, and not
+// after the channel started closing (amqp.ErrClosed). It waits for the
+// broker's reply, which ends when the channel or connection closes.
+func (g *chanGen) rpc(fn func() error) error {
+	g.rpcMu.Lock()
+	defer g.rpcMu.Unlock()
+	if g.closing {
+		return amqp.ErrClosed
+	}
+	return fn()
+}
+
+// closeChannel closes the channel once the method in flight, if any, has
+// its reply, so that channel.close is the last method sent and its reply
+// goes to this call. The lock is not held while waiting for close-ok: a
+// second closeChannel returns at once (amqp091-go's Close sees the channel
+// closing), and every later rpc returns amqp.ErrClosed.
+func (g *chanGen) closeChannel() {
+	g.rpcMu.Lock()
+	g.closing = true
+	g.rpcMu.Unlock()
+	_ = g.ch.Close()
 }
 
 // drainAcks writes the acknowledgements recorded but not yet sent.
@@ -395,9 +429,7 @@ func (c *Consumer) reapplyQos() error {
 }
 
 func (c *Consumer) applyQos(gen *chanGen, n int) error {
-	c.qosMu.Lock()
-	defer c.qosMu.Unlock()
-	if err := gen.ch.Qos(n, 0, gen.global); err != nil {
+	if err := gen.rpc(func() error { return gen.ch.Qos(n, 0, gen.global) }); err != nil {
 		return fmt.Errorf("amqptransport: set prefetch %d: %w", n, err)
 	}
 	return nil
@@ -435,7 +467,12 @@ func perConsumerCount(window, held, max int) int {
 // the prefetch window, minus the deliveries still unsettled, differs from
 // what the live consumers may still take by at least a quarter of the
 // window (at least 1), it restarts the consumers with a new count.
+//
+// The rebalancer holds a count of gen.fwd while it runs, so the forwarders
+// it starts are never added to a WaitGroup already at zero (fwdDone
+// closed, or being closed, under the supervisor).
 func (c *Consumer) rebalance(gen *chanGen) {
+	defer gen.fwd.Done()
 	for {
 		select {
 		case <-gen.kick:
@@ -446,7 +483,7 @@ func (c *Consumer) rebalance(gen *chanGen) {
 		}
 		if err := c.maybeRestart(gen); err != nil && !gen.ch.IsClosed() && !c.quiet() {
 			c.log.Warn("cannot restart consumers with a new prefetch count; reopening the channel", zap.Error(err))
-			_ = gen.ch.Close()
+			gen.closeChannel()
 		}
 	}
 }
@@ -524,7 +561,7 @@ func (c *Consumer) restart(gen *chanGen, old *round, n int) error {
 	gen.tmu.Unlock()
 	c.startForwarders(gen, r, chans, tags)
 	for _, tag := range oldTags {
-		if err := gen.ch.Cancel(tag, false); err != nil {
+		if err := gen.rpc(func() error { return gen.ch.Cancel(tag, false) }); err != nil {
 			return fmt.Errorf("amqptransport: cancel consumer %s: %w", tag, err)
 		}
 		gen.tmu.Lock()
@@ -569,7 +606,7 @@ func (c *Consumer) Cancel(ctx context.Context) error {
 		gen.restartMu.Unlock()
 		var errs []error
 		for _, tag := range tags {
-			if err := gen.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp.ErrClosed) && !gen.ch.IsClosed() {
+			if err := gen.rpc(func() error { return gen.ch.Cancel(tag, false) }); err != nil && !errors.Is(err, amqp.ErrClosed) && !gen.ch.IsClosed() {
 				errs = append(errs, fmt.Errorf("amqptransport: cancel consumer %s: %w", tag, err))
 			}
 		}
@@ -689,6 +726,9 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	c.gen = gen
 	c.mu.Unlock()
 
+	if gen.kick != nil {
+		gen.fwd.Add(1) // released when the rebalancer ends
+	}
 	c.startForwarders(gen, r, chans, tags)
 	go func() {
 		gen.fwd.Wait()
@@ -721,7 +761,12 @@ func (c *Consumer) consumeAll(gen *chanGen, r *round) ([]<-chan amqp.Delivery, [
 		if r.seq > 1 {
 			tag += "." + strconv.Itoa(r.seq)
 		}
-		d, err := gen.ch.Consume(q.Name, tag, c.cfg.NoAck, c.cfg.Exclusive, false, false, nil)
+		var d <-chan amqp.Delivery
+		err := gen.rpc(func() error {
+			var err error
+			d, err = gen.ch.Consume(q.Name, tag, c.cfg.NoAck, c.cfg.Exclusive, false, false, nil)
+			return err
+		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("amqptransport: consume queue %q: %w", q.Name, err)
 		}
@@ -841,7 +886,7 @@ func (c *Consumer) run(gen *chanGen) {
 				gen.tmu.Unlock()
 				c.log.Warn("broker cancelled the consumer (queue deleted?); reopening the channel",
 					zap.String("consumer_tag", tag), zap.String("queue", queue))
-				_ = gen.ch.Close()
+				gen.closeChannel()
 				// Pause so a deleted queue is not redeclared in a tight
 				// loop.
 				c.sleep(bo.next())
@@ -853,7 +898,7 @@ func (c *Consumer) run(gen *chanGen) {
 				// consumer): the delivery channels closed first.
 				if !gen.ch.IsClosed() {
 					c.log.Warn("broker cancelled every consumer; reopening the channel")
-					_ = gen.ch.Close()
+					gen.closeChannel()
 					c.sleep(bo.next())
 				}
 				<-gen.closed
@@ -869,12 +914,12 @@ func (c *Consumer) run(gen *chanGen) {
 				<-c.stop
 			}
 			gen.drainAcks()
-			_ = gen.ch.Close()
+			gen.closeChannel()
 			<-gen.closed
 			return
 		case <-c.stop:
 			gen.drainAcks()
-			_ = gen.ch.Close()
+			gen.closeChannel()
 			<-gen.closed
 			<-gen.fwdDone
 			return

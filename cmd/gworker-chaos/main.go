@@ -44,6 +44,12 @@
 //     result (a task whose result could not be stored goes back to the
 //     queue instead of being acknowledged).
 //
+//   - cluster (not in the default list: it starts two more nodes): the
+//     node becomes one of a three-node cluster, the worker consumes a
+//     quorum queue through a failover list and the node it is connected to
+//     is killed with SIGKILL: lost = 0, re-runs within what the worker
+//     held, the worker never exits.
+//
 //   - G5: an acks_late task runs several times the node's
 //     consumer_timeout (set on the running node for this goal only): the
 //     broker closes the worker's channel each time; the worker does not
@@ -186,6 +192,8 @@ func run(ctx context.Context, o options, out *os.File) ([]line, error) {
 			l, err = h.g5(ctx)
 		case "G7":
 			l, err = h.g7(ctx)
+		case "cluster":
+			l, err = h.cluster(ctx)
 		case "G11":
 			l, err = h.g11(ctx)
 		case "G12":
@@ -220,8 +228,15 @@ func (h *harness) start(queue, oracle string, acksLate bool) (*proc, error) {
 }
 
 func (h *harness) startWith(queue, oracle string, acksLate bool, redis string) (*proc, error) {
+	return h.startOn(queue, oracle, acksLate, redis, h.node.URL(), false)
+}
+
+// startOn starts a worker on broker (a ";"-separated failover list),
+// declaring quorum queues when quorum is set.
+func (h *harness) startOn(queue, oracle string, acksLate bool, redis, broker string, quorum bool) (*proc, error) {
 	cmd := exec.Command(h.o.self)
-	cmd.Env = append(os.Environ(), workerEnv+"=1", "CHAOS_BROKER="+h.node.URL(), "CHAOS_REDIS="+redis,
+	cmd.Env = append(os.Environ(), workerEnv+"=1", "CHAOS_BROKER="+broker, "CHAOS_REDIS="+redis,
+		"CHAOS_QUORUM="+strconv.FormatBool(quorum),
 		"CHAOS_QUEUE="+queue, "CHAOS_ORACLE="+oracle, "CHAOS_ACKS_LATE="+strconv.FormatBool(acksLate))
 	log, err := os.OpenFile(filepath.Join(h.dir, "worker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -521,7 +536,11 @@ func runWorker() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: os.Getenv("CHAOS_BROKER"), ConnectionName: "gworker-chaos-worker"})
+	bcfg := amqptransport.Config{URL: os.Getenv("CHAOS_BROKER"), ConnectionName: "gworker-chaos-worker"}
+	if os.Getenv("CHAOS_QUORUM") == "true" {
+		bcfg.DefaultQueueType, bcfg.Heartbeat = amqptransport.QueueTypeQuorum, 5*time.Second
+	}
+	b, err := amqptransport.Dial(ctx, bcfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
