@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 
@@ -268,6 +269,72 @@ func TestPerConsumerPrefetchChangeRestartsConsumers(t *testing.T) {
 	}
 	if d.Epoch() != third.Epoch() {
 		t.Fatalf("the channel was reopened (%d -> %d)", d.Epoch(), third.Epoch())
+	}
+}
+
+// Close while per-consumer prefetch changes are restarting the consumers:
+// the restarts' basic.qos/consume/cancel and the close's channel.close
+// must not be in flight together on the channel (a reply taken by the
+// wrong caller left Close waiting forever; a basic.consume after
+// channel.close made the broker close the connection).
+func TestCloseDuringConsumerRestarts(t *testing.T) {
+	f := newFixture(t)
+	q := f.queue()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	if err := f.b.Declare(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	f.publishN(ctx, q.Name, 3)
+	s, err := f.b.main.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := recv(t, c, 10*time.Second)
+		// Every change moves the window by more than a quarter: each one
+		// restarts the consumers.
+		stop := make(chan struct{})
+		flipped := make(chan struct{})
+		go func() {
+			defer close(flipped)
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = c.SetPrefetch(1 + n%2*40)
+				runtime.Gosched()
+			}
+		}()
+		// Let some restarts run, then close in the middle of them.
+		for j := 0; j < i%5; j++ {
+			runtime.Gosched()
+		}
+		closed := make(chan struct{})
+		go func() {
+			defer close(closed)
+			_ = c.Close()
+		}()
+		select {
+		case <-closed:
+		case <-time.After(60 * time.Second):
+			close(stop)
+			t.Fatalf("iteration %d: Close still waiting after 60s", i)
+		}
+		close(stop)
+		<-flipped
+		if !errors.Is(d.Ack(), ErrStaleDelivery) {
+			t.Fatalf("iteration %d: ack after Close was not stale", i)
+		}
+		if s.isClosed() {
+			t.Fatalf("iteration %d: the connection was closed: %v", i, s.closeErr())
+		}
 	}
 }
 
