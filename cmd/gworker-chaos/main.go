@@ -50,6 +50,12 @@
 //     is killed with SIGKILL: lost = 0, re-runs within what the worker
 //     held, the worker never exits.
 //
+//   - G4: an in-process toxiproxy between the worker and the node
+//     injects -net-faults random faults (reset_peer, a blackhole, 2 s
+//     latency, 10 kB/s) while the worker drains acks_late tasks, with a
+//     2 s heartbeat: as G1, and no acknowledgement with a stale delivery
+//     tag reaches the broker.
+//
 //   - G5: an acks_late task runs several times the node's
 //     consumer_timeout (set on the running node for this goal only): the
 //     broker closes the worker's channel each time; the worker does not
@@ -118,8 +124,10 @@ func main() {
 	flag.IntVar(&o.restarts, "restarts", 3, "broker restarts of G3")
 	flag.IntVar(&o.outages, "outages", 5, "result-store outages of G11")
 	flag.DurationVar(&o.down, "outage", 10*time.Second, "how long each G11 outage lasts (plus up to 1 s)")
+	flag.IntVar(&o.netFaults, "net-faults", 50, "network faults of G4")
+	flag.DurationVar(&o.netDown, "net-fault", 5*time.Second, "how long each G4 fault lasts (up to twice that)")
 	flag.IntVar(&o.eta, "eta", 100, "ETA tasks held at G12's SIGTERM")
-	flag.StringVar(&o.goals, "goals", "G1,G2,G3,G7,G12,G11,G5", "goals to run, comma-separated")
+	flag.StringVar(&o.goals, "goals", "G1,G2,G3,G7,G12,G11,G5,G4", "goals to run, comma-separated")
 	flag.IntVar(&o.port, "port", 5700, "AMQP port of the private RabbitMQ node")
 	flag.IntVar(&o.distPort, "dist-port", 25700, "Erlang distribution port of the private node")
 	flag.IntVar(&o.redisPort, "redis-port", 6450, "port of G11's private redis-server")
@@ -143,6 +151,8 @@ type options struct {
 	outages, eta   int
 	redisPort      int
 	down           time.Duration
+	netFaults      int
+	netDown        time.Duration
 	goals          string
 	port, distPort int
 	redis          string
@@ -188,6 +198,8 @@ func run(ctx context.Context, o options, out *os.File) ([]line, error) {
 			l, err = h.g3(ctx)
 		case "G2":
 			l, err = h.g2(ctx)
+		case "G4":
+			l, err = h.g4(ctx)
 		case "G5":
 			l, err = h.g5(ctx)
 		case "G7":
@@ -211,9 +223,12 @@ func run(ctx context.Context, o options, out *os.File) ([]line, error) {
 }
 
 type harness struct {
-	o    options
-	dir  string
-	node *rmqnode.Node
+	// heartbeat, when not zero, is the AMQP heartbeat of the workers
+	// started next.
+	heartbeat time.Duration
+	o         options
+	dir       string
+	node      *rmqnode.Node
 }
 
 // proc is a running chaos worker process, in a process group of its own.
@@ -236,7 +251,7 @@ func (h *harness) startWith(queue, oracle string, acksLate bool, redis string) (
 func (h *harness) startOn(queue, oracle string, acksLate bool, redis, broker string, quorum bool) (*proc, error) {
 	cmd := exec.Command(h.o.self)
 	cmd.Env = append(os.Environ(), workerEnv+"=1", "CHAOS_BROKER="+broker, "CHAOS_REDIS="+redis,
-		"CHAOS_QUORUM="+strconv.FormatBool(quorum),
+		"CHAOS_QUORUM="+strconv.FormatBool(quorum), "CHAOS_HEARTBEAT="+h.heartbeat.String(),
 		"CHAOS_QUEUE="+queue, "CHAOS_ORACLE="+oracle, "CHAOS_ACKS_LATE="+strconv.FormatBool(acksLate))
 	log, err := os.OpenFile(filepath.Join(h.dir, "worker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -539,6 +554,9 @@ func runWorker() int {
 	bcfg := amqptransport.Config{URL: os.Getenv("CHAOS_BROKER"), ConnectionName: "gworker-chaos-worker"}
 	if os.Getenv("CHAOS_QUORUM") == "true" {
 		bcfg.DefaultQueueType, bcfg.Heartbeat = amqptransport.QueueTypeQuorum, 5*time.Second
+	}
+	if hb, err := time.ParseDuration(os.Getenv("CHAOS_HEARTBEAT")); err == nil {
+		bcfg.Heartbeat = hb
 	}
 	b, err := amqptransport.Dial(ctx, bcfg)
 	if err != nil {

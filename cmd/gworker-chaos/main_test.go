@@ -28,8 +28,8 @@ func TestChaosShortTier(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	goals := "G1,G2,G3,G7,G12,G11,G5"
-	lines, err := run(ctx, options{n: 200, faults: 2, restarts: 1, outages: 2, down: 5 * time.Second, eta: 20, goals: goals,
+	goals := "G1,G2,G3,G7,G12,G11,G5,G4"
+	lines, err := run(ctx, options{n: 200, faults: 2, restarts: 1, outages: 2, down: 5 * time.Second, eta: 20, netFaults: 3, netDown: 2 * time.Second, goals: goals,
 		port: 5700, distPort: 25700, redisPort: 6450, redis: testenv.RedisURL()}, out)
 	if err != nil {
 		t.Fatal(err)
