@@ -173,17 +173,7 @@ func (h *harness) g11(ctx context.Context) (line, error) {
 	if err != nil {
 		return line{}, err
 	}
-	lost, unexpected := 0, 0
-	for id := range ids {
-		if o.done[id] == 0 {
-			lost++
-		}
-	}
-	for id := range o.start {
-		if !ids[id] {
-			unexpected++
-		}
-	}
+	lost, unexpected := o.tally(ids)
 	extra := sum(o.start) - len(o.done)
 	pass := lost == 0 && unexpected == 0 && len(missing) == 0
 	return line{fmt.Sprintf("G11 N=%d outages=%d down=%s lost=%d missing_results=%d extra=%d unexpected=%d worker_exited=false %s",

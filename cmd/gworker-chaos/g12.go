@@ -113,33 +113,13 @@ func (h *harness) g12(ctx context.Context) (line, error) {
 	if err != nil {
 		return line{}, err
 	}
-	var o oracle
-	for end := time.Now().Add(etaDelay + 3*time.Minute); ; {
-		if o, err = readOracle(oraclePath); err != nil {
-			return line{}, err
-		}
-		if len(o.done) >= len(ids) || time.Now().After(end) {
-			break
-		}
-		select {
-		case err := <-w.done:
-			w.done <- err // for kill
-			return line{}, fmt.Errorf("the second worker exited on its own: %v", err)
-		case <-time.After(200 * time.Millisecond):
-		}
+	o, err := waitAllDone(w, oraclePath, len(ids), etaDelay+3*time.Minute)
+	if err != nil {
+		w.kill()
+		return line{}, err
 	}
 	w.kill()
-	lost, unexpected := 0, 0
-	for id := range ids {
-		if o.done[id] == 0 {
-			lost++
-		}
-	}
-	for id := range o.start {
-		if !ids[id] {
-			unexpected++
-		}
-	}
+	lost, unexpected := o.tally(ids)
 	dup := sum(o.start) - len(o.start)
 	pass := exited && exit < grace && finished == len(o1.start) && len(o1.start) >= concurrency &&
 		requeued == want && lost == 0 && dup == 0 && unexpected == 0

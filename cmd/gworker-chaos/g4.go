@@ -98,37 +98,17 @@ func (h *harness) g4(ctx context.Context) (line, error) {
 		default:
 		}
 	}
-	var o oracle
-	for end := time.Now().Add(3 * time.Minute); ; {
-		if o, err = readOracle(oraclePath); err != nil {
-			return line{}, err
-		}
-		if len(o.done) >= len(ids) || time.Now().After(end) {
-			break
-		}
-		select {
-		case err := <-w.done:
-			w.done <- err // for kill
-			return line{}, fmt.Errorf("the worker exited on its own: %v", err)
-		case <-time.After(200 * time.Millisecond):
-		}
+	o, err := waitAllDone(w, oraclePath, len(ids), 3*time.Minute)
+	if err != nil {
+		w.kill()
+		return line{}, err
 	}
 	w.kill()
 	stale := 0
 	if data, err := os.ReadFile(h.node.LogPath()); err == nil && int64(len(data)) >= logStart {
 		stale = strings.Count(string(data[logStart:]), "unknown delivery tag")
 	}
-	lost, unexpected := 0, 0
-	for id := range ids {
-		if o.done[id] == 0 {
-			lost++
-		}
-	}
-	for id := range o.start {
-		if !ids[id] {
-			unexpected++
-		}
-	}
+	lost, unexpected := o.tally(ids)
 	dup := sum(o.done) - len(o.done)
 	extra := sum(o.start) - len(o.done)
 	bound := h.o.netFaults * concurrency * (1 + prefetchMul)

@@ -328,6 +328,39 @@ func readOracle(path string) (oracle, error) {
 	return o, sc.Err()
 }
 
+// waitAllDone reads the oracle until every one of n ids is done or
+// timeout passes; it fails when the worker exits on its own first.
+func waitAllDone(w *proc, path string, n int, timeout time.Duration) (oracle, error) {
+	for end := time.Now().Add(timeout); ; {
+		o, err := readOracle(path)
+		if err != nil || len(o.done) >= n || time.Now().After(end) {
+			return o, err
+		}
+		select {
+		case err := <-w.done:
+			w.done <- err // for kill
+			return o, fmt.Errorf("the worker exited on its own: %v", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// tally counts the published ids never done (lost) and the ids that ran
+// without having been published (unexpected).
+func (o oracle) tally(ids map[string]bool) (lost, unexpected int) {
+	for id := range ids {
+		if o.done[id] == 0 {
+			lost++
+		}
+	}
+	for id := range o.start {
+		if !ids[id] {
+			unexpected++
+		}
+	}
+	return lost, unexpected
+}
+
 func sum(m map[string]int) int {
 	n := 0
 	for _, c := range m {
@@ -397,35 +430,13 @@ func (h *harness) drain(ctx context.Context, goal string, faults int, fault func
 			return line{}, err
 		}
 	}
-	deadline := time.Now().Add(3 * time.Minute)
-	var o oracle
-	for {
-		if o, err = readOracle(oraclePath); err != nil {
-			w.kill()
-			return line{}, err
-		}
-		if len(o.done) >= len(ids) || time.Now().After(deadline) {
-			break
-		}
-		select {
-		case err := <-w.done:
-			w.done <- err // for kill
-			return line{}, fmt.Errorf("the worker exited on its own: %v", err)
-		case <-time.After(200 * time.Millisecond):
-		}
+	o, err := waitAllDone(w, oraclePath, len(ids), 3*time.Minute)
+	if err != nil {
+		w.kill()
+		return line{}, err
 	}
 	w.kill()
-	lost, unexpected := 0, 0
-	for id := range ids {
-		if o.done[id] == 0 {
-			lost++
-		}
-	}
-	for id := range o.done {
-		if !ids[id] {
-			unexpected++
-		}
-	}
+	lost, unexpected := o.tally(ids)
 	dup := sum(o.done) - len(o.done)
 	extra := sum(o.start) - len(o.done)
 	bound := faults * concurrency * (1 + prefetchMul)
