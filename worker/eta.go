@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,10 +18,14 @@ const DefaultMaxHeldETABytes = 64 << 20
 // MaxHeldETA messages and MaxHeldETABytes of bodies; beyond either cap it
 // waits inside the normal window. A message due after the ETA horizon is held only until the
 // horizon and then published again (same id, same ETA) and acknowledged.
-func (w *Worker) hold(j *job, delay time.Duration) {
+// announce runs once j is listed by Scheduled and before its timer starts,
+// so that an observer of task-received finds it there and never sees it
+// start first.
+func (w *Worker) hold(j *job, delay time.Duration, announce func()) {
 	w.mu.Lock()
 	if w.stopping {
 		w.mu.Unlock()
+		announce()
 		w.requeue(j.d)
 		w.inflight.Done()
 		return
@@ -40,9 +45,14 @@ func (w *Worker) hold(j *job, delay time.Duration) {
 	if horizon {
 		wait = w.cfg.ETAHorizon
 	}
-	w.held[j] = time.AfterFunc(wait, func() { w.release(j, raise, size, horizon) })
+	t := time.AfterFunc(time.Duration(math.MaxInt64), func() { w.release(j, raise, size, horizon) })
+	w.held[j] = t
 	cons := w.consumer
 	w.mu.Unlock()
+	announce()
+	// Armed only now. Should shutdown have taken j back meanwhile, release
+	// finds it gone and does nothing.
+	t.Reset(wait)
 	if raise && cons != nil {
 		if err := cons.SetPrefetch(window); err != nil {
 			w.log.Warn("raise prefetch", zap.Error(err))
@@ -78,7 +88,7 @@ func (w *Worker) release(j *job, raised bool, size int64, horizon bool) {
 	if horizon {
 		if err := w.cfg.Followups.Republish(context.Background(), j.msg, j.d.Raw()); err != nil {
 			w.log.Warn("republish of a far ETA failed; keeping it held", zap.String("id", j.msg.ID), zap.Error(err))
-			w.hold(j, time.Until(*j.msg.ETA))
+			w.hold(j, time.Until(*j.msg.ETA), func() {})
 			return
 		}
 		w.ack(j)

@@ -446,16 +446,19 @@ func (w *Worker) receive(d Delivery) {
 	if w.revokeIfExpired(j) || w.discardIfRevoked(j) {
 		return
 	}
-	if w.taskEvents() {
-		w.emit(&TaskEvent{Type: EventTaskReceived, Message: msg, Time: j.received})
+	announce := func() {
+		if w.taskEvents() {
+			w.emit(&TaskEvent{Type: EventTaskReceived, Message: msg, Time: j.received})
+		}
 	}
 	w.inflight.Add(1)
 	if msg.ETA != nil {
 		if delay := time.Until(*msg.ETA); delay > 0 {
-			w.hold(j, delay)
+			w.hold(j, delay, announce)
 			return
 		}
 	}
+	announce()
 	w.schedule(j)
 }
 
