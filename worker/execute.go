@@ -83,6 +83,21 @@ func (w *Worker) execute(j *job) {
 		w.announceRevoked(j, "terminated", true, j.signal)
 		return
 	}
+	if w.base.Err() != nil && (out.exc != nil || out.retry != nil) {
+		// A cold shutdown cancelled it (a task that finished in spite of
+		// it is stored and acknowledged as usual).
+		if late {
+			w.giveBack(j)
+			return
+		}
+		if errors.Is(out.err, context.Canceled) {
+			// Acknowledged before it ran: the broker has no copy, so the
+			// client learns that the worker went away, as Celery's
+			// WorkerLostError tells of a pool process that died.
+			out.exc = workerLost("Worker exited prematurely: cold shutdown while task " + msg.Name() + "[" + msg.ID + "] ran.")
+			out.traceback = traceback(task.Name, out.exc)
+		}
+	}
 
 	ctx := context.Background()
 	switch {
@@ -140,6 +155,24 @@ func (w *Worker) execute(j *job) {
 		// Acknowledged already: the broker has no copy to deliver again,
 		// so keep the result until the store is back.
 		w.pending.keep(j.final)
+	}
+}
+
+// giveBack handles an acks_late task that a cold shutdown cancelled:
+// whatever it returned is dropped, nothing is stored, and its message goes
+// back to the queue for another worker, as when Celery's cold shutdown
+// kills the pool. If the consumer is closed already, the broker has
+// requeued the message itself.
+func (w *Worker) giveBack(j *job) {
+	msg := j.msg
+	w.log.Warn("Task "+msg.Name()+"["+msg.ID+"] abandoned by the cold shutdown; its message goes back to the queue",
+		zap.String("id", msg.ID), zap.String("reason", "cold-shutdown"))
+	j.acked, j.requeued = true, true
+	if err := j.d.Reject(true); err != nil {
+		w.log.Debug("requeue", zap.String("id", msg.ID), zap.Error(err))
+	}
+	if w.taskEvents() {
+		w.emit(&TaskEvent{Type: EventTaskRejected, Message: msg, Requeue: true})
 	}
 }
 

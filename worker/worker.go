@@ -387,8 +387,10 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 }
 
 // Terminate makes a shutdown cold: running tasks' contexts are cancelled
-// and Run returns without waiting for them; their unacknowledged messages
-// return to the queue when the consumer closes.
+// and Run returns without waiting for them. What a cancelled acks_late
+// task returns is dropped and its message returns to the queue; a task
+// acknowledged early has FAILURE stored with WorkerLostError, if it
+// returns before the process exits.
 func (w *Worker) Terminate() { w.cancelBase() }
 
 func (w *Worker) requeue(d Delivery) {

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -141,6 +142,87 @@ func TestWarmShutdownFinishesRunningAndRequeuesTheRest(t *testing.T) {
 	st, err := e.broker.Stats(e.queue)
 	if err != nil || st.Ready != len(rest) || st.Unacked != 0 {
 		t.Fatalf("want %d messages back in the queue, got %+v %v", len(rest), st, err)
+	}
+}
+
+// A cold shutdown abandons the running tasks. Under acks_late what a
+// cancelled task returns is neither stored nor acknowledged: its message
+// goes back to the queue for another worker (CI once saw FAILURE('context
+// canceled') stored and the message acked, the task lost). Acknowledged
+// early, it has no copy left, and the client is told WorkerLostError.
+func TestColdShutdownAbandonsRunningTasks(t *testing.T) {
+	for _, late := range []bool{true, false} {
+		t.Run(fmt.Sprintf("acks_late=%v", late), func(t *testing.T) {
+			started := make(chan struct{})
+			events := &sink{ch: make(chan *worker.TaskEvent, 100)}
+			var e *env
+			e = newEnv(t, func(c *worker.Config, reg *worker.Registry) {
+				c.AcksLate = late
+				c.Events = events
+				err := reg.Handle("t.wait", func(ctx context.Context, _ []any, _ map[string]any) (any, error) {
+					close(started)
+					<-ctx.Done()
+					// Return only once the worker has closed its consumer
+					// (or at once if the message was acked early).
+					deadline := time.Now().Add(10 * time.Second)
+					for time.Now().Before(deadline) {
+						if st, err := e.broker.Stats(e.queue); err == nil && st.Unacked == 0 {
+							break
+						}
+						time.Sleep(5 * time.Millisecond)
+					}
+					return nil, ctx.Err()
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			})
+			e.start()
+			r := e.send("t.wait", nil, nil)
+			waitOn(t, started, "the task to start")
+			e.stopOnce.Do(func() {
+				cold, cancel := context.WithCancel(context.Background())
+				cancel()
+				if err := e.g.Stop(cold); !errors.Is(err, context.Canceled) {
+					t.Errorf("cold stop: %v", err)
+				}
+			})
+			var last *worker.TaskEvent
+			for last == nil {
+				ev := waitOn(t, events.ch, "the task's end")
+				switch {
+				case ev.Message.ID != r.ID():
+				case ev.Type == worker.EventTaskFailed, ev.Type == worker.EventTaskSucceeded, ev.Type == worker.EventTaskRejected:
+					last = ev
+				}
+			}
+			m := e.meta(r.ID())
+			st, err := e.broker.Stats(e.queue)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if late {
+				if last.Type != worker.EventTaskRejected || !last.Requeue {
+					t.Fatalf("event %s (requeue %v), want task-rejected with requeue", last.Type, last.Requeue)
+				}
+				if m.Status != result.Pending {
+					t.Fatalf("stored %s (%v) for a task the cold shutdown gave back", m.Status, m.Result)
+				}
+				if st.Ready != 1 || st.Unacked != 0 {
+					t.Fatalf("want the message back in the queue, got %+v", st)
+				}
+				return
+			}
+			if last.Type != worker.EventTaskFailed || last.Exception == nil || last.Exception.Type != "WorkerLostError" {
+				t.Fatalf("event %s %v, want task-failed with WorkerLostError", last.Type, last.Exception)
+			}
+			if m.Status != result.Failure {
+				t.Fatalf("stored %s, want FAILURE", m.Status)
+			}
+			if st.Ready != 0 || st.Unacked != 0 {
+				t.Fatalf("an early-acked message is gone, got %+v", st)
+			}
+		})
 	}
 }
 
