@@ -32,6 +32,9 @@ type Broker struct {
 	mu        sync.Mutex
 	closed    bool
 	consumers map[*Consumer]struct{}
+	// adopted is what the broker said of each queue adopted so far, so
+	// that a reconnect does not log the same WARN line again.
+	adopted map[string]string
 }
 
 // Dial connects to the broker. The first connection must succeed: Dial
@@ -48,7 +51,7 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	log := cfg.Logger.Named("amqp")
-	b := &Broker{cfg: cfg, eps: eps, log: log, consumers: make(map[*Consumer]struct{})}
+	b := &Broker{cfg: cfg, eps: eps, log: log, consumers: make(map[*Consumer]struct{}), adopted: map[string]string{}}
 	b.main = newConnManager(cfg, eps, cfg.ConnectionName, log.With(zap.String("connection", "main")))
 	if err := b.main.start(ctx); err != nil {
 		return nil, err
@@ -316,7 +319,7 @@ func (b *Broker) DeclareTaskQueue(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	_, err = declareOrAdopt(ctx, s.conn, b.TaskQueue(name), b.log)
+	_, err = b.declareOrAdopt(ctx, s.conn, b.TaskQueue(name))
 	return err
 }
 

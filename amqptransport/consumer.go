@@ -92,6 +92,9 @@ type Consumer struct {
 	genSeq    uint64
 	canceling bool
 	stopped   bool
+	// qosLogged: the switch to per-consumer QoS was logged; reconnects
+	// do not log it again.
+	qosLogged bool
 	cancelReq chan struct{}
 	stop      chan struct{}
 	done      chan struct{}
@@ -646,7 +649,7 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	if !c.cfg.NoDeclare {
 		var nonClassic []string
 		for _, q := range c.cfg.Queues {
-			d, err := declareOrAdopt(ctx, s.conn, q, c.log)
+			d, err := c.b.declareOrAdopt(ctx, s.conn, q)
 			if err != nil {
 				return nil, err
 			}
@@ -660,8 +663,14 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 		}
 		if global && len(nonClassic) > 0 {
 			global = false
-			c.log.Info("consuming with per-consumer prefetch: quorum queues (and queues of unknown type) refuse global QoS",
-				zap.Strings("non_classic_queues", nonClassic))
+			c.mu.Lock()
+			logged := c.qosLogged
+			c.qosLogged = true
+			c.mu.Unlock()
+			if !logged {
+				c.log.Info("consuming with per-consumer prefetch: quorum queues (and queues of unknown type) refuse global QoS",
+					zap.Strings("non_classic_queues", nonClassic))
+			}
 		}
 	}
 	ch, err := s.conn.Channel()

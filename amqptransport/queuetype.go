@@ -63,15 +63,18 @@ type declared struct {
 	// adopted is true when the queue existed with other arguments and is
 	// used as it is.
 	adopted bool
+	// reason is the broker's refusal of our arguments when adopted.
+	reason string
 }
 
 // declareOrAdopt declares q, each step on a channel of its own so that a
 // refusal does not close the caller's channel. A queue that already exists
 // with other arguments (another x-queue-type, a dead-letter exchange, a
 // delivery limit, ...) is adopted: its existence is checked passively, it
-// is bound as q says, and what the broker answered is logged, instead of
-// failing like a kombu redeclaration does.
-func declareOrAdopt(ctx context.Context, conn *amqp.Connection, q Queue, log *zap.Logger) (declared, error) {
+// is bound as q says, and what the broker answered is logged (once per
+// queue and answer, not again on every reconnect), instead of failing like
+// a kombu redeclaration does.
+func (b *Broker) declareOrAdopt(ctx context.Context, conn *amqp.Connection, q Queue) (declared, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return declared{}, fmt.Errorf("amqptransport: open channel: %w", err)
@@ -104,12 +107,19 @@ func declareOrAdopt(ctx context.Context, conn *amqp.Connection, q Queue, log *za
 	if err != nil {
 		return declared{}, err
 	}
-	d := declared{typ: typeFromMismatch(ae.Reason), adopted: true}
+	d := declared{typ: typeFromMismatch(ae.Reason), adopted: true, reason: ae.Reason}
+	b.mu.Lock()
+	seen := b.adopted[q.Name] == ae.Reason
+	b.adopted[q.Name] = ae.Reason
+	b.mu.Unlock()
+	if seen {
+		return d, nil
+	}
 	found := d.typ
 	if found == "" {
 		found = "unknown"
 	}
-	log.Warn("queue exists with other arguments than gworker declares; using it as the broker has it",
+	b.log.Warn("queue exists with other arguments than gworker declares; using it as the broker has it",
 		zap.String("queue", q.Name), zap.String("queue_type", found),
 		zap.String("wanted_type", queueArgType(q.Arguments)), zap.String("broker", ae.Reason))
 	return d, nil

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
@@ -232,5 +234,52 @@ func rawJSON(n int) *protocol.RawMessage {
 		ContentType:  protocol.ContentTypeJSON,
 		Body:         []byte(`{}`),
 		DeliveryMode: 2,
+	}
+}
+
+// A reconnect declares the queues again; what was said of an adopted queue
+// and of the switch to per-consumer QoS is not said again.
+func TestAdoptedQueueIsLoggedOnceAcrossReconnects(t *testing.T) {
+	_, u := vhostURL(t)
+	name := "tasks.quorum"
+	kombuDeclareQuorum(t, u, name)
+	core, logs := observer.New(zap.InfoLevel)
+	conn := uniqueName(t, "conn")
+	b := dialURL(t, u, func(c *Config) {
+		c.Logger = zap.New(core)
+		c.ConnectionName = conn
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := b.Consume(ctx, ConsumerConfig{Queues: []Queue{TaskQueue(name)}, Prefetch: 2, GlobalQoS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := b.Publish(ctx, name, name, rawJSON(1)); err != nil {
+		t.Fatal(err)
+	}
+	first := recv(t, c, 10*time.Second)
+	if err := first.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	killConnectionsNamed(t, func(n string) bool { return n == conn })
+	// A delivery on a new channel proves the consumer opened (and declared)
+	// again.
+	if err := b.Publish(ctx, name, name, rawJSON(2)); err != nil {
+		t.Fatal(err)
+	}
+	second := recv(t, c, 20*time.Second)
+	if second.Epoch() == first.Epoch() {
+		t.Fatalf("no reconnect: both deliveries on channel epoch %d", first.Epoch())
+	}
+	if err := second.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.FilterMessageSnippet("queue exists with other arguments").Len(); n != 1 {
+		t.Errorf("adoption logged %d times, want once", n)
+	}
+	if n := logs.FilterMessageSnippet("per-consumer prefetch").Len(); n != 1 {
+		t.Errorf("per-consumer QoS logged %d times, want once", n)
 	}
 }
