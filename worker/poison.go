@@ -19,13 +19,13 @@ const MaxRedeliveriesDefault = 5
 // is a poison message: its task kills or hangs the worker every time, and
 // without a cap it would do so forever (Celery's task_reject_on_worker_lost
 // loop). Only deliveries marked redelivered are looked at, so the first
-// delivery of every message costs nothing. The count comes from the
-// transport when its broker counts deliveries (DeliveryCounter: RabbitMQ
-// quorum queues' x-delivery-count, which also counts prefetched messages
-// requeued by a warm shutdown or a lost connection); otherwise from a
-// counter of redelivered starts kept in the result backend
-// (result.RedeliveryCounter), per task id and retry number. Without either,
-// there is no cap.
+// delivery of every message costs nothing. The count is kept in the result
+// backend when it can count (result.RedeliveryCounter): a counter per task
+// id and retry number, raised only here, when a redelivered copy is about
+// to start, so that prefetched messages handed back by warm shutdowns do
+// not count. Otherwise it comes from the transport when its broker counts
+// deliveries (DeliveryCounter: RabbitMQ quorum queues' x-delivery-count,
+// which also counts those hand-backs). Without either, there is no cap.
 //
 // Past the cap, FAILURE is stored with a WorkerLostError, the task's
 // errbacks and chord run as for any failure, and the message is rejected
@@ -37,22 +37,23 @@ func (w *Worker) poisoned(j *job) bool {
 	if max < 0 || !raw.Redelivered {
 		return false
 	}
-	n, source := 0, "x-delivery-count"
-	known := false
-	if dc, ok := j.d.(DeliveryCounter); ok {
-		n, known = dc.DeliveryCount()
-	}
-	if !known {
-		rc, ok := w.cfg.Backend.(result.RedeliveryCounter)
-		if !ok {
-			return false
-		}
+	var n int
+	source := "result backend"
+	if rc, ok := w.cfg.Backend.(result.RedeliveryCounter); ok {
 		c, err := rc.CountRedelivery(context.Background(), j.msg.ID+"."+strconv.Itoa(j.msg.Retries))
 		if err != nil {
 			w.log.Warn("cannot count the redelivery of a task; running it", zap.String("id", j.msg.ID), zap.Error(err))
 			return false
 		}
-		n, source = int(c), "result backend"
+		n = int(c)
+	} else if dc, ok := j.d.(DeliveryCounter); ok {
+		var known bool
+		if n, known = dc.DeliveryCount(); !known {
+			return false
+		}
+		source = "x-delivery-count"
+	} else {
+		return false
 	}
 	if n <= max {
 		if n > 0 {

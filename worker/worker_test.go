@@ -226,6 +226,38 @@ func TestColdShutdownAbandonsRunningTasks(t *testing.T) {
 	}
 }
 
+// Messages handed back unstarted (prefetched when a warm shutdown came)
+// are redelivered without a run that failed: however often that happens,
+// they are no poison. The broker's own count (x-delivery-count, as the
+// in-memory broker keeps it) counts every hand-back; the backend's counts
+// only redelivered starts.
+func TestHandedBackMessagesAreNotPoison(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, _ *worker.Registry) {
+		c.AcksLate = true
+		c.MaxRedeliveries = 2
+	})
+	r := e.send("tasks.add", []any{int64(1), int64(2)}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 5; i++ {
+		c, err := e.broker.Consume(ctx, []string{e.queue}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := waitOn(t, c.Deliveries(), "the message")
+		if err := d.Reject(true); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start()
+	if v, err := e.get(r); err != nil || v != int64(3) {
+		t.Fatalf("got %v, %v; want 3", v, err)
+	}
+}
+
 func TestTimeLimits(t *testing.T) {
 	e := newEnv(t)
 	e.start()

@@ -31,7 +31,10 @@ const (
 	childBroker = "GWORKER_POISON_CHILD_BROKER"
 	childQueue  = "GWORKER_POISON_CHILD_QUEUE"
 	childMax    = "GWORKER_POISON_CHILD_MAX"
-	exitCode    = 3
+	// childNoCounter hides the result backend's redelivery counter, so
+	// that the worker counts with the broker's x-delivery-count.
+	childNoCounter = "GWORKER_POISON_CHILD_NO_COUNTER"
+	exitCode       = 3
 )
 
 func TestMain(m *testing.M) {
@@ -66,8 +69,12 @@ func runChild() int {
 	}
 	max, _ := strconv.Atoi(os.Getenv(childMax))
 	log, _ := zap.NewDevelopment()
+	var backend result.Backend = rb
+	if os.Getenv(childNoCounter) != "" {
+		backend = struct{ result.Backend }{rb}
+	}
 	w, err := worker.New(worker.Config{
-		Registry: reg, Broker: amqpworker.New(b), Backend: rb,
+		Registry: reg, Broker: amqpworker.New(b), Backend: backend,
 		Queues: []string{os.Getenv(childQueue)}, Concurrency: 1, PrefetchMultiplier: 1,
 		AcksLate: true, MaxRedeliveries: max, Logger: log, DisableFollowups: true,
 	})
@@ -91,11 +98,13 @@ type poisonEnv struct {
 	conn   *amqp.Connection
 	broker *amqptransport.Broker
 	rb     *redisbackend.Backend
-	// countedBy is where the worker must say it took the count from.
+	// countedBy is where the worker must say it took the count from:
+	// "result backend", or "x-delivery-count" on a quorum queue when the
+	// backend's counter is hidden.
 	countedBy string
 }
 
-func newPoisonEnv(t *testing.T, queueType string) *poisonEnv {
+func newPoisonEnv(t *testing.T, queueType, countedBy string) *poisonEnv {
 	t.Helper()
 	vhost := "gwtest-poison-" + testenv.Suffix()
 	for _, args := range [][]string{{"add_vhost", vhost}, {"set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"}} {
@@ -109,10 +118,7 @@ func newPoisonEnv(t *testing.T, queueType string) *poisonEnv {
 		t.Fatal(err)
 	}
 	u.Path = "/" + vhost
-	e := &poisonEnv{t: t, url: u.String(), queue: "poison", countedBy: "result backend"}
-	if queueType == "quorum" {
-		e.countedBy = "x-delivery-count"
-	}
+	e := &poisonEnv{t: t, url: u.String(), queue: "poison", countedBy: countedBy}
 	e.conn, err = amqp.Dial(e.url)
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +169,9 @@ func (e *poisonEnv) runWorker(id string, max int) (exited bool) {
 	e.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childBroker+"="+e.url, childQueue+"="+e.queue, childMax+"="+strconv.Itoa(max))
+	if e.countedBy == "x-delivery-count" {
+		cmd.Env = append(cmd.Env, childNoCounter+"=1")
+	}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -200,8 +209,8 @@ func (e *poisonEnv) runWorker(id string, max int) (exited bool) {
 
 // A task that kills its worker every time runs 1 + MaxRedeliveries times,
 // then fails with WorkerLostError and its message is dead-lettered.
-func testPoison(t *testing.T, queueType string) {
-	e := newPoisonEnv(t, queueType)
+func testPoison(t *testing.T, queueType, countedBy string) {
+	e := newPoisonEnv(t, queueType, countedBy)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p := producer.New(e.broker, producer.Options{Backend: e.rb, DefaultQueue: e.queue})
@@ -252,6 +261,12 @@ func testPoison(t *testing.T, queueType string) {
 	}
 }
 
-func TestPoisonMessageClassicQueue(t *testing.T) { testPoison(t, "") }
+func TestPoisonMessageClassicQueue(t *testing.T) { testPoison(t, "", "result backend") }
 
-func TestPoisonMessageQuorumQueue(t *testing.T) { testPoison(t, "quorum") }
+// The backend's count comes first; on a quorum queue the broker's
+// x-delivery-count stands in when the backend cannot count.
+func TestPoisonMessageQuorumQueue(t *testing.T) { testPoison(t, "quorum", "result backend") }
+
+func TestPoisonMessageQuorumQueueCountedByBroker(t *testing.T) {
+	testPoison(t, "quorum", "x-delivery-count")
+}
