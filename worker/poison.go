@@ -25,7 +25,8 @@ const MaxRedeliveriesDefault = 5
 // to start, so that prefetched messages handed back by warm shutdowns do
 // not count. Otherwise it comes from the transport when its broker counts
 // deliveries (DeliveryCounter: RabbitMQ quorum queues' x-delivery-count,
-// which also counts those hand-backs). Without either, there is no cap.
+// which also counts those hand-backs), also when the backend cannot be
+// reached. Without either, there is no cap and the task runs.
 //
 // Past the cap, FAILURE is stored with a WorkerLostError, the task's
 // errbacks and chord run as for any failure, and the message is rejected
@@ -37,22 +38,8 @@ func (w *Worker) poisoned(j *job) bool {
 	if max < 0 || !raw.Redelivered {
 		return false
 	}
-	var n int
-	source := "result backend"
-	if rc, ok := w.cfg.Backend.(result.RedeliveryCounter); ok {
-		c, err := rc.CountRedelivery(context.Background(), j.msg.ID+"."+strconv.Itoa(j.msg.Retries))
-		if err != nil {
-			w.log.Warn("cannot count the redelivery of a task; running it", zap.String("id", j.msg.ID), zap.Error(err))
-			return false
-		}
-		n = int(c)
-	} else if dc, ok := j.d.(DeliveryCounter); ok {
-		var known bool
-		if n, known = dc.DeliveryCount(); !known {
-			return false
-		}
-		source = "x-delivery-count"
-	} else {
+	n, source, ok := w.redeliveryCount(j)
+	if !ok {
 		return false
 	}
 	if n <= max {
@@ -75,6 +62,25 @@ func (w *Worker) poisoned(j *job) bool {
 		w.log.Warn("reject", zap.String("id", j.msg.ID), zap.Error(err))
 	}
 	return true
+}
+
+// redeliveryCount returns how often j's message was redelivered, and from
+// where: the result backend's counter, or the broker's count when the
+// backend has none or cannot be reached; ok is false when neither tells.
+func (w *Worker) redeliveryCount(j *job) (n int, source string, ok bool) {
+	if rc, isCounter := w.cfg.Backend.(result.RedeliveryCounter); isCounter {
+		c, err := rc.CountRedelivery(context.Background(), j.msg.ID+"."+strconv.Itoa(j.msg.Retries))
+		if err == nil {
+			return int(c), "result backend", true
+		}
+		w.log.Warn("cannot count the redelivery of a task in the result backend", zap.String("id", j.msg.ID), zap.Error(err))
+	}
+	if dc, isCounter := j.d.(DeliveryCounter); isCounter {
+		if n, known := dc.DeliveryCount(); known {
+			return n, "x-delivery-count", true
+		}
+	}
+	return 0, "", false
 }
 
 func workerLost(msg string) *protocol.Exception {
