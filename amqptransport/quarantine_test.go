@@ -184,11 +184,14 @@ func TestQuarantineCeleryClientMessage(t *testing.T) {
 	script := `
 import sys
 from celery import Celery
-app = Celery('t', broker='amqp://guest:guest@127.0.0.1:5672//')
+app = Celery('t', broker=sys.argv[2])
+# Confirmed: the script exits right after, and RabbitMQ drops what a
+# channel had not yet routed when its connection goes away.
+app.conf.broker_transport_options = {'confirm_publish': True}
 app.send_task('tasks.add', (2, 2), queue=sys.argv[1], headers={'big': 2**40})
 app.send_task('tasks.add', (3, 3), queue=sys.argv[1])
 `
-	if out, err := exec.Command(testenv.Python(), "-c", script, q.Name).CombinedOutput(); err != nil {
+	if out, err := exec.Command(testenv.Python(), "-c", script, q.Name, testenv.CeleryBrokerURL()).CombinedOutput(); err != nil {
 		t.Fatalf("celery send_task: %v\n%s", err, out)
 	}
 	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 4, GlobalQoS: true})

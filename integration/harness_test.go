@@ -616,6 +616,10 @@ import json, os, sys, math, time
 from celery import Celery
 app = Celery('gwtest')
 app.conf.update(broker_url=os.environ['GW_BROKER'], result_backend=os.environ['GW_BACKEND'])
+# Publisher confirms: a script exits right after its last send, and
+# RabbitMQ drops what a channel had not yet routed when its connection
+# goes away unannounced (seen: one of two tasks never arrived).
+app.conf.update(broker_transport_options={'confirm_publish': True})
 app.conf.update((json.loads(os.environ.get('GW_CONF') or '{}') or {}))
 TIMEOUT = float(os.environ.get('GW_TIMEOUT', '20'))
 _OUT = {}
@@ -821,6 +825,10 @@ import json, os, time
 from celery import Celery
 app = Celery('pytasks')
 app.conf.update(broker_url=os.environ['GW_BROKER'], result_backend=os.environ['GW_BACKEND'])
+# Publisher confirms: a script exits right after its last send, and
+# RabbitMQ drops what a channel had not yet routed when its connection
+# goes away unannounced (seen: one of two tasks never arrived).
+app.conf.update(broker_transport_options={'confirm_publish': True})
 app.conf.update((json.loads(os.environ.get('GW_CONF') or '{}') or {}))
 
 @app.task(name='tasks.pymul')
