@@ -68,18 +68,8 @@ func (h *harness) cluster(ctx context.Context) (line, error) {
 		return line{}, err
 	}
 	p := producer.New(b, producer.Options{Backend: rb, DefaultQueue: queue})
-	ids, err := h.publish(ctx, func(ctx context.Context, i int) (string, error) {
-		r, err := p.SendTask(ctx, "chaos.work", []any{i}, nil)
-		if err != nil {
-			return "", err
-		}
-		return r.ID(), nil
-	}, h.o.n)
-	defer func() {
-		for id := range ids {
-			_ = rb.Forget(context.Background(), id)
-		}
-	}()
+	ids, err := h.publish(ctx, p, h.o.n, work)
+	defer forget(rb, ids)
 	if err != nil {
 		return line{}, err
 	}

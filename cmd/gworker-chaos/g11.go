@@ -109,13 +109,7 @@ func (h *harness) g11(ctx context.Context) (line, error) {
 	}
 	defer b.Close()
 	defer rb.Close()
-	ids, err := h.publish(ctx, func(ctx context.Context, i int) (string, error) {
-		r, err := p.SendTask(ctx, "chaos.work", []any{i}, nil)
-		if err != nil {
-			return "", err
-		}
-		return r.ID(), nil
-	}, h.o.n)
+	ids, err := h.publish(ctx, p, h.o.n, work)
 	if err != nil {
 		return line{}, err
 	}

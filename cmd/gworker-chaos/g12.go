@@ -30,22 +30,13 @@ func (h *harness) g12(ctx context.Context) (line, error) {
 	// prefetch window by one), then slow tasks: concurrency of them run,
 	// the window's rest waits prefetched, the others wait in the queue.
 	eta := time.Now().Add(etaDelay)
-	ids, err := h.publish(ctx, func(ctx context.Context, i int) (string, error) {
-		name, opts := "chaos.slow", []producer.Option(nil)
+	ids, err := h.publish(ctx, p, h.o.eta+concurrency*(2+prefetchMul), func(i int) (string, []producer.Option) {
 		if i < h.o.eta {
-			name, opts = "chaos.work", []producer.Option{producer.ETA(eta)}
+			return "chaos.work", []producer.Option{producer.ETA(eta)}
 		}
-		r, err := p.SendTask(ctx, name, []any{i}, nil, opts...)
-		if err != nil {
-			return "", err
-		}
-		return r.ID(), nil
-	}, h.o.eta+concurrency*(2+prefetchMul))
-	defer func() {
-		for id := range ids {
-			_ = rb.Forget(context.Background(), id)
-		}
-	}()
+		return "chaos.slow", nil
+	})
+	defer forget(rb, ids)
 	if err != nil {
 		return line{}, err
 	}

@@ -6,19 +6,34 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"time"
+
+	"github.com/gworker/gworker/producer"
+	"github.com/gworker/gworker/result/redisbackend"
 )
 
-// publish sends n chaos.work tasks to queue and returns their ids.
-func (h *harness) publish(ctx context.Context, send func(ctx context.Context, i int) (string, error), n int) (map[string]bool, error) {
+// publish sends n tasks, task(i) naming the i-th and its options (its one
+// argument is i), and returns their ids, those sent before an error too.
+func (h *harness) publish(ctx context.Context, p *producer.Producer, n int, task func(i int) (string, []producer.Option)) (map[string]bool, error) {
 	ids := make(map[string]bool, n)
 	for i := 0; i < n; i++ {
-		id, err := send(ctx, i)
+		name, opts := task(i)
+		r, err := p.SendTask(ctx, name, []any{i}, nil, opts...)
 		if err != nil {
 			return ids, fmt.Errorf("publish: %w", err)
 		}
-		ids[id] = true
+		ids[r.ID()] = true
 	}
 	return ids, nil
+}
+
+// work is the task most goals publish: chaos.work(i).
+func work(int) (string, []producer.Option) { return "chaos.work", nil }
+
+// forget deletes the results of ids from the backend.
+func forget(rb *redisbackend.Backend, ids map[string]bool) {
+	for id := range ids {
+		_ = rb.Forget(context.Background(), id)
+	}
 }
 
 // g2 kills the worker process group repeatedly while it drains tasks
@@ -33,18 +48,8 @@ func (h *harness) g2(ctx context.Context) (line, error) {
 	}
 	defer b.Close()
 	defer rb.Close()
-	ids, err := h.publish(ctx, func(ctx context.Context, i int) (string, error) {
-		r, err := p.SendTask(ctx, "chaos.work", []any{i}, nil)
-		if err != nil {
-			return "", err
-		}
-		return r.ID(), nil
-	}, h.o.n)
-	defer func() {
-		for id := range ids {
-			_ = rb.Forget(context.Background(), id)
-		}
-	}()
+	ids, err := h.publish(ctx, p, h.o.n, work)
+	defer forget(rb, ids)
 	if err != nil {
 		return line{}, err
 	}

@@ -59,18 +59,8 @@ func (h *harness) g4(ctx context.Context) (line, error) {
 	}
 	defer b.Close()
 	defer rb.Close()
-	ids, err := h.publish(ctx, func(ctx context.Context, i int) (string, error) {
-		r, err := p.SendTask(ctx, "chaos.work", []any{i}, nil)
-		if err != nil {
-			return "", err
-		}
-		return r.ID(), nil
-	}, h.o.n)
-	defer func() {
-		for id := range ids {
-			_ = rb.Forget(context.Background(), id)
-		}
-	}()
+	ids, err := h.publish(ctx, p, h.o.n, work)
+	defer forget(rb, ids)
 	if err != nil {
 		return line{}, err
 	}

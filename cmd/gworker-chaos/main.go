@@ -406,18 +406,10 @@ func (h *harness) drain(ctx context.Context, goal string, faults int, fault func
 	}
 	defer b.Close()
 	defer rb.Close()
-	ids := make(map[string]bool, h.o.n)
-	defer func() {
-		for id := range ids {
-			_ = rb.Forget(context.Background(), id)
-		}
-	}()
-	for i := 0; i < h.o.n; i++ {
-		r, err := p.SendTask(ctx, "chaos.work", []any{i}, nil)
-		if err != nil {
-			return line{}, fmt.Errorf("publish: %w", err)
-		}
-		ids[r.ID()] = true
+	ids, err := h.publish(ctx, p, h.o.n, work)
+	defer forget(rb, ids)
+	if err != nil {
+		return line{}, err
 	}
 	w, err := h.start(queue, oraclePath, true)
 	if err != nil {
