@@ -83,7 +83,7 @@ func (w *Worker) execute(j *job) {
 		w.announceRevoked(j, "terminated", true, j.signal)
 		return
 	}
-	if w.base.Err() != nil && (out.exc != nil || out.retry != nil) {
+	if (out.exc != nil || out.retry != nil) && w.base.Err() != nil {
 		// A cold shutdown cancelled it (a task that finished in spite of
 		// it is stored and acknowledged as usual).
 		if late {
