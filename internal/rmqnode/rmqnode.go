@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -108,7 +109,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 }
 
 // ensureCookie writes an Erlang cookie into home unless one is there, so
-// that nodes started at the same time with the same home share it.
+// that nodes started at the same time with the same home share it. The
+// cookie is written to a file of its own and then hard-linked into place,
+// which fails when another node got there first: every caller ends up with
+// the one cookie that won.
 func ensureCookie(home string) error {
 	p := filepath.Join(home, ".erlang.cookie")
 	if _, err := os.Stat(p); err == nil {
@@ -118,11 +122,26 @@ func ensureCookie(home string) error {
 	if _, err := rand.Read(b[:]); err != nil {
 		return err
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strings.ToUpper(hex.EncodeToString(b[:]))), 0o400); err != nil {
+	f, err := os.CreateTemp(home, ".erlang.cookie-*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, p)
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.WriteString(strings.ToUpper(hex.EncodeToString(b[:])))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o400)
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Link(tmp, p); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
 }
 
 // stopLeftover stops a node of the same name left running by an earlier
