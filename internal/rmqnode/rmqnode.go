@@ -71,20 +71,25 @@ type Node struct {
 
 // Start writes the node's configuration and starts it, and returns once
 // it accepts AMQP connections (guest/guest, vhost "/") or ctx ends.
-func Start(ctx context.Context, cfg Config) (*Node, error) {
+func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.Name == "" || cfg.Port == 0 || cfg.DistPort == 0 {
 		return nil, errors.New("rmqnode: Name, Port and DistPort are required")
 	}
 	if _, err := os.Stat(ServerPath); err != nil {
 		return nil, fmt.Errorf("rmqnode: rabbitmq-server is not installed: %w", err)
 	}
-	n := &Node{cfg: cfg, name: cfg.Name + "@localhost"}
+	n = &Node{cfg: cfg, name: cfg.Name + "@localhost"}
 	if n.cfg.Dir == "" {
 		d, err := os.MkdirTemp("", "rmqnode-"+cfg.Name+"-")
 		if err != nil {
 			return nil, err
 		}
 		n.cfg.Dir, n.ownsDir = d, true
+		defer func() {
+			if err != nil {
+				_ = os.RemoveAll(d)
+			}
+		}()
 	}
 	if n.cfg.Home == "" {
 		n.cfg.Home = filepath.Join(os.TempDir(), "rmqnode-home-"+cfg.Name)
@@ -103,6 +108,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	if err := n.Launch(ctx); err != nil {
+		// It may have started without answering in time: stop it
+		// before its directory goes.
+		_ = n.Stop(context.Background())
 		return nil, err
 	}
 	return n, nil
