@@ -12,8 +12,6 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/internal/rmqnode"
-	"github.com/gworker/gworker/producer"
-	"github.com/gworker/gworker/result/redisbackend"
 )
 
 // cluster makes the harness's node one of three, runs a worker on a quorum
@@ -51,60 +49,38 @@ func (h *harness) cluster(ctx context.Context) (line, error) {
 		}
 	}
 	victim, b1, b2 := extra[0], extra[1], h.node
-	queue := "chaos-cluster"
-	oraclePath := filepath.Join(h.dir, queue+".oracle")
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: b1.URL() + ";" + b2.URL(),
-		DefaultQueueType: amqptransport.QueueTypeQuorum, ConnectionName: "gworker-chaos"})
+	r, err := h.openOn(ctx, "cluster", h.o.redis, amqptransport.Config{URL: b1.URL() + ";" + b2.URL(),
+		DefaultQueueType: amqptransport.QueueTypeQuorum})
 	if err != nil {
 		return line{}, err
 	}
-	defer b.Close()
-	rb, err := redisbackend.Open(h.o.redis, redisbackend.Options{Expires: time.Hour})
-	if err != nil {
+	defer r.close()
+	if err := r.publish(ctx, h.o.n, work); err != nil {
 		return line{}, err
 	}
-	defer rb.Close()
-	if err := b.DeclareTaskQueue(ctx, queue); err != nil {
-		return line{}, err
-	}
-	p := producer.New(b, producer.Options{Backend: rb, DefaultQueue: queue})
-	ids, err := h.publish(ctx, p, h.o.n, work)
-	defer forget(rb, ids)
-	if err != nil {
-		return line{}, err
-	}
-	w, err := h.startOn(queue, oraclePath, true, h.o.redis,
+	w, err := h.startOn(r.queue, r.oracle, true, h.o.redis,
 		strings.Join([]string{victim.URL(), b1.URL(), b2.URL()}, ";"), true)
 	if err != nil {
 		return line{}, err
 	}
 	defer func() { w.kill() }()
 	// Kill once the worker is busy on the victim.
-	for end := time.Now().Add(time.Minute); ; {
-		o, err := readOracle(oraclePath)
-		if err != nil {
-			return line{}, err
-		}
-		if len(o.done) > 0 || time.Now().After(end) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := waitOracle(r.oracle, time.Minute, "a first task done", func(o oracle) bool { return len(o.done) > 0 }); err != nil {
+		return line{}, err
 	}
 	time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
 	if err := victim.Kill(); err != nil {
 		return line{}, err
 	}
-	o, err := waitAllDone(w, oraclePath, len(ids), 3*time.Minute)
+	o, err := waitAllDone(w, r.oracle, len(r.ids), 3*time.Minute)
 	if err != nil {
 		w.kill()
 		return line{}, err
 	}
 	w.kill()
-	lost, unexpected := o.tally(ids)
-	dup := sum(o.done) - len(o.done)
-	extraRuns := sum(o.start) - len(o.done)
+	c := o.tally(r.ids)
 	bound := concurrency * (1 + prefetchMul)
-	pass := lost == 0 && unexpected == 0 && extraRuns <= bound
+	pass := c.lost == 0 && c.unexpected == 0 && c.extra <= bound
 	return line{fmt.Sprintf("cluster nodes=3 queue=quorum N=%d faults=1 lost=%d dup=%d extra=%d unexpected=%d bound=%d %s",
-		h.o.n, lost, dup, extraRuns, unexpected, bound, verdict(pass)), pass}, nil
+		h.o.n, c.lost, c.dup, c.extra, c.unexpected, bound, verdict(pass)), pass}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/result"
 )
 
@@ -92,8 +93,6 @@ func (r *redisProc) kill() {
 // acks_late tasks: the worker never exits and every id ends with a
 // SUCCESS result.
 func (h *harness) g11(ctx context.Context) (line, error) {
-	queue := "chaos-g11"
-	oraclePath := filepath.Join(h.dir, queue+".oracle")
 	rdir := filepath.Join(h.dir, "redis")
 	if err := os.MkdirAll(rdir, 0o755); err != nil {
 		return line{}, err
@@ -103,35 +102,24 @@ func (h *harness) g11(ctx context.Context) (line, error) {
 		return line{}, err
 	}
 	defer rs.kill()
-	b, rb, p, err := h.clientsWith(ctx, queue, rs.url())
+	r, err := h.openOn(ctx, "g11", rs.url(), amqptransport.Config{})
 	if err != nil {
 		return line{}, err
 	}
-	defer b.Close()
-	defer rb.Close()
-	ids, err := h.publish(ctx, p, h.o.n, work)
-	if err != nil {
+	defer r.close()
+	if err := r.publish(ctx, h.o.n, work); err != nil {
 		return line{}, err
 	}
-	w, err := h.startWith(queue, oraclePath, true, rs.url())
+	w, err := h.startWith(r.queue, r.oracle, true, rs.url())
 	if err != nil {
 		return line{}, err
 	}
 	defer func() { w.kill() }()
-	exitedEarly := func() error {
-		select {
-		case err := <-w.done:
-			w.done <- err // for kill
-			return fmt.Errorf("the worker exited on its own: %v", err)
-		default:
-			return nil
-		}
-	}
 	for k := 0; k < h.o.outages; k++ {
 		time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond)
 		rs.kill()
 		time.Sleep(h.o.down + time.Duration(rand.IntN(1000))*time.Millisecond)
-		if err := exitedEarly(); err != nil {
+		if err := w.exitedOnItsOwn(); err != nil {
 			return line{}, err
 		}
 		if err := rs.start(ctx); err != nil {
@@ -140,16 +128,16 @@ func (h *harness) g11(ctx context.Context) (line, error) {
 	}
 	// Done when every id has its SUCCESS result (a task whose result could
 	// not be stored runs again).
-	missing := make(map[string]bool, len(ids))
-	for id := range ids {
+	missing := make(map[string]bool, len(r.ids))
+	for id := range r.ids {
 		missing[id] = true
 	}
 	for end := time.Now().Add(3 * time.Minute); len(missing) > 0 && time.Now().Before(end); {
-		if err := exitedEarly(); err != nil {
+		if err := w.exitedOnItsOwn(); err != nil {
 			return line{}, err
 		}
 		for id := range missing {
-			m, err := rb.Get(ctx, id)
+			m, err := r.rb.Get(ctx, id)
 			if err == nil && m.Status == result.Success {
 				delete(missing, id)
 			}
@@ -158,18 +146,17 @@ func (h *harness) g11(ctx context.Context) (line, error) {
 			time.Sleep(500 * time.Millisecond)
 		}
 	}
-	err = exitedEarly()
+	err = w.exitedOnItsOwn()
 	w.kill()
 	if err != nil {
 		return line{}, err
 	}
-	o, err := readOracle(oraclePath)
+	o, err := readOracle(r.oracle)
 	if err != nil {
 		return line{}, err
 	}
-	lost, unexpected := o.tally(ids)
-	extra := sum(o.start) - len(o.done)
-	pass := lost == 0 && unexpected == 0 && len(missing) == 0
+	c := o.tally(r.ids)
+	pass := c.lost == 0 && c.unexpected == 0 && len(missing) == 0
 	return line{fmt.Sprintf("G11 N=%d outages=%d down=%s lost=%d missing_results=%d extra=%d unexpected=%d worker_exited=false %s",
-		h.o.n, h.o.outages, h.o.down, lost, len(missing), extra, unexpected, verdict(pass)), pass}, nil
+		h.o.n, h.o.outages, h.o.down, c.lost, len(missing), c.extra, c.unexpected, verdict(pass)), pass}, nil
 }

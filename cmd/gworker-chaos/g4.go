@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -51,20 +50,15 @@ func (h *harness) g4(ctx context.Context) (line, error) {
 	if broker == h.node.URL() {
 		return line{}, fmt.Errorf("cannot route %s through the proxy", h.node.URL())
 	}
-	queue := "chaos-g4"
-	oraclePath := filepath.Join(h.dir, queue+".oracle")
-	b, rb, p, err := h.clients(ctx, queue)
+	r, err := h.open(ctx, "g4")
 	if err != nil {
 		return line{}, err
 	}
-	defer b.Close()
-	defer rb.Close()
-	ids, err := h.publish(ctx, p, h.o.n, work)
-	defer forget(rb, ids)
-	if err != nil {
+	defer r.close()
+	if err := r.publish(ctx, h.o.n, work); err != nil {
 		return line{}, err
 	}
-	w, err := h.startOn(queue, oraclePath, true, h.o.redis, broker, false)
+	w, err := h.startOn(r.queue, r.oracle, true, h.o.redis, broker, false)
 	if err != nil {
 		return line{}, err
 	}
@@ -81,14 +75,11 @@ func (h *harness) g4(ctx context.Context) (line, error) {
 		if err := px.Toxics.RemoveToxic(ctx, "fault"); err != nil {
 			return line{}, err
 		}
-		select {
-		case err := <-w.done:
-			w.done <- err // for kill
-			return line{}, fmt.Errorf("the worker exited on its own after %s: %v", f.name, err)
-		default:
+		if err := w.exitedOnItsOwn(); err != nil {
+			return line{}, fmt.Errorf("after %s: %w", f.name, err)
 		}
 	}
-	o, err := waitAllDone(w, oraclePath, len(ids), 3*time.Minute)
+	o, err := waitAllDone(w, r.oracle, len(r.ids), 3*time.Minute)
 	if err != nil {
 		w.kill()
 		return line{}, err
@@ -98,15 +89,13 @@ func (h *harness) g4(ctx context.Context) (line, error) {
 	if data, err := os.ReadFile(h.node.LogPath()); err == nil && int64(len(data)) >= logStart {
 		stale = strings.Count(string(data[logStart:]), "unknown delivery tag")
 	}
-	lost, unexpected := o.tally(ids)
-	dup := sum(o.done) - len(o.done)
-	extra := sum(o.start) - len(o.done)
+	c := o.tally(r.ids)
 	bound := h.o.netFaults * concurrency * (1 + prefetchMul)
 	var mix []string
 	for _, f := range g4Faults {
 		mix = append(mix, fmt.Sprintf("%s:%d", f.name, kinds[f.name]))
 	}
-	pass := lost == 0 && unexpected == 0 && extra <= bound && stale == 0
+	pass := c.lost == 0 && c.unexpected == 0 && c.extra <= bound && stale == 0
 	return line{fmt.Sprintf("G4 N=%d faults=%d (%s) lost=%d dup=%d extra=%d unexpected=%d bound=%d stale_acks=%d %s",
-		h.o.n, h.o.netFaults, strings.Join(mix, ","), lost, dup, extra, unexpected, bound, stale, verdict(pass)), pass}, nil
+		h.o.n, h.o.netFaults, strings.Join(mix, ","), c.lost, c.dup, c.extra, c.unexpected, bound, stale, verdict(pass)), pass}, nil
 }

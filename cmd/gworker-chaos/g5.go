@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -67,36 +66,23 @@ func (h *harness) g5(ctx context.Context) (line, error) {
 	if fi, err := os.Stat(h.node.LogPath()); err == nil {
 		logStart = int(fi.Size())
 	}
-	queue := "chaos-g5"
-	oraclePath := filepath.Join(h.dir, queue+".oracle")
-	b, rb, p, err := h.clients(ctx, queue)
+	r, err := h.open(ctx, "g5")
 	if err != nil {
 		return line{}, err
 	}
-	defer b.Close()
-	defer rb.Close()
-	r, err := p.SendTask(ctx, "chaos.block", nil, nil)
+	defer r.close()
+	id, err := r.send(ctx, "chaos.block", nil)
 	if err != nil {
 		return line{}, err
 	}
-	defer r.Forget(context.Background())
-	w, err := h.start(queue, oraclePath, true)
+	w, err := h.start(r.queue, r.oracle, true)
 	if err != nil {
 		return line{}, err
 	}
 	defer func() { w.kill() }()
-	exited := func() bool {
-		select {
-		case err := <-w.done:
-			w.done <- err // for kill
-			return true
-		default:
-			return false
-		}
-	}
 	status := "none"
-	for end := time.Now().Add(g5Task + 2*time.Minute); time.Now().Before(end) && !exited(); {
-		if m, err := rb.Get(ctx, r.ID()); err == nil && m.Status.Ready() {
+	for end := time.Now().Add(g5Task + 2*time.Minute); time.Now().Before(end) && w.exitedOnItsOwn() == nil; {
+		if m, err := r.rb.Get(ctx, id); err == nil && m.Status.Ready() {
 			status = string(m.Status)
 			break
 		}
@@ -105,13 +91,13 @@ func (h *harness) g5(ctx context.Context) (line, error) {
 	// Longer than a timeout: a copy left unsettled would be delivered
 	// again and run.
 	time.Sleep(2 * g5Timeout)
-	dead := exited()
+	dead := w.exitedOnItsOwn() != nil
 	w.kill()
-	o, err := readOracle(oraclePath)
+	o, err := readOracle(r.oracle)
 	if err != nil {
 		return line{}, err
 	}
-	st, err := b.Inspect(ctx, queue)
+	st, err := r.b.Inspect(ctx, r.queue)
 	if err != nil {
 		return line{}, err
 	}
@@ -119,7 +105,7 @@ func (h *harness) g5(ctx context.Context) (line, error) {
 	if data, err := os.ReadFile(h.node.LogPath()); err == nil && len(data) >= logStart {
 		timeouts = strings.Count(string(data[logStart:]), "delivery acknowledgement on channel")
 	}
-	runs := o.start[r.ID()]
+	runs := o.start[id]
 	pass := timeouts >= 1 && runs == 1 && status == string(result.Success) && st.Messages == 0 && !dead
 	return line{fmt.Sprintf("G5 consumer_timeout=%s task=%s timeouts=%d runs=%d result=%s left_in_queue=%d worker_exited=%v %s",
 		g5Timeout, g5Task, timeouts, runs, status, st.Messages, dead, verdict(pass)), pass}, nil

@@ -90,7 +90,6 @@ import (
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/rmqnode"
-	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/worker"
@@ -277,28 +276,6 @@ func (p *proc) kill() {
 	})
 }
 
-func (h *harness) clients(ctx context.Context, queue string) (*amqptransport.Broker, *redisbackend.Backend, *producer.Producer, error) {
-	return h.clientsWith(ctx, queue, h.o.redis)
-}
-
-func (h *harness) clientsWith(ctx context.Context, queue, redis string) (*amqptransport.Broker, *redisbackend.Backend, *producer.Producer, error) {
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: h.node.URL(), ConnectionName: "gworker-chaos"})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	rb, err := redisbackend.Open(redis, redisbackend.Options{Expires: time.Hour})
-	if err != nil {
-		b.Close()
-		return nil, nil, nil, err
-	}
-	if err := b.DeclareTaskQueue(ctx, queue); err != nil {
-		b.Close()
-		rb.Close()
-		return nil, nil, nil, err
-	}
-	return b, rb, producer.New(b, producer.Options{Backend: rb, DefaultQueue: queue}), nil
-}
-
 // oracle counts the lines a worker wrote: starts and dones per id.
 type oracle struct{ start, done map[string]int }
 
@@ -336,31 +313,14 @@ func waitAllDone(w *proc, path string, n int, timeout time.Duration) (oracle, er
 		if err != nil || len(o.done) >= n || time.Now().After(end) {
 			return o, err
 		}
-		select {
-		case err := <-w.done:
-			w.done <- err // for kill
-			return o, fmt.Errorf("the worker exited on its own: %v", err)
-		case <-time.After(200 * time.Millisecond):
+		if err := w.exitedOnItsOwn(); err != nil {
+			return o, err
 		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-// tally counts the published ids never done (lost) and the ids that ran
-// without having been published (unexpected).
-func (o oracle) tally(ids map[string]bool) (lost, unexpected int) {
-	for id := range ids {
-		if o.done[id] == 0 {
-			lost++
-		}
-	}
-	for id := range o.start {
-		if !ids[id] {
-			unexpected++
-		}
-	}
-	return lost, unexpected
-}
-
+// sum adds up the counts of an oracle map.
 func sum(m map[string]int) int {
 	n := 0
 	for _, c := range m {
@@ -398,63 +358,52 @@ func (h *harness) g3(ctx context.Context) (line, error) {
 // drain publishes n acks_late tasks, runs a worker and injects faults
 // while it drains them; fault may replace the worker process.
 func (h *harness) drain(ctx context.Context, goal string, faults int, fault func(w **proc, queue, oracle string) error) (line, error) {
-	queue := "chaos-" + strings.ToLower(goal)
-	oraclePath := filepath.Join(h.dir, queue+".oracle")
-	b, rb, p, err := h.clients(ctx, queue)
+	r, err := h.open(ctx, strings.ToLower(goal))
 	if err != nil {
 		return line{}, err
 	}
-	defer b.Close()
-	defer rb.Close()
-	ids, err := h.publish(ctx, p, h.o.n, work)
-	defer forget(rb, ids)
-	if err != nil {
+	defer r.close()
+	if err := r.publish(ctx, h.o.n, work); err != nil {
 		return line{}, err
 	}
-	w, err := h.start(queue, oraclePath, true)
+	w, err := h.start(r.queue, r.oracle, true)
 	if err != nil {
 		return line{}, err
 	}
 	defer func() { w.kill() }()
 	for k := 0; k < faults; k++ {
 		time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond)
-		if err := fault(&w, queue, oraclePath); err != nil {
+		if err := fault(&w, r.queue, r.oracle); err != nil {
 			return line{}, err
 		}
 	}
-	o, err := waitAllDone(w, oraclePath, len(ids), 3*time.Minute)
+	o, err := waitAllDone(w, r.oracle, len(r.ids), 3*time.Minute)
 	if err != nil {
 		w.kill()
 		return line{}, err
 	}
 	w.kill()
-	lost, unexpected := o.tally(ids)
-	dup := sum(o.done) - len(o.done)
-	extra := sum(o.start) - len(o.done)
+	c := o.tally(r.ids)
 	bound := faults * concurrency * (1 + prefetchMul)
-	pass := lost == 0 && unexpected == 0 && extra <= bound
+	pass := c.lost == 0 && c.unexpected == 0 && c.extra <= bound
 	return line{fmt.Sprintf("%s N=%d faults=%d lost=%d dup=%d extra=%d unexpected=%d bound=%d %s",
-		goal, h.o.n, faults, lost, dup, extra, unexpected, bound, verdict(pass)), pass}, nil
+		goal, h.o.n, faults, c.lost, c.dup, c.extra, c.unexpected, bound, verdict(pass)), pass}, nil
 }
 
 // g7 runs a task that kills its worker until the worker fails it.
 func (h *harness) g7(ctx context.Context) (line, error) {
-	queue := "chaos-g7"
-	oraclePath := filepath.Join(h.dir, "g7.oracle")
-	b, rb, p, err := h.clients(ctx, queue)
+	r, err := h.open(ctx, "g7")
 	if err != nil {
 		return line{}, err
 	}
-	defer b.Close()
-	defer rb.Close()
-	r, err := p.SendTask(ctx, "chaos.exit", nil, nil)
+	defer r.close()
+	id, err := r.send(ctx, "chaos.exit", nil)
 	if err != nil {
 		return line{}, err
 	}
-	defer r.Forget(context.Background())
 	failed := false
 	for restarts := 0; restarts <= poisonMax+2 && !failed; restarts++ {
-		w, err := h.start(queue, oraclePath, true)
+		w, err := h.start(r.queue, r.oracle, true)
 		if err != nil {
 			return line{}, err
 		}
@@ -470,7 +419,7 @@ func (h *harness) g7(ctx context.Context) (line, error) {
 				w.kill()
 				break wait
 			case <-time.After(200 * time.Millisecond):
-				if m, err := rb.Get(ctx, r.ID()); err == nil && m.Status == result.Failure {
+				if m, err := r.rb.Get(ctx, id); err == nil && m.Status == result.Failure {
 					failed = strings.Contains(fmt.Sprint(m.Result), "WorkerLostError")
 					w.kill()
 					break wait
@@ -478,12 +427,12 @@ func (h *harness) g7(ctx context.Context) (line, error) {
 			}
 		}
 	}
-	o, err := readOracle(oraclePath)
+	o, err := readOracle(r.oracle)
 	if err != nil {
 		return line{}, err
 	}
-	runs := o.start[r.ID()]
-	st, err := b.Inspect(ctx, queue)
+	runs := o.start[id]
+	st, err := r.b.Inspect(ctx, r.queue)
 	if err != nil {
 		return line{}, err
 	}
