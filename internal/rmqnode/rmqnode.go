@@ -80,13 +80,13 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	n = &Node{cfg: cfg, name: cfg.Name + "@localhost"}
 	if n.cfg.Dir == "" {
-		d, err := os.MkdirTemp("", "rmqnode-"+cfg.Name+"-")
-		if err != nil {
-			return nil, err
+		d, derr := os.MkdirTemp("", "rmqnode-"+cfg.Name+"-")
+		if derr != nil {
+			return nil, derr
 		}
 		n.cfg.Dir, n.ownsDir = d, true
 		defer func() {
-			if err != nil {
+			if err != nil { // Start's result
 				_ = os.RemoveAll(d)
 			}
 		}()

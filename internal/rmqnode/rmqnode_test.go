@@ -1,6 +1,7 @@
 package rmqnode
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"sync"
@@ -56,6 +57,33 @@ func TestEnsureCookieConcurrent(t *testing.T) {
 		}
 		if st.Mode().Perm() != 0o400 {
 			t.Fatalf("cookie mode %v, want 0400", st.Mode().Perm())
+		}
+	}
+}
+
+// A Start that fails leaves no private directory behind.
+func TestFailedStartRemovesItsDirectory(t *testing.T) {
+	if _, err := os.Stat(ServerPath); err != nil {
+		t.Skipf("rabbitmq-server is not installed: %v", err)
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	home := filepath.Join(tmp, "home")
+	if err := os.WriteFile(home, nil, 0o600); err != nil { // a file: no cookie can go in it
+		t.Fatal(err)
+	}
+	n, err := Start(context.Background(), Config{Name: "gwfailedstart", Port: 5799, DistPort: 25799, Home: home})
+	if err == nil {
+		n.Remove(context.Background())
+		t.Fatal("Start with a home that is a file: no error")
+	}
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "home" {
+			t.Errorf("left behind: %s", e.Name())
 		}
 	}
 }
