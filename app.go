@@ -31,6 +31,7 @@ import (
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/transport"
 	"github.com/gworker/gworker/worker"
 )
 
@@ -161,6 +162,13 @@ type Config struct {
 	// LogLevel of the built logger: DEBUG, INFO (default), WARNING,
 	// ERROR or CRITICAL. Ignored when Logger is set.
 	LogLevel string
+
+	// Transports maps broker URL schemes to transports; nil means
+	// DefaultTransports(). Register a broker of your own in it.
+	Transports *transport.Registry
+	// ResultBackends maps result backend URL schemes to backends; nil
+	// means DefaultResultBackends().
+	ResultBackends *result.Registry
 }
 
 // ConfigError is a Config that New refuses, with every reason found.
@@ -181,6 +189,12 @@ func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig 
 func (c Config) withDefaults() Config {
 	if len(c.Queues) == 0 {
 		c.Queues = []string{DefaultQueue}
+	}
+	if c.Transports == nil {
+		c.Transports = DefaultTransports()
+	}
+	if c.ResultBackends == nil {
+		c.ResultBackends = DefaultResultBackends()
 	}
 	if c.DefaultQueue == "" {
 		c.DefaultQueue = DefaultQueue
@@ -215,20 +229,11 @@ func (c Config) withDefaults() Config {
 // validate reports every inconsistency of a defaulted Config.
 func (c Config) validate() error {
 	var p []string
-	if c.BrokerURL != "" {
-		if err := checkBrokerURL(c.BrokerURL); err != nil {
-			p = append(p, err.Error())
-		}
-	}
+	p = append(p, checkURLs(c)...)
 	switch c.DefaultQueueType {
 	case "", amqptransport.QueueTypeClassic, amqptransport.QueueTypeQuorum:
 	default:
 		p = append(p, fmt.Sprintf("DefaultQueueType %q: want classic or quorum", c.DefaultQueueType))
-	}
-	if c.ResultBackend != "" {
-		if err := checkBackendURL(c.ResultBackend); err != nil {
-			p = append(p, err.Error())
-		}
 	}
 	if c.Concurrency < 0 {
 		p = append(p, fmt.Sprintf("Concurrency %d is negative", c.Concurrency))

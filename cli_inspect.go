@@ -138,7 +138,7 @@ func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args [
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 1
 	}
-	client := control.NewClient(c.conn.opsTransport(c.log()), nil, c.log())
+	client := control.NewClient(c.conn.broker, nil, c.log())
 	o := control.BroadcastOptions{Reply: !castCommands[method], Timeout: time.Duration(timeout * float64(time.Second))}
 	if dest != "" {
 		o.Destination = splitList(dest)

@@ -5,28 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/control"
-	"github.com/gworker/gworker/internal/amqpops"
-	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/redact"
-	"github.com/gworker/gworker/internal/redisops"
-	"github.com/gworker/gworker/internal/redisworker"
 	"github.com/gworker/gworker/producer"
-	"github.com/gworker/gworker/redistransport"
 	"github.com/gworker/gworker/result"
-	"github.com/gworker/gworker/result/redisbackend"
-	"github.com/gworker/gworker/result/rpcbackend"
+	"github.com/gworker/gworker/transport"
 	"github.com/gworker/gworker/worker"
 )
 
-// role tells dial whether the rpc:// backend answers tasks (a worker) or
-// reads replies (a client).
+// role tells dial whether the result backend stores the results of the
+// tasks it runs (a worker) or reads them (a client).
 type role int
 
 const (
@@ -37,20 +28,19 @@ const (
 // Errors of connecting.
 var (
 	// ErrUnsupportedBroker: the broker URL's scheme names no transport
-	// gworker has.
-	ErrUnsupportedBroker = errors.New("unsupported broker")
+	// of the App (DefaultTransports, or Config.Transports).
+	ErrUnsupportedBroker = transport.ErrUnsupportedScheme
 	// ErrUnsupportedBackend: the result backend URL's scheme names no
-	// backend gworker has.
-	ErrUnsupportedBackend = errors.New("unsupported result backend")
+	// backend of the App (DefaultResultBackends, or
+	// Config.ResultBackends).
+	ErrUnsupportedBackend = result.ErrUnsupportedBackend
 )
 
 // conn is what an App is connected to.
 type conn struct {
 	role      role
-	brokerURL string                 // as given, for logs through RedactURL
-	amqp      *amqptransport.Broker  // nil on a Redis broker
-	redis     *redistransport.Broker // nil on RabbitMQ
-	broker    worker.Broker
+	brokerURL string // as given, for logs through RedactURL
+	broker    transport.Broker
 	backend   result.Backend
 	producer  *producer.Producer
 	followups worker.Followups
@@ -65,38 +55,28 @@ func (c *conn) close() error {
 	return errors.Join(errs...)
 }
 
-func schemeOf(raw string) string {
-	s := strings.ToLower(raw)
-	if i := strings.Index(s, "://"); i >= 0 {
-		return s[:i]
+// checkURLs reports a broker or result backend URL whose scheme has no
+// transport or backend in the App's registries.
+func checkURLs(cfg Config) []string {
+	var p []string
+	if u := cfg.BrokerURL; u != "" && !cfg.transports().Supports(u) {
+		p = append(p, fmt.Sprintf("broker %s: %v (%s)", RedactURL(u), ErrUnsupportedBroker, schemeList(cfg.transports().Schemes())))
 	}
-	return ""
+	if u := cfg.ResultBackend; u != "" && transport.Scheme(u) != "disabled" && !cfg.backends().Supports(u) {
+		p = append(p, fmt.Sprintf("result backend %s: %v (%s, disabled://)", RedactURL(u), ErrUnsupportedBackend, schemeList(cfg.backends().Schemes())))
+	}
+	return p
 }
 
-func checkBrokerURL(raw string) error {
-	switch schemeOf(raw) {
-	case "amqp", "amqps", "pyamqp", "redis", "rediss", "sentinel":
-		return nil
+func schemeList(schemes []string) string {
+	out := ""
+	for i, s := range schemes {
+		if i > 0 {
+			out += ", "
+		}
+		out += s + "://"
 	}
-	return fmt.Errorf("broker %s: %w (amqp://, amqps://, redis://, rediss://, sentinel://)", RedactURL(raw), ErrUnsupportedBroker)
-}
-
-// isRedisBroker reports whether the broker URL names kombu's Redis
-// transport.
-func isRedisBroker(raw string) bool {
-	switch schemeOf(raw) {
-	case "redis", "rediss", "sentinel":
-		return true
-	}
-	return false
-}
-
-func checkBackendURL(raw string) error {
-	switch schemeOf(raw) {
-	case "redis", "rediss", "rpc", "disabled":
-		return nil
-	}
-	return fmt.Errorf("result backend %s: %w (redis://, rediss://, rpc://, disabled://)", RedactURL(raw), ErrUnsupportedBackend)
+	return out
 }
 
 // brokerURL resolves the broker: Config, then CELERY_BROKER_URL, then
@@ -118,7 +98,7 @@ func (c Config) backendURL() string {
 	if v == "" {
 		v = os.Getenv("CELERY_RESULT_BACKEND")
 	}
-	if strings.HasPrefix(strings.ToLower(v), "disabled:") {
+	if transport.Scheme(v) == "disabled" {
 		return ""
 	}
 	return v
@@ -128,96 +108,37 @@ func (c Config) backendURL() string {
 // result backend, and builds the producer and follow-ups on them.
 func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, error) {
 	brokerURL, backendURL := cfg.brokerURL(), cfg.backendURL()
-	if err := checkBrokerURL(brokerURL); err != nil {
-		return nil, err
-	}
-	if backendURL != "" {
-		if err := checkBackendURL(backendURL); err != nil {
-			return nil, err
-		}
-	}
-	c, pub, err := dialBroker(ctx, cfg, brokerURL, log, r)
+	routeRedisLogs(log)
+	host, _ := os.Hostname()
+	b, err := cfg.transports().Open(ctx, brokerURL, transport.Options{
+		Logger: log, ConnectionName: "gworker@" + host, Heartbeat: cfg.BrokerHeartbeat,
+		DefaultQueueType: cfg.DefaultQueueType, TransportOptions: cfg.BrokerTransportOptions,
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("broker %s: %w", RedactURL(brokerURL), err)
 	}
+	c := &conn{role: r, brokerURL: brokerURL, broker: b, closers: []func() error{b.Close}}
 
 	replyTo := producer.NewID()
-	switch schemeOf(backendURL) {
-	case "":
-	case "redis", "rediss":
-		routeRedisLogs(log)
-		opts := redisbackend.Options{Expires: cfg.ResultExpires, Logger: log}
-		if cfg.ResultExpires < 0 {
-			opts.Expires, opts.NoExpiry = 0, true
-		}
-		rb, err := redisbackend.Open(backendURL, opts)
+	if backendURL != "" {
+		rb, err := cfg.backends().Open(ctx, backendURL, result.OpenOptions{
+			Broker: b, Worker: r == roleWorker, ReplyTo: replyTo, Expires: cfg.ResultExpires, Logger: log,
+		})
 		if err != nil {
 			_ = c.close()
 			return nil, fmt.Errorf("result backend %s: %w", RedactURL(backendURL), err)
 		}
 		c.backend = rb
-		c.closers = append(c.closers, rb.Close)
-	case "rpc":
-		b := c.amqp
-		if b == nil {
-			_ = c.close()
-			return nil, fmt.Errorf("result backend rpc://: %w: it needs an AMQP broker", ErrUnsupportedBackend)
-		}
-		if r == roleWorker {
-			c.backend = rpcbackend.NewAMQPWorkerSide(b)
-		} else {
-			expires := cfg.ResultExpires
-			if expires < 0 {
-				expires = 0
-			}
-			rb, err := rpcbackend.NewAMQP(ctx, b, rpcbackend.Options{ReplyTo: replyTo, Expires: expires, Logger: log})
-			if err != nil {
-				_ = c.close()
-				return nil, fmt.Errorf("result backend rpc://: %w", err)
-			}
-			c.backend = rb
-			c.closers = append(c.closers, rb.Close)
+		if cl, ok := rb.(interface{ Close() error }); ok {
+			c.closers = append(c.closers, cl.Close)
 		}
 	}
-	c.producer = producer.New(pub, producer.Options{
+	c.producer = producer.New(b, producer.Options{
 		Backend: c.backend, DefaultQueue: cfg.DefaultQueue, ReplyTo: replyTo,
 		Serializer: cfg.Serializer, Logger: log,
 	})
 	c.followups = worker.NewFollowups(c.producer, c.backend, log)
 	return c, nil
-}
-
-// dialBroker connects to the broker of the URL's scheme: RabbitMQ through
-// amqptransport, Redis (and Sentinel) through redistransport.
-func dialBroker(ctx context.Context, cfg Config, brokerURL string, log *zap.Logger, r role) (*conn, producer.Publisher, error) {
-	c := &conn{role: r, brokerURL: brokerURL}
-	if isRedisBroker(brokerURL) {
-		routeRedisLogs(log)
-		b, err := redistransport.Dial(ctx, redistransport.Config{URL: brokerURL, Logger: log, TransportOptions: cfg.BrokerTransportOptions})
-		if err != nil {
-			return nil, nil, fmt.Errorf("broker %s: %w", RedactURL(brokerURL), err)
-		}
-		c.redis, c.broker = b, redisworker.New(b)
-		c.closers = append(c.closers, b.Close)
-		return c, b, nil
-	}
-	host, _ := os.Hostname()
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: brokerURL, Logger: log, ConnectionName: "gworker@" + host,
-		DefaultQueueType: cfg.DefaultQueueType, Heartbeat: cfg.BrokerHeartbeat})
-	if err != nil {
-		return nil, nil, fmt.Errorf("broker %s: %w", RedactURL(brokerURL), err)
-	}
-	c.amqp, c.broker = b, amqpworker.New(b)
-	c.closers = append(c.closers, b.Close)
-	return c, b, nil
-}
-
-// opsTransport carries remote control and events on the broker.
-func (c *conn) opsTransport(log *zap.Logger) control.Transport {
-	if c.redis != nil {
-		return redisops.New(c.redis, log)
-	}
-	return amqpops.New(c.amqp, log)
 }
 
 // RedactURL hides the password of a broker or backend URL as Celery prints

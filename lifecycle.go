@@ -9,9 +9,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/metrics"
+	"github.com/gworker/gworker/transport"
 	"github.com/gworker/gworker/worker"
 )
 
@@ -104,12 +104,6 @@ func (r *run) finish(err error) {
 	close(r.done)
 }
 
-// queueAdmin declares and purges task queues on either broker.
-type queueAdmin interface {
-	DeclareTaskQueue(ctx context.Context, name string) error
-	PurgeQueue(ctx context.Context, name string) (int, error)
-}
-
 // newWorker connects and builds the worker and its operations plane from
 // the Config; shutdown is what the remote shutdown command calls.
 func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker, plane *opsplane.Plane, mx *metrics.Metrics, err error) {
@@ -130,10 +124,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 		}
 	}
 	queues := effectiveQueues(a.cfg.Queues, a.cfg.ExcludeQueues)
-	var admin queueAdmin = c.amqp
-	if c.redis != nil {
-		admin = c.redis
-	}
+	admin := c.broker
 	if a.cfg.Purge {
 		for _, q := range queues {
 			if err := admin.DeclareTaskQueue(ctx, q); err != nil {
@@ -148,7 +139,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 	}
 	hostname := ExpandHostname(a.cfg.Hostname)
 	plane, err = opsplane.New(opsplane.Config{
-		Transport:         c.opsTransport(log),
+		Transport:         c.broker,
 		Hostname:          hostname,
 		TaskEvents:        a.cfg.TaskEvents,
 		HeartbeatInterval: a.cfg.HeartbeatInterval,
@@ -168,11 +159,11 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 		mcfg := metrics.Config{Next: plane.Sink(), Logger: log,
 			EventsDropped: plane.Events().Dropped,
 			Ready:         func(ctx context.Context) error { return ready(ctx, c, queues) }}
-		if c.amqp != nil {
-			mcfg.BrokerReconnects = c.amqp.Reconnects
+		if rc, ok := c.broker.(transport.ReconnectCounter); ok {
+			mcfg.BrokerReconnects = rc.Reconnects
 		}
-		if ab, ok := c.broker.(*amqpworker.Broker); ok {
-			mcfg.StaleAcks = ab.StaleAcks
+		if sc, ok := c.broker.(transport.StaleAckCounter); ok {
+			mcfg.StaleAcks = sc.StaleAcks
 		}
 		mx = metrics.New(mcfg)
 		sink = mx
@@ -204,15 +195,11 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 	return w, plane, mx, nil
 }
 
-// ready is the readiness check of MetricsAddr: the broker answers a
-// passive declaration of the first queue and the result backend a read.
+// ready is the readiness check of MetricsAddr: the broker tells the length
+// of the first queue and the result backend answers a read.
 func ready(ctx context.Context, c *conn, queues []string) error {
-	if len(queues) > 0 && c.redis != nil {
-		if _, err := c.redis.QueueLength(ctx, queues[0]); err != nil {
-			return fmt.Errorf("broker: %w", err)
-		}
-	} else if len(queues) > 0 {
-		if _, err := c.amqp.Inspect(ctx, queues[0]); err != nil {
+	if len(queues) > 0 {
+		if _, err := c.broker.QueueLength(ctx, queues[0]); err != nil {
 			return fmt.Errorf("broker: %w", err)
 		}
 	}

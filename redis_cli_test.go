@@ -2,6 +2,7 @@ package gworker
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -12,15 +13,12 @@ func TestBrokerTransportOptionFlag(t *testing.T) {
 	if o["master_name"] != "mymaster" || o["visibility_timeout"] != "43200" || o["sep"] != ":" || len(o) != 3 {
 		t.Errorf("transport options: %v", o)
 	}
-	if err := checkBrokerURL(cfg.BrokerURL); err != nil {
-		t.Errorf("sentinel URL refused: %v", err)
-	}
-	for _, u := range []string{"redis://localhost:6379/0", "rediss://:pw@h:6380/1"} {
-		if err := checkBrokerURL(u); err != nil {
+	for _, u := range []string{cfg.BrokerURL, "redis://localhost:6379/0", "rediss://:pw@h:6380/1"} {
+		if _, err := NewApp(Config{BrokerURL: u}); err != nil {
 			t.Errorf("%s refused: %v", u, err)
 		}
 	}
-	if err := checkBrokerURL("sqs://"); !errors.Is(err, ErrUnsupportedBroker) {
+	if _, err := NewApp(Config{BrokerURL: "sqs://"}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), ErrUnsupportedBroker.Error()) {
 		t.Errorf("sqs://: %v", err)
 	}
 }

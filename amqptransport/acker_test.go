@@ -19,7 +19,7 @@ func TestBatchAcksOutOfOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const n = 300
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: n, GlobalQoS: true, BatchAcks: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: n, GlobalQoS: true, BatchAcks: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestBatchAcksOutOfOrder(t *testing.T) {
 	})
 	select {
 	case d := <-c.Deliveries():
-		t.Fatalf("unexpected redelivery of tag %d (channel closed by a bad ack?)", d.DeliveryTag)
+		t.Fatalf("unexpected redelivery of tag %d (channel closed by a bad ack?)", d.(*Delivery).DeliveryTag)
 	case <-time.After(200 * time.Millisecond):
 	}
 	if held.Stale() {
@@ -81,7 +81,7 @@ func TestBatchAcksCloseWritesAll(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const n = 500
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: n, GlobalQoS: true, BatchAcks: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: n, GlobalQoS: true, BatchAcks: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
@@ -35,6 +36,8 @@ type Broker struct {
 	// adopted is what the broker said of each queue adopted so far, so
 	// that a reconnect does not log the same WARN line again.
 	adopted map[string]string
+
+	staleAcks atomic.Int64
 }
 
 // Dial connects to the broker. The first connection must succeed: Dial

@@ -127,7 +127,7 @@ func TestConsumeAckReject(t *testing.T) {
 	q := f.queue()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 10, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 10, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestConsumeAckReject(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		d := recv(t, c, 10*time.Second)
 		got[headerInt(t, d, "n")] = d
-		if d.Queue != q.Name || d.Raw.RoutingKey != q.Name || d.Raw.Redelivered {
+		if d.Queue != q.Name || d.Raw().RoutingKey != q.Name || d.Raw().Redelivered {
 			t.Fatalf("delivery info: %+v", d)
 		}
 	}
@@ -154,8 +154,8 @@ func TestConsumeAckReject(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := recv(t, c, 10*time.Second)
-	if headerInt(t, d, "n") != 2 || !d.Raw.Redelivered {
-		t.Fatalf("requeued delivery: n=%v redelivered=%v", d.Raw.Headers["n"], d.Raw.Redelivered)
+	if headerInt(t, d, "n") != 2 || !d.Raw().Redelivered {
+		t.Fatalf("requeued delivery: n=%v redelivered=%v", d.Raw().Headers["n"], d.Raw().Redelivered)
 	}
 	if err := d.Ack(); err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func TestPrefetchAndSetPrefetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.publishN(ctx, q.Name, 5)
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 2, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 2, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestPrefetchAndSetPrefetch(t *testing.T) {
 	})
 	select {
 	case d := <-c.Deliveries():
-		t.Fatalf("delivery beyond the prefetch: %v", d.Raw.Headers)
+		t.Fatalf("delivery beyond the prefetch: %v", d.Raw().Headers)
 	default:
 	}
 	// Raising the prefetch (as an ETA message does) lets one more in.
@@ -228,7 +228,7 @@ func TestPerConsumerPrefetchChangeRestartsConsumers(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.publishN(ctx, q.Name, 5)
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 1})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestCloseDuringConsumerRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 20; i++ {
-		c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 1})
+		c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +348,7 @@ func TestStaleDeliveryAfterReconnect(t *testing.T) {
 	}
 	const total = 10
 	f.publishN(ctx, q.Name, total)
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 4, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 4, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,8 @@ func TestStaleDeliveryAfterReconnect(t *testing.T) {
 	var after *Delivery
 	eventually(t, 30*time.Second, "delivery on a new channel", func() bool {
 		select {
-		case d := <-c.Deliveries():
+		case dv := <-c.Deliveries():
+			d := dv.(*Delivery)
 			if d.Epoch() != epoch {
 				after = d
 				return true
@@ -388,7 +389,7 @@ func TestStaleDeliveryAfterReconnect(t *testing.T) {
 			t.Fatal("pre-failure delivery not marked stale")
 		}
 		if err := d.Ack(); !errors.Is(err, ErrStaleDelivery) {
-			t.Fatalf("ack of pre-failure delivery %v: %v, want ErrStaleDelivery", d.Raw.Headers["n"], err)
+			t.Fatalf("ack of pre-failure delivery %v: %v, want ErrStaleDelivery", d.Raw().Headers["n"], err)
 		}
 		if err := d.Reject(false); !errors.Is(err, ErrStaleDelivery) {
 			t.Fatalf("reject of pre-failure delivery: %v", err)
@@ -426,7 +427,7 @@ func TestChannelErrorIsRecovered(t *testing.T) {
 	q := f.queue()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 5, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 5, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +442,8 @@ func TestChannelErrorIsRecovered(t *testing.T) {
 	seen := map[int64]bool{}
 	eventually(t, 20*time.Second, "both messages on the new channel", func() bool {
 		select {
-		case d2 := <-c.Deliveries():
+		case dv := <-c.Deliveries():
+			d2 := dv.(*Delivery)
 			if d2.Epoch() == d.Epoch() {
 				return false
 			}
@@ -467,7 +469,7 @@ func TestCancelKeepsDeliveriesAckable(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.publishN(ctx, q.Name, 5)
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 3, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 3, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +483,7 @@ func TestCancelKeepsDeliveriesAckable(t *testing.T) {
 	// the channel closes.
 	var rest []*Delivery
 	for d := range c.Deliveries() {
-		rest = append(rest, d)
+		rest = append(rest, d.(*Delivery))
 	}
 	if len(rest) != 2 {
 		t.Fatalf("%d deliveries after Cancel, want 2", len(rest))
@@ -511,7 +513,7 @@ func TestCloseRequeuesUnacked(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.publishN(ctx, q.Name, 3)
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 10, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 10, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,11 +537,11 @@ func TestConsumeErrors(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := f.b.Consume(ctx, ConsumerConfig{}); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := f.b.NewConsumer(ctx, ConsumerConfig{}); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("no queues: %v", err)
 	}
 	missing := Queue{Name: uniqueName(t, "missing")}
-	_, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{missing}, NoDeclare: true})
+	_, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{missing}, NoDeclare: true})
 	var ae *amqp.Error
 	if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
 		t.Fatalf("missing queue: %v", err)
@@ -551,7 +553,7 @@ func TestBrokerCloseClosesConsumers(t *testing.T) {
 	q := f.queue()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,7 +566,7 @@ func TestBrokerCloseClosesConsumers(t *testing.T) {
 	if err := f.b.Publish(ctx, "", q.Name, nil); err == nil {
 		t.Fatal("publish after close")
 	}
-	if _, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}}); !errors.Is(err, ErrClosed) {
+	if _, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("consume after close: %v", err)
 	}
 }
@@ -579,7 +581,7 @@ func TestConsumeNoAckReplyQueue(t *testing.T) {
 	if err := f.b.Declare(ctx, q); err != nil {
 		t.Fatal(err)
 	}
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, NoDeclare: true, NoAck: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, NoDeclare: true, NoAck: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/transport"
 )
 
 // MaxPrefetch is the largest prefetch count AMQP can express.
 const MaxPrefetch = 65535
 
-// ConsumerConfig configures Consume.
+// ConsumerConfig configures NewConsumer.
 type ConsumerConfig struct {
 	// Queues to consume from, all on one channel. They are declared (with
 	// their exchanges and bindings) before consuming, and again after every
@@ -78,12 +79,12 @@ type ConsumerConfig struct {
 }
 
 // Consumer delivers messages from one or more queues on a single channel,
-// across reconnections. Create it with Broker.Consume.
+// across reconnections. Create it with Broker.NewConsumer.
 type Consumer struct {
 	b   *Broker
 	cfg ConsumerConfig
 	log *zap.Logger
-	out chan *Delivery
+	out chan transport.Delivery
 
 	prefetch atomic.Int64
 
@@ -196,12 +197,12 @@ func (g *chanGen) isClosed() bool {
 // NoAck; messages neither acked nor rejected return to the queue when the
 // channel closes.
 type Delivery struct {
-	// Raw is the message with its header table converted to the value
+	// Message is the message with its header table converted to the value
 	// types of package protocol (AMQP integers of every width as int64,
 	// float32 as float64, decimals as strings, nested tables as
 	// map[string]any, arrays as []any). HasPriority is true when the
 	// priority is not 0: AMQP clients cannot tell an absent priority from 0.
-	Raw protocol.RawMessage
+	Message protocol.RawMessage
 	// Queue is the queue the message was consumed from.
 	Queue string
 	// DeliveryTag and ConsumerTag identify the delivery on its channel.
@@ -210,6 +211,7 @@ type Delivery struct {
 
 	gen     *chanGen
 	round   *round
+	b       *Broker // counts stale acknowledgements
 	noAck   bool
 	settled atomic.Bool
 }
@@ -222,6 +224,9 @@ type round struct {
 	unsettled atomic.Int64 // deliveries handed over and not settled
 	retired   atomic.Bool
 }
+
+// Raw returns the message (transport.Delivery).
+func (d *Delivery) Raw() *protocol.RawMessage { return &d.Message }
 
 // Epoch identifies the channel the delivery arrived on; it increases with
 // every channel the consumer opens.
@@ -238,7 +243,7 @@ func (d *Delivery) Epoch() uint64 {
 // header is absent and the count is 0; ok is false for a message of
 // another queue type (the header is absent from every delivery).
 func (d *Delivery) DeliveryCount() (n int, ok bool) {
-	switch v := d.Raw.Headers["x-delivery-count"].(type) {
+	switch v := d.Message.Headers["x-delivery-count"].(type) {
 	case int64:
 		return int(v), true
 	case float64:
@@ -262,10 +267,16 @@ func (d *Delivery) Stale() bool {
 // has requeued the message), and ErrAlreadySettled on a second Ack or
 // Reject.
 func (d *Delivery) Ack() error {
+	var err error
 	if d.gen != nil && d.gen.acks != nil {
-		return d.settle(func(*amqp.Channel) error { return d.gen.acks.ack(d.DeliveryTag) })
+		err = d.settle(func(*amqp.Channel) error { return d.gen.acks.ack(d.DeliveryTag) })
+	} else {
+		err = d.settle(func(ch *amqp.Channel) error { return ch.Ack(d.DeliveryTag, false) })
 	}
-	return d.settle(func(ch *amqp.Channel) error { return ch.Ack(d.DeliveryTag, false) })
+	if d.b != nil && errors.Is(err, ErrStaleDelivery) {
+		d.b.staleAcks.Add(1)
+	}
+	return err
 }
 
 // Reject rejects the delivery; with requeue the broker puts it back in the
@@ -303,14 +314,14 @@ func (d *Delivery) settle(send func(*amqp.Channel) error) error {
 	return nil
 }
 
-// Consume starts consuming. The first channel is opened, its queues declared
-// and consumed before Consume returns, so configuration errors (a queue
+// NewConsumer starts consuming. The first channel is opened, its queues declared
+// and consumed before NewConsumer returns, so configuration errors (a queue
 // declared elsewhere with other flags, a missing queue with NoDeclare) are
 // returned here. Later failures (connection loss, channel errors such as a
 // consumer_timeout) are logged at WARN and repaired in the background: a new
 // channel is opened, the queues are declared and consumed again, the
 // prefetch re-applied, and deliveries keep arriving on the same Go channel.
-func (b *Broker) Consume(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
+func (b *Broker) NewConsumer(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
 	if len(cfg.Queues) == 0 {
 		return nil, fmt.Errorf("%w: no queue to consume", ErrInvalidConfig)
 	}
@@ -336,7 +347,7 @@ func (b *Broker) Consume(ctx context.Context, cfg ConsumerConfig) (*Consumer, er
 		b:         b,
 		cfg:       cfg,
 		log:       b.log.Named("consumer").With(zap.Strings("queues", names)),
-		out:       make(chan *Delivery),
+		out:       make(chan transport.Delivery),
 		cancelReq: make(chan struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -373,7 +384,9 @@ func (b *Broker) Consume(ctx context.Context, cfg ConsumerConfig) (*Consumer, er
 // reconnections and is closed after Cancel (once the broker confirmed the
 // cancellation and every delivery already received was handed over) or
 // Close.
-func (c *Consumer) Deliveries() <-chan *Delivery { return c.out }
+// Deliveries returns the consumer's messages, each a *Delivery; it is
+// closed when the consumer is cancelled or closed.
+func (c *Consumer) Deliveries() <-chan transport.Delivery { return c.out }
 
 // Prefetch returns the current prefetch count.
 func (c *Consumer) Prefetch() int { return int(c.prefetch.Load()) }
@@ -813,11 +826,12 @@ func (c *Consumer) forward(gen *chanGen, r *round, tag, queue string, in <-chan 
 			return
 		}
 		dv := &Delivery{
-			Raw:         rawFromDelivery(&d),
+			Message:     rawFromDelivery(&d),
 			Queue:       queue,
 			DeliveryTag: d.DeliveryTag,
 			ConsumerTag: tag,
 			gen:         gen,
+			b:           c.b,
 			noAck:       c.cfg.NoAck,
 		}
 		if !c.cfg.NoAck {

@@ -17,7 +17,7 @@
 //
 // # Consuming and acknowledging
 //
-// Broker.Consume returns a Consumer whose Deliveries channel stays the same
+// Broker.NewConsumer returns a Consumer whose Deliveries channel stays the same
 // across reconnections. After any failure (connection loss, or a channel
 // error such as the PRECONDITION_FAILED of a consumer_timeout, which kills
 // a Celery 5.2.6 worker), the consumer opens a new channel, re-applies the

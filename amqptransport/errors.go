@@ -44,7 +44,7 @@ var (
 	// 255 bytes.
 	ErrInvalidMessage = errors.New("amqptransport: invalid message")
 
-	// ErrInvalidConfig is returned by Dial and Consume for a bad
+	// ErrInvalidConfig is returned by Dial and NewConsumer for a bad
 	// configuration.
 	ErrInvalidConfig = errors.New("amqptransport: invalid configuration")
 )

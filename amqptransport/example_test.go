@@ -50,7 +50,7 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	c, err := b.Consume(ctx, amqptransport.ConsumerConfig{
+	c, err := b.NewConsumer(ctx, amqptransport.ConsumerConfig{
 		Queues:    []amqptransport.Queue{q},
 		Prefetch:  8, // worker_prefetch_multiplier × concurrency
 		GlobalQoS: true,
@@ -61,7 +61,7 @@ func Example() {
 	defer c.Close()
 
 	d := <-c.Deliveries()
-	fmt.Println(d.Raw.Headers["task"], d.Raw.Headers["retries"], string(d.Raw.Body[:8]))
+	fmt.Println(d.Raw().Headers["task"], d.Raw().Headers["retries"], string(d.Raw().Body[:8]))
 	if err := d.Ack(); err != nil {
 		log.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func ExampleConsumer_Cancel() {
 		log.Fatal(err)
 	}
 	defer b.Close()
-	c, err := b.Consume(ctx, amqptransport.ConsumerConfig{
+	c, err := b.NewConsumer(ctx, amqptransport.ConsumerConfig{
 		Queues: []amqptransport.Queue{amqptransport.TaskQueue("celery")}, Prefetch: 8, GlobalQoS: true,
 	})
 	if err != nil {

@@ -212,7 +212,7 @@ func recv(t testing.TB, c *Consumer, timeout time.Duration) *Delivery {
 		if !ok {
 			t.Fatal("deliveries channel closed")
 		}
-		return d
+		return d.(*Delivery)
 	case <-time.After(timeout):
 		t.Fatal("no delivery")
 	}
@@ -233,9 +233,9 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 
 func headerInt(t testing.TB, d *Delivery, key string) int64 {
 	t.Helper()
-	v, ok := d.Raw.Headers[key].(int64)
+	v, ok := d.Raw().Headers[key].(int64)
 	if !ok {
-		t.Fatalf("header %s = %#v, want int64", key, d.Raw.Headers[key])
+		t.Fatalf("header %s = %#v, want int64", key, d.Raw().Headers[key])
 	}
 	return v
 }

@@ -20,7 +20,7 @@ func TestPublishPropertiesAndHeadersRoundTrip(t *testing.T) {
 	q := f.queue()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 1, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 1, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestPublishPropertiesAndHeadersRoundTrip(t *testing.T) {
 	}
 	d := recv(t, c, 10*time.Second)
 	defer d.Ack()
-	r := d.Raw
+	r := d.Raw()
 	if r.ContentType != msg.ContentType || r.ContentEncoding != "utf-8" || string(r.Body) != string(msg.Body) ||
 		r.CorrelationID != "cid" || r.ReplyTo != "rq" || r.DeliveryMode != 2 || r.Priority != 3 ||
 		!r.HasPriority || r.Expiration != "60000" {
@@ -199,7 +199,7 @@ func TestPublishSurvivesConnectionLoss(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	// Every confirmed message is in the queue (at least once).
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 200, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 200, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func TestQuarantineRescuesPythonLHeaders(t *testing.T) {
 	pyPublish(t, q.Name, poisonBatch()...)
 	eventually(t, 10*time.Second, "5 published", func() bool { return f.ready(q.Name) == 5 })
 
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 10, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 10, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,8 @@ func TestQuarantineRescuesPythonLHeaders(t *testing.T) {
 	for len(done) < 5 {
 		var d *Delivery
 		select {
-		case d = <-c.Deliveries():
+		case dv := <-c.Deliveries():
+			d = dv.(*Delivery)
 		case <-ctx.Done():
 			t.Fatalf("only %v processed", done)
 		}
@@ -107,7 +108,7 @@ func TestQuarantineRescuesPythonLHeaders(t *testing.T) {
 			t.Fatalf("message %d processed twice", n)
 		}
 		done[n] = true
-		checkPoisonHeaders(t, n, d.Raw.Headers)
+		checkPoisonHeaders(t, n, d.Raw().Headers)
 	}
 	// No crash loop: one failure, one sweep, one new channel.
 	c.mu.Lock()
@@ -145,7 +146,7 @@ func TestQuarantineSweepDirect(t *testing.T) {
 		t.Fatalf("second sweep %+v %v", rep, err)
 	}
 	// Now amqp091-go reads every message on a single channel.
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 10, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 10, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func TestQuarantineSweepDirect(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		d := recv(t, c, 10*time.Second)
 		n := headerInt(t, d, "n")
-		checkPoisonHeaders(t, n, d.Raw.Headers)
+		checkPoisonHeaders(t, n, d.Raw().Headers)
 		order = append(order, fmt.Sprint(n))
 		if err := d.Ack(); err != nil {
 			t.Fatal(err)
@@ -194,7 +195,7 @@ app.send_task('tasks.add', (3, 3), queue=sys.argv[1])
 	if out, err := exec.Command(testenv.Python(), "-c", script, q.Name, testenv.CeleryBrokerURL()).CombinedOutput(); err != nil {
 		t.Fatalf("celery send_task: %v\n%s", err, out)
 	}
-	c, err := f.b.Consume(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 4, GlobalQoS: true})
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 4, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,8 @@ app.send_task('tasks.add', (3, 3), queue=sys.argv[1])
 	for len(bodies) < 2 {
 		var d *Delivery
 		select {
-		case d = <-c.Deliveries():
+		case dv := <-c.Deliveries():
+			d = dv.(*Delivery)
 		case <-ctx.Done():
 			t.Fatalf("received %d of 2", len(bodies))
 		}
@@ -212,7 +214,7 @@ app.send_task('tasks.add', (3, 3), queue=sys.argv[1])
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		bodies[string(d.Raw.Body[:8])] = d.Raw.Headers
+		bodies[string(d.Raw().Body[:8])] = d.Raw().Headers
 	}
 	h := bodies["[[2, 2],"]
 	if h == nil || h["big"] != int64(1)<<40 || h["task"] != "tasks.add" || h["retries"] != int64(0) {

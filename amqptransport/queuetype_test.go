@@ -136,7 +136,7 @@ func TestConsumePythonQuorumQueue(t *testing.T) {
 		}
 	}
 	// gworker's own declaration is classic (no x-queue-type), as kombu's.
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []Queue{TaskQueue(name)}, Prefetch: 2, GlobalQoS: true, BatchAcks: true})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{TaskQueue(name)}, Prefetch: 2, GlobalQoS: true, BatchAcks: true})
 	if err != nil {
 		t.Fatalf("Consume of a quorum queue declared by Python: %v", err)
 	}
@@ -173,11 +173,11 @@ func TestConsumePythonQuorumQueue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !again.Raw.Redelivered {
+	if !again.Raw().Redelivered {
 		t.Error("requeued message not marked redelivered")
 	}
-	if n, _ := again.Raw.Headers["x-delivery-count"].(int64); n != 1 {
-		t.Errorf("x-delivery-count = %#v, want 1", again.Raw.Headers["x-delivery-count"])
+	if n, _ := again.Raw().Headers["x-delivery-count"].(int64); n != 1 {
+		t.Errorf("x-delivery-count = %#v, want 1", again.Raw().Headers["x-delivery-count"])
 	}
 	if err := again.Ack(); err != nil {
 		t.Fatal(err)
@@ -207,7 +207,7 @@ func TestDefaultQueueTypeQuorum(t *testing.T) {
 	if err := bc.Publish(ctx, "q1", "q1", rawJSON(1)); err != nil {
 		t.Fatal(err)
 	}
-	c, err := bc.Consume(ctx, ConsumerConfig{Queues: []Queue{bc.TaskQueue("q1")}, Prefetch: 4, GlobalQoS: true})
+	c, err := bc.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{bc.TaskQueue("q1")}, Prefetch: 4, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestAdoptedQueueIsLoggedOnceAcrossReconnects(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []Queue{TaskQueue(name)}, Prefetch: 2, GlobalQoS: true})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{TaskQueue(name)}, Prefetch: 2, GlobalQoS: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // A node answering `celery inspect ping`, asked by a Client (here over an
-// in-memory transport; internal/amqpops carries it over RabbitMQ).
+// in-memory transport; every transport.Broker carries it, amqptransport over RabbitMQ).
 func Example() {
 	tr := newMemTransport()
 	env, err := gworkertest.Open(gworkertest.Config{})

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/transport"
 )
 
 // Names and settings of Celery's mailbox (kombu pidbox, celery namespace).
@@ -34,24 +35,13 @@ func QueueName(node string) string { return node + ".celery.pidbox" }
 
 // QueueSpec describes a non-durable, auto-delete queue bound to an
 // exchange, as kombu declares the pidbox and reply queues.
-type QueueSpec struct {
-	Name         string
-	Exchange     string
-	ExchangeType string // "fanout" or "direct"
-	RoutingKey   string
-	// Expires (x-expires) and MessageTTL (x-message-ttl); zero: none.
-	Expires, MessageTTL time.Duration
-}
+type QueueSpec = transport.QueueSpec
 
 // Subscription is a running consumption of a queue without acknowledgements.
-type Subscription interface {
-	// Messages is closed when the subscription ends.
-	Messages() <-chan *protocol.RawMessage
-	Close() error
-}
+type Subscription = transport.Subscription
 
-// Transport is what the pidbox needs from a broker. internal/amqpops
-// implements it on RabbitMQ.
+// Transport is what the pidbox needs from a broker: the part of
+// transport.Broker that remote control uses. Every transport.Broker is one.
 type Transport interface {
 	Publish(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage) error
 	// DeclareExchange declares a non-durable exchange of the given kind.

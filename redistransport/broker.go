@@ -32,6 +32,9 @@ type Broker struct {
 	mu        sync.Mutex
 	closed    bool
 	consumers map[*Consumer]struct{}
+	// kinds are the exchanges declared so far and their kinds: Redis
+	// keeps no exchanges, so, as kombu, the transport remembers them.
+	kinds map[string]string
 }
 
 // Dial connects to the broker of cfg.URL. It retries with backoff until the
@@ -46,7 +49,7 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{cfg: cfg, db: db, log: cfg.Logger.Named("redis"), client: client, consumers: map[*Consumer]struct{}{}}
+	b := &Broker{cfg: cfg, db: db, log: cfg.Logger.Named("redis"), client: client, consumers: map[*Consumer]struct{}{}, kinds: map[string]string{}}
 	bo := b.backoff()
 	for {
 		err := client.Ping(ctx).Err()
@@ -152,13 +155,18 @@ func (b *Broker) Bind(ctx context.Context, exchange, routingKey, queue string) e
 	})
 }
 
-// Publish sends msg as kombu's Redis transport does: the envelope (body in
-// base64, a new delivery tag) is LPUSHed to the list of every queue bound
-// to exchange with routingKey (the exchange "" names the queue directly),
-// the list chosen by the message priority. A connection failure is retried
-// with backoff until ctx ends, so a message can arrive twice. A named
-// exchange without a matching binding gives ErrNoRoute.
+// Publish sends msg as kombu's Redis transport does. To an exchange
+// declared (DeclareExchange) as fanout or topic it is PublishFanout.
+// Otherwise the envelope (body in base64, a new delivery tag) is LPUSHed to
+// the list of every queue bound to exchange with routingKey (the exchange ""
+// names the queue directly), the list chosen by the message priority. A
+// connection failure is retried with backoff until ctx ends, so a message
+// can arrive twice. A named exchange without a matching binding gives
+// ErrNoRoute.
 func (b *Broker) Publish(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage) error {
+	if b.pubsub(exchange) {
+		return b.PublishFanout(ctx, exchange, routingKey, msg)
+	}
 	if b.isClosed() {
 		return ErrClosed
 	}
@@ -213,7 +221,7 @@ func (b *Broker) lookup(ctx context.Context, exchange, routingKey string) ([]str
 
 // QueueLength returns how many messages wait in queue, over all its
 // priority lists.
-func (b *Broker) QueueLength(ctx context.Context, queue string) (int64, error) {
+func (b *Broker) QueueLength(ctx context.Context, queue string) (int, error) {
 	pipe := b.client.Pipeline()
 	cmds := make([]*redis.IntCmd, len(b.cfg.PrioritySteps))
 	for i, s := range b.cfg.PrioritySteps {
@@ -226,7 +234,7 @@ func (b *Broker) QueueLength(ctx context.Context, queue string) (int64, error) {
 	for _, c := range cmds {
 		n += c.Val()
 	}
-	return n, nil
+	return int(n), nil
 }
 
 // Unacked returns how many messages are delivered and not yet acknowledged,

@@ -14,9 +14,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/transport"
 )
 
-// ConsumerConfig configures Consume.
+// ConsumerConfig configures NewConsumer.
 type ConsumerConfig struct {
 	// Queues to consume, in the initial order of the cycle.
 	Queues []string
@@ -29,12 +30,12 @@ type ConsumerConfig struct {
 }
 
 // Consumer takes messages from one or more queues as kombu's Redis channel
-// does. Create it with Broker.Consume.
+// does. Create it with Broker.NewConsumer.
 type Consumer struct {
 	b     *Broker
 	cfg   ConsumerConfig
 	log   *zap.Logger
-	out   chan *Delivery
+	out   chan transport.Delivery
 	wake  chan struct{}
 	keys  []string       // unacked, index, then the lists by queue and step
 	byKey map[string]int // list key -> queue index
@@ -59,9 +60,9 @@ type Consumer struct {
 // Delivery is one message taken by a Consumer. It is recorded in kombu's
 // unacked hash until Ack or Reject, which must be called once.
 type Delivery struct {
-	// Raw is the message, with Exchange, RoutingKey and Redelivered from
-	// its delivery_info.
-	Raw protocol.RawMessage
+	// Message is the message, with Exchange, RoutingKey and Redelivered
+	// from its delivery_info.
+	Message protocol.RawMessage
 	// Queue is the queue it came from; Tag its kombu delivery tag.
 	Queue string
 	Tag   string
@@ -72,10 +73,10 @@ type Delivery struct {
 	stale   atomic.Bool // put back by Cancel or Close
 }
 
-// Consume binds the queues (unless NoDeclare), restores messages of dead
+// NewConsumer binds the queues (unless NoDeclare), restores messages of dead
 // consumers once, and starts taking messages. Connection failures are
 // logged and retried in the background.
-func (b *Broker) Consume(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
+func (b *Broker) NewConsumer(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
 	if len(cfg.Queues) == 0 {
 		return nil, fmt.Errorf("%w: no queue to consume", ErrInvalidConfig)
 	}
@@ -96,7 +97,7 @@ func (b *Broker) Consume(ctx context.Context, cfg ConsumerConfig) (*Consumer, er
 		b:         b,
 		cfg:       cfg,
 		log:       b.log.Named("consumer").With(zap.Strings("queues", cfg.Queues)),
-		out:       make(chan *Delivery),
+		out:       make(chan transport.Delivery),
 		wake:      make(chan struct{}, 1),
 		byKey:     map[string]int{},
 		owned:     map[string]*Delivery{},
@@ -135,7 +136,7 @@ func (b *Broker) Consume(ctx context.Context, cfg ConsumerConfig) (*Consumer, er
 
 // Deliveries is closed after Cancel or Close, once the messages taken but
 // not handed over have been put back.
-func (c *Consumer) Deliveries() <-chan *Delivery { return c.out }
+func (c *Consumer) Deliveries() <-chan transport.Delivery { return c.out }
 
 // SetPrefetch changes the bound on unacknowledged messages; 0 means none.
 func (c *Consumer) SetPrefetch(n int) error {
@@ -404,7 +405,7 @@ func (c *Consumer) take(ctx context.Context, qi int, item []byte, tag string) *D
 		})
 		return nil
 	}
-	d := &Delivery{Raw: env.raw, Queue: queue, Tag: tag, c: c}
+	d := &Delivery{Message: env.raw, Queue: queue, Tag: tag, c: c}
 	c.mu.Lock()
 	c.seq++
 	d.seq = c.seq
@@ -475,6 +476,9 @@ func (c *Consumer) refreshLoop(ctx context.Context) {
 		}
 	}
 }
+
+// Raw returns the message (transport.Delivery).
+func (d *Delivery) Raw() *protocol.RawMessage { return &d.Message }
 
 // Ack acknowledges the delivery: its unacked entry and index score are
 // removed (kombu: ZREM + HDEL). Connection failures are retried up to

@@ -12,7 +12,7 @@ import (
 func ids(ds []*Delivery) []string {
 	var out []string
 	for _, d := range ds {
-		out = append(out, d.Raw.Headers["id"].(string))
+		out = append(out, d.Raw().Headers["id"].(string))
 	}
 	return out
 }
@@ -42,7 +42,7 @@ func TestPublishConsumeAck(t *testing.T) {
 	if err := b.Publish(ctx, "q1", "nowhere", task("c", 0)); !errors.Is(err, ErrNoRoute) {
 		t.Fatalf("unroutable publish: %v", err)
 	}
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"q1"}, Prefetch: 10})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"q1"}, Prefetch: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,8 +51,8 @@ func TestPublishConsumeAck(t *testing.T) {
 	if got := ids([]*Delivery{d1, d2}); got[0] != "a" || got[1] != "b" {
 		t.Fatalf("order %v: priority 0 first (kombu's inverted priority)", got)
 	}
-	if d2.Raw.Priority != 9 || d2.Raw.RoutingKey != "q1" || d1.Raw.Exchange != "q1" || string(d1.Raw.Body) != string(task("a", 0).Body) {
-		t.Fatalf("delivery: %+v", d2.Raw)
+	if d2.Raw().Priority != 9 || d2.Raw().RoutingKey != "q1" || d1.Raw().Exchange != "q1" || string(d1.Raw().Body) != string(task("a", 0).Body) {
+		t.Fatalf("delivery: %+v", d2.Raw())
 	}
 	if n, _ := rc.HLen(ctx, b.key("unacked")).Result(); n != 2 {
 		t.Fatalf("unacked holds %d, want 2", n)
@@ -88,7 +88,7 @@ func TestRoundRobin(t *testing.T) {
 			}
 		}
 	}
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qa", "qb"}, Prefetch: 6})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"qa", "qb"}, Prefetch: 6})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestPrefetchBound(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qp"}, Prefetch: 2})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"qp"}, Prefetch: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,13 +149,13 @@ func TestRejectRequeueAndShutdown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qr"}, Prefetch: 1})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"qr"}, Prefetch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := recv(t, c)
-	if d.Raw.Headers["id"] != "m1" {
-		t.Fatalf("first %v", d.Raw.Headers["id"])
+	if d.Raw().Headers["id"] != "m1" {
+		t.Fatalf("first %v", d.Raw().Headers["id"])
 	}
 	if err := d.Reject(true); err != nil {
 		t.Fatal(err)
@@ -163,9 +163,9 @@ func TestRejectRequeueAndShutdown(t *testing.T) {
 	var seen []string
 	for range 4 {
 		d = recv(t, c)
-		seen = append(seen, d.Raw.Headers["id"].(string))
-		if d.Raw.Headers["id"] == "m1" {
-			if !d.Raw.Redelivered {
+		seen = append(seen, d.Raw().Headers["id"].(string))
+		if d.Raw().Headers["id"] == "m1" {
+			if !d.Raw().Redelivered {
 				t.Fatal("requeued message not flagged redelivered")
 			}
 			_ = d.Ack()
@@ -204,7 +204,7 @@ func TestRejectRequeueAndShutdown(t *testing.T) {
 	if n, _ := b.Unacked(ctx); n != 0 {
 		t.Fatalf("unacked holds %d after Close", n)
 	}
-	c2, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qr"}, Prefetch: 3})
+	c2, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"qr"}, Prefetch: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,32 +231,32 @@ func TestRestoreDeadConsumer(t *testing.T) {
 		}
 	}
 	// The dead consumer: takes one message and vanishes without Close.
-	dead, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qd"}, Prefetch: 1})
+	dead, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"qd"}, Prefetch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dd := recv(t, dead)
-	if dd.Raw.Headers["id"] != "dead" {
-		t.Fatalf("got %v", dd.Raw.Headers["id"])
+	if dd.Raw().Headers["id"] != "dead" {
+		t.Fatalf("got %v", dd.Raw().Headers["id"])
 	}
 	dead.bgCancel() // stops refreshing, like a killed process
 	dead.bg.Wait()
-	live, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qd"}, Prefetch: 1})
+	live, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"qd"}, Prefetch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer live.Close()
 	ld := recv(t, live)
-	if ld.Raw.Headers["id"] != "live" {
-		t.Fatalf("got %v", ld.Raw.Headers["id"])
+	if ld.Raw().Headers["id"] != "live" {
+		t.Fatalf("got %v", ld.Raw().Headers["id"])
 	}
 	// Hold the live message past three visibility timeouts: never restored.
 	if err := live.SetPrefetch(2); err != nil {
 		t.Fatal(err)
 	}
 	again := recv(t, live)
-	if again.Raw.Headers["id"] != "dead" || !again.Raw.Redelivered {
-		t.Fatalf("restored: %v redelivered=%v", again.Raw.Headers["id"], again.Raw.Redelivered)
+	if again.Raw().Headers["id"] != "dead" || !again.Raw().Redelivered {
+		t.Fatalf("restored: %v redelivered=%v", again.Raw().Headers["id"], again.Raw().Redelivered)
 	}
 	_ = again.Ack()
 	noDelivery(t, live, 6*time.Second)
@@ -291,14 +291,14 @@ func TestBadEnvelope(t *testing.T) {
 	if err := b.Publish(ctx, "", "qb", task("good", 0)); err != nil {
 		t.Fatal(err)
 	}
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qb"}, Prefetch: 4})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"qb"}, Prefetch: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	d := recv(t, c)
-	if d.Raw.Headers["id"] != "good" {
-		t.Fatalf("got %v", d.Raw.Headers["id"])
+	if d.Raw().Headers["id"] != "good" {
+		t.Fatalf("got %v", d.Raw().Headers["id"])
 	}
 	_ = d.Ack()
 	if n, _ := rc.LLen(ctx, b.key(DeadLetterKeyDefault)).Result(); n != 2 {
@@ -317,7 +317,7 @@ func TestPythonRestoreSkipsRefreshed(t *testing.T) {
 	if err := b.Publish(ctx, "", "qs", task("x", 0)); err != nil {
 		t.Fatal(err)
 	}
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qs"}, Prefetch: 1})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"qs"}, Prefetch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func TestConcurrentAcks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"qc"}, Prefetch: n})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"qc"}, Prefetch: n})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ var (
 	// ErrClosed is returned by operations on a closed Broker or Consumer.
 	ErrClosed = errors.New("redistransport: closed")
 
-	// ErrInvalidConfig is returned by Dial and Consume for a bad
+	// ErrInvalidConfig is returned by Dial and NewConsumer for a bad
 	// configuration.
 	ErrInvalidConfig = errors.New("redistransport: invalid configuration")
 

@@ -26,7 +26,7 @@ func Example() {
 	defer b.Close()
 	defer b.Client().Del(context.Background(), prefix+"celery", prefix+"_kombu.binding.celery")
 
-	c, err := b.Consume(ctx, redistransport.ConsumerConfig{Queues: []string{"celery"}, Prefetch: 4})
+	c, err := b.NewConsumer(ctx, redistransport.ConsumerConfig{Queues: []string{"celery"}, Prefetch: 4})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -41,8 +41,8 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	d := <-c.Deliveries()
-	fmt.Println(d.Queue, d.Raw.Headers["task"], string(d.Raw.Body))
+	d := (<-c.Deliveries()).(*redistransport.Delivery)
+	fmt.Println(d.Queue, d.Raw().Headers["task"], string(d.Raw().Body))
 	fmt.Println(d.Ack())
 	// Output:
 	// celery tasks.add [[2, 2], {}, {}]

@@ -42,7 +42,7 @@ func (b *Broker) PublishFanout(ctx context.Context, exchange, routingKey string,
 }
 
 // Subscription receives the messages of a fanout exchange. Create it with
-// Broker.Subscribe.
+// Broker.SubscribeFanout.
 type Subscription struct {
 	ps   *redis.PubSub
 	out  chan *protocol.RawMessage
@@ -50,13 +50,13 @@ type Subscription struct {
 	once sync.Once
 }
 
-// Subscribe receives what is published to exchange with routing keys
+// SubscribeFanout receives what is published to exchange with routing keys
 // matching bindingKeys, as a kombu consumer of a queue bound to the fanout
 // exchange does: PSUBSCRIBE to the channel of each binding key with "#"
 // written "*"; no binding key means every message of the exchange without a
 // routing key. go-redis subscribes again after a reconnection; messages
 // published meanwhile are lost, as with kombu.
-func (b *Broker) Subscribe(ctx context.Context, exchange string, bindingKeys ...string) (*Subscription, error) {
+func (b *Broker) SubscribeFanout(ctx context.Context, exchange string, bindingKeys ...string) (*Subscription, error) {
 	if len(bindingKeys) == 0 {
 		bindingKeys = []string{""}
 	}

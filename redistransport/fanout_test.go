@@ -28,7 +28,7 @@ func TestFanoutChannels(t *testing.T) {
 func TestFanoutRoundTrip(t *testing.T) {
 	b := newTestBroker(t, nil)
 	ctx := ctxT(t)
-	s, err := b.Subscribe(ctx, "celeryev", "worker.#")
+	s, err := b.SubscribeFanout(ctx, "celeryev", "worker.#")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestFanoutRoundTrip(t *testing.T) {
 func TestFanoutFromCelery(t *testing.T) {
 	b := newTestBroker(t, nil)
 	ctx := ctxT(t)
-	s, err := b.Subscribe(ctx, "celeryev", "worker.#")
+	s, err := b.SubscribeFanout(ctx, "celeryev", "worker.#")
 	if err != nil {
 		t.Fatal(err)
 	}

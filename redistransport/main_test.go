@@ -75,7 +75,7 @@ func recv(t *testing.T, c *Consumer) *Delivery {
 		if !ok {
 			t.Fatal("Deliveries closed")
 		}
-		return d
+		return d.(*Delivery)
 	case <-time.After(30 * time.Second):
 		t.Fatal("no delivery within 30s")
 	}
@@ -88,7 +88,7 @@ func noDelivery(t *testing.T, c *Consumer, wait time.Duration) {
 	t.Helper()
 	select {
 	case d := <-c.Deliveries():
-		t.Fatalf("unexpected delivery %v", d.Raw.Headers["id"])
+		t.Fatalf("unexpected delivery %v", d.Raw().Headers["id"])
 	case <-time.After(wait):
 	}
 }

@@ -40,7 +40,7 @@ func TestRedisRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"celery"}, Prefetch: 10})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"celery"}, Prefetch: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestRedisRestart(t *testing.T) {
 	for len(seen) < n {
 		select {
 		case d := <-c.Deliveries():
-			seen[d.Raw.Headers["id"].(string)]++
+			seen[d.Raw().Headers["id"].(string)]++
 			if err := d.Ack(); err != nil {
 				t.Logf("ack across the restart: %v", err)
 			}

@@ -106,7 +106,7 @@ func TestSentinelFailover(t *testing.T) {
 	if err := b.Client().Do(ctx, "WAIT", 1, 5000).Err(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := b.Consume(ctx, ConsumerConfig{Queues: []string{"celery"}, Prefetch: 10})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"celery"}, Prefetch: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestSentinelFailover(t *testing.T) {
 	for len(seen) < n {
 		select {
 		case d := <-c.Deliveries():
-			seen[d.Raw.Headers["id"].(string)]++
+			seen[d.Raw().Headers["id"].(string)]++
 			if err := d.Ack(); err != nil {
 				t.Logf("ack across the failover: %v", err)
 			}

@@ -88,7 +88,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/rmqnode"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
@@ -521,7 +520,7 @@ func runWorker() int {
 		return 1
 	}
 	log, _ := zap.NewDevelopment()
-	w, err := worker.New(worker.Config{Registry: reg, Broker: amqpworker.New(b), Backend: rb,
+	w, err := worker.New(worker.Config{Registry: reg, Broker: b, Backend: rb,
 		Queues: []string{os.Getenv("CHAOS_QUEUE")}, Concurrency: concurrency, PrefetchMultiplier: prefetchMul,
 		AcksLate: os.Getenv("CHAOS_ACKS_LATE") == "true", MaxRedeliveries: poisonMax,
 		DisableFollowups: true, Logger: log})

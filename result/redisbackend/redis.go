@@ -472,3 +472,22 @@ func (b *Backend) CountRedelivery(ctx context.Context, key string) (int64, error
 	}
 	return incr.Val(), nil
 }
+
+// Schemes are the result backend URL schemes this backend serves.
+var Schemes = []string{"redis", "rediss"}
+
+// OpenBackend is the result.Opener of the Redis backend.
+func OpenBackend(_ context.Context, url string, o result.OpenOptions) (result.Backend, error) {
+	opts := Options{Expires: o.Expires, Logger: o.Logger}
+	if o.Expires < 0 {
+		opts.Expires, opts.NoExpiry = 0, true
+	}
+	b, err := Open(url, opts)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Register registers OpenBackend for Schemes in r.
+func Register(r *result.Registry) { r.Register(OpenBackend, Schemes...) }

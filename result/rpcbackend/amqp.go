@@ -2,10 +2,12 @@ package rpcbackend
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/result"
 )
 
 // AMQP adapts an amqptransport.Broker to Transport.
@@ -43,7 +45,7 @@ func ReplyQueue(oid string, expires time.Duration) amqptransport.Queue {
 
 // ConsumeReplies declares the reply queue and consumes it without acks.
 func (t AMQP) ConsumeReplies(ctx context.Context, queue string, expires time.Duration) (<-chan *protocol.RawMessage, error) {
-	c, err := t.Broker.Consume(ctx, amqptransport.ConsumerConfig{
+	c, err := t.Broker.NewConsumer(ctx, amqptransport.ConsumerConfig{
 		Queues:      []amqptransport.Queue{ReplyQueue(queue, expires)},
 		NoAck:       true,
 		ConsumerTag: "gworker-rpc",
@@ -64,9 +66,8 @@ func (t AMQP) ConsumeReplies(ctx context.Context, queue string, expires time.Dur
 				if !ok {
 					return
 				}
-				raw := d.Raw
 				select {
-				case out <- &raw:
+				case out <- d.Raw():
 				case <-ctx.Done():
 					return
 				}
@@ -75,3 +76,34 @@ func (t AMQP) ConsumeReplies(ctx context.Context, queue string, expires time.Dur
 	}()
 	return out, nil
 }
+
+// Schemes are the result backend URL schemes this backend serves.
+var Schemes = []string{"rpc"}
+
+// ErrNeedsAMQP: rpc:// carries results on RabbitMQ, and the broker is not.
+var ErrNeedsAMQP = errors.New("rpcbackend: rpc:// needs an AMQP broker")
+
+// OpenBackend is the result.Opener of the rpc backend: on a worker, a
+// store-only backend publishing replies through the broker; on a client,
+// one that reads its replies from its reply queue.
+func OpenBackend(ctx context.Context, _ string, o result.OpenOptions) (result.Backend, error) {
+	b, ok := o.Broker.(*amqptransport.Broker)
+	if !ok {
+		return nil, ErrNeedsAMQP
+	}
+	if o.Worker {
+		return NewAMQPWorkerSide(b), nil
+	}
+	expires := o.Expires
+	if expires < 0 {
+		expires = 0
+	}
+	rb, err := NewAMQP(ctx, b, Options{ReplyTo: o.ReplyTo, Expires: expires, Logger: o.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return rb, nil
+}
+
+// Register registers OpenBackend for Schemes in r.
+func Register(r *result.Registry) { r.Register(OpenBackend, Schemes...) }

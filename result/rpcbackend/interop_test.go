@@ -36,7 +36,7 @@ func TestPythonClientReadsGoStore(t *testing.T) {
 	queue := "gworker.rpctest." + testenv.Suffix()
 	t.Cleanup(func() { testenv.DeleteTaskQueue(t, queue) })
 
-	cons, err := b.Consume(ctx, amqptransport.ConsumerConfig{Queues: []amqptransport.Queue{amqptransport.TaskQueue(queue)}})
+	cons, err := b.NewConsumer(ctx, amqptransport.ConsumerConfig{Queues: []amqptransport.Queue{amqptransport.TaskQueue(queue)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,22 +61,23 @@ func TestPythonClientReadsGoStore(t *testing.T) {
 
 	var d *amqptransport.Delivery
 	select {
-	case d = <-cons.Deliveries():
+	case dv := <-cons.Deliveries():
+		d = dv.(*amqptransport.Delivery)
 	case <-ctx.Done():
 		t.Fatalf("no task message received; python stderr:\n%s", stderr.String())
 	}
 	if err := d.Ack(); err != nil {
 		t.Fatal(err)
 	}
-	id, _ := d.Raw.Headers["id"].(string)
-	if id != pyID || d.Raw.ReplyTo == "" {
-		t.Fatalf("message id %q reply_to %q; python sent %q", id, d.Raw.ReplyTo, pyID)
+	id, _ := d.Raw().Headers["id"].(string)
+	if id != pyID || d.Raw().ReplyTo == "" {
+		t.Fatalf("message id %q reply_to %q; python sent %q", id, d.Raw().ReplyTo, pyID)
 	}
 
 	worker := rpcbackend.NewAMQPWorkerSide(b)
 	if err := worker.Store(ctx, &result.Meta{
 		TaskID: id, Status: result.Success, Result: int64(4),
-		ReplyTo: d.Raw.ReplyTo, CorrelationID: d.Raw.CorrelationID,
+		ReplyTo: d.Raw().ReplyTo, CorrelationID: d.Raw().CorrelationID,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package amqpops_test
+package amqptransport_test
 
 import (
 	"context"
@@ -6,16 +6,12 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"go.uber.org/goleak"
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/control"
-	"github.com/gworker/gworker/internal/amqpops"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // The node's pidbox queue is declared exactly as kombu declares it, so a
 // Python redeclaration (or a Celery worker's) is accepted, and a message
@@ -23,12 +19,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestPidboxQueueAsKombu(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL(), ConnectionName: "gworker-amqpops-test"})
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL(), ConnectionName: "gworker-subscribe-test"})
 	if err != nil {
 		t.Fatalf("RabbitMQ must run at %s: %v", testenv.AMQPURL(), err)
 	}
 	defer b.Close()
-	tr := amqpops.New(b, nil)
+	tr := b
 	if err := tr.DeclareExchange(ctx, control.Exchange, "fanout", false); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package redisops_test
+package redistransport_test
 
 import (
 	"context"
@@ -11,18 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gworker/gworker/control"
-	"github.com/gworker/gworker/internal/redisops"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/redistransport"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
 
 // TestPingCeleryWorker: the Go control client broadcasts ping over the
 // Redis pidbox (pub/sub) and reads the Celery 5.2.6 worker's reply from its
@@ -67,7 +61,7 @@ func TestPingCeleryWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	client := control.NewClient(redisops.New(b, log), nil, log)
+	client := control.NewClient(b, nil, log)
 	// The worker takes a few seconds to start: ask until it answers.
 	for {
 		replies, err := client.Broadcast(ctx, "ping", nil, control.BroadcastOptions{Reply: true, Timeout: 2 * time.Second, Destination: []string{node}})

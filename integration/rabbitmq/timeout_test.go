@@ -1,4 +1,4 @@
-package amqpworker_test
+package rabbitmq_test
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/rmqnode"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
@@ -85,7 +84,7 @@ func TestConsumerTimeoutRunsOnce(t *testing.T) {
 	}
 	core, logs := observer.New(zap.InfoLevel)
 	queue := "timeout-" + testenv.Suffix()
-	w, err := worker.New(worker.Config{Registry: reg, Broker: amqpworker.New(b), Backend: backend,
+	w, err := worker.New(worker.Config{Registry: reg, Broker: b, Backend: backend,
 		Queues: []string{queue}, Concurrency: 2, AcksLate: true, DisableFollowups: true, Logger: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package amqpworker_test
+package rabbitmq_test
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/rmqnode"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
@@ -177,7 +176,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	}, worker.Params("i")); err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(worker.Config{Registry: reg, Broker: amqpworker.New(b), Backend: rb,
+	w, err := worker.New(worker.Config{Registry: reg, Broker: b, Backend: rb,
 		Queues: []string{queue}, Concurrency: 8, AcksLate: true, DisableFollowups: true})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package amqpworker_test
+package rabbitmq_test
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/demo"
-	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
@@ -118,7 +117,7 @@ func BenchmarkWorkerRabbitRedis(b *testing.B) {
 	var done sync.WaitGroup
 	done.Add(b.N)
 	w, err := worker.New(worker.Config{
-		Registry: reg, Broker: amqpworker.New(br), Backend: countingBackend{rb, &done},
+		Registry: reg, Broker: br, Backend: countingBackend{rb, &done},
 		Queues: []string{queue}, DisableFollowups: true, Concurrency: 16, Hostname: "celery@bench",
 	})
 	if err != nil {

@@ -1,4 +1,4 @@
-package amqpworker_test
+package rabbitmq_test
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
@@ -74,7 +73,7 @@ func runChild() int {
 		backend = struct{ result.Backend }{rb}
 	}
 	w, err := worker.New(worker.Config{
-		Registry: reg, Broker: amqpworker.New(b), Backend: backend,
+		Registry: reg, Broker: b, Backend: backend,
 		Queues: []string{os.Getenv(childQueue)}, Concurrency: 1, PrefetchMultiplier: 1,
 		AcksLate: true, MaxRedeliveries: max, Logger: log, DisableFollowups: true,
 	})

@@ -1,4 +1,4 @@
-package redisworker_test
+package redisbroker_test
 
 import (
 	"context"
@@ -19,7 +19,6 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gworker/gworker/demo"
-	"github.com/gworker/gworker/internal/redisworker"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/redistransport"
@@ -56,7 +55,7 @@ func runChild() int {
 		time.Sleep(time.Duration(sleep * float64(time.Second)))
 		return n, rc.RPush(ctx, prefix+"runs", fmt.Sprintf("child:%d", n)).Err()
 	}, worker.Params("n", "sleep"))
-	w, err := worker.New(worker.Config{Registry: reg, Broker: redisworker.New(b), Queues: []string{"q"},
+	w, err := worker.New(worker.Config{Registry: reg, Broker: b, Queues: []string{"q"},
 		Concurrency: 2, AcksLate: true, Hostname: "child@test", Logger: log, DisableFollowups: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -133,7 +132,7 @@ func (e *env) worker(concurrency int) (stop func()) {
 		return n, rc.RPush(ctx, e.runs, fmt.Sprintf("go:%d", n)).Err()
 	}, worker.Params("n", "sleep"))
 	w, err := worker.New(worker.Config{
-		Registry: reg, Broker: redisworker.New(e.broker), Backend: e.rb,
+		Registry: reg, Broker: e.broker, Backend: e.rb,
 		Followups: worker.NewFollowups(e.prod, e.rb, e.log),
 		Queues:    []string{e.queue}, Concurrency: concurrency, Hostname: "gworker@test",
 		Accept: []string{"application/json", "application/x-msgpack"}, Logger: e.log,

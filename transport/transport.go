@@ -1,0 +1,244 @@
+// Package transport is the one seam between gworker and a message broker.
+//
+// A transport is one package that implements Broker directly (amqptransport
+// for RabbitMQ, redistransport for kombu's Redis transport) and registers an
+// Opener for its URL schemes in a Registry. Nothing else in gworker knows
+// which broker it talks to: the worker consumes through Broker.Consume, the
+// producer publishes through Broker.Publish, remote control and events go
+// through Subscribe and Publish, and the App's queue administration and
+// readiness probe through DeclareTaskQueue, PurgeQueue and QueueLength.
+//
+// # Adding a broker
+//
+// Write one package that implements Broker and register it:
+//
+//	r := transport.NewRegistry()
+//	r.Register(mytransport.Open, "mybroker", "mybrokers")
+//
+// and pass the registry to the App (gworker.Config.Transports), or add it
+// to gworker.DefaultTransports. A transport must:
+//
+//   - Consume: declare (or adopt as they exist) the task queues as kombu
+//     declares them, deliver their messages as Delivery values on one
+//     channel with no goroutine between the broker connection and that
+//     channel, keep at most prefetch messages unsettled (0: no limit),
+//     return unsettled messages to their queue when the Consumer closes, and
+//     reconnect by itself after a broker fault;
+//   - settle each Delivery exactly once through Ack or Reject, which must be
+//     safe to call from any goroutine;
+//   - Publish a task, a reply or an event to an exchange with a routing key,
+//     returning only once the broker has taken the message (publisher
+//     confirms on AMQP);
+//   - DeclareExchange of the kinds Celery uses (direct, fanout, topic);
+//   - Subscribe to a QueueSpec (the pidbox and reply queues, the events
+//     receiver) without acknowledgements, dropping messages rather than
+//     blocking the broker connection when the reader falls behind;
+//   - DeclareTaskQueue, PurgeQueue and QueueLength for administration and
+//     the readiness probe, and Close.
+//
+// What only some brokers can do is an optional interface checked with a type
+// assertion, in the style of database/sql/driver: DeliveryCounter and
+// StaleChecker on a Delivery, ReconnectCounter and StaleAckCounter on a
+// Broker.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/protocol"
+)
+
+// Delivery is one task message taken from a queue.
+type Delivery interface {
+	// Raw returns the message as delivered.
+	Raw() *protocol.RawMessage
+	// Ack acknowledges the message.
+	Ack() error
+	// Reject rejects it; requeue=false drops it or dead-letters it.
+	Reject(requeue bool) error
+}
+
+// DeliveryCounter is an optional interface of Delivery, for brokers that
+// count how many times they delivered a message (RabbitMQ quorum queues send
+// x-delivery-count). The worker uses it to cap the redeliveries of a message
+// whose task never finishes.
+type DeliveryCounter interface {
+	// DeliveryCount returns how many times the message was delivered
+	// before this delivery (0 on the first one); ok is false when the
+	// broker does not count.
+	DeliveryCount() (n int, ok bool)
+}
+
+// StaleChecker is an optional interface of Delivery, for transports whose
+// deliveries die with their channel: Stale reports that the delivery can no
+// longer be settled because the broker has already taken the message back
+// (and will deliver it again).
+type StaleChecker interface {
+	Stale() bool
+}
+
+// Consumer is a running consumption of task queues.
+type Consumer interface {
+	// Deliveries is closed when the consumer is cancelled or closed.
+	Deliveries() <-chan Delivery
+	// SetPrefetch changes how many unacknowledged messages the broker may
+	// hand out.
+	SetPrefetch(n int) error
+	// Cancel stops the broker from delivering more messages; deliveries
+	// already received stay valid.
+	Cancel(ctx context.Context) error
+	// Close ends consumption; unacknowledged messages return to the queue.
+	Close() error
+}
+
+// QueueSpec describes a non-durable, auto-delete queue bound to an
+// exchange, as kombu declares the pidbox and reply queues.
+type QueueSpec struct {
+	Name         string
+	Exchange     string
+	ExchangeType string // "fanout", "direct" or "topic"
+	RoutingKey   string
+	// Expires (x-expires) and MessageTTL (x-message-ttl); zero: none.
+	Expires, MessageTTL time.Duration
+}
+
+// Subscription is a running consumption of a queue without
+// acknowledgements.
+type Subscription interface {
+	// Messages is closed when the subscription ends.
+	Messages() <-chan *protocol.RawMessage
+	Close() error
+}
+
+// Broker is a connection to a message broker: what every transport
+// implements.
+type Broker interface {
+	// Consume declares the task queues (or adopts them as they exist) and
+	// starts consuming them, at most prefetch messages unsettled.
+	Consume(ctx context.Context, queues []string, prefetch int) (Consumer, error)
+	// Publish sends msg to exchange with routingKey ("" is the default
+	// exchange) and returns once the broker has it.
+	Publish(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage) error
+	// DeclareExchange declares an exchange of the given kind.
+	DeclareExchange(ctx context.Context, name, kind string, durable bool) error
+	// Subscribe declares q (and its exchange and binding) and consumes it
+	// without acknowledgements.
+	Subscribe(ctx context.Context, q QueueSpec) (Subscription, error)
+	// DeclareTaskQueue declares a task queue as kombu does: a durable
+	// direct exchange and a durable queue, both named name, bound with
+	// routing key name.
+	DeclareTaskQueue(ctx context.Context, name string) error
+	// PurgeQueue discards the queue's waiting messages and says how many.
+	PurgeQueue(ctx context.Context, name string) (int, error)
+	// QueueLength returns how many messages wait in the queue; an error
+	// means the broker cannot be used (the readiness probe).
+	QueueLength(ctx context.Context, name string) (int, error)
+	// Close closes the connection.
+	Close() error
+}
+
+// ReconnectCounter is an optional interface of Broker: how many times the
+// transport replaced a lost connection.
+type ReconnectCounter interface {
+	Reconnects() uint64
+}
+
+// StaleAckCounter is an optional interface of Broker: how many
+// acknowledgements were dropped because the channel their message came on
+// was gone (the broker redelivers those).
+type StaleAckCounter interface {
+	StaleAcks() int64
+}
+
+// Options are what an Opener may use besides the URL. Transports ignore
+// what does not apply to them.
+type Options struct {
+	// Logger receives the transport's log lines; nil logs nothing.
+	Logger *zap.Logger
+	// ConnectionName names the connection on the broker, where it can.
+	ConnectionName string
+	// Heartbeat is the connection heartbeat interval; 0 is the
+	// transport's default.
+	Heartbeat time.Duration
+	// DefaultQueueType is the type of the queues the transport creates
+	// ("classic" or "quorum" on RabbitMQ).
+	DefaultQueueType string
+	// TransportOptions are kombu's broker_transport_options, values as
+	// text.
+	TransportOptions map[string]string
+}
+
+// Opener connects to the broker of url, waiting for it until ctx ends.
+type Opener func(ctx context.Context, url string, o Options) (Broker, error)
+
+// ErrUnsupportedScheme: no transport is registered for the URL's scheme.
+var ErrUnsupportedScheme = errors.New("unsupported broker")
+
+// Registry maps URL schemes to the Openers of their transports. The zero
+// value is not usable: use NewRegistry. A Registry is safe for concurrent
+// Open once it is filled.
+type Registry struct {
+	openers map[string]Opener
+}
+
+// NewRegistry returns an empty Registry.
+func NewRegistry() *Registry { return &Registry{openers: map[string]Opener{}} }
+
+// Register makes open serve URLs of each of the schemes (case does not
+// matter). A later registration of a scheme replaces the earlier one.
+func (r *Registry) Register(open Opener, schemes ...string) {
+	for _, s := range schemes {
+		r.openers[strings.ToLower(s)] = open
+	}
+}
+
+// Schemes lists the registered schemes, sorted.
+func (r *Registry) Schemes() []string {
+	out := make([]string, 0, len(r.openers))
+	for s := range r.openers {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Supports reports whether url's scheme has a transport.
+func (r *Registry) Supports(url string) bool {
+	_, ok := r.openers[Scheme(url)]
+	return ok
+}
+
+// Open connects to the broker of url through the transport registered for
+// its scheme. An unknown scheme is ErrUnsupportedScheme.
+func (r *Registry) Open(ctx context.Context, url string, o Options) (Broker, error) {
+	open, ok := r.openers[Scheme(url)]
+	if !ok {
+		return nil, fmt.Errorf("%w: scheme %q (%s)", ErrUnsupportedScheme, Scheme(url), r.list())
+	}
+	return open(ctx, url, o)
+}
+
+func (r *Registry) list() string {
+	s := r.Schemes()
+	for i := range s {
+		s[i] += "://"
+	}
+	return strings.Join(s, ", ")
+}
+
+// Scheme returns the lower-cased scheme of a URL ("" when it has none). A
+// ;-separated failover list has the scheme of its first URL.
+func Scheme(url string) string {
+	s := strings.ToLower(url)
+	if i := strings.Index(s, "://"); i >= 0 {
+		return s[:i]
+	}
+	return ""
+}
