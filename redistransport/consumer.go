@@ -40,6 +40,9 @@ type Consumer struct {
 	keys  []string       // unacked, index, then the lists by queue and step
 	byKey map[string]int // list key -> queue index
 	order []int          // queue cycle (fetch loop only)
+	// queueJSON are the queue names as JSON strings, by queue index: the
+	// routing keys of the unacked entries the fetch script writes.
+	queueJSON []any
 
 	acks acker
 
@@ -93,29 +96,9 @@ func (b *Broker) NewConsumer(ctx context.Context, cfg ConsumerConfig) (*Consumer
 			}
 		}
 	}
-	c := &Consumer{
-		b:         b,
-		cfg:       cfg,
-		log:       b.log.Named("consumer").With(zap.Strings("queues", cfg.Queues)),
-		out:       make(chan transport.Delivery),
-		wake:      make(chan struct{}, 1),
-		byKey:     map[string]int{},
-		owned:     map[string]*Delivery{},
-		prefetch:  cfg.Prefetch,
-		cancelReq: make(chan struct{}),
-		loopDone:  make(chan struct{}),
-	}
-	c.keys = []string{b.key(b.cfg.UnackedKey), b.key(b.cfg.UnackedIndexKey)}
-	for qi, q := range cfg.Queues {
-		for _, s := range b.cfg.PrioritySteps {
-			k := b.key(b.QueueKey(q, s))
-			c.keys = append(c.keys, k)
-			c.byKey[k] = qi
-		}
-		c.order = append(c.order, qi)
-	}
-	if b.cfg.QueueOrderStrategy == Sorted {
-		slices.SortStableFunc(c.order, func(x, y int) int { return cmp.Compare(cfg.Queues[x], cfg.Queues[y]) })
+	c, err := b.newConsumer(cfg)
+	if err != nil {
+		return nil, err
 	}
 	b.mu.Lock()
 	if b.closed {
@@ -131,6 +114,42 @@ func (b *Broker) NewConsumer(ctx context.Context, cfg ConsumerConfig) (*Consumer
 	go c.restoreLoop(bgCtx)
 	go c.refreshLoop(bgCtx)
 	go c.loop(bgCtx)
+	return c, nil
+}
+
+// newConsumer builds a consumer of cfg.Queues without starting it.
+func (b *Broker) newConsumer(cfg ConsumerConfig) (*Consumer, error) {
+	c := &Consumer{
+		b:         b,
+		cfg:       cfg,
+		log:       b.log.Named("consumer").With(zap.Strings("queues", cfg.Queues)),
+		out:       make(chan transport.Delivery),
+		wake:      make(chan struct{}, 1),
+		byKey:     map[string]int{},
+		owned:     map[string]*Delivery{},
+		prefetch:  cfg.Prefetch,
+		cancelReq: make(chan struct{}),
+		loopDone:  make(chan struct{}),
+	}
+	c.keys = []string{b.key(b.cfg.UnackedKey), b.key(b.cfg.UnackedIndexKey)}
+	for _, q := range cfg.Queues {
+		j, err := protocol.MarshalJSON(q)
+		if err != nil {
+			return nil, fmt.Errorf("%w: queue %q: %v", ErrInvalidConfig, q, err)
+		}
+		c.queueJSON = append(c.queueJSON, string(j))
+	}
+	for qi, q := range cfg.Queues {
+		for _, s := range b.cfg.PrioritySteps {
+			k := b.key(b.QueueKey(q, s))
+			c.keys = append(c.keys, k)
+			c.byKey[k] = qi
+		}
+		c.order = append(c.order, qi)
+	}
+	if b.cfg.QueueOrderStrategy == Sorted {
+		slices.SortStableFunc(c.order, func(x, y int) int { return cmp.Compare(cfg.Queues[x], cfg.Queues[y]) })
+	}
 	return c, nil
 }
 
@@ -307,22 +326,39 @@ func (c *Consumer) loop(ctx context.Context) {
 	close(c.out)
 }
 
+// FetchBatchBytes bounds the bytes one fetch takes from Redis (it always
+// takes at least one message): the fetch script runs while Redis serves
+// no one else, and its reply must arrive within the socket timeout.
+const FetchBatchBytes = 1 << 20
+
 // fetch takes up to n messages atomically with their unacked bookkeeping;
-// when every list is empty it waits on BRPOP for one.
+// when every list is empty it waits on BRPOP for one. When the fetch
+// script's reply is lost (a timeout, a dropped connection), what it
+// recorded is put back at the head of its queue at once rather than left
+// for the visibility timeout.
 func (c *Consumer) fetch(ctx context.Context, n int) ([]*Delivery, error) {
 	ns := len(c.b.cfg.PrioritySteps)
-	args := make([]any, 0, 4+len(c.order))
+	args := make([]any, 0, 6+len(c.order)+n+len(c.cfg.Queues))
 	now := float64(time.Now().UnixMicro()) / 1e6
 	rot := "0"
 	if c.b.cfg.QueueOrderStrategy == RoundRobin {
 		rot = "1"
 	}
-	args = append(args, n, fmt.Sprintf("%f", now), ns, rot)
+	args = append(args, n, fmt.Sprintf("%f", now), ns, rot, FetchBatchBytes, len(c.order))
 	for _, q := range c.order {
 		args = append(args, q)
 	}
+	tags := make([]string, n)
+	for i := range tags {
+		tags[i] = newTag()
+		args = append(args, tags[i])
+	}
+	args = append(args, c.queueJSON...)
 	res, err := fetchScript.Run(ctx, c.b.client, c.keys, args...).Slice()
 	if err != nil && !errors.Is(err, redis.Nil) {
+		// The script may have run and recorded messages whose reply
+		// never came: put them back now.
+		c.restoreLost(tags)
 		return nil, err
 	}
 	var out []*Delivery
@@ -360,6 +396,27 @@ func (c *Consumer) fetch(ctx context.Context, n int) ([]*Delivery, error) {
 	return out, nil
 }
 
+// restoreLost puts back what a fetch whose reply was lost may have
+// recorded under tags, the first taken at the head of its queue.
+func (c *Consumer) restoreLost(tags []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.b.cfg.SettleTimeout)
+	defer cancel()
+	n := 0
+	for i := len(tags) - 1; i >= 0; i-- {
+		ok, err := c.b.restoreByTag(ctx, tags[i], false)
+		if err != nil {
+			c.log.Warn("putting back the messages of a failed fetch failed; the visibility timeout will", zap.Error(err))
+			return
+		}
+		if ok {
+			n++
+		}
+	}
+	if n > 0 {
+		c.log.Warn("a fetch's reply was lost; its messages were put back", zap.Int("count", n))
+	}
+}
+
 // rotate replays the round_robin move of the served queue to the end.
 func (c *Consumer) rotate(qi int) {
 	if c.b.cfg.QueueOrderStrategy != RoundRobin {
@@ -377,12 +434,13 @@ func (c *Consumer) take(ctx context.Context, qi int, item []byte, tag string) *D
 	queue := c.cfg.Queues[qi]
 	env, err := decodeEnvelope(item)
 	if err == nil && tag == "" {
-		entry := unackedEntry(item, env.exchange, env.routingKey)
+		tag = newTag()
+		entry := unackedEntry(item, "", queue)
 		score := float64(time.Now().UnixMicro()) / 1e6
 		err = c.b.retry(ctx, func(ctx context.Context) error {
 			_, err := c.b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.ZAdd(ctx, c.keys[1], redis.Z{Score: score, Member: env.tag})
-				p.HSet(ctx, c.keys[0], env.tag, entry)
+				p.ZAdd(ctx, c.keys[1], redis.Z{Score: score, Member: tag})
+				p.HSet(ctx, c.keys[0], tag, entry)
 				return nil
 			})
 			return err
@@ -395,7 +453,6 @@ func (c *Consumer) take(ctx context.Context, qi int, item []byte, tag string) *D
 			})
 			return nil
 		}
-		tag = env.tag
 	}
 	if err != nil {
 		c.log.Error("bad message moved to the dead-letter list",

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) {
 
 // newTestBroker dials the test Redis with a key prefix unique to the test
 // and deletes every key under it when the test ends.
-func newTestBroker(t *testing.T, mutate func(*Config)) *Broker {
+func newTestBroker(t testing.TB, mutate func(*Config)) *Broker {
 	t.Helper()
 	cfg := Config{
 		URL:             testenv.RedisURL(),
