@@ -6,7 +6,9 @@
 // A URL's password is its userinfo password (amqp://user:pw@host,
 // redis://:pw@host) and the value of a password query parameter
 // (redis://host/0?password=pw); both become "**", as Celery prints them.
-// Several URLs separated by ';' (a failover list) are redacted one by one.
+// Several URLs separated by ';' (a failover list) are redacted one by one;
+// the list is split only where the part after a ';' begins with a scheme
+// (scheme://), so a password containing ';' stays whole and hidden.
 // A URL that does not parse is redacted conservatively: everything between
 // the scheme and its last '@' is hidden.
 package redact
@@ -41,11 +43,40 @@ func URL(raw string) string {
 	if !strings.Contains(raw, ";") {
 		return one(raw)
 	}
-	parts := strings.Split(raw, ";")
+	parts := splitList(raw)
 	for i, p := range parts {
 		parts[i] = one(p)
 	}
 	return strings.Join(parts, ";")
+}
+
+// splitList splits a failover list at each ';' followed by a scheme.
+func splitList(raw string) []string {
+	var parts []string
+	start := 0
+	for i := 0; i < len(raw); i++ {
+		if raw[i] == ';' && startsWithScheme(strings.TrimLeft(raw[i+1:], " ")) {
+			parts = append(parts, raw[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, raw[start:])
+}
+
+// startsWithScheme reports whether s begins with scheme:// (a letter, then
+// letters, digits, '+', '-' or '.').
+func startsWithScheme(s string) bool {
+	i := strings.Index(s, "://")
+	if i <= 0 {
+		return false
+	}
+	for j, c := range s[:i] {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (j == 0 || !(c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return true
 }
 
 func one(raw string) string {

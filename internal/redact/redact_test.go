@@ -30,7 +30,11 @@ func TestURL(t *testing.T) {
 		"redis://:" + pw + "@[::1":      "redis://:**@[::1",
 		"redis://[::1/0?password=" + pw: "redis://[::1/0?password=**",
 		// A failover list.
-		"amqp://a:" + pw + "@h1//;amqp://b:" + pw + "@h2//": "amqp://a:**@h1//;amqp://b:**@h2//",
+		"amqp://a:" + pw + "@h1//;amqp://b:" + pw + "@h2//":    "amqp://a:**@h1//;amqp://b:**@h2//",
+		"sentinel://:" + pw + "@h1:26379; sentinel://h2:26379": "sentinel://:**@h1:26379; sentinel://h2:26379",
+		// A password with a ';' is not a list.
+		"amqp://u:" + pw + ";" + pw + "@h//":                              "amqp://u:**@h//",
+		"amqp://u:" + pw + ";x;" + pw + "@h1//;amqps://v:" + pw + "@h2//": "amqp://u:**@h1//;amqps://v:**@h2//",
 		// A password with an unescaped '/' or '@'.
 		"amqp://u:" + pw + "/x@h//": "amqp://u:**@h//",
 		"amqp://u:" + pw + "@x@h//": "amqp://u:**@h//",
