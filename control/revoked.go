@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -76,49 +77,101 @@ type stateFile struct {
 	Revoked map[string]time.Time `json:"revoked"`
 }
 
+// MaxStateBytes caps the size of a --statedb file: Celery keeps at most
+// 50,000 revoked ids, a few MiB; a larger file is not one gworker wrote.
+const MaxStateBytes = 16 << 20
+
+// StateSetAsideError is what LoadState returns for a state file it cannot
+// read as one (empty, truncated, too large, or another program's format
+// such as a Python shelve file): the file was renamed to Aside and the
+// node starts with no revoked ids. It is a warning, not a reason to stop:
+// a worker that refused to start over it would crash-loop.
+type StateSetAsideError struct {
+	Path, Aside string
+	Err         error
+}
+
+func (e *StateSetAsideError) Error() string {
+	return fmt.Sprintf("control: state file %s unreadable (%v); set aside as %s, starting with no revoked ids", e.Path, e.Err, e.Aside)
+}
+
+func (e *StateSetAsideError) Unwrap() error { return e.Err }
+
 // LoadState adds the revoked ids saved in path (Celery's --statedb) to rs;
-// a missing file is not an error.
+// a missing file is not an error. A file that is not a state file is set
+// aside (*StateSetAsideError). Times in the future count as now.
 func LoadState(path string, rs *worker.RevokedSet) (int, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("control: read state: %w", err)
 	}
-	var st stateFile
-	if err := json.Unmarshal(b, &st); err != nil {
-		return 0, fmt.Errorf("control: state file %s: %w", path, err)
+	b, err := io.ReadAll(io.LimitReader(f, MaxStateBytes+1))
+	f.Close()
+	if err != nil {
+		return 0, fmt.Errorf("control: read state: %w", err)
 	}
+	var st stateFile
+	switch {
+	case len(b) > MaxStateBytes:
+		err = fmt.Errorf("larger than %d bytes", MaxStateBytes)
+	case len(b) == 0:
+		err = errors.New("empty")
+	default:
+		if err = json.Unmarshal(b, &st); err == nil && st.Revoked == nil {
+			err = errors.New(`no "revoked" object`)
+		}
+	}
+	if err != nil {
+		aside := fmt.Sprintf("%s.unreadable-%d", path, time.Now().Unix())
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return 0, fmt.Errorf("control: state file %s unreadable (%v), and setting it aside failed: %w", path, err, rerr)
+		}
+		return 0, &StateSetAsideError{Path: path, Aside: aside, Err: err}
+	}
+	now := time.Now()
 	for id, at := range st.Revoked {
+		if at.After(now) {
+			at = now
+		}
 		rs.AddAt(id, at)
 	}
 	return len(st.Revoked), nil
 }
 
-// SaveState writes the revoked ids of rs to path, atomically (a temporary
-// file renamed over it).
+// SaveState writes the revoked ids of rs to path atomically and durably: a
+// temporary file, synced, renamed over it, then the directory synced.
 func SaveState(path string, rs *worker.RevokedSet) error {
 	b, err := json.Marshal(stateFile{Revoked: rs.Entries()})
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("control: save state: %w", err)
 	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("control: save state: %w", err)
 	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("control: save state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("control: save state: %w", err)
+	if d, err := os.Open(dir); err == nil {
+		// Make the rename itself durable; not every OS can sync a
+		// directory, and the file is in place either way.
+		_ = d.Sync()
+		d.Close()
 	}
 	return nil
 }

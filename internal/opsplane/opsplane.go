@@ -119,7 +119,10 @@ func New(cfg Config) (*Plane, error) {
 	p.events = d
 	if cfg.StateDB != "" {
 		n, err := control.LoadState(cfg.StateDB, p.revoked)
-		if err != nil {
+		var aside *control.StateSetAsideError
+		if errors.As(err, &aside) {
+			log.Warn(err.Error(), zap.String("statedb", cfg.StateDB), zap.String("set_aside_as", aside.Aside))
+		} else if err != nil {
 			return nil, err
 		}
 		if n > 0 {
