@@ -3,6 +3,7 @@ package redistransport
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -149,4 +150,44 @@ func BenchmarkFetchLargeMessages(bm *testing.B) {
 		_ = c.Close()
 	}
 	bm.ReportMetric(float64(worst.Milliseconds()), "max-stall-ms")
+}
+
+// A pidbox message whose reply_to names the events exchange must not turn
+// it into a direct exchange: the redeclaration is refused (kombu raises
+// NotEquivalentError) and events keep going out over pub/sub. The number
+// of exchanges remembered is bounded.
+func TestExchangeKindIsKept(t *testing.T) {
+	b := newTestBroker(t, nil)
+	ctx := ctxT(t)
+	if err := b.DeclareExchange(ctx, "celeryev", "topic", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeclareExchange(ctx, "celeryev", "direct", false); !errors.Is(err, ErrNotEquivalent) {
+		t.Fatalf("redeclared as direct: %v", err)
+	}
+	if err := b.DeclareExchange(ctx, "celeryev", "topic", true); err != nil {
+		t.Fatalf("same kind again: %v", err)
+	}
+	sub, err := b.SubscribeFanout(ctx, "celeryev", "#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := b.Publish(ctx, "celeryev", "worker.heartbeat", task("ev", 0)); err != nil {
+		t.Fatalf("publish to the events exchange: %v", err)
+	}
+	select {
+	case m := <-sub.Messages():
+		if m.Headers["id"] != "ev" {
+			t.Errorf("got %v", m.Headers)
+		}
+	case <-ctx.Done():
+		t.Fatal("the event did not go out over pub/sub")
+	}
+	for i := 0; i < MaxExchanges; i++ {
+		_ = b.DeclareExchange(ctx, fmt.Sprintf("x%d", i), "direct", false)
+	}
+	if err := b.DeclareExchange(ctx, "one-too-many", "direct", false); err == nil {
+		t.Error("more than MaxExchanges exchanges accepted")
+	}
 }
