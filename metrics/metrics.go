@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,10 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// ReadyTimeout bounds one readiness check; default 5 s.
 	ReadyTimeout time.Duration
+	// ReadyCache is how long a readiness check's answer is reused, so
+	// that probes in a tight loop cost the broker one check a period;
+	// default DefaultReadyCache.
+	ReadyCache time.Duration
 	// RuntimeBuckets are the runtime histogram buckets in seconds;
 	// default DefaultRuntimeBuckets.
 	RuntimeBuckets []float64
@@ -57,7 +62,25 @@ type Metrics struct {
 	tasks   *prometheus.CounterVec
 	runtime *prometheus.HistogramVec
 	worker  workerRef
+
+	// readyMu serializes readiness checks; readyAt and readyErr are
+	// the last one's time and answer.
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
 }
+
+// Defaults of the probe server.
+const (
+	// DefaultReadyCache is Config.ReadyCache's default.
+	DefaultReadyCache = time.Second
+	// ServerIdleTimeout closes keep-alive connections left idle, and
+	// ServerReadTimeout and ServerWriteTimeout bound one request, so
+	// that idle or slow clients cannot hold connections for ever.
+	ServerIdleTimeout  = 60 * time.Second
+	ServerReadTimeout  = 10 * time.Second
+	ServerWriteTimeout = 30 * time.Second
+)
 
 // workerRef lets the worker be set after the sink was given to it.
 type workerRef struct{ p atomic.Pointer[worker.Worker] }
@@ -71,6 +94,9 @@ func New(cfg Config) *Metrics {
 	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 5 * time.Second
+	}
+	if cfg.ReadyCache <= 0 {
+		cfg.ReadyCache = DefaultReadyCache
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -191,9 +217,16 @@ func (m *Metrics) ready(ctx context.Context) error {
 	if m.cfg.Ready == nil {
 		return nil
 	}
+	m.readyMu.Lock()
+	defer m.readyMu.Unlock()
+	if !m.readyAt.IsZero() && time.Since(m.readyAt) < m.cfg.ReadyCache {
+		return m.readyErr
+	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
 	defer cancel()
-	return m.cfg.Ready(ctx)
+	m.readyErr = m.cfg.Ready(ctx)
+	m.readyAt = time.Now()
+	return m.readyErr
 }
 
 // Serve listens on addr and serves Handler until ctx ends. It returns once
@@ -203,7 +236,8 @@ func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: ServerReadTimeout, ReadTimeout: ServerReadTimeout,
+		WriteTimeout: ServerWriteTimeout, IdleTimeout: ServerIdleTimeout, MaxHeaderBytes: 1 << 16}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

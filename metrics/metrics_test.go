@@ -39,7 +39,8 @@ func TestScrapeAndProbes(t *testing.T) {
 	next := &countSink{}
 	var readyErr error
 	m := metrics.New(metrics.Config{Next: next, BrokerReconnects: func() uint64 { return 3 }, StaleAcks: func() int64 { return 2 },
-		EventsDropped: func() int64 { return 7 }, Ready: func(context.Context) error { return readyErr }})
+		EventsDropped: func() int64 { return 7 }, Ready: func(context.Context) error { return readyErr },
+		ReadyCache: time.Nanosecond})
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
 
@@ -99,6 +100,29 @@ func TestScrapeAndProbes(t *testing.T) {
 	}
 	if next.n.Load() == 0 {
 		t.Error("events were not passed on")
+	}
+}
+
+// Probes in a tight loop cost the broker one readiness check per
+// ReadyCache, not one each (a channel was opened per /readyz).
+func TestReadinessIsCached(t *testing.T) {
+	var checks atomic.Int64
+	m := metrics.New(metrics.Config{Ready: func(context.Context) error { checks.Add(1); return nil }, ReadyCache: time.Hour})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	reg := worker.NewRegistry()
+	env := gworkertest.NewEnv(t, gworkertest.Config{Registry: reg})
+	if err := env.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m.SetWorker(env.Worker())
+	for range 20 {
+		if code, body := get(t, srv, "/readyz"); code != 200 {
+			t.Fatalf("readyz %d %s", code, body)
+		}
+	}
+	if n := checks.Load(); n != 1 {
+		t.Errorf("%d readiness checks for 20 probes, want 1", n)
 	}
 }
 
