@@ -15,11 +15,6 @@ import (
 // Celery's name for the same transport).
 var Schemes = []string{"amqp", "amqps", "pyamqp"}
 
-// SubscriptionBuffer is how many messages of a subscription wait for their
-// reader; beyond it new ones are dropped, so that a flood of control
-// messages never holds up the connection the tasks are consumed on.
-const SubscriptionBuffer = 1024
-
 var _ transport.Broker = (*Broker)(nil)
 
 // Open is the transport.Opener of RabbitMQ: Dial with the URL and options.
@@ -87,7 +82,7 @@ func (b *Broker) Subscribe(ctx context.Context, q transport.QueueSpec) (transpor
 	if err != nil {
 		return nil, err
 	}
-	s := &subscription{c: c, out: make(chan *protocol.RawMessage, SubscriptionBuffer), done: make(chan struct{})}
+	s := &subscription{c: c, out: make(chan *protocol.RawMessage, transport.SubscriptionBuffer), done: make(chan struct{})}
 	go s.forward(b.log, q.Name)
 	return s, nil
 }
@@ -102,11 +97,16 @@ type subscription struct {
 }
 
 // forward hands the messages over without ever blocking the consumer:
-// what the reader has not taken when the buffer is full is dropped.
+// what the reader has not taken when the buffer is full is dropped, and so
+// is a message over transport.MaxSubscriptionMessage.
 func (s *subscription) forward(log *zap.Logger, queue string) {
 	defer close(s.done)
 	defer close(s.out)
 	for d := range s.c.Deliveries() {
+		if n := len(d.Raw().Body); n > transport.MaxSubscriptionMessage {
+			log.Warn("control: message too large; dropped", zap.String("queue", queue), zap.Int("bytes", n))
+			continue
+		}
 		select {
 		case s.out <- d.Raw():
 		default:

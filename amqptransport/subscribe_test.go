@@ -11,6 +11,7 @@ import (
 	"github.com/gworker/gworker/control"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/transport"
 )
 
 // The node's pidbox queue is declared exactly as kombu declares it, so a
@@ -60,5 +61,40 @@ func TestPidboxQueueAsKombu(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no message through celery.pidbox")
+	}
+}
+
+// A control message over transport.MaxSubscriptionMessage is dropped: the
+// subscription buffers messages for a reader that may be slow, and anyone
+// on the broker can send RabbitMQ's maximum (128 MiB) to a pidbox.
+func TestSubscriptionDropsOversizedMessages(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL(), ConnectionName: "gworker-subscribe-test"})
+	if err != nil {
+		t.Fatalf("RabbitMQ must run at %s: %v", testenv.AMQPURL(), err)
+	}
+	defer b.Close()
+	name := "gworker-reply-" + testenv.Suffix()
+	sub, err := b.Subscribe(ctx, transport.QueueSpec{Name: name, Exchange: name, ExchangeType: "direct", RoutingKey: name,
+		Expires: control.QueueExpires})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	big := &protocol.RawMessage{ContentType: "application/json", Body: make([]byte, transport.MaxSubscriptionMessage+1)}
+	small := &protocol.RawMessage{ContentType: "application/json", Body: []byte(`{"ok": 1}`)}
+	for _, m := range []*protocol.RawMessage{big, small} {
+		if err := b.Publish(ctx, name, name, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case m := <-sub.Messages():
+		if string(m.Body) != `{"ok": 1}` {
+			t.Fatalf("got a message of %d bytes first", len(m.Body))
+		}
+	case <-ctx.Done():
+		t.Fatal("the small message did not arrive")
 	}
 }

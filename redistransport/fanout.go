@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/transport"
 )
 
 // FanoutChannel is the pub/sub channel kombu uses for a message to a fanout
@@ -74,6 +75,10 @@ func (b *Broker) SubscribeFanout(ctx context.Context, exchange string, bindingKe
 	go func() {
 		defer close(s.out)
 		for m := range ps.Channel() {
+			if len(m.Payload) > 2*transport.MaxSubscriptionMessage { // base64 and the envelope
+				log.Warn("message too large on a fanout channel dropped", zap.String("channel", m.Channel), zap.Int("bytes", len(m.Payload)))
+				continue
+			}
 			env, err := decodeEnvelope([]byte(m.Payload))
 			if err != nil {
 				log.Warn("bad message on a fanout channel dropped", zap.String("channel", m.Channel), zap.Error(err))

@@ -16,10 +16,6 @@ import (
 // Schemes are the broker URL schemes this transport serves.
 var Schemes = []string{"redis", "rediss", "sentinel"}
 
-// SubscriptionBuffer is how many messages of a reply queue wait for their
-// reader; beyond it new ones are dropped.
-const SubscriptionBuffer = 1024
-
 // MaxExchanges bounds how many exchanges a Broker remembers the kind of:
 // anyone on the broker can name exchanges in a reply_to, and a name beyond
 // the bound is refused rather than kept for ever.
@@ -98,7 +94,7 @@ func (b *Broker) Subscribe(ctx context.Context, q transport.QueueSpec) (transpor
 	if q.ExchangeType == "fanout" || q.ExchangeType == "topic" {
 		return b.SubscribeFanout(ctx, q.Exchange, q.RoutingKey)
 	}
-	s := &listSub{out: make(chan *protocol.RawMessage, SubscriptionBuffer), done: make(chan struct{})}
+	s := &listSub{out: make(chan *protocol.RawMessage, transport.SubscriptionBuffer), done: make(chan struct{})}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	go s.read(lctx, b, q.Name)
@@ -129,6 +125,10 @@ func (s *listSub) read(ctx context.Context, b *Broker, queue string) {
 			continue
 		}
 		if m == nil {
+			continue
+		}
+		if len(m.Body) > transport.MaxSubscriptionMessage {
+			b.log.Warn("control: reply too large; dropped", zap.String("queue", queue), zap.Int("bytes", len(m.Body)))
 			continue
 		}
 		select {

@@ -109,6 +109,15 @@ type QueueSpec struct {
 	Expires, MessageTTL time.Duration
 }
 
+// Bounds of a Subscription, which anyone on the broker can fill: messages
+// wait for their reader in a buffer of SubscriptionBuffer, and a message
+// whose body is over MaxSubscriptionMessage bytes is dropped (Celery's
+// control messages and replies are a few KiB).
+const (
+	SubscriptionBuffer     = 256
+	MaxSubscriptionMessage = 1 << 20
+)
+
 // Subscription is a running consumption of a queue without
 // acknowledgements.
 type Subscription interface {
