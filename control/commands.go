@@ -415,13 +415,21 @@ func BrokerInfo(rawURL string) protocol.Dict {
 
 func (n *Node) revoke(_ context.Context, a args) (any, error) {
 	ids := uniq(a.strs("task_id"))
+	for _, id := range ids {
+		if err := protocol.CheckID(id); err != nil {
+			return nil, protocol.NewException("ValueError", err.Error())
+		}
+	}
 	if len(ids) == 0 {
 		return ok("tasks  flagged as revoked"), nil
 	}
 	terminate := a.boolean("terminate")
-	sig := a.str("signal")
-	if sig == "" {
-		sig = "SIGTERM"
+	sig := "SIGTERM"
+	if terminate {
+		var err error
+		if sig, err = signalName(a["signal"]); err != nil {
+			return nil, err
+		}
 	}
 	terminated := n.cfg.Worker.Revoke(ids, terminate, sig)
 	if terminate {
@@ -436,6 +444,49 @@ func (n *Node) revoke(_ context.Context, a args) (any, error) {
 	idstr := strings.Join(ids, ", ")
 	n.log.Info("Tasks flagged as revoked: " + idstr)
 	return ok("tasks " + idstr + " flagged as revoked"), nil
+}
+
+// signalNumbers are the signals of Linux by name, for terminate's signal
+// argument, which Celery resolves with getattr(signal, name).
+var signalNumbers = map[string]int64{
+	"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6, "SIGIOT": 6, "SIGBUS": 7,
+	"SIGFPE": 8, "SIGKILL": 9, "SIGUSR1": 10, "SIGSEGV": 11, "SIGUSR2": 12, "SIGPIPE": 13, "SIGALRM": 14,
+	"SIGTERM": 15, "SIGSTKFLT": 16, "SIGCHLD": 17, "SIGCLD": 17, "SIGCONT": 18, "SIGSTOP": 19, "SIGTSTP": 20,
+	"SIGTTIN": 21, "SIGTTOU": 22, "SIGURG": 23, "SIGXCPU": 24, "SIGXFSZ": 25, "SIGVTALRM": 26, "SIGPROF": 27,
+	"SIGWINCH": 28, "SIGIO": 29, "SIGPOLL": 29, "SIGPWR": 30, "SIGSYS": 31, "SIGRTMIN": 34, "SIGRTMAX": 64,
+}
+
+// signalName resolves terminate's signal as Celery's signals.signum does:
+// nil is SIGTERM, a number is taken as it is, a name must be upper case
+// (TypeError otherwise), with or without its SIG prefix, and name a signal
+// (AttributeError otherwise).
+func signalName(v any) (string, error) {
+	switch s := v.(type) {
+	case nil:
+		return "SIGTERM", nil
+	case int64:
+		for name, num := range signalNumbers {
+			if num == s && name != "SIGIOT" && name != "SIGCLD" && name != "SIGPOLL" {
+				return name, nil
+			}
+		}
+		return strconv.FormatInt(s, 10), nil
+	case string:
+		if s == "" {
+			return "SIGTERM", nil
+		}
+		if strings.ToUpper(s) != s || strings.ToLower(s) == s {
+			return "", protocol.NewException("TypeError", "signal name must be uppercase string.")
+		}
+		if !strings.HasPrefix(s, "SIG") {
+			s = "SIG" + s
+		}
+		if _, ok := signalNumbers[s]; !ok {
+			return "", protocol.NewException("AttributeError", fmt.Sprintf("module 'signal' has no attribute %s", protocol.PyRepr(s)))
+		}
+		return s, nil
+	}
+	return "", protocol.NewException("TypeError", "signal name must be uppercase string.")
 }
 
 func uniq(ids []string) []string {
@@ -524,23 +575,44 @@ func (n *Node) cancelConsumer(ctx context.Context, a args) (any, error) {
 	return ok("no longer consuming from " + q), nil
 }
 
-func (n *Node) poolGrow(_ context.Context, a args) (any, error) {
+// MaxPoolResize bounds the n of one pool_grow or pool_shrink: Celery grows
+// its pool by n processes with no bound, and n = 1e9 from anyone on the
+// broker would exhaust the node.
+const MaxPoolResize = 1000
+
+// poolN is the n of pool_grow and pool_shrink: a whole number from 1 to
+// MaxPoolResize.
+func poolN(a args) (int, error) {
+	if f, ok := a["n"].(float64); ok && f != float64(int64(f)) {
+		return 0, protocol.NewException("ValueError", fmt.Sprintf("n must be a whole number, not %v", f))
+	}
 	k, err := a.int("n", 1)
+	if err != nil {
+		return 0, err
+	}
+	if k < 1 || k > MaxPoolResize {
+		return 0, protocol.NewException("ValueError", fmt.Sprintf("n must be from 1 to %d, not %d", MaxPoolResize, k))
+	}
+	return int(k), nil
+}
+
+func (n *Node) poolGrow(_ context.Context, a args) (any, error) {
+	k, err := poolN(a)
 	if err != nil {
 		return nil, err
 	}
-	if err := n.cfg.Worker.ResizePool(int(k)); err != nil {
+	if err := n.cfg.Worker.ResizePool(k); err != nil {
 		return nil, err
 	}
 	return ok("pool will grow"), nil
 }
 
 func (n *Node) poolShrink(_ context.Context, a args) (any, error) {
-	k, err := a.int("n", 1)
+	k, err := poolN(a)
 	if err != nil {
 		return nil, err
 	}
-	if err := n.cfg.Worker.ResizePool(-int(k)); err != nil {
+	if err := n.cfg.Worker.ResizePool(-k); err != nil {
 		return nil, err
 	}
 	return ok("pool will shrink"), nil
