@@ -26,8 +26,11 @@ func EncodeMeta(m *Meta) ([]byte, error) {
 	if m == nil {
 		return nil, fmt.Errorf("%w: nil meta", ErrBadMeta)
 	}
-	if m.TaskID == "" {
-		return nil, fmt.Errorf("%w: empty task id", ErrBadMeta)
+	// Every backend builds the result's key from the id, and every write
+	// passes here: an id that could not name a task (20 kB, a newline,
+	// from a signature embedded in some message) is never stored.
+	if err := protocol.CheckID(m.TaskID); err != nil {
+		return nil, fmt.Errorf("%w: task id: %w", ErrBadMeta, err)
 	}
 	if m.Status == "" {
 		return nil, fmt.Errorf("%w: empty status for task %s", ErrBadMeta, m.TaskID)

@@ -204,6 +204,15 @@ func TestEncodeMetaBadInput(t *testing.T) {
 			t.Errorf("EncodeMeta(%+v): err %v, want ErrBadMeta", m, err)
 		}
 	}
+	// An id no key may be built from: from a chain element embedded in a
+	// failing task's message, say (a 20 kB id with a newline wrote a
+	// 20,031-byte key).
+	for _, id := range []string{strings.Repeat("x", 20000) + "\n", "a\nb", "\x00"} {
+		_, err := result.EncodeMeta(&result.Meta{TaskID: id, Status: result.Failure})
+		if !errors.Is(err, result.ErrBadMeta) || !errors.Is(err, protocol.ErrInvalidID) {
+			t.Errorf("EncodeMeta with id %.20q: %v", id, err)
+		}
+	}
 	// A decoded exception dict gets Celery's key order back.
 	b, err := result.EncodeMeta(&result.Meta{TaskID: "x", Status: result.Retry, Result: map[string]any{
 		"exc_module": "builtins", "exc_message": []any{"a"}, "exc_type": "KeyError", "extra": 1,

@@ -293,6 +293,9 @@ func (b *Backend) set(ctx context.Context, key string, val any) error {
 
 // SaveGroup stores {"result": tuple} under celery-taskset-meta-<gid>.
 func (b *Backend) SaveGroup(ctx context.Context, groupID string, tuple any) error {
+	if err := protocol.CheckID(groupID); err != nil {
+		return fmt.Errorf("redisbackend: group id: %w", err)
+	}
 	val, err := protocol.MarshalJSON(protocol.Dict{{Key: "result", Value: tuple}})
 	if err != nil {
 		return fmt.Errorf("redisbackend: save group %s: %w", groupID, err)
@@ -340,6 +343,9 @@ func (b *Backend) DeleteGroup(ctx context.Context, groupID string) error {
 // publishes it, as a Celery client does before sending the last header
 // task of a chord.
 func (b *Backend) SetChordSize(ctx context.Context, groupID string, size int) error {
+	if err := protocol.CheckID(groupID); err != nil {
+		return fmt.Errorf("redisbackend: group id: %w", err)
+	}
 	if size < 0 {
 		return fmt.Errorf("redisbackend: chord %s: negative size %d", groupID, size)
 	}
@@ -362,6 +368,9 @@ func (b *Backend) SetChordSize(ctx context.Context, groupID string, size int) er
 // must be joined through that group by the caller; the parts returned
 // are the flat list.
 func (b *Backend) AddChordPart(ctx context.Context, groupID string, groupIndex *int, part result.ChordPart) (bool, []result.ChordPart, error) {
+	if err := protocol.CheckID(groupID); err != nil {
+		return false, nil, fmt.Errorf("redisbackend: group id: %w", err)
+	}
 	member, err := protocol.MarshalJSON([]any{int64(1), part.TaskID, string(part.Status), result.StoredResult(part.Status, part.Result)})
 	if err != nil {
 		return false, nil, fmt.Errorf("redisbackend: chord %s part %s: %w", groupID, part.TaskID, err)
