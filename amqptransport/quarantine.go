@@ -46,9 +46,15 @@ func (b *Broker) QuarantineSweep(ctx context.Context, queues ...string) (SweepRe
 	var errs []error
 	for _, q := range queues {
 		if err := b.sweepQueue(ctx, rc, q, limit, &rep, log); err != nil {
-			errs = append(errs, fmt.Errorf("queue %q: %w", q, err))
 			var ae *amqp.Error
-			if !errors.As(err, &ae) || !ae.Recover {
+			if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+				// An auto-delete queue (a pidbox, a reply queue) went
+				// with the connection that died: nothing to sweep.
+				log.Debug("queue gone before the sweep", zap.String("queue", q))
+				continue
+			}
+			errs = append(errs, fmt.Errorf("queue %q: %w", q, err))
+			if ae == nil || !ae.Recover {
 				break // the raw connection is unusable
 			}
 		}

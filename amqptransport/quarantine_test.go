@@ -169,9 +169,18 @@ func TestQuarantineSweepDirect(t *testing.T) {
 	if got := strings.Join(order, ","); got != "0,2,4,1,3" {
 		t.Fatalf("order %s", got)
 	}
-	// A missing queue is an error, not a panic, and the sweep goes on.
-	if _, err := f.b.QuarantineSweep(ctx, uniqueName(t, "missing"), q.Name); err == nil {
-		t.Fatal("sweep of a missing queue succeeded")
+	// A missing queue (an auto-delete pidbox or reply queue gone with the
+	// connection that died) is nothing to sweep, not a failure, and the
+	// sweep goes on to the next queue.
+	q2 := f.queue()
+	if err := f.b.Declare(ctx, q2); err != nil {
+		t.Fatal(err)
+	}
+	pyPublish(t, q2.Name, poisonBatch()[:1]...)
+	eventually(t, 10*time.Second, "1 published", func() bool { return f.ready(q2.Name) == 1 })
+	rep, err = f.b.QuarantineSweep(ctx, uniqueName(t, "missing"), q2.Name)
+	if err != nil || rep.Inspected != 1 {
+		t.Fatalf("sweep of a missing queue, then %s: %+v %v", q2.Name, rep, err)
 	}
 }
 
