@@ -127,6 +127,10 @@ type Queue struct {
 	ExchangeAutoDelete bool
 	// RoutingKey is the binding key.
 	RoutingKey string
+
+	// adoptExchange: the exchange exists with another type or flags and
+	// is used as it is (passively), not declared.
+	adoptExchange bool
 }
 
 // TaskQueue returns the queue kombu declares for a Celery task queue: a
@@ -186,12 +190,18 @@ func (b *Broker) DeclareExchange(ctx context.Context, name, kind string, durable
 		return fmt.Errorf("amqptransport: open channel: %w", err)
 	}
 	defer ch.Close()
-	return withContext(ctx, ch, func() error {
+	err = withContext(ctx, ch, func() error {
 		if err := ch.ExchangeDeclare(name, kind, durable, false, false, false, nil); err != nil {
-			return fmt.Errorf("amqptransport: declare exchange %q: %w", name, err)
+			return &exchangeDeclareError{fmt.Errorf("amqptransport: declare exchange %q: %w", name, err)}
 		}
 		return nil
 	})
+	if !isExchangePrecondition(err) {
+		return err
+	}
+	// The exchange exists with another type or flags (declared by a
+	// Celery 5.5 app, say): use it as the broker has it.
+	return b.adoptExchange(ctx, s.conn, name, kind, err)
 }
 
 // withContext runs fn, which blocks on broker replies on ch, and closes ch
@@ -216,13 +226,13 @@ func declareOn(ch *amqp.Channel, q Queue) error {
 	if len(args) == 0 {
 		args = nil
 	}
-	if q.Exchange != "" {
+	if q.Exchange != "" && !q.adoptExchange {
 		typ := q.ExchangeType
 		if typ == "" {
 			typ = "direct"
 		}
 		if err := ch.ExchangeDeclare(q.Exchange, typ, q.ExchangeDurable, q.ExchangeAutoDelete, false, false, nil); err != nil {
-			return fmt.Errorf("amqptransport: declare exchange %q: %w", q.Exchange, err)
+			return &exchangeDeclareError{fmt.Errorf("amqptransport: declare exchange %q: %w", q.Exchange, err)}
 		}
 	}
 	if _, err := ch.QueueDeclare(q.Name, q.Durable, q.AutoDelete, q.Exclusive, false, args); err != nil {

@@ -81,6 +81,24 @@ func (b *Broker) declareOrAdopt(ctx context.Context, conn *amqp.Connection, q Qu
 	}
 	err = withContext(ctx, ch, func() error { return declareOn(ch, q) })
 	_ = ch.Close()
+	if isExchangePrecondition(err) {
+		// The queue's exchange exists with another type or flags (a
+		// topic exchange of a Celery 5.5 app, say): adopt it as queues
+		// are adopted, then declare the queue again.
+		typ := q.ExchangeType
+		if typ == "" {
+			typ = "direct"
+		}
+		if err := b.adoptExchange(ctx, conn, q.Exchange, typ, err); err != nil {
+			return declared{}, err
+		}
+		q.adoptExchange = true
+		if ch, err = conn.Channel(); err != nil {
+			return declared{}, fmt.Errorf("amqptransport: open channel: %w", err)
+		}
+		err = withContext(ctx, ch, func() error { return declareOn(ch, q) })
+		_ = ch.Close()
+	}
 	if err == nil {
 		return declared{typ: queueArgType(q.Arguments)}, nil
 	}
@@ -134,4 +152,50 @@ func (e *queueDeclareError) Unwrap() error { return e.err }
 func isQueueDeclareErr(err error) bool {
 	var qe *queueDeclareError
 	return errors.As(err, &qe)
+}
+
+// exchangeDeclareError marks a failure of an exchange.declare.
+type exchangeDeclareError struct{ err error }
+
+func (e *exchangeDeclareError) Error() string { return e.err.Error() }
+func (e *exchangeDeclareError) Unwrap() error { return e.err }
+
+// isExchangePrecondition reports an exchange.declare the broker refused
+// because the exchange exists with another type or flags.
+func isExchangePrecondition(err error) bool {
+	var xe *exchangeDeclareError
+	var ae *amqp.Error
+	return errors.As(err, &xe) && errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed
+}
+
+// adoptExchange checks that the exchange refused by refusal exists
+// (passive declaration) and logs once what the broker has: an exchange is
+// used as it exists, as Celery's worker uses what its app declared.
+func (b *Broker) adoptExchange(ctx context.Context, conn *amqp.Connection, name, wanted string, refusal error) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("amqptransport: open channel: %w", err)
+	}
+	defer ch.Close()
+	err = withContext(ctx, ch, func() error {
+		if err := ch.ExchangeDeclarePassive(name, wanted, false, false, false, false, nil); err != nil {
+			return fmt.Errorf("amqptransport: exchange %q: %w", name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var ae *amqp.Error
+	errors.As(refusal, &ae)
+	key := "exchange " + name
+	b.mu.Lock()
+	seen := b.adopted[key] == ae.Reason
+	b.adopted[key] = ae.Reason
+	b.mu.Unlock()
+	if !seen {
+		b.log.Warn("exchange exists with another type or flags than gworker declares; using it as the broker has it",
+			zap.String("exchange", name), zap.String("wanted_type", wanted), zap.String("broker", ae.Reason))
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
@@ -281,5 +282,81 @@ func TestAdoptedQueueIsLoggedOnceAcrossReconnects(t *testing.T) {
 	}
 	if n := logs.FilterMessageSnippet("per-consumer prefetch").Len(); n != 1 {
 		t.Errorf("per-consumer QoS logged %d times, want once", n)
+	}
+}
+
+// exchangeType returns the type rabbitmqctl lists for an exchange.
+func exchangeType(t *testing.T, vhost, name string) string {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "-q", "list_exchanges", "-p", vhost, "name", "type").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl list_exchanges: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if fs := strings.Fields(line); len(fs) == 2 && fs[0] == name {
+			return fs[1]
+		}
+	}
+	t.Fatalf("exchange %s not listed:\n%s", name, out)
+	return ""
+}
+
+// A Celery 5.5 app whose queue sits on a topic exchange (the layout native
+// delayed delivery needs) declared it first: the worker adopts the
+// exchange as the broker has it, as it adopts queues, instead of failing
+// with PRECONDITION_FAILED, and says so once.
+func TestAdoptTopicExchange(t *testing.T) {
+	vhost, u := vhostURL(t)
+	name := "tasks.topic"
+	conn, err := amqp.Dial(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// kombu: Queue(name, Exchange(name, type='topic'), routing_key=name).
+	if err := ch.ExchangeDeclare(name, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(name, name, name, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	b := dialURL(t, u, func(c *Config) { c.Logger = zap.New(core) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := b.DeclareTaskQueue(ctx, name); err != nil {
+		t.Fatalf("DeclareTaskQueue on a topic exchange: %v", err)
+	}
+	c, err := b.Consume(ctx, []string{name}, 4)
+	if err != nil {
+		t.Fatalf("Consume on a topic exchange: %v", err)
+	}
+	defer c.Close()
+	if err := b.DeclareExchange(ctx, name, "direct", true); err != nil {
+		t.Fatalf("DeclareExchange over a topic exchange: %v", err)
+	}
+	if err := b.Publish(ctx, name, name, rawJSON(1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-c.Deliveries():
+		if err := d.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("no delivery through the adopted exchange")
+	}
+	if typ := exchangeType(t, vhost, name); typ != "topic" {
+		t.Errorf("exchange is now %s", typ)
+	}
+	if n := logs.FilterMessageSnippet("exchange exists with another type").Len(); n != 1 {
+		t.Errorf("adoption logged %d times, want once", n)
 	}
 }
