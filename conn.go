@@ -12,6 +12,7 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/control"
+	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/internal/amqpops"
 	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/redact"
@@ -183,7 +184,7 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 		Backend: c.backend, DefaultQueue: cfg.DefaultQueue, ReplyTo: replyTo,
 		Serializer: cfg.Serializer, Logger: log,
 	})
-	c.followups = worker.NewFollowups(c.producer, c.backend, log)
+	c.followups = followup.NewFollowups(c.producer, c.backend, log)
 	return c, nil
 }
 

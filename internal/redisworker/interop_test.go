@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gworker/gworker/demo"
+	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/internal/redisworker"
 	"github.com/gworker/gworker/internal/testenv"
 	"github.com/gworker/gworker/producer"
@@ -134,7 +135,7 @@ func (e *env) worker(concurrency int) (stop func()) {
 	}, worker.Params("n", "sleep"))
 	w, err := worker.New(worker.Config{
 		Registry: reg, Broker: redisworker.New(e.broker), Backend: e.rb,
-		Followups: worker.NewFollowups(e.prod, e.rb, e.log),
+		Followups: followup.NewFollowups(e.prod, e.rb, e.log),
 		Queues:    []string{e.queue}, Concurrency: concurrency, Hostname: "gworker@test",
 		Accept: []string{"application/json", "application/x-msgpack"}, Logger: e.log,
 	})
