@@ -20,7 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 // The servers every test talks to. CI (the .ci/run script) guarantees they

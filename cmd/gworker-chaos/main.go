@@ -89,7 +89,7 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/internal/amqpworker"
-	"github.com/gworker/gworker/internal/rmqnode"
+	"github.com/gworker/gworker/internal/testing/rmqnode"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/worker"

@@ -16,7 +16,7 @@ import (
 
 	"github.com/gworker/gworker/control"
 	"github.com/gworker/gworker/internal/redisops"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/redistransport"
 )
 

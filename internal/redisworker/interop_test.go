@@ -21,7 +21,7 @@ import (
 	"github.com/gworker/gworker/demo"
 	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/internal/redisworker"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/redistransport"
 	"github.com/gworker/gworker/result/redisbackend"
