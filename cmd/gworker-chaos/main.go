@@ -258,7 +258,7 @@ func (h *harness) startOn(queue, oracle string, acksLate bool, redis, broker str
 	}
 	defer log.Close()
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -271,7 +271,7 @@ func (h *harness) startOn(queue, oracle string, acksLate bool, redis, broker str
 // may be called again.
 func (p *proc) kill() {
 	p.once.Do(func() {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		killGroup(p.cmd)
 		<-p.done
 	})
 }
