@@ -220,7 +220,10 @@ func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdo
 			fmt.Fprintf(stderr, "gworker worker: --umask %q: want an octal mask such as 022\n", f.umask)
 			return 2
 		}
-		syscall.Umask(int(m))
+		if err := setUmask(int(m)); err != nil {
+			fmt.Fprintln(stderr, "gworker worker: --umask:", err)
+			return 2
+		}
 	}
 
 	logOut := stderr
@@ -320,7 +323,7 @@ func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdo
 func writePidfile(path string) (func(), error) {
 	if b, err := os.ReadFile(path); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && pid != os.Getpid() {
-			if syscall.Kill(pid, 0) == nil {
+			if processRunning(pid) {
 				return nil, fmt.Errorf("pidfile %s names process %d, which is running: is another worker using it?", path, pid)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/internal/redact"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
@@ -137,7 +138,7 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 		Backend: c.backend, DefaultQueue: cfg.DefaultQueue, ReplyTo: replyTo,
 		Serializer: cfg.Serializer, Logger: log,
 	})
-	c.followups = worker.NewFollowups(c.producer, c.backend, log)
+	c.followups = followup.NewFollowups(c.producer, c.backend, log)
 	return c, nil
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/metrics"
 	"github.com/gworker/gworker/transport"
@@ -113,8 +114,8 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 	}
 	log := a.log()
 	log.Info("Connected to " + RedactURL(c.brokerURL))
-	if _, err := a.registry.Lookup(worker.ChordUnlockTask); err != nil {
-		if err := worker.RegisterBuiltins(a.registry, c.producer, c.backend, log); err != nil {
+	if _, err := a.registry.Lookup(followup.ChordUnlockTask); err != nil {
+		if err := followup.RegisterBuiltins(a.registry, c.producer, c.backend, log); err != nil {
 			return nil, nil, nil, err
 		}
 	}

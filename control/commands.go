@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -355,24 +354,6 @@ func (n *Node) stats(context.Context, args) (any, error) {
 		{Key: "prefetch_count", Value: int64(w.Prefetch())},
 		{Key: "rusage", Value: rusage()},
 	}, nil
-}
-
-func rusage() protocol.Dict {
-	var r syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &r); err != nil {
-		return protocol.Dict{}
-	}
-	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return protocol.Dict{
-		{Key: "utime", Value: tv(r.Utime)}, {Key: "stime", Value: tv(r.Stime)},
-		{Key: "maxrss", Value: int64(r.Maxrss)}, {Key: "ixrss", Value: int64(r.Ixrss)},
-		{Key: "idrss", Value: int64(r.Idrss)}, {Key: "isrss", Value: int64(r.Isrss)},
-		{Key: "minflt", Value: int64(r.Minflt)}, {Key: "majflt", Value: int64(r.Majflt)},
-		{Key: "nswap", Value: int64(r.Nswap)}, {Key: "inblock", Value: int64(r.Inblock)},
-		{Key: "oublock", Value: int64(r.Oublock)}, {Key: "msgsnd", Value: int64(r.Msgsnd)},
-		{Key: "msgrcv", Value: int64(r.Msgrcv)}, {Key: "nsignals", Value: int64(r.Nsignals)},
-		{Key: "nvcsw", Value: int64(r.Nvcsw)}, {Key: "nivcsw", Value: int64(r.Nivcsw)},
-	}
 }
 
 // BrokerInfo builds the `broker` entry of `inspect stats` from a broker

@@ -15,7 +15,7 @@ import (
 
 	"github.com/gworker/gworker/control"
 	"github.com/gworker/gworker/gworkertest"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/worker"

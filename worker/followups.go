@@ -16,9 +16,10 @@ import (
 // when the last header part completes, retries and republished far ETAs.
 //
 // It is the seam through which the worker reaches the broker without
-// importing a broker client. NewFollowups is the implementation; the
-// interface is unstable: methods may be added in any release, so
-// implement it outside gworker only in tests.
+// importing a broker client, the producer or canvas. NewFollowups in
+// package followup is the implementation; the interface is unstable:
+// methods may be added in any release, so implement it outside gworker
+// only in tests.
 type Followups interface {
 	// AfterSuccess applies callbacks and the next chain element with the
 	// task's return value and returns the result tuples of what it sent

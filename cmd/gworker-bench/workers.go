@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -53,7 +52,7 @@ func startWorker(spec workerSpec, queue, logDir string, round int, mode string) 
 	cmd.Stdout, cmd.Stderr = f, f
 	// A process group of its own, so that stop can reach prefork
 	// children if the parent does not take them down.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", spec.name, err)
@@ -68,20 +67,19 @@ func (p *proc) pid() int { return p.cmd.Process.Pid }
 // stop asks for a warm shutdown (SIGTERM) and kills the process group if
 // it has not exited within grace.
 func (p *proc) stop(grace time.Duration) error {
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(pgid, syscall.SIGTERM)
+	terminate(p.cmd)
 	select {
 	case err := <-p.done:
 		p.done <- err
 		// Children left behind (they should not be) go with the group.
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		killGroup(p.cmd)
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) {
 			return err
 		}
 		return nil
 	case <-time.After(grace):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		killGroup(p.cmd)
 		<-p.done
 		return fmt.Errorf("%s did not stop within %v; killed", p.name, grace)
 	}

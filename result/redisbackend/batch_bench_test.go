@@ -5,7 +5,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/result/redisbackend"
 )
 

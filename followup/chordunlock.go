@@ -1,4 +1,4 @@
-package worker
+package followup
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/worker"
 )
 
 // ChordUnlockTask is the name of Celery's builtin that completes chords on
@@ -24,15 +25,24 @@ const ChordUnlockTask = "celery.chord_unlock"
 // results, retrying itself every interval (1 s by default) until all are
 // ready, then sends the body with the ordered results or stores ChordError
 // under the body's id.
-func RegisterBuiltins(r *Registry, p *producer.Producer, b result.Backend, log *zap.Logger) error {
+func RegisterBuiltins(r *worker.Registry, p *producer.Producer, b result.Backend, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	f := &celeryFollowups{p: p, backend: b, log: log}
-	return r.Handle(ChordUnlockTask, f.chordUnlock, WithOptions(TaskOptions{IgnoreResult: true, MaxRetries: ptr(-1)}))
+	return r.Handle(ChordUnlockTask, f.chordUnlock, worker.WithOptions(worker.TaskOptions{IgnoreResult: true, MaxRetries: ptr(-1)}))
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// typeError is the TypeError Python raises for a bad call, as the worker
+// reports one for a task called with the wrong arguments.
+func typeError(format string, a ...any) error {
+	return protocol.NewException("TypeError", fmt.Sprintf(format, a...))
+}
+
+// seconds converts Celery's float seconds to a Duration.
+func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 
 func (f *celeryFollowups) chordUnlock(ctx context.Context, args []any, kwargs map[string]any) (any, error) {
 	if len(args) != 2 {
@@ -71,11 +81,11 @@ func (f *celeryFollowups) chordUnlock(ctx context.Context, args []any, kwargs ma
 			return nil, err
 		}
 		if !m.Status.Ready() {
-			return nil, &RetryError{Countdown: interval, MaxRetries: maxRetries}
+			return nil, &worker.RetryError{Countdown: interval, MaxRetries: maxRetries}
 		}
 		metas = append(metas, m)
 	}
-	req, _ := RequestFromContext(ctx)
+	req, _ := worker.RequestFromContext(ctx)
 	msg := &protocol.Message{GroupID: groupID}
 	if req != nil {
 		msg.ID, msg.RootID = req.ID, req.RootID

@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -300,11 +299,11 @@ func (n *Node) Kill() error {
 	if err != nil {
 		return err
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := killProcess(pid); err != nil {
 		return fmt.Errorf("rmqnode: kill %s: %w", n.name, err)
 	}
 	for i := 0; i < 200; i++ {
-		if syscall.Kill(pid, 0) != nil {
+		if !processAlive(pid) {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -317,7 +316,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if _, err := n.Ctl(ctx, "stop"); err != nil {
-		if pid, perr := n.PID(); perr == nil && syscall.Kill(pid, 0) == nil {
+		if pid, perr := n.PID(); perr == nil && processAlive(pid) {
 			return n.Kill()
 		}
 	}

@@ -1,4 +1,4 @@
-package worker
+package followup
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/worker"
 )
 
 // celeryFollowups sends follow-up messages through a producer and keeps
@@ -26,7 +27,7 @@ type celeryFollowups struct {
 // errbacks and chord bodies are applied through p (canvas.ApplyFromMessage)
 // and chord parts are counted in backend when it is a
 // result.ChordBackend (Redis). backend may be nil.
-func NewFollowups(p *producer.Producer, backend result.Backend, log *zap.Logger) Followups {
+func NewFollowups(p *producer.Producer, backend result.Backend, log *zap.Logger) worker.Followups {
 	if log == nil {
 		log = zap.NewNop()
 	}
