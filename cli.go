@@ -120,10 +120,10 @@ type globalFlags struct {
 
 func (g *globalFlags) register(fs *pflag.FlagSet, cfg Config) {
 	if g.broker == "" {
-		g.broker = cfg.brokerURL()
+		g.broker = cfg.ResolvedBrokerURL()
 	}
 	if g.backend == "" {
-		g.backend = cfg.backendURL()
+		g.backend = cfg.ResolvedResultBackend()
 	}
 	fs.StringVarP(&g.broker, "broker", "b", g.broker, "broker URL (env CELERY_BROKER_URL)")
 	if g.transportOptions == nil {
@@ -300,13 +300,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-// ExpandHostname expands %h (host name), %n (its first label), %d (its
-// domain) and %% as celery worker -n does.
-func ExpandHostname(s string) string {
-	host, _ := os.Hostname()
-	short, domain, _ := strings.Cut(host, ".")
-	r := strings.NewReplacer("%h", host, "%n", short, "%d", domain, "%%", "%")
-	return r.Replace(s)
 }

@@ -42,7 +42,7 @@ func (a *App) runResult(ctx context.Context, g *globalFlags, args []string, stdo
 		return 2
 	}
 	defer c.Close()
-	if c.cfg.backendURL() == "" {
+	if c.cfg.ResolvedResultBackend() == "" {
 		fmt.Fprintln(stderr, "gworker result: --result-backend (or CELERY_RESULT_BACKEND) is required")
 		return 2
 	}

@@ -12,17 +12,6 @@ import (
 	"time"
 )
 
-func TestExpandHostname(t *testing.T) {
-	host, _ := os.Hostname()
-	short, _, _ := strings.Cut(host, ".")
-	if got := ExpandHostname("go@%h"); got != "go@"+host {
-		t.Errorf("%%h: %q", got)
-	}
-	if got := ExpandHostname("w1@%n"); got != "w1@"+short {
-		t.Errorf("%%n: %q", got)
-	}
-}
-
 func TestRedactURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"redis://:secret@localhost:6379/0":                    "redis://:**@localhost:6379/0",
@@ -90,8 +79,8 @@ func parse(t *testing.T, args ...string) (Config, *workerFlags, []string) {
 	if err != nil {
 		t.Fatalf("parseWorkerFlags(%v): %v", args, err)
 	}
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := validate(cfg); err != nil {
 		t.Fatal(err)
 	}
 	return cfg, f, ignoredFlagWarnings(f, g, fs)
@@ -105,7 +94,7 @@ func TestRabbitMQWorkerFlags(t *testing.T) {
 	}
 	bad := cfg
 	bad.DefaultQueueType = "mirrored"
-	if err := bad.withDefaults().validate(); !errors.Is(err, ErrInvalidConfig) {
+	if err := validate(bad.WithDefaults()); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("DefaultQueueType mirrored: %v, want ErrInvalidConfig", err)
 	}
 }
@@ -123,14 +112,14 @@ func TestCeleryWorkerCommandLine(t *testing.T) {
 		!cfg.AcksLate || cfg.RateLimits["tasks.add"] != "10/s" || cfg.Hostname != "go@%h" {
 		t.Errorf("config: %+v", cfg)
 	}
-	if q := effectiveQueues(cfg.Queues, cfg.ExcludeQueues); len(q) != 1 || q[0] != "gojobs" {
+	if q := cfg.ConsumedQueues(); len(q) != 1 || q[0] != "gojobs" {
 		t.Errorf("queues: %v", q)
 	}
 	if f.pidfile != "p" || f.logfile != "l" {
 		t.Errorf("flags: %+v", f)
 	}
-	if cfg.brokerURL() != "amqp://a:b@h:5672//" {
-		t.Errorf("broker from the environment: %s", cfg.brokerURL())
+	if cfg.ResolvedBrokerURL() != "amqp://a:b@h:5672//" {
+		t.Errorf("broker from the environment: %s", cfg.ResolvedBrokerURL())
 	}
 	joined := strings.Join(warns, "\n")
 	for _, w := range []string{"-A proj", "-P prefork", "-O fair", "--max-tasks-per-child", "-B"} {

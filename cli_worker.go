@@ -209,8 +209,8 @@ func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdo
 		fmt.Fprintln(stderr, "gworker worker:", err)
 		return 2
 	}
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := validate(cfg); err != nil {
 		fmt.Fprintln(stderr, "gworker worker:", err)
 		return 2
 	}
@@ -345,7 +345,7 @@ func writePidfile(path string) (func(), error) {
 func (a *App) printBanner(w io.Writer) {
 	cfg := a.cfg
 	backend := "disabled://"
-	if u := cfg.backendURL(); u != "" {
+	if u := cfg.ResolvedResultBackend(); u != "" {
 		backend = RedactURL(u)
 	}
 	events := "OFF (enable -E to monitor tasks in this worker)"
@@ -366,8 +366,8 @@ func (a *App) printBanner(w io.Writer) {
 --- ***** ----- 
  -------------- [queues]
 `, ExpandHostname(cfg.Hostname), Version, runtime.GOOS, runtime.GOARCH, runtime.Version(),
-		RedactURL(cfg.brokerURL()), backend, cfg.Concurrency, events)
-	for _, q := range effectiveQueues(cfg.Queues, cfg.ExcludeQueues) {
+		RedactURL(cfg.ResolvedBrokerURL()), backend, cfg.Concurrency, events)
+	for _, q := range cfg.ConsumedQueues() {
 		fmt.Fprintf(w, "                .> %-16s exchange=%s(direct) key=%s\n", q, q, q)
 	}
 	fmt.Fprintln(w, "\n[tasks]")

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/control"
 	"github.com/gworker/gworker/internal/amqpops"
 	"github.com/gworker/gworker/internal/amqpworker"
@@ -34,16 +34,6 @@ const (
 	roleWorker
 )
 
-// Errors of connecting.
-var (
-	// ErrUnsupportedBroker: the broker URL's scheme names no transport
-	// gworker has.
-	ErrUnsupportedBroker = errors.New("unsupported broker")
-	// ErrUnsupportedBackend: the result backend URL's scheme names no
-	// backend gworker has.
-	ErrUnsupportedBackend = errors.New("unsupported result backend")
-)
-
 // conn is what an App is connected to.
 type conn struct {
 	role      role
@@ -65,74 +55,15 @@ func (c *conn) close() error {
 	return errors.Join(errs...)
 }
 
-func schemeOf(raw string) string {
-	s := strings.ToLower(raw)
-	if i := strings.Index(s, "://"); i >= 0 {
-		return s[:i]
-	}
-	return ""
-}
-
-func checkBrokerURL(raw string) error {
-	switch schemeOf(raw) {
-	case "amqp", "amqps", "pyamqp", "redis", "rediss", "sentinel":
-		return nil
-	}
-	return fmt.Errorf("broker %s: %w (amqp://, amqps://, redis://, rediss://, sentinel://)", RedactURL(raw), ErrUnsupportedBroker)
-}
-
-// isRedisBroker reports whether the broker URL names kombu's Redis
-// transport.
-func isRedisBroker(raw string) bool {
-	switch schemeOf(raw) {
-	case "redis", "rediss", "sentinel":
-		return true
-	}
-	return false
-}
-
-func checkBackendURL(raw string) error {
-	switch schemeOf(raw) {
-	case "redis", "rediss", "rpc", "disabled":
-		return nil
-	}
-	return fmt.Errorf("result backend %s: %w (redis://, rediss://, rpc://, disabled://)", RedactURL(raw), ErrUnsupportedBackend)
-}
-
-// brokerURL resolves the broker: Config, then CELERY_BROKER_URL, then
-// DefaultBrokerURL.
-func (c Config) brokerURL() string {
-	if c.BrokerURL != "" {
-		return c.BrokerURL
-	}
-	if v := os.Getenv("CELERY_BROKER_URL"); v != "" {
-		return v
-	}
-	return DefaultBrokerURL
-}
-
-// backendURL resolves the result backend: Config, then
-// CELERY_RESULT_BACKEND; "" means none.
-func (c Config) backendURL() string {
-	v := c.ResultBackend
-	if v == "" {
-		v = os.Getenv("CELERY_RESULT_BACKEND")
-	}
-	if strings.HasPrefix(strings.ToLower(v), "disabled:") {
-		return ""
-	}
-	return v
-}
-
 // dial connects to the broker (waiting for it until ctx ends) and the
 // result backend, and builds the producer and follow-ups on them.
 func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, error) {
-	brokerURL, backendURL := cfg.brokerURL(), cfg.backendURL()
-	if err := checkBrokerURL(brokerURL); err != nil {
+	brokerURL, backendURL := cfg.ResolvedBrokerURL(), cfg.ResolvedResultBackend()
+	if err := config.CheckBrokerURL(brokerURL); err != nil {
 		return nil, err
 	}
 	if backendURL != "" {
-		if err := checkBackendURL(backendURL); err != nil {
+		if err := config.CheckResultBackendURL(backendURL); err != nil {
 			return nil, err
 		}
 	}
@@ -142,7 +73,7 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 	}
 
 	replyTo := producer.NewID()
-	switch schemeOf(backendURL) {
+	switch config.URLScheme(backendURL) {
 	case "":
 	case "redis", "rediss":
 		routeRedisLogs(log)
@@ -191,7 +122,7 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 // amqptransport, Redis (and Sentinel) through redistransport.
 func dialBroker(ctx context.Context, cfg Config, brokerURL string, log *zap.Logger, r role) (*conn, producer.Publisher, error) {
 	c := &conn{role: r, brokerURL: brokerURL}
-	if isRedisBroker(brokerURL) {
+	if config.IsRedisBroker(brokerURL) {
 		routeRedisLogs(log)
 		b, err := redistransport.Dial(ctx, redistransport.Config{URL: brokerURL, Logger: log, TransportOptions: cfg.BrokerTransportOptions})
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/internal/amqpworker"
 	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/metrics"
@@ -129,7 +130,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 			return nil, nil, nil, err
 		}
 	}
-	queues := effectiveQueues(a.cfg.Queues, a.cfg.ExcludeQueues)
+	queues := a.cfg.ConsumedQueues()
 	var admin queueAdmin = c.amqp
 	if c.redis != nil {
 		admin = c.redis
@@ -177,7 +178,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 		mx = metrics.New(mcfg)
 		sink = mx
 	}
-	accept, _ := acceptTypes(a.cfg.Accept) // validated in New
+	accept, _ := config.AcceptContentTypes(a.cfg.Accept) // validated in New
 	w, err = worker.New(worker.Config{
 		Registry:           a.registry,
 		Broker:             c.broker,

@@ -10,24 +10,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-)
 
-// parseLevel reads celery's log level names.
-func parseLevel(level string) (zapcore.Level, error) {
-	switch strings.ToUpper(strings.TrimSpace(level)) {
-	case "DEBUG":
-		return zapcore.DebugLevel, nil
-	case "INFO", "":
-		return zapcore.InfoLevel, nil
-	case "WARNING", "WARN":
-		return zapcore.WarnLevel, nil
-	case "ERROR":
-		return zapcore.ErrorLevel, nil
-	case "CRITICAL", "FATAL":
-		return zapcore.DPanicLevel, nil
-	}
-	return 0, fmt.Errorf("unknown log level %q (DEBUG, INFO, WARNING, ERROR, CRITICAL, FATAL)", level)
-}
+	"github.com/gworker/gworker/config"
+)
 
 // NewLogger returns a zap logger writing lines shaped like Celery's to
 // out, which log scrapers written for Celery read unchanged:
@@ -36,7 +21,7 @@ func parseLevel(level string) (zapcore.Level, error) {
 //
 // Fields follow the message; durations print as 1.5s, not nanoseconds.
 func NewLogger(level string, out io.Writer) (*zap.Logger, error) {
-	lvl, err := parseLevel(level)
+	lvl, err := config.ParseLogLevel(level)
 	if err != nil {
 		return nil, err
 	}
