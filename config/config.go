@@ -11,7 +11,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"time"
 
@@ -150,7 +149,7 @@ func (c Config) WithDefaults() Config {
 		c.DefaultQueue = DefaultQueue
 	}
 	if c.Concurrency == 0 {
-		c.Concurrency = runtime.NumCPU()
+		c.Concurrency = DefaultConcurrency()
 	}
 	if c.PrefetchMultiplier == 0 {
 		c.PrefetchMultiplier = DefaultPrefetchMultiplier

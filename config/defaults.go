@@ -1,6 +1,7 @@
 package config
 
 import (
+	"runtime"
 	"time"
 
 	"github.com/gworker/gworker/protocol"
@@ -31,9 +32,10 @@ const (
 	// sent (--heartbeat-interval).
 	DefaultHeartbeatInterval = 2 * time.Second
 	// DefaultBrokerHeartbeat is the AMQP heartbeat interval
-	// (broker_heartbeat). It is shorter than Celery's 120 s so that a
-	// silent connection (a partition, a paused broker) is noticed and
-	// replaced within 2.5 intervals.
+	// (broker_heartbeat). It is shorter than Celery's 120 s (negotiated
+	// down to RabbitMQ's 60 s): a half-open TCP connection is noticed after
+	// about two missed intervals, and a minute-long blind window redelivers
+	// too many tasks twice.
 	DefaultBrokerHeartbeat = 20 * time.Second
 	// DefaultLogLevel is the command line's and the built logger's level.
 	DefaultLogLevel = "INFO"
@@ -71,6 +73,10 @@ const (
 	QueueTypeClassic = "classic"
 	QueueTypeQuorum  = "quorum"
 )
+
+// DefaultConcurrency returns how many tasks a node runs at once when
+// Concurrency is 0: the number of CPUs, as Celery.
+func DefaultConcurrency() int { return runtime.NumCPU() }
 
 // DefaultAccept returns the serializers a node accepts by default
 // (accept_content): json only.
