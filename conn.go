@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -155,7 +154,3 @@ func (c *conn) opsTransport(log *zap.Logger) control.Transport {
 // them (amqp://guest:**@host//, redis://:**@host:6379/0), including a
 // password= query parameter and every URL of a ;-separated list.
 func RedactURL(raw string) string { return redact.URL(raw) }
-
-// clientConnectTimeout bounds how long call and result wait for the broker
-// before they fail and say why.
-const clientConnectTimeout = 20 * time.Second

@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
-	"github.com/gworker/gworker/config"
+	"github.com/gworker/gworker/internal/logging"
 )
 
 // NewLogger returns a zap logger writing lines shaped like Celery's to
@@ -20,31 +18,7 @@ import (
 //	[2026-01-02 03:04:05,678: INFO/MainProcess] Task tasks.add[...] received
 //
 // Fields follow the message; durations print as 1.5s, not nanoseconds.
-func NewLogger(level string, out io.Writer) (*zap.Logger, error) {
-	lvl, err := config.ParseLogLevel(level)
-	if err != nil {
-		return nil, err
-	}
-	enc := zapcore.NewConsoleEncoder(zapcore.EncoderConfig{
-		TimeKey:    "time",
-		LevelKey:   "level",
-		MessageKey: "msg",
-		EncodeTime: func(t time.Time, e zapcore.PrimitiveArrayEncoder) {
-			e.AppendString("[" + t.Format("2006-01-02 15:04:05,000") + ":")
-		},
-		EncodeLevel: func(l zapcore.Level, e zapcore.PrimitiveArrayEncoder) {
-			name := map[zapcore.Level]string{zapcore.WarnLevel: "WARNING", zapcore.DPanicLevel: "CRITICAL"}[l]
-			if name == "" {
-				name = l.CapitalString()
-			}
-			e.AppendString(name + "/MainProcess]")
-		},
-		EncodeDuration:   zapcore.StringDurationEncoder,
-		ConsoleSeparator: " ",
-	})
-	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(out)), lvl)
-	return zap.New(core), nil
-}
+func NewLogger(level string, out io.Writer) (*zap.Logger, error) { return logging.New(level, out) }
 
 // redisLogger routes go-redis's own log lines (reconnects, pool errors)
 // through zap instead of the standard library's logger on stderr.

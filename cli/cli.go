@@ -1,4 +1,14 @@
-package gworker
+// Package cli is gworker's command line, celery's in Go: `worker` (the
+// default command) consumes task messages as celery worker does, `call`
+// sends a task, `result` prints a stored result, `inspect`, `control` and
+// `status` ask and steer Celery and gworker nodes. It takes celery's flags
+// and environment variables, so that systemd units, supervisor configs and
+// Kubernetes manifests written for Celery start gworker unchanged.
+//
+// It runs on an App, the small interface below of what it needs from
+// gworker's App; gworker.App.Main and RunCLI call Run with the App a
+// program built and registered its tasks on.
+package cli
 
 import (
 	"context"
@@ -14,26 +24,63 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/gworker/gworker/config"
+	"github.com/gworker/gworker/control"
+	"github.com/gworker/gworker/internal/redact"
+	"github.com/gworker/gworker/internal/version"
+	"github.com/gworker/gworker/producer"
+	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/worker"
 )
 
-// Version is the gworker version printed by --version and in the banner.
-const Version = "0.2.0"
+// App is what the command line needs of a gworker App; *gworker.App is
+// one. The command line applies its flags to the App with Configure
+// before it connects, so that the App is the worker (or the client) the
+// flags describe, and the tasks registered on it run there.
+type App interface {
+	// Config returns the App's Config with its defaults filled in: the
+	// flags' defaults.
+	Config() config.Config
+	// Configure replaces the Config before the App connects, keeping its
+	// tasks; it refuses an invalid Config or a connected App.
+	Configure(config.Config) error
+	// Registry holds the App's tasks, listed by the worker's banner.
+	Registry() *worker.Registry
 
-// Main runs the gworker command line on os.Args and exits with its status:
-// `worker` (the default command), `call` and `result`, with celery's flags
-// and environment variables. It is what a service's main function calls
-// after registering its tasks.
-func (a *App) Main() {
-	os.Exit(a.RunCLI(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	// Connect connects to the broker and the result backend, waiting for
+	// the broker until ctx ends; Close lets go of them.
+	Connect(ctx context.Context) error
+	Close() error
+	// SendTask sends a task (call).
+	SendTask(ctx context.Context, name string, args []any, kwargs map[string]any, opts ...producer.Option) (*result.AsyncResult, error)
+	// Backend is the result backend, nil when results are disabled
+	// (call --wait, result).
+	Backend(ctx context.Context) (result.Backend, error)
+	// Control is a remote-control client on the broker (inspect,
+	// control, status).
+	Control(ctx context.Context) (*control.Client, error)
+
+	// Start runs the worker until Stop: it returns once the worker
+	// consumes, or with the error that kept it from starting.
+	Start(ctx context.Context) error
+	// Stop shuts the worker down warmly, turning cold when ctx ends.
+	Stop(ctx context.Context) error
+	// Stopped is closed once the worker stopped; Err then says why.
+	Stopped() <-chan struct{}
+	Err() error
+	// ColdShutdown cancels the running tasks after the soft shutdown
+	// timeout (the second signal).
+	ColdShutdown()
 }
 
-// RunCLI runs one gworker command line (without the program name) and
-// returns the exit status: 0 on success and after a warm shutdown, 1 when
-// the command failed, 2 for a usage error. SIGINT and SIGTERM stop it
-// (twice: a cold shutdown); so does ctx.
-func (a *App) RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// Run runs one gworker command line (args without the program name) on
+// app and returns the exit status: 0 on success and after a warm
+// shutdown, 1 when the command failed, 2 for a usage error. SIGINT and
+// SIGTERM stop it (twice: a cold shutdown); so does ctx.
+func Run(ctx context.Context, app App, args []string, stdout, stderr io.Writer) int {
 	g := &globalFlags{}
-	cmd, rest, err := splitCommand(g, args, a.cfg)
+	cmd, rest, err := splitCommand(g, args, app.Config())
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			usage(stdout)
@@ -44,7 +91,7 @@ func (a *App) RunCLI(ctx context.Context, args []string, stdout, stderr io.Write
 		return 2
 	}
 	if g.version {
-		fmt.Fprintln(stdout, Version)
+		fmt.Fprintln(stdout, version.Version)
 		return 0
 	}
 	if g.workdir != "" {
@@ -55,26 +102,26 @@ func (a *App) RunCLI(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	switch cmd {
 	case "worker":
-		return a.runWorker(ctx, g, rest, stdout, stderr)
+		return runWorker(ctx, app, g, rest, stdout, stderr)
 	case "call", "result":
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		if cmd == "call" {
-			return a.runCall(ctx, g, rest, stdout, stderr)
+			return runCall(ctx, app, g, rest, stdout, stderr)
 		}
-		return a.runResult(ctx, g, rest, stdout, stderr)
+		return runResult(ctx, app, g, rest, stdout, stderr)
 	case "inspect", "control", "status":
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		if cmd == "status" {
-			return a.runRemote(ctx, g, "inspect", append([]string{"ping"}, rest...), stdout, stderr)
+			return runRemote(ctx, app, g, "inspect", append([]string{"ping"}, rest...), stdout, stderr)
 		}
-		return a.runRemote(ctx, g, cmd, rest, stdout, stderr)
+		return runRemote(ctx, app, g, cmd, rest, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return 0
 	case "version":
-		fmt.Fprintln(stdout, Version)
+		fmt.Fprintln(stdout, version.Version)
 		return 0
 	}
 	fmt.Fprintf(stderr, "gworker: unknown command %q\n", cmd)
@@ -118,7 +165,7 @@ type globalFlags struct {
 	set map[string]bool
 }
 
-func (g *globalFlags) register(fs *pflag.FlagSet, cfg Config) {
+func (g *globalFlags) register(fs *pflag.FlagSet, cfg config.Config) {
 	if g.broker == "" {
 		g.broker = cfg.ResolvedBrokerURL()
 	}
@@ -132,8 +179,8 @@ func (g *globalFlags) register(fs *pflag.FlagSet, cfg Config) {
 	fs.Var(g.transportOptions, "broker-transport-option", "KEY=VALUE: a kombu broker transport option (visibility_timeout=3600, master_name=mymaster, global_keyprefix=..., ...); repeatable")
 	fs.StringVar(&g.backend, "result-backend", g.backend, "result backend URL: redis://..., rediss://..., rpc:// or disabled:// (env CELERY_RESULT_BACKEND)")
 	// The defaults shown by --help never carry a password.
-	fs.Lookup("broker").DefValue = RedactURL(g.broker)
-	fs.Lookup("result-backend").DefValue = RedactURL(g.backend)
+	fs.Lookup("broker").DefValue = redact.URL(g.broker)
+	fs.Lookup("result-backend").DefValue = redact.URL(g.backend)
 	fs.StringVarP(&g.app, "app", "A", g.app, "celery's Python app; accepted and ignored: gworker's tasks are the Go functions compiled in")
 	fs.StringVar(&g.loader, "loader", g.loader, "celery's loader; accepted and ignored")
 	fs.StringVar(&g.config, "config", g.config, "celery's config module; accepted and ignored")
@@ -166,7 +213,7 @@ func (o optionsFlag) Set(v string) error {
 func (o optionsFlag) Type() string { return "KEY=VALUE" }
 
 // apply merges the transport options given on the command line into cfg.
-func (o optionsFlag) apply(cfg *Config) {
+func (o optionsFlag) apply(cfg *config.Config) {
 	if len(o) == 0 {
 		return
 	}
@@ -180,6 +227,22 @@ func (o optionsFlag) apply(cfg *Config) {
 	cfg.BrokerTransportOptions = merged
 }
 
+// applyConnection sets the broker, its transport options and the result
+// backend given on the command line in cfg; --result-backend "" disables
+// results.
+func (g *globalFlags) applyConnection(cfg *config.Config) {
+	if g.set["broker"] {
+		cfg.BrokerURL = g.broker
+	}
+	g.transportOptions.apply(cfg)
+	if g.set["result-backend"] {
+		cfg.ResultBackend = g.backend
+		if cfg.ResultBackend == "" {
+			cfg.ResultBackend = "disabled://"
+		}
+	}
+}
+
 // noteSet records the global flags given in fs.
 func (g *globalFlags) noteSet(fs *pflag.FlagSet) {
 	if g.set == nil {
@@ -191,7 +254,7 @@ func (g *globalFlags) noteSet(fs *pflag.FlagSet) {
 // splitCommand reads the global flags before the command and returns the
 // command and its arguments. Without a command, or when what comes first
 // are worker flags, the command is worker.
-func splitCommand(g *globalFlags, args []string, cfg Config) (string, []string, error) {
+func splitCommand(g *globalFlags, args []string, cfg config.Config) (string, []string, error) {
 	fs := pflag.NewFlagSet("gworker", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SetInterspersed(false)
@@ -218,7 +281,7 @@ func splitCommand(g *globalFlags, args []string, cfg Config) (string, []string, 
 
 // newFlagSet is a command's flag set with the global flags in it. Parse
 // errors are returned, not printed; --help prints the flags on stdout.
-func newFlagSet(name string, g *globalFlags, cfg Config, stdout io.Writer) *pflag.FlagSet {
+func newFlagSet(name string, g *globalFlags, cfg config.Config, stdout io.Writer) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("gworker "+name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false

@@ -1,4 +1,4 @@
-package gworker
+package cli
 
 import (
 	"context"
@@ -19,14 +19,14 @@ import (
 // runRemote is `gworker inspect` and `gworker control` (and `status`): it
 // broadcasts a command to Celery and gworker nodes and prints their replies
 // as celery's CLI does.
-func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args []string, stdout, stderr io.Writer) int {
+func runRemote(ctx context.Context, app App, g *globalFlags, kind string, args []string, stdout, stderr io.Writer) int {
 	var (
 		timeout     float64
 		dest, extra string
 		asJSON      bool
 	)
-	fs := newFlagSet(kind, g, a.cfg, stdout)
-	fs.Float64VarP(&timeout, "timeout", "t", 1, "seconds to wait for replies")
+	fs := newFlagSet(kind, g, app.Config(), stdout)
+	fs.Float64VarP(&timeout, "timeout", "t", control.DefaultTimeout.Seconds(), "seconds to wait for replies")
 	fs.StringVarP(&dest, "destination", "d", "", "comma-separated node names (default: every node)")
 	fs.BoolVarP(&asJSON, "json", "j", false, "print the replies as one JSON object")
 	fs.StringVar(&extra, "args", "", `arguments as a JSON object, e.g. '{"n": 2}' (added to the positional ones)`)
@@ -60,17 +60,20 @@ func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args [
 			arguments[k] = x
 		}
 	}
-	c, err := a.clientApp(g, "WARNING", stderr)
-	if err != nil {
+	if err := configureClient(app, g, clientLogLevel, stderr); err != nil {
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 2
 	}
-	defer c.Close()
-	if err := connectClient(ctx, c); err != nil {
+	defer app.Close()
+	if err := connectClient(ctx, app); err != nil {
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 1
 	}
-	client := control.NewClient(c.conn.opsTransport(c.log()), nil, c.log())
+	client, err := app.Control(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
+		return 1
+	}
 	o := control.BroadcastOptions{Reply: control.ExpectsReply(method), Timeout: time.Duration(timeout * float64(time.Second))}
 	if dest != "" {
 		o.Destination = splitList(dest)

@@ -1,4 +1,4 @@
-package gworker
+package cli
 
 import "testing"
 
