@@ -11,9 +11,10 @@
 //	app.MustRegister("tasks.double", double, gworker.Params("x"))
 //	app.Main() // the whole gworker command line: worker, call, result
 //
-// or drives it from Go with Start and Stop. The packages below it
-// (protocol, amqptransport, result, producer, canvas, worker) stay usable
-// on their own.
+// or drives it from Go with Start and Stop. Its Config and every default
+// live in package config, its command line in package cli. The packages
+// below it (protocol, amqptransport, result, producer, canvas, worker)
+// stay usable on their own.
 package gworker
 
 import (
