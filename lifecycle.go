@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/metrics"
@@ -124,7 +125,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 			return nil, nil, nil, err
 		}
 	}
-	queues := effectiveQueues(a.cfg.Queues, a.cfg.ExcludeQueues)
+	queues := a.cfg.ConsumedQueues()
 	admin := c.broker
 	if a.cfg.Purge {
 		for _, q := range queues {
@@ -169,7 +170,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 		mx = metrics.New(mcfg)
 		sink = mx
 	}
-	accept, _ := acceptTypes(a.cfg.Accept) // validated in New
+	accept, _ := config.AcceptContentTypes(a.cfg.Accept) // validated in New
 	w, err = worker.New(worker.Config{
 		Registry:           a.registry,
 		Broker:             c.broker,

@@ -8,10 +8,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultMaxHeldETABytes is the default Config.MaxHeldETABytes: 64 MiB of
-// held message bodies raise the prefetch window at most.
-const DefaultMaxHeldETABytes = 64 << 20
-
 // hold keeps a message whose ETA is in the future unacknowledged until it
 // is due, without taking a pool slot. As Celery, each held message raises
 // the prefetch window by one so that it does not starve the consumer, up to

@@ -11,9 +11,6 @@ import (
 	"github.com/gworker/gworker/result"
 )
 
-// MaxRedeliveriesDefault is the default of Config.MaxRedeliveries.
-const MaxRedeliveriesDefault = 5
-
 // poisoned enforces Config.MaxRedeliveries on an acks_late job about to
 // start. A message redelivered again and again whose task never finished
 // is a poison message: its task kills or hangs the worker every time, and

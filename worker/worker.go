@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
@@ -81,7 +82,7 @@ type Config struct {
 	// connection) is delivered again: past 1 + MaxRedeliveries deliveries
 	// the task fails with WorkerLostError and the message is rejected
 	// without requeue (dead-lettered when its queue has a dead-letter
-	// exchange). Default MaxRedeliveriesDefault; negative: no cap. See
+	// exchange). Default DefaultMaxRedeliveries; negative: no cap. See
 	// poison.go for how deliveries are counted.
 	MaxRedeliveries int
 	// Logger receives the worker's log lines; nil logs nothing.
@@ -175,20 +176,19 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: TimeLimit and SoftTimeLimit must not be negative")
 	}
 	if len(cfg.Queues) == 0 {
-		cfg.Queues = []string{"celery"}
+		cfg.Queues = []string{config.DefaultQueue}
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = defaultConcurrency()
 	}
 	if cfg.PrefetchMultiplier == 0 {
-		cfg.PrefetchMultiplier = 4
+		cfg.PrefetchMultiplier = config.DefaultPrefetchMultiplier
 	}
 	if cfg.Hostname == "" {
-		h, _ := os.Hostname()
-		cfg.Hostname = "celery@" + h
+		cfg.Hostname = config.ExpandHostname(config.DefaultHostname)
 	}
 	if cfg.MaxHeldETA == 0 {
-		cfg.MaxHeldETA = 10000
+		cfg.MaxHeldETA = config.DefaultMaxHeldETA
 	}
 	if cfg.MaxPendingResults == 0 {
 		cfg.MaxPendingResults = DefaultMaxPendingResults
@@ -197,10 +197,10 @@ func New(cfg Config) (*Worker, error) {
 		cfg.MaxHeldETABytes = DefaultMaxHeldETABytes
 	}
 	if cfg.ETAHorizon == 0 {
-		cfg.ETAHorizon = 25 * time.Minute
+		cfg.ETAHorizon = config.DefaultETAHorizon
 	}
 	if cfg.MaxRedeliveries == 0 {
-		cfg.MaxRedeliveries = MaxRedeliveriesDefault
+		cfg.MaxRedeliveries = DefaultMaxRedeliveries
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -38,18 +38,18 @@ type redisBroker struct{ rdb *redis.Client }
 
 // declare binds the queue as kombu does (the worker does it too).
 func (r redisBroker) declare(q string) error {
-	return r.rdb.SAdd(context.Background(), redistransport.BindingPrefix+q, q+redistransport.SepDefault+redistransport.SepDefault+q).Err()
+	return r.rdb.SAdd(context.Background(), redistransport.BindingPrefix+q, q+redistransport.DefaultSep+redistransport.DefaultSep+q).Err()
 }
 
 func (r redisBroker) remove(q string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	keys := []string{redistransport.BindingPrefix + q}
-	for _, s := range redistransport.PriorityStepsDefault {
+	for _, s := range redistransport.DefaultPrioritySteps {
 		if s == 0 {
 			keys = append(keys, q)
 		} else {
-			keys = append(keys, fmt.Sprintf("%s%s%d", q, redistransport.SepDefault, s))
+			keys = append(keys, fmt.Sprintf("%s%s%d", q, redistransport.DefaultSep, s))
 		}
 	}
 	r.rdb.Del(ctx, keys...)

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/internal/redact"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
@@ -30,8 +31,9 @@ import (
 const (
 	DefaultKeyPrefix      = "celery-task-meta-"
 	DefaultGroupKeyPrefix = "celery-taskset-meta-"
-	// DefaultExpires is Celery's result_expires: one day.
-	DefaultExpires = 24 * time.Hour
+	// DefaultExpires is Celery's result_expires: one day
+	// (config.DefaultResultExpires).
+	DefaultExpires = config.DefaultResultExpires
 )
 
 // Options configures a Backend. The zero value is Celery's default.

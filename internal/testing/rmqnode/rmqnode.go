@@ -32,9 +32,9 @@ const (
 	CtlPath    = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 )
 
-// StartTimeoutDefault bounds how long Start waits for a node to accept
+// DefaultStartTimeout bounds how long Start waits for a node to accept
 // AMQP connections; a node boots in 10-40 s on a busy machine.
-const StartTimeoutDefault = 3 * time.Minute
+const DefaultStartTimeout = 3 * time.Minute
 
 // Config describes one private node.
 type Config struct {
@@ -57,7 +57,7 @@ type Config struct {
 	ConsumerTimeout time.Duration
 	// TickInterval sets channel_tick_interval (default 60 s in RabbitMQ).
 	TickInterval time.Duration
-	// StartTimeout bounds Start; zero means StartTimeoutDefault.
+	// StartTimeout bounds Start; zero means DefaultStartTimeout.
 	StartTimeout time.Duration
 }
 
@@ -101,7 +101,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	n.stopLeftover(ctx)
 	if n.cfg.StartTimeout == 0 {
-		n.cfg.StartTimeout = StartTimeoutDefault
+		n.cfg.StartTimeout = DefaultStartTimeout
 	}
 	if err := n.writeConfig(); err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package gworker
+package cli
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,84 +16,17 @@ import (
 	"github.com/gworker/gworker/protocol"
 )
 
-// param is one positional argument of a remote command, as celery's CLI
-// maps them (Panel signatures).
-type param struct {
-	name     string
-	kind     string // "str", "int", "float", "bool"
-	variadic bool   // takes every remaining argument, as a list
-}
-
-// remoteParams are the positional arguments of the commands that take any.
-var remoteParams = map[string][]param{
-	"active":          {{name: "safe", kind: "bool"}},
-	"registered":      {{name: "taskinfoitems", kind: "str", variadic: true}},
-	"query_task":      {{name: "ids", kind: "str", variadic: true}},
-	"conf":            {{name: "with_defaults", kind: "bool"}},
-	"revoke":          {{name: "task_id", kind: "str", variadic: true}},
-	"terminate":       {{name: "signal", kind: "str"}, {name: "task_id", kind: "str", variadic: true}},
-	"rate_limit":      {{name: "task_name", kind: "str"}, {name: "rate_limit", kind: "str"}},
-	"time_limit":      {{name: "task_name", kind: "str"}, {name: "soft", kind: "float"}, {name: "hard", kind: "float"}},
-	"add_consumer":    {{name: "queue", kind: "str"}, {name: "exchange", kind: "str"}, {name: "exchange_type", kind: "str"}, {name: "routing_key", kind: "str"}},
-	"cancel_consumer": {{name: "queue", kind: "str"}},
-	"pool_grow":       {{name: "n", kind: "int"}},
-	"pool_shrink":     {{name: "n", kind: "int"}},
-	"autoscale":       {{name: "max", kind: "int"}, {name: "min", kind: "int"}},
-}
-
-// castCommands are sent without waiting for replies, as celery does.
-var castCommands = map[string]bool{"shutdown": true}
-
-func remoteArgs(method string, pos []string) (map[string]any, error) {
-	out := map[string]any{}
-	ps := remoteParams[method]
-	for i := 0; i < len(pos); i++ {
-		if i >= len(ps) {
-			return nil, fmt.Errorf("%s takes at most %d arguments", method, len(ps))
-		}
-		p := ps[i]
-		if p.variadic {
-			l := make([]any, 0, len(pos)-i)
-			for _, s := range pos[i:] {
-				l = append(l, s)
-			}
-			out[p.name] = l
-			break
-		}
-		s := pos[i]
-		switch p.kind {
-		case "int":
-			n, err := strconv.ParseInt(s, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %s must be an integer", method, p.name)
-			}
-			out[p.name] = n
-		case "float":
-			f, err := strconv.ParseFloat(s, 64)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %s must be a number", method, p.name)
-			}
-			out[p.name] = f
-		case "bool":
-			out[p.name] = s == "1" || strings.EqualFold(s, "true") || strings.EqualFold(s, "yes")
-		default:
-			out[p.name] = s
-		}
-	}
-	return out, nil
-}
-
 // runRemote is `gworker inspect` and `gworker control` (and `status`): it
 // broadcasts a command to Celery and gworker nodes and prints their replies
 // as celery's CLI does.
-func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args []string, stdout, stderr io.Writer) int {
+func runRemote(ctx context.Context, app App, g *globalFlags, kind string, args []string, stdout, stderr io.Writer) int {
 	var (
 		timeout     float64
 		dest, extra string
 		asJSON      bool
 	)
-	fs := newFlagSet(kind, g, a.cfg, stdout)
-	fs.Float64VarP(&timeout, "timeout", "t", 1, "seconds to wait for replies")
+	fs := newFlagSet(kind, g, app.Config(), stdout)
+	fs.Float64VarP(&timeout, "timeout", "t", control.DefaultTimeout.Seconds(), "seconds to wait for replies")
 	fs.StringVarP(&dest, "destination", "d", "", "comma-separated node names (default: every node)")
 	fs.BoolVarP(&asJSON, "json", "j", false, "print the replies as one JSON object")
 	fs.StringVar(&extra, "args", "", `arguments as a JSON object, e.g. '{"n": 2}' (added to the positional ones)`)
@@ -112,7 +44,7 @@ func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args [
 		return 2
 	}
 	method := pos[0]
-	arguments, err := remoteArgs(method, pos[1:])
+	arguments, err := control.ParseArgs(method, pos[1:])
 	if err != nil {
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 2
@@ -128,18 +60,21 @@ func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args [
 			arguments[k] = x
 		}
 	}
-	c, err := a.clientApp(g, "WARNING", stderr)
-	if err != nil {
+	if err := configureClient(app, g, clientLogLevel, stderr); err != nil {
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 2
 	}
-	defer c.Close()
-	if err := connectClient(ctx, c); err != nil {
+	defer app.Close()
+	if err := connectClient(ctx, app); err != nil {
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 1
 	}
-	client := control.NewClient(c.conn.broker, nil, c.log())
-	o := control.BroadcastOptions{Reply: !castCommands[method], Timeout: time.Duration(timeout * float64(time.Second))}
+	client, err := app.Control(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
+		return 1
+	}
+	o := control.BroadcastOptions{Reply: control.ExpectsReply(method), Timeout: time.Duration(timeout * float64(time.Second))}
 	if dest != "" {
 		o.Destination = splitList(dest)
 	}

@@ -1,6 +1,6 @@
 //go:build windows
 
-package gworker
+package cli
 
 import (
 	"errors"

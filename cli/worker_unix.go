@@ -1,6 +1,6 @@
 //go:build unix
 
-package gworker
+package cli
 
 import "syscall"
 

@@ -1,4 +1,4 @@
-package gworker
+package cli
 
 import (
 	"context"
@@ -15,6 +15,10 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/gworker/gworker/config"
+	"github.com/gworker/gworker/internal/logging"
+	"github.com/gworker/gworker/internal/redact"
+	"github.com/gworker/gworker/internal/version"
 	"github.com/gworker/gworker/worker"
 )
 
@@ -52,7 +56,7 @@ func (r rateLimitFlag) Type() string { return "TASK=RATE" }
 
 // parseWorkerFlags reads the worker command line into cfg (a copy of the
 // App's Config) and returns the flags cfg has no field for.
-func parseWorkerFlags(cfg *Config, g *globalFlags, args []string, stdout io.Writer) (*workerFlags, *pflag.FlagSet, error) {
+func parseWorkerFlags(cfg *config.Config, g *globalFlags, args []string, stdout io.Writer) (*workerFlags, *pflag.FlagSet, error) {
 	f := &workerFlags{rateLimits: rateLimitFlag{}}
 	for k, v := range cfg.RateLimits {
 		f.rateLimits[k] = v
@@ -156,15 +160,9 @@ func parseWorkerFlags(cfg *Config, g *globalFlags, args []string, stdout io.Writ
 	if f.detach {
 		return nil, fs, usageError{"--detach is not supported: run gworker in the foreground under systemd, supervisord or a container runtime, which restart it and collect its logs"}
 	}
-	if g.set["broker"] {
-		cfg.BrokerURL = g.broker
-	}
-	g.transportOptions.apply(cfg)
-	if g.set["result-backend"] {
-		cfg.ResultBackend = g.backend
-		if cfg.ResultBackend == "" {
-			cfg.ResultBackend = "disabled://"
-		}
+	g.applyConnection(cfg)
+	if f.statedb != "" {
+		cfg.StateDB = f.statedb
 	}
 	return f, fs, nil
 }
@@ -199,8 +197,8 @@ func ignoredFlagWarnings(f *workerFlags, g *globalFlags, fs *pflag.FlagSet) []st
 }
 
 // runWorker is the worker command.
-func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdout, stderr io.Writer) int {
-	cfg := a.cfg
+func runWorker(ctx context.Context, app App, g *globalFlags, args []string, stdout, stderr io.Writer) int {
+	cfg := app.Config()
 	f, fs, err := parseWorkerFlags(&cfg, g, args, stdout)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -209,8 +207,8 @@ func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdo
 		fmt.Fprintln(stderr, "gworker worker:", err)
 		return 2
 	}
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "gworker worker:", err)
 		return 2
 	}
@@ -237,7 +235,7 @@ func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdo
 		logOut = lf
 	}
 	if cfg.Logger == nil {
-		l, err := NewLogger(cfg.LogLevel, logOut)
+		l, err := logging.New(cfg.LogLevel, logOut)
 		if err != nil {
 			fmt.Fprintln(stderr, "gworker worker:", err)
 			return 2
@@ -246,19 +244,15 @@ func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdo
 	}
 	log := cfg.Logger
 	defer func() { _ = log.Sync() }()
-	a.mu.Lock()
-	if a.running != nil || a.conn != nil {
-		a.mu.Unlock()
-		fmt.Fprintln(stderr, "gworker worker: the App is already connected or started")
+	if err := app.Configure(cfg); err != nil {
+		fmt.Fprintln(stderr, "gworker worker:", err)
+		if errors.Is(err, config.ErrInvalid) {
+			return 2
+		}
 		return 1
 	}
-	a.cfg, a.logger = cfg, log
-	a.mu.Unlock()
 	for _, w := range ignoredFlagWarnings(f, g, fs) {
 		log.Warn(w)
-	}
-	if f.statedb != "" {
-		a.cfg.StateDB = f.statedb
 	}
 
 	if f.pidfile != "" {
@@ -270,7 +264,7 @@ func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdo
 		defer release()
 	}
 	if !g.quiet {
-		a.printBanner(stdout)
+		printBanner(stdout, app.Config(), app.Registry().Names())
 	}
 
 	// Signals are handled from the start, so that a worker still waiting
@@ -293,24 +287,24 @@ func (a *App) runWorker(ctx context.Context, g *globalFlags, args []string, stdo
 			return
 		}
 		cancelStart()
-		go func() { _ = a.Stop(context.Background()) }()
+		go func() { _ = app.Stop(context.Background()) }()
 		select {
 		case <-sigs:
-			a.coldShutdown()
+			app.ColdShutdown()
 		case <-stopping:
 		}
 	}()
 	defer func() { close(stopping); <-handlerDone }()
 
-	if err := a.Start(startCtx); err != nil {
+	if err := app.Start(startCtx); err != nil {
 		if startCtx.Err() != nil {
 			return 0 // stopped by a signal while connecting
 		}
 		log.Error("cannot start: " + err.Error())
 		return 1
 	}
-	<-a.Stopped()
-	if err := a.Err(); err != nil {
+	<-app.Stopped()
+	if err := app.Err(); err != nil {
 		log.Error(err.Error())
 		return 1
 	}
@@ -344,12 +338,12 @@ func writePidfile(path string) (func(), error) {
 	return func() { _ = os.Remove(path) }, nil
 }
 
-// printBanner prints celery worker's start-up banner.
-func (a *App) printBanner(w io.Writer) {
-	cfg := a.cfg
+// printBanner prints celery worker's start-up banner for a worker of cfg
+// running tasks.
+func printBanner(w io.Writer, cfg config.Config, tasks []string) {
 	backend := "disabled://"
-	if u := cfg.backendURL(); u != "" {
-		backend = RedactURL(u)
+	if u := cfg.ResolvedResultBackend(); u != "" {
+		backend = redact.URL(u)
 	}
 	events := "OFF (enable -E to monitor tasks in this worker)"
 	if cfg.TaskEvents {
@@ -368,13 +362,13 @@ func (a *App) printBanner(w io.Writer) {
 -- ******* ---- .> task events: %s
 --- ***** ----- 
  -------------- [queues]
-`, ExpandHostname(cfg.Hostname), Version, runtime.GOOS, runtime.GOARCH, runtime.Version(),
-		RedactURL(cfg.brokerURL()), backend, cfg.Concurrency, events)
-	for _, q := range effectiveQueues(cfg.Queues, cfg.ExcludeQueues) {
+`, config.ExpandHostname(cfg.Hostname), version.Version, runtime.GOOS, runtime.GOARCH, runtime.Version(),
+		redact.URL(cfg.ResolvedBrokerURL()), backend, cfg.Concurrency, events)
+	for _, q := range cfg.ConsumedQueues() {
 		fmt.Fprintf(w, "                .> %-16s exchange=%s(direct) key=%s\n", q, q, q)
 	}
 	fmt.Fprintln(w, "\n[tasks]")
-	for _, n := range a.registry.Names() {
+	for _, n := range tasks {
 		if strings.HasPrefix(n, "celery.") {
 			continue // builtins, as Celery's banner leaves them out
 		}

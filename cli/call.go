@@ -1,4 +1,4 @@
-package gworker
+package cli
 
 import (
 	"context"
@@ -11,72 +11,68 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/gworker/gworker/internal/logging"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
 
-// clientApp returns an App for call and result: this App's Config with
-// the connection flags applied and warnings only, so that the output is
-// the command's.
-func (a *App) clientApp(g *globalFlags, loglevel string, stderr io.Writer) (*App, error) {
-	cfg := a.cfg
-	if g.set["broker"] {
-		cfg.BrokerURL = g.broker
-	}
-	g.transportOptions.apply(&cfg)
-	if g.set["result-backend"] {
-		cfg.ResultBackend = g.backend
-		if cfg.ResultBackend == "" {
-			cfg.ResultBackend = "disabled://"
-		}
-	}
+// connectTimeout bounds how long call, result, inspect and control wait
+// for the broker before they fail and say why.
+const connectTimeout = 20 * time.Second
+
+// clientLogLevel is the log level of call, result, inspect and control:
+// warnings only, so that the output is the command's.
+const clientLogLevel = "WARNING"
+
+// configureClient applies the connection flags to app's Config for call,
+// result, inspect and control, with a logger at loglevel on stderr unless
+// the App brings its own.
+func configureClient(app App, g *globalFlags, loglevel string, stderr io.Writer) error {
+	cfg := app.Config()
+	g.applyConnection(&cfg)
 	if cfg.Logger == nil {
-		l, err := NewLogger(loglevel, stderr)
+		l, err := logging.New(loglevel, stderr)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		cfg.Logger = l
 	}
-	c, err := NewApp(cfg)
-	if err != nil {
-		return nil, err
-	}
-	c.registry = a.registry
-	return c, nil
+	return app.Configure(cfg)
 }
 
-// connectClient connects a command's App, giving up after
-// clientConnectTimeout: a command says why rather than wait forever.
-func connectClient(ctx context.Context, c *App) error {
-	cctx, cancel := context.WithTimeout(ctx, clientConnectTimeout)
+// connectClient connects a command's App, giving up after connectTimeout:
+// a command says why rather than wait forever.
+func connectClient(ctx context.Context, app App) error {
+	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	return c.Connect(cctx)
+	return app.Connect(cctx)
 }
 
 // runCall is celery call: send a task, print its id or, with --wait, its
 // result.
-func (a *App) runCall(ctx context.Context, g *globalFlags, args []string, stdout, stderr io.Writer) int {
+func runCall(ctx context.Context, app App, g *globalFlags, args []string, stdout, stderr io.Writer) int {
 	var (
 		argsJSON, kwargsJSON, queue, exchange, routingKey string
 		eta, expires, serializer, taskID, loglevel        string
 		countdown, timeout                                float64
 		wait                                              bool
 	)
-	fs := newFlagSet("call", g, a.cfg, stdout)
+	cfg := app.Config()
+	fs := newFlagSet("call", g, cfg, stdout)
 	fs.StringVarP(&argsJSON, "args", "a", "[]", "positional arguments as a JSON list")
 	fs.StringVarP(&kwargsJSON, "kwargs", "k", "{}", "keyword arguments as a JSON object")
 	fs.StringVar(&eta, "eta", "", "ISO-8601 time before which the task must not run")
 	fs.Float64Var(&countdown, "countdown", 0, "seconds before the task may run")
 	fs.StringVar(&expires, "expires", "", "ISO-8601 time, or seconds from now, after which the task is revoked")
-	fs.StringVar(&serializer, "serializer", a.cfg.Serializer, "json or msgpack")
+	fs.StringVar(&serializer, "serializer", cfg.Serializer, "json or msgpack")
 	fs.StringVarP(&queue, "queue", "Q", "", "queue to send to (default: the default queue)")
 	fs.StringVar(&exchange, "exchange", "", "exchange to publish to")
 	fs.StringVar(&routingKey, "routing-key", "", "routing key to publish with")
 	fs.BoolVar(&wait, "wait", false, "wait for the result and print it as JSON")
 	fs.Float64Var(&timeout, "timeout", 0, "with --wait: give up after this many seconds (0: wait forever)")
 	fs.StringVar(&taskID, "task-id", "", "the task's id (default: a new uuid4)")
-	fs.StringVarP(&loglevel, "loglevel", "l", "WARNING", "log level")
+	fs.StringVarP(&loglevel, "loglevel", "l", clientLogLevel, "log level")
 	rest, err := parseArgs(fs, args)
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -135,17 +131,16 @@ func (a *App) runCall(ctx context.Context, g *globalFlags, args []string, stdout
 			return 2
 		}
 	}
-	c, err := a.clientApp(g, loglevel, stderr)
-	if err != nil {
+	if err := configureClient(app, g, loglevel, stderr); err != nil {
 		fmt.Fprintln(stderr, "gworker call:", err)
 		return 2
 	}
-	defer c.Close()
-	if err := connectClient(ctx, c); err != nil {
+	defer app.Close()
+	if err := connectClient(ctx, app); err != nil {
 		fmt.Fprintln(stderr, "gworker call:", err)
 		return 1
 	}
-	res, err := c.SendTask(ctx, name, posArgs, kwargs, opts...)
+	res, err := app.SendTask(ctx, name, posArgs, kwargs, opts...)
 	if err != nil {
 		fmt.Fprintln(stderr, "gworker call:", err)
 		return 1
@@ -154,7 +149,7 @@ func (a *App) runCall(ctx context.Context, g *globalFlags, args []string, stdout
 		fmt.Fprintln(stdout, res.ID())
 		return 0
 	}
-	if b, _ := c.Backend(ctx); b == nil {
+	if b, _ := app.Backend(ctx); b == nil {
 		fmt.Fprintln(stderr, "gworker call: --wait needs --result-backend")
 		return 2
 	}

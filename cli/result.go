@@ -1,4 +1,4 @@
-package gworker
+package cli
 
 import (
 	"context"
@@ -13,13 +13,13 @@ import (
 )
 
 // runResult is celery result: print a stored result as JSON.
-func (a *App) runResult(ctx context.Context, g *globalFlags, args []string, stdout, stderr io.Writer) int {
+func runResult(ctx context.Context, app App, g *globalFlags, args []string, stdout, stderr io.Writer) int {
 	var (
 		group     string
 		meta      bool
 		traceback bool
 	)
-	fs := newFlagSet("result", g, a.cfg, stdout)
+	fs := newFlagSet("result", g, app.Config(), stdout)
 	fs.StringVar(&group, "group", "", "print the members' results of the saved GroupResult with this id")
 	fs.BoolVar(&meta, "meta", false, "print the whole stored meta: status, result, traceback, children, date_done")
 	fs.BoolVarP(&traceback, "traceback", "t", false, "print the traceback instead of the result")
@@ -36,21 +36,20 @@ func (a *App) runResult(ctx context.Context, g *globalFlags, args []string, stdo
 		fmt.Fprintln(stderr, "gworker result: give a task id or --group GID")
 		return 2
 	}
-	c, err := a.clientApp(g, "WARNING", stderr)
-	if err != nil {
+	if err := configureClient(app, g, clientLogLevel, stderr); err != nil {
 		fmt.Fprintln(stderr, "gworker result:", err)
 		return 2
 	}
-	defer c.Close()
-	if c.cfg.backendURL() == "" {
+	defer app.Close()
+	if app.Config().ResolvedResultBackend() == "" {
 		fmt.Fprintln(stderr, "gworker result: --result-backend (or CELERY_RESULT_BACKEND) is required")
 		return 2
 	}
-	if err := connectClient(ctx, c); err != nil {
+	if err := connectClient(ctx, app); err != nil {
 		fmt.Fprintln(stderr, "gworker result:", err)
 		return 1
 	}
-	b, _ := c.Backend(ctx)
+	b, _ := app.Backend(ctx)
 	if group != "" {
 		gr, err := result.RestoreGroup(ctx, b, group)
 		if err != nil {

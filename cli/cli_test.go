@@ -1,4 +1,4 @@
-package gworker
+package cli
 
 import (
 	"bytes"
@@ -10,88 +10,28 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gworker/gworker/config"
+	"github.com/gworker/gworker/internal/version"
 )
 
-func TestExpandHostname(t *testing.T) {
-	host, _ := os.Hostname()
-	short, _, _ := strings.Cut(host, ".")
-	if got := ExpandHostname("go@%h"); got != "go@"+host {
-		t.Errorf("%%h: %q", got)
-	}
-	if got := ExpandHostname("w1@%n"); got != "w1@"+short {
-		t.Errorf("%%n: %q", got)
-	}
-}
-
-func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"redis://:secret@localhost:6379/0":                    "redis://:**@localhost:6379/0",
-		"amqp://user:s3cr3t@rabbit:5672/vhost":                "amqp://user:**@rabbit:5672/vhost",
-		"redis://localhost:6379/0":                            "redis://localhost:6379/0",
-		"redis://localhost:6379/0?password=secret":            "redis://localhost:6379/0?password=**",
-		"amqp://u:secret@h1//;amqp://u:secret@h2//":           "amqp://u:**@h1//;amqp://u:**@h2//",
-		"amqp://u:secret@host/%zz":                            "amqp://u:**@host/%zz",
-		"redis://:secret@[::1":                                "redis://:**@[::1",
-		"sentinel://:secret@h:26379;sentinel://:secret@h2:26": "sentinel://:**@h:26379;sentinel://:**@h2:26",
-	} {
-		if got := RedactURL(in); got != want || strings.Contains(got, "secret") {
-			t.Errorf("RedactURL(%s) = %s, want %s", in, got, want)
-		}
-	}
-}
-
-func TestConfigValidation(t *testing.T) {
-	for name, cfg := range map[string]Config{
-		"broker scheme":   {BrokerURL: "kafka://h"},
-		"backend scheme":  {ResultBackend: "mongodb://h"},
-		"soft over hard":  {TimeLimit: time.Second, SoftTimeLimit: time.Minute},
-		"pickle":          {Accept: []string{"json", "pickle"}},
-		"serializer":      {Serializer: "yaml"},
-		"no queue left":   {Queues: []string{"a"}, ExcludeQueues: []string{"a"}},
-		"bad rate":        {RateLimits: map[string]string{"tasks.add": "fast"}},
-		"log level":       {LogLevel: "LOUD"},
-		"negative limits": {TimeLimit: -time.Second},
-	} {
-		_, err := NewApp(cfg)
-		var ce *ConfigError
-		if !errors.As(err, &ce) || !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("%s: NewApp(%+v) = %v, want a *ConfigError", name, cfg, err)
-		}
-	}
-	a, err := NewApp(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := a.Config()
-	if c.DefaultQueue != DefaultQueue || len(c.Queues) != 1 || c.Queues[0] != DefaultQueue ||
-		c.PrefetchMultiplier != DefaultPrefetchMultiplier || c.ResultExpires != DefaultResultExpires || c.Concurrency <= 0 {
-		t.Errorf("defaults: %+v", c)
-	}
-	defer func() {
-		if recover() == nil {
-			t.Error("New did not panic on an invalid Config")
-		}
-	}()
-	New(Config{BrokerURL: "kafka://h"})
-}
-
 // parse runs the worker flag parser as runWorker does.
-func parse(t *testing.T, args ...string) (Config, *workerFlags, []string) {
+func parse(t *testing.T, args ...string) (config.Config, *workerFlags, []string) {
 	t.Helper()
-	a := New(Config{})
+	app := newFakeApp()
 	g := &globalFlags{}
-	cmd, rest, err := splitCommand(g, args, a.cfg)
+	cmd, rest, err := splitCommand(g, args, app.Config())
 	if err != nil || cmd != "worker" {
 		t.Fatalf("splitCommand(%v) = %q, %v", args, cmd, err)
 	}
-	cfg := a.cfg
+	cfg := app.Config()
 	var out bytes.Buffer
 	f, fs, err := parseWorkerFlags(&cfg, g, rest, &out)
 	if err != nil {
 		t.Fatalf("parseWorkerFlags(%v): %v", args, err)
 	}
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	return cfg, f, ignoredFlagWarnings(f, g, fs)
@@ -105,7 +45,7 @@ func TestRabbitMQWorkerFlags(t *testing.T) {
 	}
 	bad := cfg
 	bad.DefaultQueueType = "mirrored"
-	if err := bad.withDefaults().validate(); !errors.Is(err, ErrInvalidConfig) {
+	if err := bad.WithDefaults().Validate(); !errors.Is(err, config.ErrInvalid) {
 		t.Errorf("DefaultQueueType mirrored: %v, want ErrInvalidConfig", err)
 	}
 }
@@ -123,14 +63,14 @@ func TestCeleryWorkerCommandLine(t *testing.T) {
 		!cfg.AcksLate || cfg.RateLimits["tasks.add"] != "10/s" || cfg.Hostname != "go@%h" {
 		t.Errorf("config: %+v", cfg)
 	}
-	if q := effectiveQueues(cfg.Queues, cfg.ExcludeQueues); len(q) != 1 || q[0] != "gojobs" {
+	if q := cfg.ConsumedQueues(); len(q) != 1 || q[0] != "gojobs" {
 		t.Errorf("queues: %v", q)
 	}
 	if f.pidfile != "p" || f.logfile != "l" {
 		t.Errorf("flags: %+v", f)
 	}
-	if cfg.brokerURL() != "amqp://a:b@h:5672//" {
-		t.Errorf("broker from the environment: %s", cfg.brokerURL())
+	if cfg.ResolvedBrokerURL() != "amqp://a:b@h:5672//" {
+		t.Errorf("broker from the environment: %s", cfg.ResolvedBrokerURL())
 	}
 	joined := strings.Join(warns, "\n")
 	for _, w := range []string{"-A proj", "-P prefork", "-O fair", "--max-tasks-per-child", "-B"} {
@@ -155,7 +95,7 @@ func TestCeleryWorkerCommandLine(t *testing.T) {
 }
 
 func TestCommandLineErrors(t *testing.T) {
-	a := New(Config{})
+	app := newFakeApp()
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -171,23 +111,23 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"result"}, 2, "task id"},
 	} {
 		var out, errOut bytes.Buffer
-		code := a.RunCLI(context.Background(), tc.args, &out, &errOut)
+		code := Run(context.Background(), app, tc.args, &out, &errOut)
 		if code != tc.code || !strings.Contains(errOut.String(), tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, errOut.String(), tc.code, tc.want)
 		}
 	}
 	var out, errOut bytes.Buffer
-	if code := a.RunCLI(context.Background(), []string{"--version"}, &out, &errOut); code != 0 || strings.TrimSpace(out.String()) != Version {
+	if code := Run(context.Background(), app, []string{"--version"}, &out, &errOut); code != 0 || strings.TrimSpace(out.String()) != version.Version {
 		t.Errorf("--version: %d %q", code, out.String())
 	}
 	out.Reset()
-	if code := a.RunCLI(context.Background(), []string{"--help"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "call NAME") {
+	if code := Run(context.Background(), app, []string{"--help"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "call NAME") {
 		t.Errorf("--help: %d %q", code, out.String())
 	}
 	out.Reset()
 	t.Setenv("CELERY_BROKER_URL", "amqp://u:topsecret@h//")
 	t.Setenv("CELERY_RESULT_BACKEND", "redis://:topsecret@h/0")
-	if code := a.RunCLI(context.Background(), []string{"worker", "--help"}, &out, &errOut); code != 0 ||
+	if code := Run(context.Background(), app, []string{"worker", "--help"}, &out, &errOut); code != 0 ||
 		!strings.Contains(out.String(), "--concurrency") || !strings.Contains(out.String(), "--broker") {
 		t.Errorf("worker --help: %d %q", code, out.String())
 	}
