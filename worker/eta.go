@@ -26,7 +26,7 @@ func (w *Worker) hold(j *job, delay time.Duration, announce func()) {
 	if w.stopping {
 		w.mu.Unlock()
 		announce()
-		w.requeue(j.d)
+		requeue(w.log, j.d)
 		w.inflight.Done()
 		return
 	}
@@ -91,7 +91,7 @@ func (w *Worker) release(j *job, raised bool, size int64, horizon bool) {
 			w.hold(j, time.Until(*j.msg.ETA), func() {})
 			return
 		}
-		w.ack(j)
+		j.ack(w.log)
 		w.inflight.Done()
 		return
 	}

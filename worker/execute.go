@@ -31,19 +31,6 @@ func (w *Worker) acksLate(t *Task) bool {
 	return w.cfg.AcksLate
 }
 
-// ack acknowledges j once and returns the error of that ack (logged).
-func (w *Worker) ack(j *job) error {
-	if j.acked {
-		return nil
-	}
-	j.acked = true
-	err := j.d.Ack()
-	if err != nil {
-		w.log.Warn("ack failed", zap.String("id", j.msg.ID), zap.Error(err))
-	}
-	return err
-}
-
 // execute runs one task and does everything that follows it.
 func (w *Worker) execute(j *job) {
 	msg, task := j.msg, j.task
@@ -52,7 +39,7 @@ func (w *Worker) execute(j *job) {
 	}
 	late := w.acksLate(task)
 	if !late {
-		if err := w.ack(j); err != nil {
+		if err := j.ack(w.log); err != nil {
 			// The broker still holds the message (its channel is gone) and
 			// will deliver it again: running it now would run it twice.
 			w.log.Warn("Task "+msg.Name()+"["+msg.ID+"] not started: its early ack failed; the broker will deliver it again",
@@ -68,12 +55,12 @@ func (w *Worker) execute(j *job) {
 		}
 	}
 	w.startActive(j)
-	if w.taskEvents() {
-		w.emit(&TaskEvent{Type: EventTaskStarted, Message: msg})
+	if w.events.on() {
+		w.events.emit(&TaskEvent{Type: EventTaskStarted, Message: msg})
 	}
-	ignore := msg.IgnoreResult || task.Options.IgnoreResult
+	ignore := j.ignoresResult()
 	if (w.cfg.TrackStarted || task.Options.TrackStarted) && !ignore {
-		w.store(context.Background(), w.startedMeta(msg))
+		w.results.store(context.Background(), w.results.started(msg))
 	}
 	start := time.Now()
 	out := w.run(j)
@@ -104,11 +91,11 @@ func (w *Worker) execute(j *job) {
 	case out.retry != nil:
 		w.handleRetry(ctx, j, out.retry, out.req.Children())
 	case out.exc == nil:
-		w.stats.succeeded.Add(1)
-		children := append(out.req.Children(), w.onSuccess(ctx, msg, out.value)...)
+		w.counts.succeeded.Add(1)
+		children := append(out.req.Children(), w.followups.afterSuccess(ctx, msg, out.value)...)
 		if !ignore {
-			j.final = w.meta(msg, result.Success, out.value, "", children)
-			err := w.store(ctx, j.final)
+			j.final = w.results.meta(msg, result.Success, out.value, "", children)
+			err := w.results.store(ctx, j.final)
 			j.storeErr = err
 			if err != nil {
 				// A value the backend cannot encode fails the task, as
@@ -121,9 +108,9 @@ func (w *Worker) execute(j *job) {
 				}
 			}
 		}
-		w.chordPart(ctx, msg, result.Success, out.value)
-		if w.taskEvents() {
-			w.emit(&TaskEvent{Type: EventTaskSucceeded, Message: msg, Result: out.value, Runtime: runtime})
+		w.followups.chordPart(ctx, msg, result.Success, out.value)
+		if w.events.on() {
+			w.events.emit(&TaskEvent{Type: EventTaskSucceeded, Message: msg, Result: out.value, Runtime: runtime})
 		}
 		if j.storeErr != nil {
 			w.log.Error(fmt.Sprintf("Task %s[%s] ran in %.6fs but its result could not be stored: %v", msg.Name(), msg.ID, runtime.Seconds(), j.storeErr))
@@ -145,12 +132,12 @@ func (w *Worker) execute(j *job) {
 			if err := j.d.Reject(true); err != nil {
 				w.log.Warn("requeue", zap.String("id", msg.ID), zap.Error(err))
 			}
-			if w.taskEvents() {
-				w.emit(&TaskEvent{Type: EventTaskRejected, Message: msg, Requeue: true})
+			if w.events.on() {
+				w.events.emit(&TaskEvent{Type: EventTaskRejected, Message: msg, Requeue: true})
 			}
 			return
 		}
-		w.ack(j)
+		j.ack(w.log)
 	} else if j.storeErr != nil && !isEncodeError(j.storeErr) && j.final != nil && w.cfg.Backend != nil {
 		// Acknowledged already: the broker has no copy to deliver again,
 		// so keep the result until the store is back.
@@ -171,8 +158,8 @@ func (w *Worker) giveBack(j *job) {
 	if err := j.d.Reject(true); err != nil {
 		w.log.Debug("requeue", zap.String("id", msg.ID), zap.Error(err))
 	}
-	if w.taskEvents() {
-		w.emit(&TaskEvent{Type: EventTaskRejected, Message: msg, Requeue: true})
+	if w.events.on() {
+		w.events.emit(&TaskEvent{Type: EventTaskRejected, Message: msg, Requeue: true})
 	}
 }
 
@@ -184,13 +171,13 @@ func isEncodeError(err error) bool {
 // fail stores FAILURE and does what Celery does after a failure.
 func (w *Worker) fail(ctx context.Context, j *job, exc *protocol.Exception, tb string, hard bool, children []any) {
 	msg := j.msg
-	w.stats.failed.Add(1)
-	j.final = w.meta(msg, result.Failure, exc.Value(), tb, children)
-	j.storeErr = w.store(ctx, j.final)
-	w.onFailure(ctx, msg, exc, tb)
-	w.chordPart(ctx, msg, result.Failure, exc.Value())
-	if w.taskEvents() {
-		w.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb})
+	w.counts.failed.Add(1)
+	j.final = w.results.meta(msg, result.Failure, exc.Value(), tb, children)
+	j.storeErr = w.results.store(ctx, j.final)
+	w.followups.afterFailure(ctx, msg, exc, tb)
+	w.followups.chordPart(ctx, msg, result.Failure, exc.Value())
+	if w.events.on() {
+		w.events.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb})
 	}
 	if hard {
 		w.log.Error(fmt.Sprintf("Hard time limit (%v) exceeded for %s[%s]", exc.Args[0], msg.Name(), msg.ID))
@@ -370,14 +357,14 @@ func (w *Worker) handleRetry(ctx context.Context, j *job, r *RetryError, childre
 		w.fail(ctx, j, exc, "", false, nil)
 		return
 	}
-	w.stats.retried.Add(1)
-	if w.taskEvents() {
+	w.counts.retried.Add(1)
+	if w.events.on() {
 		ev := &TaskEvent{Type: EventTaskRetried, Message: msg}
 		if r.Err != nil {
 			ev.Exception = ToException(r.Err)
 			ev.Traceback = traceback(task.Name, ev.Exception)
 		}
-		w.emit(ev)
+		w.events.emit(ev)
 	}
 	var excVal any
 	if r.Err != nil {
@@ -387,7 +374,7 @@ func (w *Worker) handleRetry(ctx context.Context, j *job, r *RetryError, childre
 	if r.Err != nil {
 		tb = traceback(task.Name, ToException(r.Err))
 	}
-	w.store(ctx, w.meta(msg, result.Retry, excVal, tb, append(children, resultTuple(msg.ID))))
+	w.results.store(ctx, w.results.meta(msg, result.Retry, excVal, tb, append(children, resultTuple(msg.ID))))
 	w.log.Info(fmt.Sprintf("Task %s[%s] retry: %s", msg.Name(), msg.ID, r.Error()))
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -80,8 +79,6 @@ type opsState struct {
 	extra    map[string]Consumer // queues added at run time
 	done     []Consumer          // cancelled added consumers, closed at shutdown
 	dispatch sync.WaitGroup      // dispatch loops of added consumers
-
-	storeRetries atomic.Int64
 
 	limMu     sync.RWMutex
 	timeLimit map[string][2]time.Duration // task -> {soft, hard}
@@ -331,17 +328,17 @@ func (w *Worker) discardIfRevoked(j *job) bool {
 // announceRevoked is Celery's Request._announce_revoked: REVOKED with
 // TaskRevokedError(reason), chord part counted, task-revoked event, ack.
 func (w *Worker) announceRevoked(j *job, reason string, terminated bool, signal string) {
-	w.stats.revoked.Add(1)
+	w.counts.revoked.Add(1)
 	msg := j.msg
 	w.log.Info("Discarding revoked task: "+msg.Name()+"["+msg.ID+"]", zap.String("reason", reason))
-	if w.taskEvents() {
-		w.emit(&TaskEvent{Type: EventTaskRevoked, Message: msg, Terminated: terminated, Signal: signal, Expired: reason == "expired"})
+	if w.events.on() {
+		w.events.emit(&TaskEvent{Type: EventTaskRevoked, Message: msg, Terminated: terminated, Signal: signal, Expired: reason == "expired"})
 	}
 	ctx := context.Background()
 	exc := taskRevoked(reason)
-	w.store(ctx, w.meta(msg, result.Revoked, exc.Value(), "", nil))
-	w.chordPart(ctx, msg, result.Revoked, exc.Value())
-	w.ack(j)
+	w.results.store(ctx, w.results.meta(msg, result.Revoked, exc.Value(), "", nil))
+	w.followups.chordPart(ctx, msg, result.Revoked, exc.Value())
+	j.ack(w.log)
 }
 
 // SetRateLimit changes a task's rate limit at run time ("" removes it).
@@ -470,7 +467,7 @@ func (w *Worker) AddQueue(ctx context.Context, name string) error {
 		defer w.ops.dispatch.Done()
 		for d := range cons.Deliveries() {
 			if w.isStopping() {
-				w.requeue(d)
+				requeue(w.log, d)
 				continue
 			}
 			w.receive(d)

@@ -94,17 +94,6 @@ type Config struct {
 	Revoked *RevokedSet
 }
 
-// Stats are counters of what the worker did.
-type Stats struct {
-	Received, Succeeded, Failed, Retried, Revoked, Rejected, Invalid int64
-	// PendingResults is how many results wait in memory for the result
-	// store to come back (see Config.MaxPendingResults).
-	PendingResults int64
-	// StoreRetries is how many result writes were tried again after the
-	// result store failed.
-	StoreRetries int64
-}
-
 // Worker consumes task messages and runs them.
 type Worker struct {
 	cfg      Config
@@ -134,33 +123,12 @@ type Worker struct {
 	base       context.Context
 	cancelBase context.CancelFunc
 
-	stats struct {
-		received, succeeded, failed, retried, revoked, rejected, invalid atomic.Int64
-	}
+	counts    counters
+	events    *taskEvents
+	followups *followupSender
+	results   *resultWriter
 
 	ops opsState
-}
-
-// job is one received task message on its way through the worker.
-type job struct {
-	d        Delivery
-	msg      *protocol.Message
-	task     *Task
-	received time.Time
-	acked    bool
-	// storeErr is the error of storing the task's final state, if any;
-	// final is that state.
-	storeErr error
-	final    *result.Meta
-	// requeued: the message went back to the queue after the run.
-	requeued bool
-
-	// Guarded by Worker.mu: set while the task runs.
-	started      time.Time
-	ackedAtStart bool
-	cancel       context.CancelCauseFunc
-	terminated   bool
-	signal       string
 }
 
 // New checks cfg and returns a worker.
@@ -227,6 +195,10 @@ func New(cfg Config) (*Worker, error) {
 		}
 	}
 	w.base, w.cancelBase = context.WithCancel(context.Background())
+	w.events = newTaskEvents(cfg.Events)
+	w.followups = &followupSender{f: cfg.Followups, log: log}
+	w.results = &resultWriter{backend: cfg.Backend, hostname: cfg.Hostname, pid: w.pid,
+		extended: cfg.ResultExtended, log: log, stop: w.base.Done()}
 	w.pending = newPendingResults(cfg.Backend, max(cfg.MaxPendingResults, 0), log)
 	w.initOps()
 	return w, nil
@@ -236,20 +208,7 @@ func New(cfg Config) (*Worker, error) {
 func (w *Worker) Hostname() string { return w.cfg.Hostname }
 
 // Stats returns the worker's counters.
-func (w *Worker) Stats() Stats {
-	return Stats{
-		Received:  w.stats.received.Load(),
-		Succeeded: w.stats.succeeded.Load(),
-		Failed:    w.stats.failed.Load(),
-		Retried:   w.stats.retried.Load(),
-		Revoked:   w.stats.revoked.Load(),
-		Rejected:  w.stats.rejected.Load(),
-		Invalid:   w.stats.invalid.Load(),
-
-		PendingResults: w.pending.len(),
-		StoreRetries:   w.ops.storeRetries.Load(),
-	}
-}
+func (w *Worker) Stats() Stats { return w.counts.stats(w.pending.len(), w.results.retries.Load()) }
 
 // Run consumes and runs tasks until ctx is done, then shuts down warmly: it
 // stops consuming, lets running tasks finish (and acknowledges them), and
@@ -289,7 +248,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer close(dispatchDone)
 		for d := range deliveries {
 			if w.isStopping() {
-				w.requeue(d)
+				requeue(w.log, d)
 				continue
 			}
 			w.receive(d)
@@ -364,11 +323,11 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	case <-w.base.Done():
 	}
 	for _, j := range held {
-		w.requeue(j.d)
+		requeue(w.log, j.d)
 		w.inflight.Done()
 	}
 	for _, j := range w.queue.close() {
-		w.requeue(j.d)
+		requeue(w.log, j.d)
 		w.inflight.Done()
 	}
 	done := make(chan struct{})
@@ -393,12 +352,6 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 // returns before the process exits.
 func (w *Worker) Terminate() { w.cancelBase() }
 
-func (w *Worker) requeue(d Delivery) {
-	if err := d.Reject(true); err != nil {
-		w.log.Debug("requeue", zap.Error(err))
-	}
-}
-
 func (w *Worker) runPool() {
 	defer w.running.Done()
 	for {
@@ -407,7 +360,7 @@ func (w *Worker) runPool() {
 			return
 		}
 		if w.isStopping() {
-			w.requeue(j.d)
+			requeue(w.log, j.d)
 			w.inflight.Done()
 			continue
 		}
@@ -419,7 +372,7 @@ func (w *Worker) runPool() {
 // receive decodes one delivery and routes it: reject, revoke, hold for its
 // ETA, wait for its rate limit, or queue it to run.
 func (w *Worker) receive(d Delivery) {
-	w.stats.received.Add(1)
+	w.counts.received.Add(1)
 	raw := d.Raw()
 	msg, err := protocol.Decode(raw, w.decode)
 	if err != nil {
@@ -428,12 +381,12 @@ func (w *Worker) receive(d Delivery) {
 	}
 	task, err := w.cfg.Registry.Lookup(msg.Task)
 	if err != nil {
-		w.stats.rejected.Add(1)
+		w.counts.rejected.Add(1)
 		w.log.Error("Received unregistered task of type '"+truncate(msg.Task, 200)+"'.",
 			zap.String("id", msg.ID), zap.String("reason", "not-registered"))
-		w.storeFailure(context.Background(), msg, notRegistered(msg.Task), "", nil)
-		if w.taskEvents() {
-			w.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: notRegistered(msg.Task)})
+		w.results.storeFailure(context.Background(), msg, notRegistered(msg.Task), "", nil)
+		if w.events.on() {
+			w.events.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: notRegistered(msg.Task)})
 		}
 		if err := d.Reject(false); err != nil {
 			w.log.Warn("reject", zap.Error(err))
@@ -449,8 +402,8 @@ func (w *Worker) receive(d Delivery) {
 		return
 	}
 	announce := func() {
-		if w.taskEvents() {
-			w.emit(&TaskEvent{Type: EventTaskReceived, Message: msg, Time: j.received})
+		if w.events.on() {
+			w.events.emit(&TaskEvent{Type: EventTaskReceived, Message: msg, Time: j.received})
 		}
 	}
 	w.inflight.Add(1)
@@ -474,7 +427,7 @@ func (w *Worker) schedule(j *job) {
 		w.mu.Lock()
 		if w.stopping {
 			w.mu.Unlock()
-			w.requeue(j.d)
+			requeue(w.log, j.d)
 			w.inflight.Done()
 			return
 		}
@@ -495,7 +448,7 @@ func (w *Worker) schedule(j *job) {
 
 func (w *Worker) enqueue(j *job) {
 	if !w.queue.push(j) {
-		w.requeue(j.d)
+		requeue(w.log, j.d)
 		w.inflight.Done()
 	}
 }
@@ -504,7 +457,7 @@ func (w *Worker) enqueue(j *job) {
 // line with the reason, FAILURE stored when the id is known, reject without
 // requeue (dead-lettered when the queue has a DLX).
 func (w *Worker) rejectInvalid(d Delivery, raw *protocol.RawMessage, err error) {
-	w.stats.invalid.Add(1)
+	w.counts.invalid.Add(1)
 	var de *protocol.DecodeError
 	reason := "invalid"
 	id, name := "", ""
@@ -522,7 +475,7 @@ func (w *Worker) rejectInvalid(d Delivery, raw *protocol.RawMessage, err error) 
 			exc = invalidTask(err.Error())
 		}
 		m := &protocol.Message{ID: id, Task: name, ReplyTo: raw.ReplyTo, CorrelationID: raw.CorrelationID}
-		w.storeFailure(context.Background(), m, exc, "", nil)
+		w.results.storeFailure(context.Background(), m, exc, "", nil)
 	}
 	if err := d.Reject(false); err != nil {
 		w.log.Warn("reject", zap.Error(err))
@@ -551,71 +504,6 @@ func truncateBytes(b []byte, n int) []byte {
 		return b
 	}
 	return b[:n]
-}
-
-// hostnameMeta is the STARTED result Celery stores.
-func (w *Worker) startedMeta(msg *protocol.Message) *result.Meta {
-	return w.meta(msg, result.Started, protocol.Dict{{Key: "pid", Value: int64(w.pid)}, {Key: "hostname", Value: w.cfg.Hostname}}, "", nil)
-}
-
-// meta builds the result meta of msg in state st.
-func (w *Worker) meta(msg *protocol.Message, st result.State, value any, tb string, children []any) *result.Meta {
-	m := &result.Meta{
-		TaskID:        msg.ID,
-		Status:        st,
-		Result:        value,
-		Traceback:     tb,
-		Children:      children,
-		GroupID:       msg.GroupID,
-		ParentID:      msg.ParentID,
-		ReplyTo:       msg.ReplyTo,
-		CorrelationID: msg.CorrelationID,
-	}
-	if st.Ready() {
-		now := time.Now().UTC()
-		m.DateDone = &now
-	}
-	if w.cfg.ResultExtended {
-		m.Extended = true
-		m.Name = msg.Task
-		m.Args = msg.Args
-		m.Kwargs = msg.Kwargs
-		m.Worker = w.cfg.Hostname
-		m.Retries = msg.Retries
-		m.Queue = msg.RoutingKey
-	}
-	return m
-}
-
-// store writes m to the backend, retrying a failing backend a few times.
-func (w *Worker) store(ctx context.Context, m *result.Meta) error {
-	if w.cfg.Backend == nil {
-		return nil
-	}
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
-			case <-w.base.Done():
-				return err
-			}
-		}
-		if err = w.cfg.Backend.Store(ctx, m); err == nil {
-			return nil
-		}
-		if isEncodeError(err) {
-			return err
-		}
-		w.ops.storeRetries.Add(1)
-		w.log.Warn("store result failed, retrying", zap.String("id", m.TaskID), zap.Error(err))
-	}
-	w.log.Error("store result failed", zap.String("id", m.TaskID), zap.Error(err))
-	return err
-}
-
-func (w *Worker) storeFailure(ctx context.Context, msg *protocol.Message, exc *protocol.Exception, tb string, children []any) error {
-	return w.store(ctx, w.meta(msg, result.Failure, exc.Value(), tb, children))
 }
 
 func panicTraceback(p any) string {
