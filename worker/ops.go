@@ -151,11 +151,9 @@ func (w *Worker) Reserved() []TaskInfo {
 	if q := w.queue; q != nil {
 		jobs = q.snapshot()
 	}
+	jobs = append(jobs, w.hold.throttled()...)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for j := range w.limited {
-		jobs = append(jobs, j)
-	}
 	out := make([]TaskInfo, 0, len(jobs))
 	for _, j := range jobs {
 		out = append(out, w.info(j))
@@ -165,10 +163,11 @@ func (w *Worker) Reserved() []TaskInfo {
 
 // Scheduled lists the tasks held until their ETA, soonest first.
 func (w *Worker) Scheduled() []ScheduledTask {
+	held := w.hold.scheduled()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]ScheduledTask, 0, len(w.held))
-	for j := range w.held {
+	out := make([]ScheduledTask, 0, len(held))
+	for _, j := range held {
 		st := ScheduledTask{Priority: ScheduledPriority, Request: w.info(j)}
 		if j.msg.ETA != nil {
 			st.ETA = *j.msg.ETA
@@ -283,19 +282,10 @@ func (w *Worker) Revoke(ids []string, terminate bool, signal string) []string {
 	}
 	var terminated []string
 	var cancels []context.CancelCauseFunc
-	w.mu.Lock()
 	// Held and rate-limited tasks are released now; the revoked check on
 	// their way to the pool discards them.
-	for j, t := range w.held {
-		if want[j.msg.ID] {
-			t.Reset(0)
-		}
-	}
-	for j, t := range w.limited {
-		if want[j.msg.ID] {
-			t.Reset(0)
-		}
-	}
+	w.hold.expedite(want)
+	w.mu.Lock()
 	if terminate {
 		for j := range w.ops.active {
 			if want[j.msg.ID] && !j.terminated {
@@ -386,11 +376,7 @@ func (w *Worker) Concurrency() int {
 }
 
 // Prefetch returns the prefetch count asked of the broker (0: no limit).
-func (w *Worker) Prefetch() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.prefetch
-}
+func (w *Worker) Prefetch() int { return w.hold.prefetchCount() }
 
 // ResizePool grows (n > 0) or shrinks (n < 0) the pool by n slots, and the
 // prefetch window with it (prefetch multiplier × slots), as Celery's
@@ -402,11 +388,8 @@ func (w *Worker) ResizePool(n int) error {
 		return ErrPoolSize
 	}
 	w.ops.poolSize += n
-	if w.cfg.PrefetchMultiplier > 0 {
-		w.prefetch = w.ops.poolSize * w.cfg.PrefetchMultiplier
-	}
-	window := w.prefetch + w.heldRise
-	cons, q, stopping := w.consumer, w.queue, w.stopping
+	size := w.ops.poolSize
+	q, stopping := w.queue, w.stopping
 	if q != nil && !stopping && n > 0 {
 		w.running.Add(n)
 		for i := 0; i < n; i++ {
@@ -417,9 +400,11 @@ func (w *Worker) ResizePool(n int) error {
 	if q != nil && n < 0 {
 		q.retire(-n)
 	}
-	if cons != nil && w.cfg.PrefetchMultiplier > 0 {
-		if err := cons.SetPrefetch(window); err != nil {
-			w.log.Warn("change prefetch", zap.Error(err))
+	if w.cfg.PrefetchMultiplier > 0 {
+		if window, cons := w.hold.setPrefetch(size * w.cfg.PrefetchMultiplier); cons != nil {
+			if err := cons.SetPrefetch(window); err != nil {
+				w.log.Warn("change prefetch", zap.Error(err))
+			}
 		}
 	}
 	w.log.Info("pool resized", zap.Int("concurrency", w.Concurrency()))
@@ -447,9 +432,8 @@ func (w *Worker) AddQueue(ctx context.Context, name string) error {
 			return nil
 		}
 	}
-	prefetch := w.prefetch
 	w.mu.Unlock()
-	cons, err := w.cfg.Broker.Consume(ctx, []string{name}, prefetch)
+	cons, err := w.cfg.Broker.Consume(ctx, []string{name}, w.hold.prefetchCount())
 	if err != nil {
 		return fmt.Errorf("worker: consume %q: %w", name, err)
 	}

@@ -96,25 +96,21 @@ type Config struct {
 
 // Worker consumes task messages and runs them.
 type Worker struct {
-	cfg      Config
-	log      *zap.Logger
-	prefetch int
-	decode   protocol.DecodeOptions
-	pid      int
+	cfg    Config
+	log    *zap.Logger
+	decode protocol.DecodeOptions
+	pid    int
 
 	queue    *jobQueue
 	running  sync.WaitGroup
 	inflight sync.WaitGroup // jobs received and not yet finished
 
-	mu            sync.Mutex
-	held          map[*job]*time.Timer // waiting for their ETA
-	heldRise      int                  // how much the prefetch window is raised by held messages
-	heldRiseBytes int64                // body bytes of the messages that raised it
-	limited       map[*job]*time.Timer // waiting for their rate limit
-	stopping      bool
-	consumer      Consumer
+	mu       sync.Mutex
+	stopping bool
+	consumer Consumer
 
 	limits  *rateLimits
+	hold    *hold // ETA and rate-limit waits, the prefetch window
 	pending *pendingResults
 	runs    runningIDs // acks_late tasks running, by id
 	started atomic.Bool
@@ -175,17 +171,18 @@ func New(cfg Config) (*Worker, error) {
 		log = zap.NewNop()
 	}
 	w := &Worker{
-		cfg:     cfg,
-		log:     log,
-		decode:  protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
-		pid:     os.Getpid(),
-		held:    map[*job]*time.Timer{},
-		limited: map[*job]*time.Timer{},
-		limits:  newRateLimits(),
+		cfg:    cfg,
+		log:    log,
+		decode: protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
+		pid:    os.Getpid(),
+		limits: newRateLimits(),
 	}
+	prefetch := 0
 	if cfg.PrefetchMultiplier > 0 {
-		w.prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
+		prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
 	}
+	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
+		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
 	for _, name := range cfg.Registry.Names() {
 		t, _ := cfg.Registry.Lookup(name)
 		if t.Options.RateLimit != "" {
@@ -227,6 +224,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: consume: %w", err)
 	}
 	q := newJobQueue()
+	w.hold.start(cons)
 	w.mu.Lock()
 	w.consumer = cons
 	w.queue = q
@@ -288,21 +286,10 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	w.log.Info("worker: Warm shutdown")
 	w.mu.Lock()
 	w.stopping = true
-	// Every job still waiting for its ETA or its rate limit goes back to
-	// the queue. A timer that already fired finds its job gone from the
-	// map and leaves it to this loop.
-	held := make([]*job, 0, len(w.held)+len(w.limited))
-	for j, t := range w.held {
-		t.Stop()
-		held = append(held, j)
-	}
-	for j, t := range w.limited {
-		t.Stop()
-		held = append(held, j)
-	}
-	w.held = map[*job]*time.Timer{}
-	w.limited = map[*job]*time.Timer{}
 	w.mu.Unlock()
+	// Every job still waiting for its ETA or its rate limit goes back to
+	// the queue.
+	held := w.hold.close()
 
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if err := cons.Cancel(cctx); err != nil {
@@ -401,19 +388,41 @@ func (w *Worker) receive(d Delivery) {
 	if w.revokeIfExpired(j) || w.discardIfRevoked(j) {
 		return
 	}
-	announce := func() {
-		if w.events.on() {
-			w.events.emit(&TaskEvent{Type: EventTaskReceived, Message: msg, Time: j.received})
-		}
-	}
 	w.inflight.Add(1)
 	if msg.ETA != nil {
 		if delay := time.Until(*msg.ETA); delay > 0 {
-			w.hold(j, delay, announce)
+			w.hold.eta(j, delay, true)
 			return
 		}
 	}
-	announce()
+	w.announceReceived(j)
+	w.schedule(j)
+}
+
+// announceReceived sends task-received for j.
+func (w *Worker) announceReceived(j *job) {
+	if w.events.on() {
+		w.events.emit(&TaskEvent{Type: EventTaskReceived, Message: j.msg, Time: j.received})
+	}
+}
+
+// due continues with j once its ETA came: it runs (after its rate limit),
+// or, at the ETA horizon, it is published again and acknowledged.
+func (w *Worker) due(j *job, horizon bool) {
+	if w.discardIfRevoked(j) {
+		w.inflight.Done()
+		return
+	}
+	if horizon {
+		if err := w.cfg.Followups.Republish(context.Background(), j.msg, j.d.Raw()); err != nil {
+			w.log.Warn("republish of a far ETA failed; keeping it held", zap.String("id", j.msg.ID), zap.Error(err))
+			w.hold.eta(j, time.Until(*j.msg.ETA), false)
+			return
+		}
+		j.ack(w.log)
+		w.inflight.Done()
+		return
+	}
 	w.schedule(j)
 }
 
@@ -423,34 +432,21 @@ func (w *Worker) schedule(j *job) {
 		w.inflight.Done()
 		return
 	}
-	if delay := w.limits.reserve(j.task.Name); delay > 0 {
-		w.mu.Lock()
-		if w.stopping {
-			w.mu.Unlock()
-			requeue(w.log, j.d)
-			w.inflight.Done()
-			return
-		}
-		w.limited[j] = time.AfterFunc(delay, func() {
-			w.mu.Lock()
-			_, mine := w.limited[j]
-			delete(w.limited, j)
-			w.mu.Unlock()
-			if mine { // else shutdown took it back
-				w.enqueue(j)
-			}
-		})
-		w.mu.Unlock()
-		return
+	if !w.hold.throttle(j) {
+		w.enqueue(j)
 	}
-	w.enqueue(j)
 }
 
 func (w *Worker) enqueue(j *job) {
 	if !w.queue.push(j) {
-		requeue(w.log, j.d)
-		w.inflight.Done()
+		w.handBack(j)
 	}
+}
+
+// handBack returns a job that will not run to its queue.
+func (w *Worker) handBack(j *job) {
+	requeue(w.log, j.d)
+	w.inflight.Done()
 }
 
 // rejectInvalid handles a message that cannot become a task: one ERROR
