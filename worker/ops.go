@@ -74,7 +74,6 @@ type opsState struct {
 
 	active   map[*job]struct{}
 	totals   map[string]int64
-	poolSize int
 	queues   []string            // consumed queues, start-up ones first
 	extra    map[string]Consumer // queues added at run time
 	done     []Consumer          // cancelled added consumers, closed at shutdown
@@ -92,7 +91,6 @@ func (w *Worker) initOps() {
 	w.ops.ready = make(chan struct{})
 	w.ops.active = map[*job]struct{}{}
 	w.ops.totals = map[string]int64{}
-	w.ops.poolSize = w.cfg.Concurrency
 	w.ops.queues = append([]string(nil), w.cfg.Queues...)
 	w.ops.extra = map[string]Consumer{}
 	w.ops.timeLimit = map[string][2]time.Duration{}
@@ -147,11 +145,7 @@ func (w *Worker) ActiveCount() int {
 // Reserved lists the tasks received and waiting for a pool slot or for
 // their rate limit (not those held for an ETA).
 func (w *Worker) Reserved() []TaskInfo {
-	var jobs []*job
-	if q := w.queue; q != nil {
-		jobs = q.snapshot()
-	}
-	jobs = append(jobs, w.hold.throttled()...)
+	jobs := append(w.pool.queued(), w.hold.throttled()...)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	out := make([]TaskInfo, 0, len(jobs))
@@ -369,11 +363,7 @@ func (w *Worker) runtimeLimits(msg *protocol.Message, task string, hard, soft ti
 }
 
 // Concurrency returns the current pool size.
-func (w *Worker) Concurrency() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.ops.poolSize
-}
+func (w *Worker) Concurrency() int { return w.pool.concurrency() }
 
 // Prefetch returns the prefetch count asked of the broker (0: no limit).
 func (w *Worker) Prefetch() int { return w.hold.prefetchCount() }
@@ -382,23 +372,9 @@ func (w *Worker) Prefetch() int { return w.hold.prefetchCount() }
 // prefetch window with it (prefetch multiplier × slots), as Celery's
 // pool_grow and pool_shrink. A running task keeps its slot until it ends.
 func (w *Worker) ResizePool(n int) error {
-	w.mu.Lock()
-	if w.ops.poolSize+n < 1 {
-		w.mu.Unlock()
-		return ErrPoolSize
-	}
-	w.ops.poolSize += n
-	size := w.ops.poolSize
-	q, stopping := w.queue, w.stopping
-	if q != nil && !stopping && n > 0 {
-		w.running.Add(n)
-		for i := 0; i < n; i++ {
-			go w.runPool()
-		}
-	}
-	w.mu.Unlock()
-	if q != nil && n < 0 {
-		q.retire(-n)
+	size, err := w.pool.resize(n)
+	if err != nil {
+		return err
 	}
 	if w.cfg.PrefetchMultiplier > 0 {
 		if window, cons := w.hold.setPrefetch(size * w.cfg.PrefetchMultiplier); cons != nil {

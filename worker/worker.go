@@ -101,8 +101,6 @@ type Worker struct {
 	decode protocol.DecodeOptions
 	pid    int
 
-	queue    *jobQueue
-	running  sync.WaitGroup
 	inflight sync.WaitGroup // jobs received and not yet finished
 
 	mu       sync.Mutex
@@ -111,6 +109,7 @@ type Worker struct {
 
 	limits  *rateLimits
 	hold    *hold // ETA and rate-limit waits, the prefetch window
+	pool    *pool // runs the tasks
 	pending *pendingResults
 	runs    runningIDs // acks_late tasks running, by id
 	started atomic.Bool
@@ -181,6 +180,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.PrefetchMultiplier > 0 {
 		prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
 	}
+	w.pool = newPool(cfg.Concurrency, func(j *job) { w.execute(j); w.inflight.Done() }, w.handBack)
 	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
 		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
 	for _, name := range cfg.Registry.Names() {
@@ -223,21 +223,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
 	}
-	q := newJobQueue()
 	w.hold.start(cons)
 	w.mu.Lock()
 	w.consumer = cons
-	w.queue = q
-	pool := w.ops.poolSize
-	w.running.Add(pool)
-	for i := 0; i < pool; i++ {
-		go w.runPool()
-	}
 	w.mu.Unlock()
+	w.pool.start()
 	go w.pending.run()
 	// Celery's line, which log scrapers and supervisors wait for.
 	w.log.Info(w.cfg.Hostname+" ready.", zap.Strings("queues", w.cfg.Queues),
-		zap.Int("concurrency", pool), zap.Int("prefetch", prefetch))
+		zap.Int("concurrency", w.pool.concurrency()), zap.Int("prefetch", prefetch))
 	close(w.ops.ready)
 
 	deliveries := cons.Deliveries()
@@ -287,6 +281,7 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	w.mu.Lock()
 	w.stopping = true
 	w.mu.Unlock()
+	w.pool.stop()
 	// Every job still waiting for its ETA or its rate limit goes back to
 	// the queue.
 	held := w.hold.close()
@@ -313,12 +308,12 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 		requeue(w.log, j.d)
 		w.inflight.Done()
 	}
-	for _, j := range w.queue.close() {
+	for _, j := range w.pool.close() {
 		requeue(w.log, j.d)
 		w.inflight.Done()
 	}
 	done := make(chan struct{})
-	go func() { w.running.Wait(); w.inflight.Wait(); close(done) }()
+	go func() { w.pool.wait(); w.inflight.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-w.base.Done():
@@ -338,23 +333,6 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 // acknowledged early has FAILURE stored with WorkerLostError, if it
 // returns before the process exits.
 func (w *Worker) Terminate() { w.cancelBase() }
-
-func (w *Worker) runPool() {
-	defer w.running.Done()
-	for {
-		j, ok := w.queue.pop()
-		if !ok || j == nil { // closed, or this slot was retired
-			return
-		}
-		if w.isStopping() {
-			requeue(w.log, j.d)
-			w.inflight.Done()
-			continue
-		}
-		w.execute(j)
-		w.inflight.Done()
-	}
-}
 
 // receive decodes one delivery and routes it: reject, revoke, hold for its
 // ETA, wait for its rate limit, or queue it to run.
@@ -438,7 +416,7 @@ func (w *Worker) schedule(j *job) {
 }
 
 func (w *Worker) enqueue(j *job) {
-	if !w.queue.push(j) {
+	if !w.pool.push(j) {
 		w.handBack(j)
 	}
 }
