@@ -34,7 +34,7 @@ func (w *Worker) acksLate(t *Task) bool {
 // execute runs one task and does everything that follows it.
 func (w *Worker) execute(j *job) {
 	msg, task := j.msg, j.task
-	if w.revokeIfExpired(j) || w.discardIfRevoked(j) {
+	if w.revocation.discardIfExpired(j) || w.revocation.discardIfRevoked(j) {
 		return
 	}
 	late := w.acksLate(task)
@@ -54,7 +54,7 @@ func (w *Worker) execute(j *job) {
 			return
 		}
 	}
-	w.startActive(j)
+	w.active.start(j)
 	if w.events.on() {
 		w.events.emit(&TaskEvent{Type: EventTaskStarted, Message: msg})
 	}
@@ -65,9 +65,9 @@ func (w *Worker) execute(j *job) {
 	start := time.Now()
 	out := w.run(j)
 	runtime := time.Since(start)
-	if w.endActive(j) {
+	if w.active.end(j) {
 		// Terminated by a revoke: whatever the task returned is dropped.
-		w.announceRevoked(j, "terminated", true, j.signal)
+		w.revocation.announce(j, "terminated", true, j.signal)
 		return
 	}
 	if (out.exc != nil || out.retry != nil) && w.base.Err() != nil {
@@ -222,7 +222,7 @@ func (w *Worker) run(j *job) outcome {
 	log := w.log.WithLazy(zap.String("task", msg.Name()), zap.String("id", msg.ID))
 	ctx, cancel := context.WithCancelCause(withRequest(w.base, req, log))
 	defer cancel(nil)
-	w.setCancel(j, cancel)
+	w.active.setCancel(j, cancel)
 	ctx = result.MarkTask(ctx)
 
 	hard, soft := w.timeLimits(msg, j.task)

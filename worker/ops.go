@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/protocol"
-	"github.com/gworker/gworker/result"
 )
 
 // Errors of the operations API.
@@ -69,11 +68,8 @@ type TaskState struct {
 // opsState is what the operations API adds to a Worker. Fields are guarded
 // by Worker.mu unless noted.
 type opsState struct {
-	revoked *RevokedSet   // safe for concurrent use
-	ready   chan struct{} // closed once consuming
+	ready chan struct{} // closed once consuming
 
-	active   map[*job]struct{}
-	totals   map[string]int64
 	queues   []string            // consumed queues, start-up ones first
 	extra    map[string]Consumer // queues added at run time
 	done     []Consumer          // cancelled added consumers, closed at shutdown
@@ -84,13 +80,7 @@ type opsState struct {
 }
 
 func (w *Worker) initOps() {
-	w.ops.revoked = w.cfg.Revoked
-	if w.ops.revoked == nil {
-		w.ops.revoked = NewRevokedSet(0, 0)
-	}
 	w.ops.ready = make(chan struct{})
-	w.ops.active = map[*job]struct{}{}
-	w.ops.totals = map[string]int64{}
 	w.ops.queues = append([]string(nil), w.cfg.Queues...)
 	w.ops.extra = map[string]Consumer{}
 	w.ops.timeLimit = map[string][2]time.Duration{}
@@ -106,63 +96,27 @@ func (w *Worker) Registry() *Registry { return w.cfg.Registry }
 func (w *Worker) PID() int { return w.pid }
 
 // RevokedSet returns the set of revoked task ids.
-func (w *Worker) RevokedSet() *RevokedSet { return w.ops.revoked }
-
-func (w *Worker) info(j *job) TaskInfo {
-	m := j.msg
-	ti := TaskInfo{
-		ID: m.ID, Name: m.Task, Args: m.Args, Kwargs: m.Kwargs, Hostname: w.cfg.Hostname,
-		DeliveryInfo: DeliveryInfo{Exchange: m.Exchange, RoutingKey: m.RoutingKey, Priority: m.Priority, Redelivered: m.Redelivered},
-		HasPriority:  j.d.Raw().HasPriority,
-	}
-	if !j.started.IsZero() {
-		ti.TimeStart = j.started
-		ti.Acknowledged = j.ackedAtStart
-		ti.WorkerPID = w.pid
-	}
-	return ti
-}
+func (w *Worker) RevokedSet() *RevokedSet { return w.revocation.set }
 
 // Active lists the running tasks.
-func (w *Worker) Active() []TaskInfo {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]TaskInfo, 0, len(w.ops.active))
-	for j := range w.ops.active {
-		out = append(out, w.info(j))
-	}
-	sort.Slice(out, func(i, k int) bool { return out[i].TimeStart.Before(out[k].TimeStart) })
-	return out
-}
+func (w *Worker) Active() []TaskInfo { return w.active.list() }
 
 // ActiveCount returns the number of running tasks.
-func (w *Worker) ActiveCount() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.ops.active)
-}
+func (w *Worker) ActiveCount() int { return w.active.count() }
 
 // Reserved lists the tasks received and waiting for a pool slot or for
 // their rate limit (not those held for an ETA).
 func (w *Worker) Reserved() []TaskInfo {
-	jobs := append(w.pool.queued(), w.hold.throttled()...)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]TaskInfo, 0, len(jobs))
-	for _, j := range jobs {
-		out = append(out, w.info(j))
-	}
-	return out
+	return w.active.describe(append(w.pool.queued(), w.hold.throttled()...))
 }
 
 // Scheduled lists the tasks held until their ETA, soonest first.
 func (w *Worker) Scheduled() []ScheduledTask {
 	held := w.hold.scheduled()
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	infos := w.active.describe(held)
 	out := make([]ScheduledTask, 0, len(held))
-	for _, j := range held {
-		st := ScheduledTask{Priority: ScheduledPriority, Request: w.info(j)}
+	for i, j := range held {
+		st := ScheduledTask{Priority: ScheduledPriority, Request: infos[i]}
 		if j.msg.ETA != nil {
 			st.ETA = *j.msg.ETA
 		}
@@ -199,63 +153,10 @@ func (w *Worker) QueryTasks(ids ...string) map[string]TaskState {
 
 // Totals returns how many tasks of each name started, as Celery's
 // `inspect stats` total.
-func (w *Worker) Totals() map[string]int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[string]int64, len(w.ops.totals))
-	for k, v := range w.ops.totals {
-		out[k] = v
-	}
-	return out
-}
+func (w *Worker) Totals() map[string]int64 { return w.active.totalsByName() }
 
 // Processed returns how many tasks started in all.
-func (w *Worker) Processed() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var n int64
-	for _, v := range w.ops.totals {
-		n += v
-	}
-	return n
-}
-
-// startActive records j as running.
-func (w *Worker) startActive(j *job) {
-	w.mu.Lock()
-	j.started = time.Now()
-	j.ackedAtStart = j.acked
-	w.ops.active[j] = struct{}{}
-	w.ops.totals[j.task.Name]++
-	w.mu.Unlock()
-}
-
-// setCancel records how to terminate j; it cancels at once when j was
-// terminated before it could.
-func (w *Worker) setCancel(j *job, cancel context.CancelCauseFunc) {
-	w.mu.Lock()
-	j.cancel = cancel
-	term := j.terminated
-	w.mu.Unlock()
-	if term {
-		cancel(ErrTerminated)
-	}
-}
-
-// endActive removes j from the running tasks and reports whether it was
-// terminated by a revoke.
-func (w *Worker) endActive(j *job) bool {
-	w.mu.Lock()
-	delete(w.ops.active, j)
-	j.cancel = nil
-	term := j.terminated
-	w.mu.Unlock()
-	return term
-}
-
-// ErrTerminated is the cause of the context of a task terminated by
-// Revoke(..., terminate=true).
-var ErrTerminated = &protocol.Exception{Type: "Terminated", Module: "billiard.exceptions", Args: []any{"SIGTERM"}}
+func (w *Worker) Processed() int64 { return w.active.processed() }
 
 // Revoke adds ids to the revoked set: a task with one of these ids is not
 // run when it is received later, and one waiting in the worker (held for
@@ -266,63 +167,7 @@ var ErrTerminated = &protocol.Exception{Type: "Terminated", Module: "billiard.ex
 // dropped and REVOKED is stored when it ends. Revoke returns the ids of
 // the running tasks it terminated.
 func (w *Worker) Revoke(ids []string, terminate bool, signal string) []string {
-	if len(ids) == 0 {
-		return nil
-	}
-	w.ops.revoked.Add(ids...)
-	want := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		want[id] = true
-	}
-	var terminated []string
-	var cancels []context.CancelCauseFunc
-	// Held and rate-limited tasks are released now; the revoked check on
-	// their way to the pool discards them.
-	w.hold.expedite(want)
-	w.mu.Lock()
-	if terminate {
-		for j := range w.ops.active {
-			if want[j.msg.ID] && !j.terminated {
-				j.terminated = true
-				j.signal = signal
-				terminated = append(terminated, j.msg.ID)
-				if j.cancel != nil {
-					cancels = append(cancels, j.cancel)
-				}
-			}
-		}
-	}
-	w.mu.Unlock()
-	for _, c := range cancels {
-		c(ErrTerminated)
-	}
-	return terminated
-}
-
-// discardIfRevoked stores REVOKED for a task whose id was revoked and
-// acknowledges its message, as Celery does for a revoked task it receives.
-func (w *Worker) discardIfRevoked(j *job) bool {
-	if !w.ops.revoked.Contains(j.msg.ID) {
-		return false
-	}
-	w.announceRevoked(j, "revoked", false, "")
-	return true
-}
-
-// announceRevoked is Celery's Request._announce_revoked: REVOKED with
-// TaskRevokedError(reason), chord part counted, task-revoked event, ack.
-func (w *Worker) announceRevoked(j *job, reason string, terminated bool, signal string) {
-	w.counts.revoked.Add(1)
-	msg := j.msg
-	w.log.Info("Discarding revoked task: "+msg.Name()+"["+msg.ID+"]", zap.String("reason", reason))
-	if w.events.on() {
-		w.events.emit(&TaskEvent{Type: EventTaskRevoked, Message: msg, Terminated: terminated, Signal: signal, Expired: reason == "expired"})
-	}
-	ctx := context.Background()
-	exc := taskRevoked(reason)
-	w.results.store(ctx, w.results.meta(msg, result.Revoked, exc.Value(), "", nil))
-	w.followups.chordPart(ctx, msg, result.Revoked, exc.Value())
-	j.ack(w.log)
+	return w.revocation.revoke(ids, terminate, signal)
 }
 
 // SetRateLimit changes a task's rate limit at run time ("" removes it).

@@ -107,12 +107,14 @@ type Worker struct {
 	stopping bool
 	consumer Consumer
 
-	limits  *rateLimits
-	hold    *hold // ETA and rate-limit waits, the prefetch window
-	pool    *pool // runs the tasks
-	pending *pendingResults
-	runs    runningIDs // acks_late tasks running, by id
-	started atomic.Bool
+	limits     *rateLimits
+	hold       *hold // ETA and rate-limit waits, the prefetch window
+	pool       *pool // runs the tasks
+	active     *activeTasks
+	revocation *revocation
+	pending    *pendingResults
+	runs       runningIDs // acks_late tasks running, by id
+	started    atomic.Bool
 
 	// base is the parent of every task context; Terminate cancels it.
 	base       context.Context
@@ -196,6 +198,13 @@ func New(cfg Config) (*Worker, error) {
 	w.followups = &followupSender{f: cfg.Followups, log: log}
 	w.results = &resultWriter{backend: cfg.Backend, hostname: cfg.Hostname, pid: w.pid,
 		extended: cfg.ResultExtended, log: log, stop: w.base.Done()}
+	w.active = newActiveTasks(cfg.Hostname, w.pid)
+	revoked := cfg.Revoked
+	if revoked == nil {
+		revoked = NewRevokedSet(0, 0)
+	}
+	w.revocation = &revocation{set: revoked, hold: w.hold, active: w.active, results: w.results,
+		followups: w.followups, events: w.events, counts: &w.counts, log: log}
 	w.pending = newPendingResults(cfg.Backend, max(cfg.MaxPendingResults, 0), log)
 	w.initOps()
 	return w, nil
@@ -363,7 +372,7 @@ func (w *Worker) receive(d Delivery) {
 		ce.Message = "Task " + msg.Name() + "[" + msg.ID + "] received"
 		ce.Write()
 	}
-	if w.revokeIfExpired(j) || w.discardIfRevoked(j) {
+	if w.revocation.discardIfExpired(j) || w.revocation.discardIfRevoked(j) {
 		return
 	}
 	w.inflight.Add(1)
@@ -387,7 +396,7 @@ func (w *Worker) announceReceived(j *job) {
 // due continues with j once its ETA came: it runs (after its rate limit),
 // or, at the ETA horizon, it is published again and acknowledged.
 func (w *Worker) due(j *job, horizon bool) {
-	if w.discardIfRevoked(j) {
+	if w.revocation.discardIfRevoked(j) {
 		w.inflight.Done()
 		return
 	}
@@ -406,7 +415,7 @@ func (w *Worker) due(j *job, horizon bool) {
 
 // schedule queues j, after its task's rate limit allows it.
 func (w *Worker) schedule(j *job) {
-	if w.discardIfRevoked(j) {
+	if w.revocation.discardIfRevoked(j) {
 		w.inflight.Done()
 		return
 	}
@@ -454,16 +463,6 @@ func (w *Worker) rejectInvalid(d Delivery, raw *protocol.RawMessage, err error) 
 	if err := d.Reject(false); err != nil {
 		w.log.Warn("reject", zap.Error(err))
 	}
-}
-
-// revokeIfExpired stores REVOKED(expired) and acks when the message has
-// expired, as Celery does at receipt and before running.
-func (w *Worker) revokeIfExpired(j *job) bool {
-	if j.msg.Expires == nil || time.Now().Before(*j.msg.Expires) {
-		return false
-	}
-	w.announceRevoked(j, "expired", false, "")
-	return true
 }
 
 func truncate(s string, n int) string {
