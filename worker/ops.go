@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/gworker/gworker/protocol"
 )
 
 // Errors of the operations API.
@@ -74,16 +72,12 @@ type opsState struct {
 	extra    map[string]Consumer // queues added at run time
 	done     []Consumer          // cancelled added consumers, closed at shutdown
 	dispatch sync.WaitGroup      // dispatch loops of added consumers
-
-	limMu     sync.RWMutex
-	timeLimit map[string][2]time.Duration // task -> {soft, hard}
 }
 
 func (w *Worker) initOps() {
 	w.ops.ready = make(chan struct{})
 	w.ops.queues = append([]string(nil), w.cfg.Queues...)
 	w.ops.extra = map[string]Consumer{}
-	w.ops.timeLimit = map[string][2]time.Duration{}
 }
 
 // Ready is closed once Run consumes and the pool runs.
@@ -184,27 +178,8 @@ func (w *Worker) SetTimeLimit(task string, soft, hard time.Duration) error {
 	if _, err := w.cfg.Registry.Lookup(task); err != nil {
 		return fmt.Errorf("%w: %q", ErrUnknownTask, task)
 	}
-	w.ops.limMu.Lock()
-	w.ops.timeLimit[task] = [2]time.Duration{soft, hard}
-	w.ops.limMu.Unlock()
+	w.timeLimits.set(task, soft, hard)
 	return nil
-}
-
-// runtimeLimits applies time limits set with SetTimeLimit.
-func (w *Worker) runtimeLimits(msg *protocol.Message, task string, hard, soft time.Duration) (time.Duration, time.Duration) {
-	w.ops.limMu.RLock()
-	l, ok := w.ops.timeLimit[task]
-	w.ops.limMu.RUnlock()
-	if !ok {
-		return hard, soft
-	}
-	if msg.TimeLimit == nil {
-		hard = l[1]
-	}
-	if msg.SoftTimeLimit == nil {
-		soft = l[0]
-	}
-	return hard, soft
 }
 
 // Concurrency returns the current pool size.

@@ -62,14 +62,18 @@ type testDelivery struct {
 	raw    *protocol.RawMessage
 	ackErr error
 	stale  bool
+	// count, when counted, is the broker's count of earlier deliveries.
+	count   int
+	counted bool
 
 	mu      sync.Mutex
 	settled []string // "ack", "requeue", "reject"
 }
 
-func (d *testDelivery) Raw() *protocol.RawMessage { return d.raw }
-func (d *testDelivery) Ack() error                { d.record("ack"); return d.ackErr }
-func (d *testDelivery) Stale() bool               { return d.stale }
+func (d *testDelivery) Raw() *protocol.RawMessage  { return d.raw }
+func (d *testDelivery) Ack() error                 { d.record("ack"); return d.ackErr }
+func (d *testDelivery) Stale() bool                { return d.stale }
+func (d *testDelivery) DeliveryCount() (int, bool) { return d.count, d.counted }
 func (d *testDelivery) Reject(requeue bool) error {
 	if requeue {
 		d.record("requeue")

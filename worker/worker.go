@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,8 +111,9 @@ type Worker struct {
 	pool       *pool // runs the tasks
 	active     *activeTasks
 	revocation *revocation
+	exec       *executor // runs a task and what follows it
+	timeLimits *timeLimits
 	pending    *pendingResults
-	runs       runningIDs // acks_late tasks running, by id
 	started    atomic.Bool
 
 	// base is the parent of every task context; Terminate cancels it.
@@ -182,7 +182,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.PrefetchMultiplier > 0 {
 		prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
 	}
-	w.pool = newPool(cfg.Concurrency, func(j *job) { w.execute(j); w.inflight.Done() }, w.handBack)
+	w.pool = newPool(cfg.Concurrency, func(j *job) { w.exec.execute(j); w.inflight.Done() }, w.handBack)
 	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
 		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
 	for _, name := range cfg.Registry.Names() {
@@ -206,6 +206,12 @@ func New(cfg Config) (*Worker, error) {
 	w.revocation = &revocation{set: revoked, hold: w.hold, active: w.active, results: w.results,
 		followups: w.followups, events: w.events, counts: &w.counts, log: log}
 	w.pending = newPendingResults(cfg.Backend, max(cfg.MaxPendingResults, 0), log)
+	w.timeLimits = newTimeLimits(cfg.TimeLimit, cfg.SoftTimeLimit)
+	w.exec = &executor{log: log, base: w.base, acksLate: cfg.AcksLate, trackStarted: cfg.TrackStarted,
+		maxRedeliveries: cfg.MaxRedeliveries, revocation: w.revocation, active: w.active,
+		runner:  &runner{hostname: cfg.Hostname, log: log, base: w.base, limits: w.timeLimits, active: w.active},
+		results: w.results, pending: w.pending, followups: w.followups, events: w.events, counts: &w.counts}
+	w.exec.redeliveries, _ = cfg.Backend.(result.RedeliveryCounter)
 	w.initOps()
 	return w, nil
 }
@@ -477,8 +483,4 @@ func truncateBytes(b []byte, n int) []byte {
 		return b
 	}
 	return b[:n]
-}
-
-func panicTraceback(p any) string {
-	return fmt.Sprintf("panic: %v\n\n%s", p, debug.Stack())
 }
