@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -63,25 +62,8 @@ type TaskState struct {
 	Info  TaskInfo
 }
 
-// opsState is what the operations API adds to a Worker. Fields are guarded
-// by Worker.mu unless noted.
-type opsState struct {
-	ready chan struct{} // closed once consuming
-
-	queues   []string            // consumed queues, start-up ones first
-	extra    map[string]Consumer // queues added at run time
-	done     []Consumer          // cancelled added consumers, closed at shutdown
-	dispatch sync.WaitGroup      // dispatch loops of added consumers
-}
-
-func (w *Worker) initOps() {
-	w.ops.ready = make(chan struct{})
-	w.ops.queues = append([]string(nil), w.cfg.Queues...)
-	w.ops.extra = map[string]Consumer{}
-}
-
 // Ready is closed once Run consumes and the pool runs.
-func (w *Worker) Ready() <-chan struct{} { return w.ops.ready }
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
 
 // Registry returns the worker's task registry.
 func (w *Worker) Registry() *Registry { return w.cfg.Registry }
@@ -208,116 +190,16 @@ func (w *Worker) ResizePool(n int) error {
 }
 
 // Queues returns the consumed queues.
-func (w *Worker) Queues() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.ops.queues...)
-}
+func (w *Worker) Queues() []string { return w.consumers.list() }
 
 // AddQueue starts consuming a queue while the worker runs (Celery's
 // add_consumer). Consuming a queue already consumed is not an error.
 func (w *Worker) AddQueue(ctx context.Context, name string) error {
-	w.mu.Lock()
-	if w.consumer == nil || w.stopping {
-		w.mu.Unlock()
-		return ErrNotRunning
-	}
-	for _, q := range w.ops.queues {
-		if q == name {
-			w.mu.Unlock()
-			return nil
-		}
-	}
-	w.mu.Unlock()
-	cons, err := w.cfg.Broker.Consume(ctx, []string{name}, w.hold.prefetchCount())
-	if err != nil {
-		return fmt.Errorf("worker: consume %q: %w", name, err)
-	}
-	w.mu.Lock()
-	if w.stopping {
-		w.mu.Unlock()
-		_ = cons.Close()
-		return ErrNotRunning
-	}
-	w.ops.extra[name] = cons
-	w.ops.queues = append(w.ops.queues, name)
-	w.ops.dispatch.Add(1)
-	w.mu.Unlock()
-	go func() {
-		defer w.ops.dispatch.Done()
-		for d := range cons.Deliveries() {
-			if w.isStopping() {
-				requeue(w.log, d)
-				continue
-			}
-			w.receive(d)
-		}
-	}()
-	w.log.Info("Started consuming from " + name)
-	return nil
+	return w.consumers.add(ctx, name, w.hold.prefetchCount())
 }
 
 // CancelQueue stops consuming a queue added with AddQueue (Celery's
 // cancel_consumer). Messages already received still run.
 func (w *Worker) CancelQueue(ctx context.Context, name string) error {
-	w.mu.Lock()
-	cons, ok := w.ops.extra[name]
-	if !ok {
-		consumed := false
-		for _, q := range w.ops.queues {
-			consumed = consumed || q == name
-		}
-		w.mu.Unlock()
-		if consumed {
-			return fmt.Errorf("%w: %q", ErrStartupQueue, name)
-		}
-		return fmt.Errorf("%w: %q", ErrNotConsuming, name)
-	}
-	delete(w.ops.extra, name)
-	for i, q := range w.ops.queues {
-		if q == name {
-			w.ops.queues = append(w.ops.queues[:i:i], w.ops.queues[i+1:]...)
-			break
-		}
-	}
-	w.ops.done = append(w.ops.done, cons)
-	w.mu.Unlock()
-	if err := cons.Cancel(ctx); err != nil {
-		return fmt.Errorf("worker: cancel consuming %q: %w", name, err)
-	}
-	w.log.Info("Stopped consuming from " + name)
-	return nil
-}
-
-// stopAdded cancels the consumers of added queues and waits for their
-// dispatch loops.
-func (w *Worker) stopAdded(ctx context.Context) {
-	w.mu.Lock()
-	var cons []Consumer
-	for _, c := range w.ops.extra {
-		cons = append(cons, c)
-		w.ops.done = append(w.ops.done, c)
-	}
-	w.ops.extra = map[string]Consumer{}
-	w.mu.Unlock()
-	for _, c := range cons {
-		if err := c.Cancel(ctx); err != nil {
-			w.log.Warn("cancel consumer", zap.Error(err))
-			_ = c.Close()
-		}
-	}
-	w.ops.dispatch.Wait()
-}
-
-// closeAdded closes every added consumer.
-func (w *Worker) closeAdded() {
-	w.mu.Lock()
-	done := w.ops.done
-	w.ops.done = nil
-	w.mu.Unlock()
-	for _, c := range done {
-		if err := c.Close(); err != nil {
-			w.log.Debug("close consumer", zap.Error(err))
-		}
-	}
+	return w.consumers.cancel(ctx, name)
 }

@@ -95,10 +95,13 @@ func (d *testDelivery) outcome() []string {
 	return append([]string(nil), d.settled...)
 }
 
-// testConsumer records the prefetch windows asked of it.
+// testConsumer records the prefetch windows asked of it, and whether it
+// was cancelled and closed.
 type testConsumer struct {
 	mu       sync.Mutex
 	prefetch []int
+	cancels  int
+	closes   int
 	ch       chan Delivery
 	once     sync.Once
 }
@@ -112,8 +115,27 @@ func (c *testConsumer) SetPrefetch(n int) error {
 	c.mu.Unlock()
 	return nil
 }
-func (c *testConsumer) Cancel(context.Context) error { c.once.Do(func() { close(c.ch) }); return nil }
-func (c *testConsumer) Close() error                 { return c.Cancel(context.Background()) }
+func (c *testConsumer) Cancel(context.Context) error {
+	c.mu.Lock()
+	c.cancels++
+	c.mu.Unlock()
+	c.once.Do(func() { close(c.ch) })
+	return nil
+}
+func (c *testConsumer) Close() error {
+	c.mu.Lock()
+	c.closes++
+	c.mu.Unlock()
+	c.once.Do(func() { close(c.ch) })
+	return nil
+}
+
+// ended returns how often the consumer was cancelled and closed.
+func (c *testConsumer) ended() (cancels, closes int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cancels, c.closes
+}
 
 func (c *testConsumer) windows() []int {
 	c.mu.Lock()

@@ -101,14 +101,13 @@ type Worker struct {
 	pid    int
 
 	inflight sync.WaitGroup // jobs received and not yet finished
-
-	mu       sync.Mutex
-	stopping bool
-	consumer Consumer
+	ready    chan struct{}  // closed once consuming
+	stopping atomic.Bool    // a shutdown began
 
 	limits     *rateLimits
 	hold       *hold // ETA and rate-limit waits, the prefetch window
 	pool       *pool // runs the tasks
+	consumers  *consumers
 	active     *activeTasks
 	revocation *revocation
 	exec       *executor // runs a task and what follows it
@@ -124,8 +123,6 @@ type Worker struct {
 	events    *taskEvents
 	followups *followupSender
 	results   *resultWriter
-
-	ops opsState
 }
 
 // New checks cfg and returns a worker.
@@ -176,12 +173,14 @@ func New(cfg Config) (*Worker, error) {
 		log:    log,
 		decode: protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
 		pid:    os.Getpid(),
+		ready:  make(chan struct{}),
 		limits: newRateLimits(),
 	}
 	prefetch := 0
 	if cfg.PrefetchMultiplier > 0 {
 		prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
 	}
+	w.consumers = newConsumers(cfg.Broker, log, cfg.Queues, w.dispatch)
 	w.pool = newPool(cfg.Concurrency, func(j *job) { w.exec.execute(j); w.inflight.Done() }, w.handBack)
 	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
 		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
@@ -212,7 +211,6 @@ func New(cfg Config) (*Worker, error) {
 		runner:  &runner{hostname: cfg.Hostname, log: log, base: w.base, limits: w.timeLimits, active: w.active},
 		results: w.results, pending: w.pending, followups: w.followups, events: w.events, counts: &w.counts}
 	w.exec.redeliveries, _ = cfg.Backend.(result.RedeliveryCounter)
-	w.initOps()
 	return w, nil
 }
 
@@ -239,27 +237,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: consume: %w", err)
 	}
 	w.hold.start(cons)
-	w.mu.Lock()
-	w.consumer = cons
-	w.mu.Unlock()
+	w.consumers.start(cons)
 	w.pool.start()
 	go w.pending.run()
 	// Celery's line, which log scrapers and supervisors wait for.
 	w.log.Info(w.cfg.Hostname+" ready.", zap.Strings("queues", w.cfg.Queues),
 		zap.Int("concurrency", w.pool.concurrency()), zap.Int("prefetch", prefetch))
-	close(w.ops.ready)
+	close(w.ready)
 
-	deliveries := cons.Deliveries()
 	dispatchDone := make(chan struct{})
 	go func() {
 		defer close(dispatchDone)
-		for d := range deliveries {
-			if w.isStopping() {
-				requeue(w.log, d)
-				continue
-			}
-			w.receive(d)
-		}
+		w.dispatch(cons.Deliveries())
 	}()
 
 	var runErr error
@@ -285,17 +274,22 @@ var (
 	ErrConsumerClosed = errors.New("worker: the consumer stopped delivering messages")
 )
 
-func (w *Worker) isStopping() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.stopping
+// dispatch receives deliveries until they end; once a shutdown began,
+// they go back to their queue.
+func (w *Worker) dispatch(deliveries <-chan Delivery) {
+	for d := range deliveries {
+		if w.stopping.Load() {
+			requeue(w.log, d)
+			continue
+		}
+		w.receive(d)
+	}
 }
 
 func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	w.log.Info("worker: Warm shutdown")
-	w.mu.Lock()
-	w.stopping = true
-	w.mu.Unlock()
+	w.stopping.Store(true)
+	w.consumers.stop()
 	w.pool.stop()
 	// Every job still waiting for its ETA or its rate limit goes back to
 	// the queue.
@@ -311,7 +305,7 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 			w.log.Warn("close consumer", zap.Error(err))
 		}
 	}
-	w.stopAdded(cctx)
+	w.consumers.cancelAdded(cctx)
 	cancel()
 	// The deliveries channel closes after the cancellation; whatever was
 	// still in it is requeued by the dispatch loop.
@@ -337,7 +331,7 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	if err := cons.Close(); err != nil {
 		w.log.Warn("close consumer", zap.Error(err))
 	}
-	w.closeAdded()
+	w.consumers.closeAdded()
 	w.pending.close()
 	w.cancelBase()
 }
