@@ -120,6 +120,8 @@ type Worker struct {
 	cancelBase context.CancelFunc
 
 	counts    counters
+	inspector Inspector
+	controls  Controls
 	events    *taskEvents
 	followups *followupSender
 	results   *resultWriter
@@ -211,14 +213,45 @@ func New(cfg Config) (*Worker, error) {
 		runner:  &runner{hostname: cfg.Hostname, log: log, base: w.base, limits: w.timeLimits, active: w.active},
 		results: w.results, pending: w.pending, followups: w.followups, events: w.events, counts: &w.counts}
 	w.exec.redeliveries, _ = cfg.Backend.(result.RedeliveryCounter)
+	w.inspector = Inspector{pid: w.pid, active: w.active, pool: w.pool, hold: w.hold, consumers: w.consumers,
+		counts: &w.counts, results: w.results, pending: w.pending}
+	w.controls = Controls{registry: cfg.Registry, log: log, prefetchMultiplier: cfg.PrefetchMultiplier,
+		limits: w.limits, timeLimits: w.timeLimits, pool: w.pool, hold: w.hold, consumers: w.consumers}
 	return w, nil
 }
 
 // Hostname returns the worker's node name.
 func (w *Worker) Hostname() string { return w.cfg.Hostname }
 
-// Stats returns the worker's counters.
-func (w *Worker) Stats() Stats { return w.counts.stats(w.pending.len(), w.results.retries.Load()) }
+// Stats returns the worker's counters (as its Inspector does).
+func (w *Worker) Stats() Stats { return w.inspector.Stats() }
+
+// Inspector returns the worker's read-only view of what it holds and did.
+func (w *Worker) Inspector() *Inspector { return &w.inspector }
+
+// Controls returns what changes the worker while it runs.
+func (w *Worker) Controls() *Controls { return &w.controls }
+
+// Ready is closed once Run consumes and the pool runs.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
+
+// Registry returns the worker's task registry.
+func (w *Worker) Registry() *Registry { return w.cfg.Registry }
+
+// RevokedSet returns the set of revoked task ids.
+func (w *Worker) RevokedSet() *RevokedSet { return w.revocation.set }
+
+// Revoke adds ids to the revoked set: a task with one of these ids is not
+// run when it is received later, and one waiting in the worker (held for
+// its ETA, waiting for its rate limit, or queued) is discarded as REVOKED
+// instead of running. With terminate, the contexts of running tasks with
+// these ids are cancelled (cause ErrTerminated); Go cannot stop a goroutine,
+// so a task that ignores its context runs on, but whatever it returns is
+// dropped and REVOKED is stored when it ends. Revoke returns the ids of
+// the running tasks it terminated.
+func (w *Worker) Revoke(ids []string, terminate bool, signal string) []string {
+	return w.revocation.revoke(ids, terminate, signal)
+}
 
 // Run consumes and runs tasks until ctx is done, then shuts down warmly: it
 // stops consuming, lets running tasks finish (and acknowledges them), and
@@ -231,7 +264,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return ErrAlreadyRun
 	}
-	prefetch := w.Prefetch()
+	prefetch := w.hold.prefetchCount()
 	cons, err := w.cfg.Broker.Consume(ctx, w.cfg.Queues, prefetch)
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
