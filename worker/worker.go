@@ -93,38 +93,40 @@ type Config struct {
 	Revoked *RevokedSet
 }
 
-// Worker consumes task messages and runs them.
+// Worker consumes task messages and runs them. It is made of parts, each
+// with one job and tested on its own; the Worker receives messages and
+// routes them between its parts.
 type Worker struct {
 	cfg    Config
 	log    *zap.Logger
 	decode protocol.DecodeOptions
 	pid    int
 
-	inflight sync.WaitGroup // jobs received and not yet finished
+	started  atomic.Bool    // Run was called
 	ready    chan struct{}  // closed once consuming
 	stopping atomic.Bool    // a shutdown began
-
-	limits     *rateLimits
-	hold       *hold // ETA and rate-limit waits, the prefetch window
-	pool       *pool // runs the tasks
-	consumers  *consumers
-	active     *activeTasks
-	revocation *revocation
-	exec       *executor // runs a task and what follows it
-	timeLimits *timeLimits
-	pending    *pendingResults
-	started    atomic.Bool
-
+	inflight sync.WaitGroup // jobs received and not yet finished
 	// base is the parent of every task context; Terminate cancels it.
 	base       context.Context
 	cancelBase context.CancelFunc
 
-	counts    counters
-	inspector Inspector
-	controls  Controls
-	events    *taskEvents
-	followups *followupSender
-	results   *resultWriter
+	// The parts, about in the order a message meets them.
+	consumers  *consumers      // the consumed queues
+	revocation *revocation     // revoked and expired tasks
+	hold       *hold           // ETA and rate-limit waits, the prefetch window
+	pool       *pool           // bounded concurrency
+	exec       *executor       // begin, run and settle a task
+	active     *activeTasks    // the running tasks
+	results    *resultWriter   // result metas and their storing
+	pending    *pendingResults // results waiting for the store to come back
+	followups  *followupSender // callbacks, chains, chords
+	events     *taskEvents     // task events
+	counts     counters        // what Stats reports
+	limits     *rateLimits     // shared by the hold and Controls
+	timeLimits *timeLimits     // shared by the runner and Controls
+
+	inspector Inspector // the read-only view
+	controls  Controls  // changes at run time
 }
 
 // New checks cfg and returns a worker.
@@ -170,6 +172,12 @@ func New(cfg Config) (*Worker, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	return assemble(cfg, log)
+}
+
+// assemble builds the parts of a worker for a checked cfg and wires them
+// together.
+func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	w := &Worker{
 		cfg:    cfg,
 		log:    log,
@@ -178,14 +186,6 @@ func New(cfg Config) (*Worker, error) {
 		ready:  make(chan struct{}),
 		limits: newRateLimits(),
 	}
-	prefetch := 0
-	if cfg.PrefetchMultiplier > 0 {
-		prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
-	}
-	w.consumers = newConsumers(cfg.Broker, log, cfg.Queues, w.dispatch)
-	w.pool = newPool(cfg.Concurrency, func(j *job) { w.exec.execute(j); w.inflight.Done() }, w.handBack)
-	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
-		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
 	for _, name := range cfg.Registry.Names() {
 		t, _ := cfg.Registry.Lookup(name)
 		if t.Options.RateLimit != "" {
@@ -195,19 +195,28 @@ func New(cfg Config) (*Worker, error) {
 		}
 	}
 	w.base, w.cancelBase = context.WithCancel(context.Background())
-	w.events = newTaskEvents(cfg.Events)
-	w.followups = &followupSender{f: cfg.Followups, log: log}
-	w.results = &resultWriter{backend: cfg.Backend, hostname: cfg.Hostname, pid: w.pid,
-		extended: cfg.ResultExtended, log: log, stop: w.base.Done()}
-	w.active = newActiveTasks(cfg.Hostname, w.pid)
 	revoked := cfg.Revoked
 	if revoked == nil {
 		revoked = NewRevokedSet(0, 0)
 	}
+	prefetch := 0
+	if cfg.PrefetchMultiplier > 0 {
+		prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
+	}
+
+	w.consumers = newConsumers(cfg.Broker, log, cfg.Queues, w.dispatch)
+	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
+		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
+	w.pool = newPool(cfg.Concurrency, func(j *job) { w.exec.execute(j); w.inflight.Done() }, w.handBack)
+	w.active = newActiveTasks(cfg.Hostname, w.pid)
+	w.results = &resultWriter{backend: cfg.Backend, hostname: cfg.Hostname, pid: w.pid,
+		extended: cfg.ResultExtended, log: log, stop: w.base.Done()}
+	w.pending = newPendingResults(cfg.Backend, max(cfg.MaxPendingResults, 0), log)
+	w.followups = &followupSender{f: cfg.Followups, log: log}
+	w.events = newTaskEvents(cfg.Events)
+	w.timeLimits = newTimeLimits(cfg.TimeLimit, cfg.SoftTimeLimit)
 	w.revocation = &revocation{set: revoked, hold: w.hold, active: w.active, results: w.results,
 		followups: w.followups, events: w.events, counts: &w.counts, log: log}
-	w.pending = newPendingResults(cfg.Backend, max(cfg.MaxPendingResults, 0), log)
-	w.timeLimits = newTimeLimits(cfg.TimeLimit, cfg.SoftTimeLimit)
 	w.exec = &executor{log: log, base: w.base, acksLate: cfg.AcksLate, trackStarted: cfg.TrackStarted,
 		maxRedeliveries: cfg.MaxRedeliveries, revocation: w.revocation, active: w.active,
 		runner:  &runner{hostname: cfg.Hostname, log: log, base: w.base, limits: w.timeLimits, active: w.active},
