@@ -210,7 +210,12 @@ func (e *executor) retry(ctx context.Context, j *job, r *RetryError, children []
 // resultTuple is the tuple form of an AsyncResult without parent.
 func resultTuple(id string) []any { return []any{[]any{id, nil}, nil} }
 
+// isEncodeError reports whether err says that the backend cannot encode a
+// result (no retry can store it).
 func isEncodeError(err error) bool {
+	if err == nil {
+		return false
+	}
 	var ee *protocol.EncodeError
 	return errors.As(err, &ee)
 }
