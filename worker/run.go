@@ -65,9 +65,7 @@ func (r *runner) run(j *job) outcome {
 		CorrelationID: msg.CorrelationID, Hostname: r.hostname, Message: msg,
 		DeliveryInfo: DeliveryInfo{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Priority: msg.Priority, Redelivered: msg.Redelivered},
 	}
-	// Lazy: the fields are encoded only if the task logs something.
-	log := r.log.WithLazy(zap.String("task", msg.Name()), zap.String("id", msg.ID))
-	ctx, cancel := context.WithCancelCause(withRequest(r.base, req, log))
+	ctx, cancel := context.WithCancelCause(withRequest(r.base, req, r.log))
 	defer cancel(nil)
 	r.active.setCancel(j, cancel)
 	ctx = result.MarkTask(ctx)

@@ -28,8 +28,15 @@ func TestRunnerRunsTheHandlerWithItsRequest(t *testing.T) {
 	if got := out.req.Children(); !reflect.DeepEqual(got, []any{"child"}) {
 		t.Errorf("children %v", got)
 	}
-	if te.logs.FilterMessage("from the task").Len() != 1 {
-		t.Error("the task's log line is missing")
+	lines := te.logs.FilterMessage("from the task").All()
+	if len(lines) != 1 {
+		t.Fatal("the task's log line is missing")
+	}
+	if f := lines[0].ContextMap(); f["task"] != "tasks.req" || f["id"] != "req-1" {
+		t.Errorf("the task's log line has fields %v, want its task and id", f)
+	}
+	if LoggerFromContext(context.Background()) == nil {
+		t.Error("no logger outside a task")
 	}
 }
 
