@@ -328,6 +328,9 @@ func (w *Worker) dispatch(deliveries <-chan Delivery) {
 	}
 }
 
+// shutdown stops consuming, returns what did not start to the queue and
+// waits for the running tasks (Celery's warm shutdown), unless Terminate
+// makes it cold.
 func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	w.log.Info("worker: Warm shutdown")
 	w.stopping.Store(true)
@@ -356,12 +359,10 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	case <-w.base.Done():
 	}
 	for _, j := range held {
-		requeue(w.log, j.d)
-		w.inflight.Done()
+		w.handBack(j)
 	}
 	for _, j := range w.pool.close() {
-		requeue(w.log, j.d)
-		w.inflight.Done()
+		w.handBack(j)
 	}
 	done := make(chan struct{})
 	go func() { w.pool.wait(); w.inflight.Wait(); close(done) }()
@@ -466,6 +467,8 @@ func (w *Worker) schedule(j *job) {
 	}
 }
 
+// enqueue hands j to the pool, or back to its queue once the pool is
+// closed.
 func (w *Worker) enqueue(j *job) {
 	if !w.pool.push(j) {
 		w.handBack(j)
