@@ -184,6 +184,11 @@ type sample struct {
 	TasksPerS float64 `json:"tasks_per_s"`
 	CPUus     float64 `json:"cpu_us_per_task"`
 	RSSMB     float64 `json:"peak_rss_mb"`
+	// Syscalls is the worker's read and write system calls per task, and
+	// Switches its threads' context switches per task, over the same
+	// window as CPUus.
+	Syscalls float64 `json:"rw_syscalls_per_task"`
+	Switches float64 `json:"context_switches_per_task"`
 	// BrokerUS and RedisUS are the CPU time of the RabbitMQ (beam.smp)
 	// and Redis server processes per task over the same window, when
 	// they run on this machine. Other clients of the servers count too.
@@ -380,8 +385,8 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				if mode == "latency" {
 					lat = fmt.Sprintf("  round trip p50 %.0f µs, p90 %.0f µs, p99 %.0f µs", s.P50us, s.P90us, s.P99us)
 				}
-				fmt.Fprintf(stdout, "  %-7s %-8s %6d tasks in %6.2fs  %8.0f tasks/s  %6.0f µs CPU/task  %6.1f MB peak RSS  (RabbitMQ %.0f µs, Redis %.0f µs CPU/task)%s\n",
-					mode, w, s.Tasks, s.Seconds, s.TasksPerS, s.CPUus, s.RSSMB, s.BrokerUS, s.RedisUS, lat)
+				fmt.Fprintf(stdout, "  %-7s %-8s %6d tasks in %6.2fs  %8.0f tasks/s  %6.0f µs CPU/task  %6.1f MB peak RSS  %5.2f r/w syscalls/task  %5.2f switches/task  (RabbitMQ %.0f µs, Redis %.0f µs CPU/task)%s\n",
+					mode, w, s.Tasks, s.Seconds, s.TasksPerS, s.CPUus, s.RSSMB, s.Syscalls, s.Switches, s.BrokerUS, s.RedisUS, lat)
 			}
 		}
 	}

@@ -53,6 +53,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 	var (
 		p          *proc
 		cpu0, cpu1 time.Duration
+		cnt0, cnt1 counters
 		rss        *rssSampler
 		// The servers' CPU over the same window (0 when not local).
 		beam, redisPid = findProcess("beam.smp"), findProcess("redis-server")
@@ -105,7 +106,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 	var first, last time.Time
 	switch mode {
 	case "prefill":
-		w, err := watch(func() { cpu0 = treeCPU(p.pid()); srv0 = serversCPU() })
+		w, err := watch(func() { cpu0, cnt0 = treeCPU(p.pid()), treeCounters(p.pid()); srv0 = serversCPU() })
 		if err != nil {
 			return fail(err)
 		}
@@ -121,7 +122,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		if err != nil {
 			return fail(err)
 		}
-		cpu1, srv1 = treeCPU(p.pid()), serversCPU()
+		cpu1, cnt1, srv1 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
 	case "e2e":
 		if err := start(); err != nil {
 			return fail(err)
@@ -133,7 +134,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		if err != nil {
 			return fail(err)
 		}
-		cpu0, srv0 = treeCPU(p.pid()), serversCPU()
+		cpu0, cnt0, srv0 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
 		first = time.Now()
 		if err := bb.publishAll(ctx, b, o.window); err != nil {
 			w.close()
@@ -143,7 +144,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		if err != nil {
 			return fail(err)
 		}
-		cpu1, srv1 = treeCPU(p.pid()), serversCPU()
+		cpu1, cnt1, srv1 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
 	case "latency":
 		if err := start(); err != nil {
 			return fail(err)
@@ -151,12 +152,12 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		if err := bb.waitConsumer(ctx, queue); err != nil {
 			return fail(fmt.Errorf("%w:\n%s", err, p.tail()))
 		}
-		cpu0, srv0 = treeCPU(p.pid()), serversCPU()
+		cpu0, cnt0, srv0 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
 		rt, err := runLatencyClient(ctx, o, logDir, queue)
 		if err != nil {
 			return fail(err)
 		}
-		cpu1, srv1 = treeCPU(p.pid()), serversCPU()
+		cpu1, cnt1, srv1 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
 		s.Tasks = len(rt)
 		s.P50us, s.P90us, s.P99us = percentile(rt, 50), percentile(rt, 90), percentile(rt, 99)
 		// The window is the sum of the round trips: calls one after
@@ -179,6 +180,8 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 	// In latency mode the CPU and server figures also cover the client's
 	// warm-up calls.
 	s.CPUus = float64((cpu1 - cpu0).Microseconds()) / float64(s.Tasks)
+	s.Syscalls = float64(cnt1.rw-cnt0.rw) / float64(s.Tasks)
+	s.Switches = float64(cnt1.switches-cnt0.switches) / float64(s.Tasks)
 	if srv1[0] > srv0[0] && srv0[0] > 0 {
 		s.BrokerUS = float64((srv1[0] - srv0[0]).Microseconds()) / float64(s.Tasks)
 	}
@@ -329,7 +332,7 @@ const (
 
 // figures are one worker's runs in one mode.
 type figures struct {
-	tasksPerS, cpu, rss, broker, redis, p50, p90, p99 []float64
+	tasksPerS, cpu, rss, broker, redis, p50, p90, p99, sys, sw []float64
 }
 
 // medians are the medians of a worker's figures in one mode.
@@ -356,10 +359,12 @@ func report(w io.Writer, o *options, samples []sample) {
 		f.p50 = append(f.p50, s.P50us)
 		f.p90 = append(f.p90, s.P90us)
 		f.p99 = append(f.p99, s.P99us)
+		f.sys = append(f.sys, s.Syscalls)
+		f.sw = append(f.sw, s.Switches)
 	}
 	med := map[key]medians{}
 	fmt.Fprintf(w, "\nsummary: median [min–max] over %d round(s), %d tasks per run (latency: %d round trips)\n", o.rounds, o.n, o.latencyN)
-	fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-16s %-14s %s\n", "mode", "worker", "tasks/s", "worker CPU µs/task", "peak RSS MB", "RabbitMQ µs/task", "Redis µs/task", "round trip p50 / p90 / p99 µs")
+	fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-12s %-14s %-16s %-14s %s\n", "mode", "worker", "tasks/s", "worker CPU µs/task", "peak RSS MB", "syscalls/task", "switches/task", "RabbitMQ µs/task", "Redis µs/task", "round trip p50 / p90 / p99 µs")
 	for _, mode := range o.modes {
 		for _, wk := range o.workers {
 			f, ok := figs[key{mode, wk}]
@@ -376,8 +381,8 @@ func report(w io.Writer, o *options, samples []sample) {
 			if mode == "latency" {
 				lat = fmt.Sprintf("%s / %.0f / %.0f", p50.format(0), summarize(f.p90).med, summarize(f.p99).med)
 			}
-			fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-16.0f %-14.0f %s\n", mode, wk, t.format(0), c.format(0), r.format(1),
-				summarize(f.broker).med, summarize(f.redis).med, lat)
+			fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-12.2f %-14.2f %-16.0f %-14.0f %s\n", mode, wk, t.format(0), c.format(0), r.format(1),
+				summarize(f.sys).med, summarize(f.sw).med, summarize(f.broker).med, summarize(f.redis).med, lat)
 		}
 	}
 	fmt.Fprintln(w, "\nratios of medians (targets in parentheses):")
