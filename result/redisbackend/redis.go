@@ -185,7 +185,10 @@ func (b *Backend) Store(ctx context.Context, m *result.Meta) error {
 	}
 	key := b.TaskKey(m.TaskID)
 	if !b.noBatching {
-		return b.storeBatched(ctx, &storeReq{id: m.TaskID, key: key, status: string(m.Status), val: val})
+		r := newStoreReq(m.TaskID, key, string(m.Status), val)
+		err := b.storeBatched(ctx, r)
+		r.release()
+		return err
 	}
 	n, err := storeScript.Run(ctx, b.client, []string{key}, val, b.ttlSeconds()).Int64()
 	if err != nil {
