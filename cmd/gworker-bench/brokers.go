@@ -19,6 +19,8 @@ type benchBroker interface {
 	publishAll(ctx context.Context, b *batch, window int) error
 	// waitConsumer returns once a worker consumes queue (e2e mode).
 	waitConsumer(ctx context.Context, queue string) error
+	// length returns how many messages wait in queue.
+	length(queue string) (int, error)
 }
 
 type amqpBroker struct{ conn *amqp.Connection }
@@ -30,6 +32,15 @@ func (a amqpBroker) publishAll(ctx context.Context, b *batch, window int) error 
 }
 func (a amqpBroker) waitConsumer(ctx context.Context, q string) error {
 	return waitConsumer(ctx, a.conn, q)
+}
+func (a amqpBroker) length(q string) (int, error) {
+	ch, err := a.conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	defer ch.Close()
+	st, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+	return st.Messages, err
 }
 
 // redisBroker is kombu's Redis transport: the queue is a list, messages
@@ -72,6 +83,11 @@ func (r redisBroker) publishAll(ctx context.Context, b *batch, window int) error
 		}
 	}
 	return nil
+}
+
+func (r redisBroker) length(q string) (int, error) {
+	n, err := r.rdb.LLen(context.Background(), q).Result()
+	return int(n), err
 }
 
 func (r redisBroker) waitConsumer(context.Context, string) error {

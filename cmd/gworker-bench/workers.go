@@ -32,7 +32,14 @@ def add(x, y):
 type workerSpec struct {
 	name string
 	cmd  func(queue string) *exec.Cmd
+	// noResults: the worker stores no result (bare-ack); it publishes on
+	// notifyChannel(queue) instead.
+	noResults bool
 }
+
+// notifyChannel is the Redis channel a bare-ack consumer of queue
+// publishes its progress on.
+func notifyChannel(queue string) string { return "gworker-bench-bare-ack." + queue }
 
 // proc is a running worker process (with its children).
 type proc struct {
@@ -104,6 +111,7 @@ type specConfig struct {
 	moduleDir             string
 	minloopGlobalQoS      bool
 	extra                 []string // more gworker worker flags
+	n                     int      // tasks per run
 }
 
 func gworkerSpec(c specConfig) workerSpec {
@@ -119,6 +127,15 @@ func minloopSpec(c specConfig) workerSpec {
 	return workerSpec{name: "minloop", cmd: func(queue string) *exec.Cmd {
 		return exec.Command(c.self, "minloop", "-broker", c.brokerURL, "-result-backend", c.redisURL,
 			"-queue", queue, "-c", strconv.Itoa(c.conc), "-prefetch", strconv.Itoa(c.conc*c.prefetchMult),
+			"-global-qos="+strconv.FormatBool(c.minloopGlobalQoS))
+	}}
+}
+
+func bareAckSpec(c specConfig) workerSpec {
+	return workerSpec{name: "bare-ack", noResults: true, cmd: func(queue string) *exec.Cmd {
+		return exec.Command(c.self, "bare-ack", "-broker", c.brokerURL, "-redis", c.redisURL,
+			"-notify", notifyChannel(queue), "-n", strconv.Itoa(c.n),
+			"-queue", queue, "-prefetch", strconv.Itoa(c.conc*c.prefetchMult),
 			"-global-qos="+strconv.FormatBool(c.minloopGlobalQoS))
 	}}
 }
