@@ -43,7 +43,23 @@ var opNames = map[byte]string{
 // ErrForbidden and ErrInvalid; no input makes it run code or allocate much
 // beyond the input's size.
 func Unmarshal(data []byte) (any, error) {
-	d := &decoder{data: data, memo: map[uint64]any{}}
+	return UnmarshalOptions{}.Unmarshal(data)
+}
+
+// UnmarshalOptions widens what Unmarshal accepts.
+type UnmarshalOptions struct {
+	// Globals lists "module.name" callables whose reconstruction is
+	// returned as a Call value (GLOBAL or STACK_GLOBAL of the name, then
+	// REDUCE with a tuple). Nothing is imported or called: the Call is
+	// data for the caller to interpret. A name not listed is refused as
+	// every GLOBAL is by Unmarshal.
+	Globals []string
+}
+
+// Unmarshal decodes data as the package's Unmarshal does, with o's
+// allowances.
+func (o UnmarshalOptions) Unmarshal(data []byte) (any, error) {
+	d := &decoder{data: data, memo: map[uint64]any{}, globals: o.Globals}
 	v, err := d.run()
 	if err != nil {
 		return nil, err
@@ -84,6 +100,27 @@ type decoder struct {
 	stack []any
 	marks []int
 	memo  map[uint64]any
+	// globals are the allowed "module.name"s.
+	globals []string
+}
+
+// global is an allowed callable on the stack, before its REDUCE.
+type global struct{ module, name string }
+
+// pyCall is a REDUCE of an allowed global: it becomes a Call.
+type pyCall struct {
+	fn    global
+	args  *pyTuple
+	done  any
+	state int8
+}
+
+func (d *decoder) pushGlobal(module, name string) error {
+	if !slices.Contains(d.globals, module+"."+name) {
+		return fmt.Errorf("%w: %w: global %s.%s at byte %d: only None, bool, int, float, str, bytes, list, tuple and dict are accepted",
+			ErrInvalid, ErrForbidden, module, name, d.pos)
+	}
+	return d.push(global{module, name})
 }
 
 func (d *decoder) errorf(format string, args ...any) error {
@@ -450,6 +487,64 @@ func (d *decoder) run() (any, error) {
 			if err := d.push(&pyTuple{items: items}); err != nil {
 				return nil, err
 			}
+		case opStackGlobal, opGlobal:
+			if len(d.globals) == 0 {
+				d.pos--
+				return nil, fmt.Errorf("%w: %w: %s (0x%02x) at byte %d: only None, bool, int, float, str, bytes, list, tuple and dict are accepted",
+					ErrInvalid, ErrForbidden, opNames[op], op, d.pos)
+			}
+			var module, name string
+			if op == opGlobal {
+				m, err := d.readLine()
+				if err != nil {
+					return nil, err
+				}
+				n, err := d.readLine()
+				if err != nil {
+					return nil, err
+				}
+				module, name = m, n
+			} else {
+				n, err := d.pop()
+				if err != nil {
+					return nil, err
+				}
+				m, err := d.pop()
+				if err != nil {
+					return nil, err
+				}
+				ms, ok1 := m.(string)
+				ns, ok2 := n.(string)
+				if !ok1 || !ok2 {
+					return nil, d.errorf("STACK_GLOBAL of %s and %s, not two str", kind(m), kind(n))
+				}
+				module, name = ms, ns
+			}
+			if err := d.pushGlobal(module, name); err != nil {
+				return nil, err
+			}
+		case opReduce:
+			if len(d.globals) == 0 {
+				d.pos--
+				return nil, fmt.Errorf("%w: %w: REDUCE (0x52) at byte %d: only None, bool, int, float, str, bytes, list, tuple and dict are accepted",
+					ErrInvalid, ErrForbidden, d.pos)
+			}
+			a, err := d.pop()
+			if err != nil {
+				return nil, err
+			}
+			f, err := d.pop()
+			if err != nil {
+				return nil, err
+			}
+			fn, ok1 := f.(global)
+			args, ok2 := a.(*pyTuple)
+			if !ok1 || !ok2 {
+				return nil, d.errorf("REDUCE of %s with %s: want an allowed global and a tuple", kind(f), kind(a))
+			}
+			if err := d.push(&pyCall{fn: fn, args: args}); err != nil {
+				return nil, err
+			}
 		case opMemoize:
 			v, err := d.top()
 			if err != nil {
@@ -570,6 +665,23 @@ func (d *decoder) finish(v any, depth int) (any, error) {
 		return finishSeq(d, &x.state, &x.done, x.items, depth)
 	case *pyTuple:
 		return finishSeq(d, &x.state, &x.done, x.items, depth)
+	case *pyCall:
+		switch x.state {
+		case stateDone:
+			return x.done, nil
+		case stateBusy:
+			return nil, fmt.Errorf("%w: a call contains itself", ErrInvalid)
+		}
+		x.state = stateBusy
+		args, err := d.finish(x.args, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		c := Call{Module: x.fn.module, Name: x.fn.name, Args: Tuple(args.([]any))}
+		x.state, x.done = stateDone, c
+		return c, nil
+	case global:
+		return nil, fmt.Errorf("%w: global %s.%s used as a value", ErrInvalid, x.module, x.name)
 	case *pyDict:
 		switch x.state {
 		case stateDone:
@@ -654,6 +766,10 @@ func kind(v any) string {
 		return "dict"
 	case *pyTuple:
 		return "tuple"
+	case *pyCall:
+		return "object"
+	case global:
+		return "global"
 	case nil:
 		return "NoneType"
 	case bool:

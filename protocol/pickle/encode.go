@@ -76,6 +76,9 @@ const (
 	opBinBytes8      = 0x8e
 	opMemoize        = 0x94
 	opFrame          = 0x95
+	opStackGlobal    = 0x93
+	opGlobal         = 'c'
+	opReduce         = 'R'
 )
 
 // Protocol is the pickle protocol Marshal writes: Python 3.8+'s
@@ -95,6 +98,15 @@ const (
 // ErrUnsupported is wrapped by Marshal errors for a value that is not one
 // of the types a result may be.
 var ErrUnsupported = errors.New("pickle: unsupported value")
+
+// Call is a call of a module-level callable, as a pickle records an
+// object's reconstruction (STACK_GLOBAL, then REDUCE with Args). Marshal
+// writes it; Unmarshal returns it only for the names its Globals option
+// allows, and never calls anything: a Call is data.
+type Call struct {
+	Module, Name string
+	Args         Tuple
+}
 
 // Tuple is a Python tuple for Marshal. Unmarshal returns tuples as []any,
 // as the JSON backends return them.
@@ -246,6 +258,14 @@ func (e *encoder) value(v any, depth int) error {
 			break
 		}
 		return e.value(ExceptionValue(x), depth)
+	case Call:
+		return e.call(x, depth)
+	case *Call:
+		if x == nil {
+			e.buf = append(e.buf, opNone)
+			break
+		}
+		return e.call(*x, depth)
 	default:
 		c, err := protocol.FromGo(v)
 		if err != nil {
@@ -442,6 +462,28 @@ func (e *encoder) tuple(t Tuple, depth int) error {
 		}
 	}
 	e.buf = append(e.buf, opTuple, opMemoize)
+	return nil
+}
+
+func (e *encoder) call(c Call, depth int) error {
+	if c.Module == "" || c.Name == "" {
+		return fmt.Errorf("%w: call without a module or name", ErrUnsupported)
+	}
+	if err := e.str(c.Module); err != nil {
+		return err
+	}
+	if err := e.str(c.Name); err != nil {
+		return err
+	}
+	e.buf = append(e.buf, opStackGlobal, opMemoize)
+	args := c.Args
+	if args == nil {
+		args = Tuple{}
+	}
+	if err := e.tuple(args, depth+1); err != nil {
+		return err
+	}
+	e.buf = append(e.buf, opReduce, opMemoize)
 	return nil
 }
 

@@ -343,3 +343,37 @@ func equal(a, b any) bool {
 	}
 	return reflect.DeepEqual(a, b)
 }
+
+// TestCalls: a Call is written as Python writes an object's reduction,
+// Python loads it, and it reads back only when its name is allowed.
+func TestCalls(t *testing.T) {
+	v := []any{pickle.Call{Module: "datetime", Name: "timedelta", Args: pickle.Tuple{int64(1), int64(2), int64(3)}}, "x"}
+	b, err := pickle.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(testenv.Python(), "-c",
+		"import pickle,sys; print(repr(pickle.loads(bytes.fromhex(sys.argv[1]))))", hex.EncodeToString(b)).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "[datetime.timedelta(days=1, seconds=2, microseconds=3), 'x']" {
+		t.Fatalf("python loads: %v %s", err, out)
+	}
+	if _, err := pickle.Unmarshal(b); !errors.Is(err, pickle.ErrForbidden) {
+		t.Fatalf("Unmarshal without Globals: %v", err)
+	}
+	if _, err := (pickle.UnmarshalOptions{Globals: []string{"datetime.date"}}).Unmarshal(b); !errors.Is(err, pickle.ErrForbidden) {
+		t.Fatalf("Unmarshal with another global: %v", err)
+	}
+	got, err := pickle.UnmarshalOptions{Globals: []string{"datetime.timedelta"}}.Unmarshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []any{pickle.Call{Module: "datetime", Name: "timedelta", Args: pickle.Tuple{int64(1), int64(2), int64(3)}}, "x"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %#v", got)
+	}
+	// A REDUCE whose callable is not an allowed global is refused, even
+	// with Globals set.
+	if _, err := (pickle.UnmarshalOptions{Globals: []string{"datetime.timedelta"}}).Unmarshal([]byte("cos\nsystem\n(S'id'\ntR.")); !errors.Is(err, pickle.ErrForbidden) {
+		t.Fatalf("os.system: %v", err)
+	}
+}
