@@ -104,6 +104,10 @@ type decoder struct {
 	globals []string
 }
 
+// Global is an allowed global that Unmarshal met as a value rather than
+// called (a class passed as an argument, for example).
+type Global struct{ Module, Name string }
+
 // global is an allowed callable on the stack, before its REDUCE.
 type global struct{ module, name string }
 
@@ -681,7 +685,7 @@ func (d *decoder) finish(v any, depth int) (any, error) {
 		x.state, x.done = stateDone, c
 		return c, nil
 	case global:
-		return nil, fmt.Errorf("%w: global %s.%s used as a value", ErrInvalid, x.module, x.name)
+		return Global{Module: x.module, Name: x.name}, nil
 	case *pyDict:
 		switch x.state {
 		case stateDone:
