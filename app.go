@@ -75,7 +75,9 @@ type Config struct {
 	// ...), values as text; see redistransport.Config.
 	BrokerTransportOptions map[string]string
 	// ResultBackend is redis://[:password@]host:port/db, rediss://...,
-	// rpc:// or disabled://. Empty: --result-backend,
+	// rpc://, db+postgresql://user:pass@host/db or db+mysql://... (Celery's
+	// database tables), django-db+postgresql://... or django-db+mysql://...
+	// (django-celery-results' tables) or disabled://. Empty: --result-backend,
 	// CELERY_RESULT_BACKEND, else results are not stored.
 	ResultBackend string
 	// ResultExpires is how long stored results live; 0 means
@@ -84,6 +86,11 @@ type Config struct {
 	// ResultExtended stores name, args, kwargs, worker, retries and queue
 	// with results (result_extended).
 	ResultExtended bool
+	// DatabaseTableNames and DatabaseTableSchemas rename Celery's database
+	// backend tables and put them in schemas (database_table_names and
+	// database_table_schemas; keys "task" and "group"), for db+ result
+	// backends.
+	DatabaseTableNames, DatabaseTableSchemas map[string]string
 
 	// Queues the worker consumes; default [DefaultQueue].
 	Queues []string

@@ -96,7 +96,10 @@ func checkBackendURL(raw string) error {
 	case "redis", "rediss", "rpc", "disabled":
 		return nil
 	}
-	return fmt.Errorf("result backend %s: %w (redis://, rediss://, rpc://, disabled://)", RedactURL(raw), ErrUnsupportedBackend)
+	if isSQLBackend(raw) {
+		return checkSQLBackendURL(raw)
+	}
+	return fmt.Errorf("result backend %s: %w (redis://, rediss://, rpc://, db+postgresql://, db+mysql://, django-db+postgresql://, django-db+mysql://, disabled://)", RedactURL(raw), ErrUnsupportedBackend)
 }
 
 // brokerURL resolves the broker: Config, then CELERY_BROKER_URL, then
@@ -178,6 +181,14 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 			c.backend = rb
 			c.closers = append(c.closers, rb.Close)
 		}
+	default: // db+... and django-db+...: checkBackendURL let nothing else through
+		sb, closeSQL, err := openSQLBackend(cfg, backendURL, log)
+		if err != nil {
+			_ = c.close()
+			return nil, fmt.Errorf("result backend %s: %w", RedactURL(backendURL), err)
+		}
+		c.backend = sb
+		c.closers = append(c.closers, closeSQL)
 	}
 	c.producer = producer.New(pub, producer.Options{
 		Backend: c.backend, DefaultQueue: cfg.DefaultQueue, ReplyTo: replyTo,
