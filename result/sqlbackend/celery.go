@@ -570,6 +570,7 @@ const (
 // read as data; nothing is imported.
 var groupGlobals = []string{
 	"celery.result.GroupResult", "celery.result.AsyncResult", "celery.result.ResultSet",
+	"celery.app.base._unpickle_appattr",
 	"celery.backends.base.unpickle_backend", "celery.backends.database.DatabaseBackend",
 	"datetime.timedelta",
 }
@@ -639,6 +640,15 @@ func groupTuple(v any, depth int) (any, error) {
 			return l, nil // already a tuple
 		}
 		return nil, fmt.Errorf("%w: a saved group holds %s", result.ErrBadTuple, protocol.TypeName(v))
+	}
+	if c.Module+"."+c.Name == "celery.app.base._unpickle_appattr" && len(c.Args) == 2 {
+		// app.GroupResult(...) / app.AsyncResult(...): the class by its
+		// name on the app, and its arguments.
+		name, _ := c.Args[0].(string)
+		args, ok := c.Args[1].([]any)
+		if (name == "GroupResult" || name == "AsyncResult") && ok {
+			c = pickle.Call{Module: resultModule, Name: name, Args: pickle.Tuple(args)}
+		}
 	}
 	if len(c.Args) == 0 {
 		return nil, fmt.Errorf("%w: %s.%s without arguments", result.ErrBadTuple, c.Module, c.Name)
