@@ -67,6 +67,7 @@ type options struct {
 	celeryConc         int
 	amqpBase           string
 	redisURL           string
+	resultBackend      string
 	transport          string
 	redisBroker        string
 	vhost              string
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.celeryConc, "celery-c", 2, "Celery prefork processes")
 	fs.StringVar(&o.amqpBase, "amqp", "amqp://guest:guest@127.0.0.1:5672", "RabbitMQ URL without the vhost")
 	fs.StringVar(&o.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (result backend)")
+	fs.StringVar(&o.resultBackend, "result-backend", "", "result backend of every worker instead of -redis: db+postgresql://user@host/db (Celery's database tables; the database must exist)")
 	fs.StringVar(&o.vhost, "vhost", "", "existing vhost to use; empty creates (and deletes) one with rabbitmqctl")
 	fs.StringVar(&o.gworker, "gworker", "", "gworker binary; default: next to this program, else built with go build")
 	fs.StringVar(&o.baseline, "baseline", "", "another gworker binary to run as worker \"baseline\" (e.g. built from an older commit), to measure a change")
@@ -129,6 +131,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		if w != "gworker" && w != "minloop" && w != "minloop-global" && w != "celery" && w != "baseline" && w != "gworker-E" {
 			return nil, fmt.Errorf("unknown worker %q", w)
+		}
+	}
+	if o.resultBackend != "" {
+		for _, w := range o.workers {
+			if strings.HasPrefix(w, "minloop") {
+				return nil, fmt.Errorf("worker %s stores results in Redis only: leave it out with -result-backend", w)
+			}
 		}
 	}
 	for _, m := range o.modes {
@@ -213,11 +222,24 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		os.RemoveAll(tmp)
 	}()
 
-	rdb, err := redisClient(ctx, o.redisURL)
-	if err != nil {
-		return err
+	var rs results
+	backendURL := o.redisURL
+	if o.resultBackend != "" {
+		backendURL = o.resultBackend
+		sr, err := openSQLResults(ctx, o.resultBackend)
+		if err != nil {
+			return err
+		}
+		defer sr.db.Close()
+		rs = sr
+	} else {
+		rdb, err := redisClient(ctx, o.redisURL)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		rs = redisResults{rdb: rdb}
 	}
-	defer rdb.Close()
 
 	var (
 		bb        benchBroker
@@ -270,7 +292,7 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		return err
 	}
 	sc := specConfig{
-		python: o.python, self: self, brokerURL: brokerURL, redisURL: o.redisURL,
+		python: o.python, self: self, brokerURL: brokerURL, backendURL: backendURL,
 		conc: o.conc, prefetchMult: o.prefetchMult, celeryConc: o.celeryConc,
 		loglevel: o.loglevel, moduleDir: tmp,
 	}
@@ -331,7 +353,7 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				if ctx.Err() != nil {
 					return fmt.Errorf("interrupted: %w", context.Cause(ctx))
 				}
-				s := runOne(ctx, o, bb, rdb, specs[w], tmp, r, mode)
+				s := runOne(ctx, o, bb, rs, specs[w], tmp, r, mode)
 				samples = append(samples, s)
 				if s.Err != "" {
 					failed++

@@ -14,7 +14,7 @@ import (
 )
 
 // runOne runs one worker in one mode on a fresh queue and measures it.
-func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Client, spec workerSpec, logDir string, round int, mode string) (s sample) {
+func runOne(parent context.Context, o *options, bb benchBroker, rs results, spec workerSpec, logDir string, round int, mode string) (s sample) {
 	s = sample{Round: round, Mode: mode, Worker: spec.name, Tasks: o.n}
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
@@ -37,7 +37,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 	if err != nil {
 		return fail(err)
 	}
-	defer deleteKeys(rdb, b.ids)
+	defer rs.remove(b.prefix, b.ids)
 
 	var (
 		p          *proc
@@ -86,16 +86,16 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 	var first, last time.Time
 	switch mode {
 	case "prefill":
-		w, err := watchResults(ctx, rdb, b.prefix, b.ids, func() { cpu0 = treeCPU(p.pid()); srv0 = serversCPU() })
+		w, err := rs.watch(ctx, b.prefix, b.ids, func() { cpu0 = treeCPU(p.pid()); srv0 = serversCPU() })
 		if err != nil {
 			return fail(err)
 		}
 		if err := bb.publishAll(ctx, b, o.window); err != nil {
-			w.ps.Close()
+			w.close()
 			return fail(err)
 		}
 		if err := start(); err != nil {
-			w.ps.Close()
+			w.close()
 			return fail(err)
 		}
 		first, last, err = w.wait(ctx)
@@ -110,14 +110,14 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		if err := bb.waitConsumer(ctx, queue); err != nil {
 			return fail(fmt.Errorf("%w:\n%s", err, p.tail()))
 		}
-		w, err := watchResults(ctx, rdb, b.prefix, b.ids, nil)
+		w, err := rs.watch(ctx, b.prefix, b.ids, nil)
 		if err != nil {
 			return fail(err)
 		}
 		cpu0, srv0 = treeCPU(p.pid()), serversCPU()
 		first = time.Now()
 		if err := bb.publishAll(ctx, b, o.window); err != nil {
-			w.ps.Close()
+			w.close()
 			return fail(err)
 		}
 		_, last, err = w.wait(ctx)
@@ -142,7 +142,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 	if srv1[1] > srv0[1] && srv0[1] > 0 {
 		s.RedisUS = float64((srv1[1] - srv0[1]).Microseconds()) / float64(o.n)
 	}
-	if err := verify(ctx, rdb, b.ids); err != nil {
+	if err := rs.verify(ctx, b.prefix, b.ids); err != nil {
 		return fail(err)
 	}
 	return s
