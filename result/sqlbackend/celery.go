@@ -366,6 +366,12 @@ func writeRows(ctx context.Context, c *core, what string, rows []*row, upsert fu
 	errs := make([]error, len(rows))
 	if len(rows) == 1 || transient(err) {
 		for i, r := range rows {
+			if doesNotFit(err) {
+				// Trying again cannot help: the worker stores a small
+				// FAILURE instead, as for a value it cannot encode.
+				errs[i] = &protocol.EncodeError{Msg: "result of task " + r.id + " does not fit the table's columns", Err: err}
+				continue
+			}
 			errs[i] = fmt.Errorf("sqlbackend: store %s: %w", r.id, err)
 		}
 		return errs

@@ -380,3 +380,33 @@ func TestOpenRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestCeleryTooLarge: a result too large for MariaDB's BLOB column fails
+// alone, as an encode error the worker turns into FAILURE, and the other
+// results of its batch are stored.
+func TestCeleryTooLarge(t *testing.T) {
+	b, _ := openCelery(t, servers[1], sqlbackend.Config{})
+	ctx := testCtx(t)
+	big, small := testenv.UUID(), testenv.UUID()
+	errs := make(chan error, 2)
+	go func() { errs <- b.Store(ctx, success(big, string(make([]byte, 70000)))) }()
+	go func() { errs <- b.Store(ctx, success(small, "ok")) }()
+	var encodeErrs int
+	for range 2 {
+		err := <-errs
+		var ee *protocol.EncodeError
+		switch {
+		case err == nil:
+		case errors.As(err, &ee):
+			encodeErrs++
+		default:
+			t.Fatalf("Store: %v", err)
+		}
+	}
+	if encodeErrs != 1 {
+		t.Fatalf("%d encode errors, want 1", encodeErrs)
+	}
+	if m, _ := b.Get(ctx, small); m.Status != result.Success {
+		t.Fatalf("the small result: %+v", m)
+	}
+}

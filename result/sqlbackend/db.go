@@ -255,6 +255,21 @@ func transient(err error) bool {
 		strings.Contains(s, "broken pipe") || strings.Contains(s, "server closed")
 }
 
+// doesNotFit reports whether err says a value is too large for its
+// column (a result beyond a MySQL BLOB's 64 KiB, a task name beyond
+// VARCHAR(155)).
+func doesNotFit(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "22001" || pe.Code == "22003" || pe.Code == "54000"
+	}
+	var me *gomysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1406 || me.Number == 1264 || me.Number == 1301
+	}
+	return false
+}
+
 // sqlText turns ? placeholders into the dialect's.
 func (c *core) sqlText(q string) string {
 	if c.target.dialect != postgres {

@@ -15,12 +15,6 @@ import (
 	"github.com/gworker/gworker/result"
 )
 
-// ErrChordHeaderUnknown is returned by DjangoBackend.SetChordSize:
-// django-celery-results counts a chord from the result tuples of its
-// header, which the client writes (ChordCounter); a size alone cannot make
-// one.
-var ErrChordHeaderUnknown = errors.New("sqlbackend: django-celery-results chords are counted from their header's results, written by the client that applies the chord")
-
 // django-celery-results' content type and encoding for JSON results.
 const (
 	djangoContentType     = "application/json"
@@ -47,9 +41,12 @@ var djangoColumns = []string{"task_id", "status", "content_type", "content_encod
 // result_extended). A row whose status is SUCCESS is never overwritten.
 //
 // It implements result.Backend, result.GroupStore, result.NativeJoiner
-// and result.ChordBackend: chord parts decrement the ChordCounter row a
+// and result.ChordCounter: chord parts decrement the ChordCounter row a
 // Python client made, as django-celery-results' on_chord_part_return
-// does.
+// does. It is not a result.ChordBackend: a ChordCounter row holds the
+// header's result tuples, which Python's apply_chord writes, so Go clients
+// cannot start chords on it (canvas returns ErrChordNotSupported before
+// sending anything).
 type DjangoBackend struct {
 	c                     *core
 	taskTable, groupTable string
@@ -62,7 +59,7 @@ var (
 	_ result.Backend      = (*DjangoBackend)(nil)
 	_ result.GroupStore   = (*DjangoBackend)(nil)
 	_ result.NativeJoiner = (*DjangoBackend)(nil)
-	_ result.ChordBackend = (*DjangoBackend)(nil)
+	_ result.ChordCounter = (*DjangoBackend)(nil)
 )
 
 // OpenDjango returns the backend of a django-db+ URL. It does not contact
@@ -408,13 +405,6 @@ func (b *DjangoBackend) RestoreGroup(ctx context.Context, groupID string) (any, 
 // DeleteGroup deletes a saved group.
 func (b *DjangoBackend) DeleteGroup(ctx context.Context, groupID string) error {
 	return b.exec(ctx, "delete group "+groupID, "DELETE FROM "+b.groupTable+" WHERE group_id = ?", groupID)
-}
-
-// SetChordSize returns ErrChordHeaderUnknown: a ChordCounter row needs
-// the header's result tuples, which the client that applies the chord
-// writes (Python's apply_chord).
-func (b *DjangoBackend) SetChordSize(ctx context.Context, groupID string, size int) error {
-	return fmt.Errorf("chord %s: %w", groupID, ErrChordHeaderUnknown)
 }
 
 // AddChordPart records a finished chord header part as
