@@ -55,6 +55,15 @@ type ChordCounter interface {
 	AddChordPart(ctx context.Context, groupID string, groupIndex *int, part ChordPart) (complete bool, parts []ChordPart, err error)
 }
 
+// ChordPoller is implemented by backends that count no chord parts and
+// whose chords are completed by celery.chord_unlock, which a client sends
+// with the header's results and which polls them (Celery's
+// fallback_chord_unlock, used with its database backend).
+type ChordPoller interface {
+	// PollsChords marks the backend; it does nothing.
+	PollsChords()
+}
+
 // RedeliveryCounter is implemented by backends that keep a counter per
 // task message, for the worker's cap on redeliveries on brokers that do
 // not count them (RabbitMQ classic queues).

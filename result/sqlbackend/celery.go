@@ -31,10 +31,10 @@ var celeryColumns = []string{"task_id", "status", "result", "date_done", "traceb
 // result column is a pickle (package protocol/pickle); args and kwargs
 // are JSON, as Celery writes them with result_extended.
 //
-// It implements result.Backend, result.GroupStore and result.NativeJoiner
-// (by polling). It has no chord counter: Python clients send
-// celery.chord_unlock for chords, which polls this backend. It is safe
-// for concurrent use.
+// It implements result.Backend, result.GroupStore, result.NativeJoiner
+// (by polling) and result.ChordPoller: it has no chord counter, so
+// clients (Python's and canvas) send celery.chord_unlock for chords, which
+// polls this backend. It is safe for concurrent use.
 type Backend struct {
 	c                     *core
 	taskTable, groupTable string // quoted, schema-qualified
@@ -47,7 +47,12 @@ var (
 	_ result.Backend      = (*Backend)(nil)
 	_ result.GroupStore   = (*Backend)(nil)
 	_ result.NativeJoiner = (*Backend)(nil)
+	_ result.ChordPoller  = (*Backend)(nil)
 )
+
+// PollsChords marks Backend as a result.ChordPoller: Go clients complete
+// chords on it with celery.chord_unlock, as Python clients do.
+func (b *Backend) PollsChords() {}
 
 // Open returns the backend of a db+ URL. It does not contact the server:
 // the pool opens, and the tables are made, on first use.
@@ -150,7 +155,7 @@ func (b *Backend) ensureTable(ctx context.Context, db *sql.DB, schema, table, se
 		}
 		if !exists && !hasSeq {
 			q := "CREATE SEQUENCE IF NOT EXISTS " + c.ident(schema, seq) + " START WITH 1"
-			if _, err := db.ExecContext(ctx, q); err != nil {
+			if _, err := db.ExecContext(ctx, q); err != nil && !createRace(err) {
 				return "", fmt.Errorf("sqlbackend: create sequence %s: %w", seq, err)
 			}
 			hasSeq = true
@@ -165,7 +170,14 @@ func (b *Backend) ensureTable(ctx context.Context, db *sql.DB, schema, table, se
 		}
 		q = strings.Replace(q, "CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
 		if _, err := db.ExecContext(ctx, q); err != nil {
-			return "", fmt.Errorf("sqlbackend: create table %s: %w", table, err)
+			// Another process made it at the same time (PostgreSQL's IF
+			// NOT EXISTS is not atomic): fine if it is there now.
+			if !createRace(err) {
+				return "", fmt.Errorf("sqlbackend: create table %s: %w", table, err)
+			}
+			if ok, xerr := b.relationExists(ctx, db, schema, table, false); xerr != nil || !ok {
+				return "", fmt.Errorf("sqlbackend: create table %s: %w", table, err)
+			}
 		}
 	}
 	if !hasSeq {

@@ -410,3 +410,35 @@ func TestCeleryTooLarge(t *testing.T) {
 		t.Fatalf("the small result: %+v", m)
 	}
 }
+
+// TestCeleryConcurrentCreate: several processes making the tables at once
+// (workers and clients starting together) all succeed.
+func TestCeleryConcurrentCreate(t *testing.T) {
+	for _, s := range servers {
+		t.Run(s.name, func(t *testing.T) {
+			name, _ := s.newDatabase(t)
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					b, err := sqlbackend.Open(sqlbackend.Config{URL: s.url("db", name)})
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer b.Close()
+					errs <- b.Store(testCtx(t), success(testenv.UUID(), int64(1)))
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -255,6 +255,14 @@ func transient(err error) bool {
 		strings.Contains(s, "broken pipe") || strings.Contains(s, "server closed")
 }
 
+// createRace reports whether err is PostgreSQL's answer to two sessions
+// creating the same table or sequence at once (unique violation in the
+// catalog, duplicate table or object).
+func createRace(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "42P07" || pe.Code == "42710")
+}
+
 // doesNotFit reports whether err says a value is too large for its
 // column (a result beyond a MySQL BLOB's 64 KiB, a task name beyond
 // VARCHAR(155)).
