@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,6 +115,16 @@ while r.state == 'PENDING' and time.time() < deadline:
     time.sleep(0.02)
 emit(started=r.state)
 r.get(timeout=TIMEOUT)
+fl = send('tasks.flaky', (10,))
+seen = set()
+deadline = time.time() + TIMEOUT
+while not fl.ready() and time.time() < deadline:
+    seen.add(fl.state)
+    time.sleep(0.01)
+emit(flaky=describe(lambda: fl.get(timeout=TIMEOUT)), flaky_states=sorted(seen))
+rv = send('tasks.add', (1, 1), countdown=3)
+rv.revoke()
+emit(revoked=describe(lambda: rv.get(timeout=TIMEOUT)), revoked_state=rv.state)
 x = send('tasks.add', (3, 4))
 x.get(timeout=TIMEOUT)
 emit(extended=describe(lambda: [x.name, x.args, x.kwargs, x.queue, x.result]))
@@ -139,6 +150,17 @@ func checkSQLClient(t *testing.T, r pyResult, extended string) {
 	}
 	if o := r.outcome(t, "chordbody"); !o.OK || !strings.HasPrefix(o.Repr, "ChordError(") {
 		t.Errorf("body of a chord with a failing part: %s", o)
+	}
+	wantValue(t, "flaky(10)", r.outcome(t, "flaky"), "10", "int")
+	var states []string
+	r.get(t, "flaky_states", &states)
+	if !slices.Contains(states, "RETRY") {
+		t.Errorf("states seen while tasks.flaky retried: %v, want RETRY among them", states)
+	}
+	var revoked string
+	r.get(t, "revoked_state", &revoked)
+	if o := r.outcome(t, "revoked"); o.OK || o.Exc != "TaskRevokedError" || revoked != "REVOKED" {
+		t.Errorf("revoked task: %s, state %s", o, revoked)
 	}
 	var started string
 	r.get(t, "started", &started)
