@@ -511,6 +511,28 @@ func TestSQLBackendGoChord(t *testing.T) {
 			if err != nil || !ok || te.Exception == nil || te.Exception.Type != "ChordError" {
 				t.Fatalf("body of the failed chord: %v, %v; want ChordError", v, err)
 			}
+
+			// celery.backend_cleanup, as celery beat sends it, makes the
+			// worker delete results older than result_expires (a day).
+			b := res.Backend()
+			old := testenv.UUID()
+			twoDays := time.Now().Add(-48 * time.Hour)
+			if err := b.Store(ctx, &result.Meta{TaskID: old, Status: result.Success, Result: "old", DateDone: &twoDays}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := app.SendTask(ctx, "celery.backend_cleanup", nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			gone := eventually(30*time.Second, func() bool {
+				m, err := b.Get(ctx, old)
+				return err == nil && m.Status == result.Pending
+			})
+			if !gone {
+				t.Fatal("celery.backend_cleanup did not delete the expired result")
+			}
+			if m, err := b.Get(ctx, res.ID()); err != nil || m.Status != result.Failure {
+				t.Fatalf("a fresh result after the cleanup: %+v, %v", m, err)
+			}
 		})
 	}
 }

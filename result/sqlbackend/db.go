@@ -142,6 +142,7 @@ func (c *core) mysqlConfig() (*gomysql.Config, error) {
 	mc.ParseTime = true
 	mc.Loc = time.UTC
 	mc.InterpolateParams = true
+	mc.Logger = driverLogger{c.log}
 	mc.Params = map[string]string{
 		"innodb_lock_wait_timeout": strconv.FormatInt(max(1, int64(c.cfg.LockTimeout.Seconds())), 10),
 		"time_zone":                "'+00:00'",
@@ -169,6 +170,13 @@ func (c *core) mysqlDB(mc *gomysql.Config) (*sql.DB, error) {
 	}
 	return sql.OpenDB(conn), nil
 }
+
+// driverLogger sends go-sql-driver/mysql's messages (a dropped idle
+// connection, for example) to the backend's logger at debug level,
+// instead of the driver's default of standard error.
+type driverLogger struct{ log *zap.Logger }
+
+func (l driverLogger) Print(v ...any) { l.log.Debug("mysql driver: " + fmt.Sprint(v...)) }
 
 // close closes the pool.
 func (c *core) close() error {

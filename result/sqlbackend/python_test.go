@@ -126,18 +126,7 @@ func TestDjangoPythonReadsEveryState(t *testing.T) {
 			}
 			defer b.Close()
 			ids, want := everyState(t, b, true)
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, "gwsettings.py"), []byte(djangoSettings), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			host, engine, user := pgHost(), "postgresql", "postgres"
-			if s.name == "mysql" {
-				host, engine, user = mysqlHost(), "mysql", "root"
-			}
-			h, p, _ := strings.Cut(host, ":")
-			env := []string{"DJANGO_SETTINGS_MODULE=gwsettings", "PYTHONPATH=" + dir,
-				"DJ_ENGINE=" + engine, "DJ_NAME=" + name, "DJ_HOST=" + h, "DJ_PORT=" + p, "DJ_USER=" + user}
-			checkStates(t, pythonStates(t, "django-db", env, ids...), want)
+			checkStates(t, pythonStates(t, "django-db", djangoEnv(t, s, name), ids...), want)
 		})
 	}
 }
@@ -216,4 +205,81 @@ ResultModelBase.metadata.create_all(sqlalchemy.create_engine(sys.argv[1]))`
 			}
 		})
 	}
+}
+
+// TestPythonRestoresGoGroups: a group gworker saves is restored by
+// Celery's GroupResult.restore and joined, on both layouts.
+func TestPythonRestoresGoGroups(t *testing.T) {
+	script := `import os, sys
+if os.environ.get('DJANGO_SETTINGS_MODULE'):
+    import django
+    django.setup()
+from celery import Celery
+app = Celery('reader', broker='memory://', backend=os.environ['GW_BACKEND'])
+g = app.GroupResult.restore(sys.argv[1])
+print(repr([type(g).__name__, g.id, [r.id for r in g.results], g.join(timeout=10)]))
+`
+	for _, layout := range []string{"db", "django-db"} {
+		for _, s := range servers {
+			t.Run(layout+"/"+s.name, func(t *testing.T) {
+				name, _ := s.newDatabase(t)
+				var b interface {
+					result.Backend
+					result.GroupStore
+				}
+				backendURL, env := s.url(layout, name), []string(nil)
+				if layout == "db" {
+					cb, err := sqlbackend.Open(sqlbackend.Config{URL: backendURL})
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer cb.Close()
+					b = cb
+				} else {
+					migrate(t, s, name)
+					db, err := sqlbackend.OpenDjango(sqlbackend.Config{URL: backendURL})
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer db.Close()
+					b = db
+					backendURL, env = "django-db", djangoEnv(t, s, name)
+				}
+				ctx := testCtx(t)
+				gid, a, c := testenv.UUID(), testenv.UUID(), testenv.UUID()
+				for i, id := range []string{a, c} {
+					if err := b.Store(ctx, success(id, int64(i+1))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := result.NewGroupResult(gid, b, result.NewAsyncResult(a, b), result.NewAsyncResult(c, b)).Save(ctx); err != nil {
+					t.Fatal(err)
+				}
+				cmd := exec.Command(testenv.Python(), "-c", script, gid)
+				cmd.Env = append(append(os.Environ(), "GW_BACKEND="+backendURL), env...)
+				out, err := cmd.CombinedOutput()
+				want := "['GroupResult', '" + gid + "', ['" + a + "', '" + c + "'], [1, 2]]"
+				if err != nil || strings.TrimSpace(string(out)) != want {
+					t.Fatalf("python restore: %v\n%s\nwant %s", err, out, want)
+				}
+			})
+		}
+	}
+}
+
+// djangoEnv writes the Django settings and returns the environment that
+// points them at database name.
+func djangoEnv(t *testing.T, s server, name string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "gwsettings.py"), []byte(djangoSettings), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host, engine, user := pgHost(), "postgresql", "postgres"
+	if s.name == "mysql" {
+		host, engine, user = mysqlHost(), "mysql", "root"
+	}
+	h, p, _ := strings.Cut(host, ":")
+	return []string{"DJANGO_SETTINGS_MODULE=gwsettings", "PYTHONPATH=" + dir,
+		"DJ_ENGINE=" + engine, "DJ_NAME=" + name, "DJ_HOST=" + h, "DJ_PORT=" + p, "DJ_USER=" + user}
 }
