@@ -237,6 +237,7 @@ func (c Config) validate() error {
 			p = append(p, err.Error())
 		}
 	}
+	p = append(p, checkDatabaseTables(c)...)
 	if c.Concurrency < 0 {
 		p = append(p, fmt.Sprintf("Concurrency %d is negative", c.Concurrency))
 	}

@@ -54,3 +54,19 @@ func openSQLBackend(cfg Config, url string, log *zap.Logger) (result.Backend, fu
 	}
 	return b, b.Close, nil
 }
+
+// checkDatabaseTables reports keys of DatabaseTableNames and
+// DatabaseTableSchemas other than Celery's "task" and "group".
+func checkDatabaseTables(c Config) []string {
+	var p []string
+	for field, m := range map[string]map[string]string{"DatabaseTableNames": c.DatabaseTableNames, "DatabaseTableSchemas": c.DatabaseTableSchemas} {
+		for k, v := range m {
+			if k != "task" && k != "group" {
+				p = append(p, fmt.Sprintf("%s[%q]: keys are \"task\" and \"group\"", field, k))
+			} else if v == "" {
+				p = append(p, fmt.Sprintf("%s[%q] is empty", field, k))
+			}
+		}
+	}
+	return p
+}

@@ -29,6 +29,20 @@ func TestSQLBackendURLs(t *testing.T) {
 	}
 }
 
+func TestDatabaseTablesChecked(t *testing.T) {
+	if _, err := NewApp(Config{DatabaseTableNames: map[string]string{"task": "t", "group": "g"}, DatabaseTableSchemas: map[string]string{"task": "s"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []Config{
+		{DatabaseTableNames: map[string]string{"tasks": "t"}},
+		{DatabaseTableSchemas: map[string]string{"group": ""}},
+	} {
+		if _, err := NewApp(cfg); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("NewApp(%v) = %v, want ErrInvalidConfig", cfg.DatabaseTableNames, err)
+		}
+	}
+}
+
 // TestOpenSQLBackend: the layout follows the scheme, and the App's result
 // settings reach the backend. Nothing is contacted.
 func TestOpenSQLBackend(t *testing.T) {
