@@ -52,8 +52,10 @@ func checkURLs(cfg Config, reg registries) []string {
 	if u := cfg.BrokerURL; u != "" && !reg.transports.Supports(u) {
 		p = append(p, fmt.Sprintf("broker %s: %v (%s)", RedactURL(u), ErrUnsupportedBroker, schemeList(reg.transports.Schemes())))
 	}
-	if u := cfg.ResultBackend; u != "" && transport.Scheme(u) != "disabled" && !reg.backends.Supports(u) {
-		p = append(p, fmt.Sprintf("result backend %s: %v (%s, disabled://)", RedactURL(u), ErrUnsupportedBackend, schemeList(reg.backends.Schemes())))
+	if u := cfg.ResultBackend; u != "" && transport.Scheme(u) != "disabled" {
+		if err := reg.backends.Check(u); err != nil {
+			p = append(p, fmt.Sprintf("result backend %s: %v", RedactURL(u), err))
+		}
 	}
 	return p
 }
@@ -84,6 +86,7 @@ func dial(ctx context.Context, cfg Config, reg registries, log *zap.Logger, r ro
 	if backendURL != "" {
 		rb, err := reg.backends.Open(ctx, backendURL, result.OpenOptions{
 			Broker: b, Worker: r == roleWorker, ReplyTo: replyTo, Expires: cfg.ResultExpires, Logger: log,
+			TableNames: cfg.DatabaseTableNames, TableSchemas: cfg.DatabaseTableSchemas,
 		})
 		if err != nil {
 			_ = c.close()

@@ -6,6 +6,7 @@ import (
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/result/rpcbackend"
+	"github.com/gworker/gworker/result/sqlbackend"
 	"github.com/gworker/gworker/transport"
 )
 
@@ -22,12 +23,16 @@ func DefaultTransports() *transport.Registry {
 }
 
 // DefaultResultBackends returns a new registry of the result backends
-// gworker has: Redis (redis://, rediss://) and rpc:// (replies on the AMQP
-// broker). disabled:// is understood by the App itself: no backend.
+// gworker has: Redis (redis://, rediss://), rpc:// (replies on the AMQP
+// broker), and the SQL backends: Celery's database tables (db+postgresql://,
+// db+mysql://) and django-celery-results' (django-db+postgresql://,
+// django-db+mysql://). disabled:// is understood by the App itself: no
+// backend.
 func DefaultResultBackends() *result.Registry {
 	r := result.NewRegistry()
 	redisbackend.Register(r)
 	rpcbackend.Register(r)
+	sqlbackend.Register(r)
 	return r
 }
 

@@ -43,3 +43,36 @@ func TestURLSchemesFollowTheRegistries(t *testing.T) {
 		t.Error("amqp:// accepted by an App whose registry has only sqs")
 	}
 }
+
+func TestSQLBackendURLs(t *testing.T) {
+	for _, u := range []string{
+		"db+postgresql://user:pw@db.example/app", "db+postgresql+psycopg2://u@h:5433/app",
+		"db+mysql://root@127.0.0.1/app", "db+mysql+pymysql://u:p@h/app", "DB+PostgreSQL://u@h/app",
+		"django-db+postgresql://u@h/app", "django-db+mysql://u@h/app",
+	} {
+		if _, err := gworker.NewApp(gworker.Config{ResultBackend: u}); err != nil {
+			t.Errorf("NewApp(%s): %v", u, err)
+		}
+	}
+	for _, u := range []string{"db+sqlite:///x.db", "db+postgresql://h", "django-db://h/app", "db+oracle://u@h/x"} {
+		_, err := gworker.NewApp(gworker.Config{ResultBackend: u})
+		if !errors.Is(err, gworker.ErrInvalidConfig) || !strings.Contains(err.Error(), gworker.ErrUnsupportedBackend.Error()) {
+			t.Errorf("NewApp(%s) = %v, want ErrInvalidConfig for an unsupported backend", u, err)
+		}
+	}
+}
+
+func TestDatabaseTablesChecked(t *testing.T) {
+	if _, err := gworker.NewApp(gworker.Config{DatabaseTableNames: map[string]string{"task": "t", "group": "g"},
+		DatabaseTableSchemas: map[string]string{"task": "s"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []gworker.Config{
+		{DatabaseTableNames: map[string]string{"tasks": "t"}},
+		{DatabaseTableSchemas: map[string]string{"group": ""}},
+	} {
+		if _, err := gworker.NewApp(cfg); !errors.Is(err, gworker.ErrInvalidConfig) {
+			t.Errorf("NewApp(%v) = %v, want ErrInvalidConfig", cfg.DatabaseTableNames, err)
+		}
+	}
+}

@@ -467,12 +467,15 @@ func (a *applier) applyGroup(ctx context.Context, sig protocol.Signature, partia
 		if body != nil {
 			mopts["chord"] = body
 			if i == len(members)-1 {
-				cb, ok := a.p.Backend().(result.ChordBackend)
-				if !ok {
+				switch cb := a.p.Backend().(type) {
+				case result.ChordBackend:
+					if err := cb.SetChordSize(ctx, gid, size); err != nil {
+						return nil, fmt.Errorf("canvas: set chord size of %s: %w", gid, err)
+					}
+				case result.ChordPoller:
+					// Nothing to count: applyChord sent celery.chord_unlock.
+				default:
 					return nil, ErrChordNotSupported
-				}
-				if err := cb.SetChordSize(ctx, gid, size); err != nil {
-					return nil, fmt.Errorf("canvas: set chord size of %s: %w", gid, err)
 				}
 			}
 		}
@@ -559,8 +562,10 @@ func groupSig(tasks []protocol.Signature) protocol.Signature {
 	}
 }
 
-// applyChord is Celery's chord.apply_async/run on a backend that counts
-// chord parts.
+// applyChord is Celery's chord.apply_async/run: on a backend that counts
+// chord parts (result.ChordBackend) the header's last message sets the
+// chord size; on a result.ChordPoller, celery.chord_unlock is sent first,
+// as Celery's fallback_chord_unlock does.
 func (a *applier) applyChord(ctx context.Context, sig protocol.Signature, partial []any, options map[string]any) (*node, error) {
 	args := sig.Args
 	if len(partial) > 0 && !sig.Immutable {
@@ -581,8 +586,13 @@ func (a *applier) applyChord(ctx context.Context, sig protocol.Signature, partia
 	if err != nil {
 		return nil, err
 	}
+	unlock := false
 	if len(members) > 0 {
-		if _, ok := a.p.Backend().(result.ChordBackend); !ok {
+		switch a.p.Backend().(type) {
+		case result.ChordBackend:
+		case result.ChordPoller:
+			unlock = true
+		default:
 			return nil, ErrChordNotSupported
 		}
 	}
@@ -618,6 +628,11 @@ func (a *applier) applyChord(ctx context.Context, sig protocol.Signature, partia
 	}
 	header.Kwargs = map[string]any{"tasks": sigValues(members)}
 
+	if unlock {
+		if err := a.sendChordUnlock(ctx, gid, body, headerNode); err != nil {
+			return nil, err
+		}
+	}
 	if len(members) > 0 {
 		gopts := maps.Clone(merged)
 		gopts["task_id"] = gid
@@ -631,4 +646,30 @@ func (a *applier) applyChord(ctx context.Context, sig protocol.Signature, partia
 	}
 	bodyNode.root().parent = headerNode
 	return bodyNode, nil
+}
+
+// chordUnlockTask is Celery's builtin that completes a chord by polling
+// its header's results.
+const chordUnlockTask = "celery.chord_unlock"
+
+// sendChordUnlock is Celery's fallback_chord_unlock: celery.chord_unlock
+// (group id, body) with the header's result tuples, one second from now,
+// to the body's queue (or the default one) at the body's priority.
+func (a *applier) sendChordUnlock(ctx context.Context, gid string, body protocol.Signature, header *node) error {
+	tuples := make([]any, len(header.children))
+	for i, c := range header.children {
+		tuples[i] = c.tuple()
+	}
+	opts := map[string]any{"countdown": int64(1)}
+	if q := optString(body.Options, "queue"); q != "" {
+		opts["queue"] = q
+	}
+	if p, ok := body.Options["priority"]; ok && p != nil {
+		opts["priority"] = p
+	}
+	kwargs := map[string]any{"interval": nil, "max_retries": nil, "result": tuples}
+	if _, err := a.send(ctx, chordUnlockTask, []any{gid, sigValue(body)}, kwargs, opts); err != nil {
+		return fmt.Errorf("canvas: send %s for chord %s: %w", chordUnlockTask, gid, err)
+	}
+	return nil
 }

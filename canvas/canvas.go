@@ -139,8 +139,10 @@ func (c *ChordSig) Signature() *Signature {
 }
 
 // ApplyAsync runs the chord: it needs a producer whose backend is a
-// result.ChordBackend (ErrChordNotSupported otherwise). The returned
-// result is the body's; its parent is the header's GroupResult.
+// result.ChordBackend (Redis), or a result.ChordPoller (Celery's database
+// tables), for which celery.chord_unlock is sent as Celery does;
+// ErrChordNotSupported otherwise. The returned result is the body's; its
+// parent is the header's GroupResult.
 func (c *ChordSig) ApplyAsync(ctx context.Context, p *producer.Producer) (*result.AsyncResult, error) {
 	if c.Body == nil {
 		return nil, fmt.Errorf("%w: chord without body", ErrInvalidSignature)

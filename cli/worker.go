@@ -112,6 +112,8 @@ func parseWorkerFlags(cfg *config.Config, g *globalFlags, args []string, stdout 
 	fs.StringVar(&f.accept, "accept-content", strings.Join(cfg.Accept, ","), "accepted serializers: json, msgpack (comma-separated)")
 	fs.BoolVar(&cfg.ResultExtended, "result-extended", cfg.ResultExtended, "store task name, args, kwargs, worker, retries and queue with results")
 	fs.BoolVar(&cfg.TrackStarted, "track-started", cfg.TrackStarted, "store the STARTED state (task_track_started)")
+	fs.StringToStringVar(&cfg.DatabaseTableNames, "database-table-names", cfg.DatabaseTableNames, "task=NAME,group=NAME: Celery's database backend table names (database_table_names)")
+	fs.StringToStringVar(&cfg.DatabaseTableSchemas, "database-table-schemas", cfg.DatabaseTableSchemas, "task=SCHEMA,group=SCHEMA: schemas of those tables (database_table_schemas)")
 	fs.Var(secondsValue{&cfg.ResultExpires}, "result-expires", "how long results are kept, in seconds or as 1h30m (result_expires); 0 keeps them forever")
 	fs.Var(f.rateLimits, "rate-limit", "TASK=RATE: a task's rate limit (10/s, 100/m, 1000/h); repeatable")
 	fs.Var(secondsValue{&cfg.SoftShutdownTimeout}, "soft-shutdown-timeout", "on a cold shutdown, seconds running tasks get to finish (worker_soft_shutdown_timeout)")

@@ -34,7 +34,9 @@ type Config struct {
 	// ...), values as text; see redistransport.Config.
 	BrokerTransportOptions map[string]string
 	// ResultBackend is redis://[:password@]host:port/db, rediss://...,
-	// rpc:// or disabled://. Empty: --result-backend,
+	// rpc://, Celery's database tables (db+postgresql://user:pass@host/db,
+	// db+mysql://...), django-celery-results' (django-db+postgresql://...,
+	// django-db+mysql://...) or disabled://. Empty: --result-backend,
 	// CELERY_RESULT_BACKEND, else results are not stored.
 	ResultBackend string
 	// ResultExpires is how long stored results live; 0 means
@@ -43,6 +45,11 @@ type Config struct {
 	// ResultExtended stores name, args, kwargs, worker, retries and queue
 	// with results (result_extended).
 	ResultExtended bool
+	// DatabaseTableNames and DatabaseTableSchemas rename Celery's database
+	// backend tables and put them in schemas (database_table_names and
+	// database_table_schemas; keys "task" and "group"), for db+ result
+	// backends.
+	DatabaseTableNames, DatabaseTableSchemas map[string]string
 
 	// Queues the worker consumes; default [DefaultQueue].
 	Queues []string
@@ -212,6 +219,15 @@ func (c Config) Validate() error {
 	if c.Logger == nil {
 		if _, err := ParseLogLevel(c.LogLevel); err != nil {
 			p = append(p, err.Error())
+		}
+	}
+	for field, m := range map[string]map[string]string{"DatabaseTableNames": c.DatabaseTableNames, "DatabaseTableSchemas": c.DatabaseTableSchemas} {
+		for k, v := range m {
+			if k != "task" && k != "group" {
+				p = append(p, fmt.Sprintf("%s[%q]: keys are \"task\" and \"group\"", field, k))
+			} else if v == "" {
+				p = append(p, fmt.Sprintf("%s[%q] is empty", field, k))
+			}
 		}
 	}
 	if len(c.ConsumedQueues()) == 0 {

@@ -24,13 +24,37 @@ const ChordUnlockTask = "celery.chord_unlock"
 // body], kwargs {interval, max_retries, result}). It polls the header's
 // results, retrying itself every interval (1 s by default) until all are
 // ready, then sends the body with the ordered results or stores ChordError
-// under the body's id.
+// under the body's id. When b has a Cleanup method (the SQL backends) it
+// also registers celery.backend_cleanup, which calls it.
 func RegisterBuiltins(r *worker.Registry, p *producer.Producer, b result.Backend, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	f := &celeryFollowups{p: p, backend: b, log: log}
-	return r.Handle(ChordUnlockTask, f.chordUnlock, worker.WithOptions(worker.TaskOptions{IgnoreResult: true, MaxRetries: ptr(-1)}))
+	if err := r.Handle(ChordUnlockTask, f.chordUnlock, worker.WithOptions(worker.TaskOptions{IgnoreResult: true, MaxRetries: ptr(-1)})); err != nil {
+		return err
+	}
+	if c, ok := b.(backendCleaner); ok {
+		if _, err := r.Lookup(BackendCleanupTask); err != nil {
+			return r.Handle(BackendCleanupTask, func(ctx context.Context, _ []any, _ map[string]any) (any, error) {
+				n, err := c.Cleanup(ctx)
+				log.Info("backend cleanup", zap.Int64("deleted", n), zap.Error(err))
+				return nil, err
+			}, worker.WithOptions(worker.TaskOptions{IgnoreResult: true}))
+		}
+	}
+	return nil
+}
+
+// BackendCleanupTask is Celery's builtin that deletes expired results
+// from backends that do not expire them themselves (the SQL backends);
+// celery beat sends it daily at 4:00 when result_expires is set.
+const BackendCleanupTask = "celery.backend_cleanup"
+
+// backendCleaner is a result backend whose expired results are deleted
+// by celery.backend_cleanup.
+type backendCleaner interface {
+	Cleanup(ctx context.Context) (int64, error)
 }
 
 func ptr[T any](v T) *T { return &v }

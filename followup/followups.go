@@ -26,7 +26,8 @@ type celeryFollowups struct {
 // NewFollowups returns the Followups of a Celery worker: callbacks, chains,
 // errbacks and chord bodies are applied through p (canvas.ApplyFromMessage)
 // and chord parts are counted in backend when it is a
-// result.ChordBackend (Redis). backend may be nil.
+// result.ChordCounter (Redis, django-celery-results); on other backends
+// celery.chord_unlock completes chords. backend may be nil.
 func NewFollowups(p *producer.Producer, backend result.Backend, log *zap.Logger) worker.Followups {
 	if log == nil {
 		log = zap.NewNop()
@@ -103,9 +104,12 @@ func elementMessage(sig *protocol.Signature, parent *protocol.Message) *protocol
 // chord, sends the body with the ordered results, or stores ChordError
 // under the body's id when a part failed.
 func (f *celeryFollowups) ChordPart(ctx context.Context, msg *protocol.Message, st result.State, value any) error {
-	cb, ok := f.backend.(result.ChordBackend)
+	cb, ok := f.backend.(result.ChordCounter)
 	if !ok {
-		return fmt.Errorf("chord %s: the result backend does not support chords", msg.GroupID)
+		// No chord counter (Celery's database backend): as in Celery's
+		// base on_chord_part_return, nothing to do here; the client sent
+		// celery.chord_unlock, which polls the header's results.
+		return nil
 	}
 	if msg.GroupID == "" {
 		return fmt.Errorf("chord part %s has no group id", msg.ID)

@@ -34,16 +34,34 @@ type ChordPart struct {
 }
 
 // ChordBackend is implemented by backends that count chord header parts
-// atomically (Celery's Redis on_chord_part_return).
+// atomically (Celery's Redis on_chord_part_return) and on which a client
+// starts a chord by its size.
 type ChordBackend interface {
 	// SetChordSize records how many header parts the chord of groupID
 	// has. Clients call it before sending the last header task.
 	SetChordSize(ctx context.Context, groupID string, size int) error
+	ChordCounter
+}
+
+// ChordCounter is implemented by backends that count finished chord
+// header parts for the worker: every ChordBackend, and backends whose
+// chords are started by the client in a way of their own
+// (django-celery-results' ChordCounter rows).
+type ChordCounter interface {
 	// AddChordPart records a finished header part. groupIndex is the
 	// part's position in the header (nil when unknown). When this part
 	// completes the chord it returns complete=true with every part in
 	// header order, and removes the chord's bookkeeping keys.
 	AddChordPart(ctx context.Context, groupID string, groupIndex *int, part ChordPart) (complete bool, parts []ChordPart, err error)
+}
+
+// ChordPoller is implemented by backends that count no chord parts and
+// whose chords are completed by celery.chord_unlock, which a client sends
+// with the header's results and which polls them (Celery's
+// fallback_chord_unlock, used with its database backend).
+type ChordPoller interface {
+	// PollsChords marks the backend; it does nothing.
+	PollsChords()
 }
 
 // RedeliveryCounter is implemented by backends that keep a counter per

@@ -30,10 +30,18 @@ type OpenOptions struct {
 	Expires time.Duration
 	// Logger receives the backend's log lines; nil logs nothing.
 	Logger *zap.Logger
+	// TableNames and TableSchemas rename the tables of the SQL backends
+	// (Celery's database_table_names and database_table_schemas, keys
+	// "task" and "group"); other backends ignore them.
+	TableNames, TableSchemas map[string]string
 }
 
 // Opener opens the result backend of url.
 type Opener func(ctx context.Context, url string, o OpenOptions) (Backend, error)
+
+// Checker tells, without connecting, whether url is one its backend can
+// open (a database name is given, the driver is known, ...).
+type Checker func(url string) error
 
 // ErrUnsupportedBackend: no backend is registered for the URL's scheme.
 var ErrUnsupportedBackend = errors.New("unsupported result backend")
@@ -41,18 +49,72 @@ var ErrUnsupportedBackend = errors.New("unsupported result backend")
 // Registry maps URL schemes to the Openers of result backends. Use
 // NewRegistry; a filled Registry is safe for concurrent Open.
 type Registry struct {
-	openers map[string]Opener
+	openers map[string]entry
+}
+
+type entry struct {
+	open  Opener
+	check Checker
 }
 
 // NewRegistry returns an empty Registry.
-func NewRegistry() *Registry { return &Registry{openers: map[string]Opener{}} }
+func NewRegistry() *Registry { return &Registry{openers: map[string]entry{}} }
 
 // Register makes open serve URLs of each of the schemes (case does not
-// matter); a later registration of a scheme replaces the earlier one.
+// matter); a later registration of a scheme replaces the earlier one. A
+// scheme also serves its variants with a "+driver" suffix, as SQLAlchemy's
+// URLs name drivers (db+mysql serves db+mysql+pymysql://) unless the
+// variant is registered itself.
 func (r *Registry) Register(open Opener, schemes ...string) {
+	r.RegisterChecked(open, nil, schemes...)
+}
+
+// RegisterChecked is Register with a Checker that Check runs on URLs of
+// the schemes.
+func (r *Registry) RegisterChecked(open Opener, check Checker, schemes ...string) {
 	for _, s := range schemes {
-		r.openers[strings.ToLower(s)] = open
+		r.openers[strings.ToLower(s)] = entry{open: open, check: check}
 	}
+}
+
+// lookup finds the entry of url's scheme, or of the scheme without its
+// last "+" parts.
+func (r *Registry) lookup(url string) (entry, bool) {
+	s := transport.Scheme(url)
+	for {
+		if e, ok := r.openers[s]; ok {
+			return e, true
+		}
+		i := strings.LastIndex(s, "+")
+		if i <= 0 {
+			return entry{}, false
+		}
+		s = s[:i]
+	}
+}
+
+// Check reports whether url can be opened, without connecting: an
+// unknown scheme is ErrUnsupportedBackend, and the scheme's Checker, if
+// it has one, judges the rest.
+func (r *Registry) Check(url string) error {
+	e, ok := r.lookup(url)
+	if !ok {
+		return r.unsupported(url)
+	}
+	if e.check != nil {
+		if err := e.check(url); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnsupportedBackend, err)
+		}
+	}
+	return nil
+}
+
+func (r *Registry) unsupported(url string) error {
+	s := r.Schemes()
+	for i := range s {
+		s[i] += "://"
+	}
+	return fmt.Errorf("%w: scheme %q (%s)", ErrUnsupportedBackend, transport.Scheme(url), strings.Join(s, ", "))
 }
 
 // Schemes lists the registered schemes, sorted.
@@ -67,20 +129,16 @@ func (r *Registry) Schemes() []string {
 
 // Supports reports whether url's scheme has a backend.
 func (r *Registry) Supports(url string) bool {
-	_, ok := r.openers[transport.Scheme(url)]
+	_, ok := r.lookup(url)
 	return ok
 }
 
 // Open opens the backend registered for url's scheme; an unknown scheme is
 // ErrUnsupportedBackend.
 func (r *Registry) Open(ctx context.Context, url string, o OpenOptions) (Backend, error) {
-	open, ok := r.openers[transport.Scheme(url)]
+	e, ok := r.lookup(url)
 	if !ok {
-		s := r.Schemes()
-		for i := range s {
-			s[i] += "://"
-		}
-		return nil, fmt.Errorf("%w: scheme %q (%s)", ErrUnsupportedBackend, transport.Scheme(url), strings.Join(s, ", "))
+		return nil, r.unsupported(url)
 	}
-	return open(ctx, url, o)
+	return e.open(ctx, url, o)
 }

@@ -76,6 +76,7 @@ type options struct {
 	celeryConc         int
 	amqpBase           string
 	redisURL           string
+	resultBackend      string
 	transport          string
 	redisBroker        string
 	vhost              string
@@ -110,6 +111,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.celeryConc, "celery-c", 2, "Celery prefork processes")
 	fs.StringVar(&o.amqpBase, "amqp", "amqp://guest:guest@127.0.0.1:5672", "RabbitMQ URL without the vhost")
 	fs.StringVar(&o.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (result backend)")
+	fs.StringVar(&o.resultBackend, "result-backend", "", "result backend of every worker instead of -redis: db+postgresql://user@host/db (Celery's database tables; the database must exist)")
 	fs.StringVar(&o.vhost, "vhost", "", "existing vhost to use; empty creates (and deletes) one with rabbitmqctl")
 	fs.StringVar(&o.gworker, "gworker", "", "gworker binary; default: next to this program, else built with go build")
 	fs.StringVar(&o.baseline, "baseline", "", "another gworker binary to run as worker \"baseline\" (e.g. built from an older commit), to measure a change")
@@ -149,6 +151,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.transport == "redis" {
 		// The ceiling and the latency client are AMQP consumers.
 		o.workers = slices.DeleteFunc(o.workers, func(w string) bool { return w == "bare-ack" })
+	}
+	if o.resultBackend != "" {
+		for _, w := range o.workers {
+			if strings.HasPrefix(w, "minloop") {
+				return nil, fmt.Errorf("worker %s stores results in Redis only: leave it out with -result-backend", w)
+			}
+		}
+		if slices.Contains(o.modes, "latency") {
+			return nil, errors.New("latency mode reads results in Redis only: leave it out with -result-backend")
+		}
 	}
 	for _, m := range o.modes {
 		if m != "prefill" && m != "e2e" && m != "latency" {
@@ -245,11 +257,24 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		os.RemoveAll(tmp)
 	}()
 
+	// Redis carries the results (unless -result-backend names another
+	// store) and, always, the bare-ack ceiling's notifications.
 	rdb, err := redisClient(ctx, o.redisURL)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
+	var rs results = redisResults{rdb: rdb}
+	backendURL := o.redisURL
+	if o.resultBackend != "" {
+		backendURL = o.resultBackend
+		sr, err := openSQLResults(ctx, o.resultBackend)
+		if err != nil {
+			return err
+		}
+		defer sr.db.Close()
+		rs = sr
+	}
 
 	var (
 		bb        benchBroker
@@ -303,7 +328,7 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		return err
 	}
 	sc := specConfig{
-		python: o.python, self: self, brokerURL: brokerURL, redisURL: o.redisURL,
+		python: o.python, self: self, brokerURL: brokerURL, backendURL: backendURL, redisURL: o.redisURL,
 		conc: o.conc, prefetchMult: o.prefetchMult, celeryConc: o.celeryConc,
 		loglevel: o.loglevel, moduleDir: tmp, n: o.n,
 	}
@@ -374,7 +399,7 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				if mode == "latency" && specs[w].noResults {
 					continue // nothing to wait for
 				}
-				s := runOne(ctx, o, bb, rdb, specs[w], tmp, r, mode)
+				s := runOne(ctx, o, bb, rdb, rs, specs[w], tmp, r, mode)
 				samples = append(samples, s)
 				if s.Err != "" {
 					failed++

@@ -14,7 +14,7 @@ import (
 )
 
 // runOne runs one worker in one mode on a fresh queue and measures it.
-func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Client, spec workerSpec, logDir string, round int, mode string) (s sample) {
+func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Client, rs results, spec workerSpec, logDir string, round int, mode string) (s sample) {
 	s = sample{Round: round, Mode: mode, Worker: spec.name, Tasks: o.n}
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
@@ -39,7 +39,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		if b, err = buildBatch(queue, o.n); err != nil {
 			return fail(err)
 		}
-		defer deleteKeys(rdb, b.ids)
+		defer rs.remove(b.prefix, b.ids)
 	}
 	// watch follows the run's results, or the notifications of a worker
 	// that writes none.
@@ -47,7 +47,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		if spec.noResults {
 			return watchNotify(ctx, rdb, notifyChannel(queue), onFirst)
 		}
-		return watchResults(ctx, rdb, b.prefix, b.ids, onFirst)
+		return rs.watch(ctx, b.prefix, b.ids, onFirst)
 	}
 
 	var (
@@ -189,7 +189,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		s.RedisUS = float64((srv1[1] - srv0[1]).Microseconds()) / float64(s.Tasks)
 	}
 	if b != nil && !spec.noResults {
-		if err := verify(ctx, rdb, b.ids); err != nil {
+		if err := rs.verify(ctx, b.prefix, b.ids); err != nil {
 			return fail(err)
 		}
 	}

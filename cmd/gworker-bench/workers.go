@@ -104,7 +104,8 @@ func (p *proc) tail() string {
 
 type specConfig struct {
 	gworker, python, self string
-	brokerURL, redisURL   string
+	brokerURL, backendURL string
+	redisURL              string // the bare-ack ceiling's notifications
 	conc, prefetchMult    int
 	celeryConc            int
 	loglevel              string
@@ -116,7 +117,7 @@ type specConfig struct {
 
 func gworkerSpec(c specConfig) workerSpec {
 	return workerSpec{name: "gworker", cmd: func(queue string) *exec.Cmd {
-		args := []string{"worker", "-b", c.brokerURL, "--result-backend", c.redisURL,
+		args := []string{"worker", "-b", c.brokerURL, "--result-backend", c.backendURL,
 			"-Q", queue, "-c", strconv.Itoa(c.conc), "--prefetch-multiplier", strconv.Itoa(c.prefetchMult),
 			"-l", c.loglevel}
 		return exec.Command(c.gworker, append(args, c.extra...)...)
@@ -125,7 +126,7 @@ func gworkerSpec(c specConfig) workerSpec {
 
 func minloopSpec(c specConfig) workerSpec {
 	return workerSpec{name: "minloop", cmd: func(queue string) *exec.Cmd {
-		return exec.Command(c.self, "minloop", "-broker", c.brokerURL, "-result-backend", c.redisURL,
+		return exec.Command(c.self, "minloop", "-broker", c.brokerURL, "-result-backend", c.backendURL,
 			"-queue", queue, "-c", strconv.Itoa(c.conc), "-prefetch", strconv.Itoa(c.conc*c.prefetchMult),
 			"-global-qos="+strconv.FormatBool(c.minloopGlobalQoS))
 	}}
@@ -147,7 +148,7 @@ func celerySpec(c specConfig) workerSpec {
 			"--without-mingle", "--without-gossip", "--without-heartbeat", "-l", c.loglevel)
 		cmd.Dir = c.moduleDir
 		cmd.Env = append(os.Environ(), "GWORKER_BENCH_BROKER="+c.brokerURL,
-			"GWORKER_BENCH_BACKEND="+c.redisURL, "PYTHONPATH="+c.moduleDir)
+			"GWORKER_BENCH_BACKEND="+c.backendURL, "PYTHONPATH="+c.moduleDir)
 		return cmd
 	}}
 }
