@@ -83,6 +83,22 @@ type Config struct {
 	// refuse global QoS; see the package documentation.
 	DefaultQueueType string
 
+	// DefaultExchangeType is the type of the exchange this broker declares
+	// for each of its task queues (Broker.TaskQueue), as Celery's
+	// task_default_exchange_type: "direct" (empty means direct), "topic"
+	// or "fanout". Celery 5.5's native delayed delivery only reaches queues
+	// bound to topic or fanout exchanges. An exchange that already exists
+	// with another type is used as it is.
+	DefaultExchangeType string
+
+	// DelayedDeliveryQueueType is the type of the 28 celery_delayed_*
+	// queues of native delayed delivery (see the package documentation),
+	// as Celery 5.5's broker_native_delayed_delivery_queue_type:
+	// QueueTypeQuorum (empty means quorum) or QueueTypeClassic. Every
+	// node of a fleet must use the same, as every declaration of a queue
+	// must.
+	DelayedDeliveryQueueType string
+
 	// QuarantineScanLimit caps how many messages per queue a quarantine
 	// sweep inspects (see the package documentation). Zero means
 	// QuarantineScanLimitDefault; a negative value disables the sweep.
@@ -95,6 +111,16 @@ func (c Config) validate() error {
 	case "", QueueTypeClassic, QueueTypeQuorum:
 	default:
 		return fmt.Errorf("%w: default queue type %q (want %s or %s)", ErrInvalidConfig, c.DefaultQueueType, QueueTypeClassic, QueueTypeQuorum)
+	}
+	switch c.DefaultExchangeType {
+	case "", "direct", "topic", "fanout":
+	default:
+		return fmt.Errorf("%w: default exchange type %q (want direct, topic or fanout)", ErrInvalidConfig, c.DefaultExchangeType)
+	}
+	switch c.DelayedDeliveryQueueType {
+	case "", QueueTypeClassic, QueueTypeQuorum:
+	default:
+		return fmt.Errorf("%w: delayed delivery queue type %q (want %s or %s)", ErrInvalidConfig, c.DelayedDeliveryQueueType, QueueTypeQuorum, QueueTypeClassic)
 	}
 	return nil
 }
@@ -123,6 +149,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectionName == "" {
 		c.ConnectionName = "gworker"
+	}
+	if c.DefaultExchangeType == "" {
+		c.DefaultExchangeType = "direct"
+	}
+	if c.DelayedDeliveryQueueType == "" {
+		c.DelayedDeliveryQueueType = DelayedDeliveryQueueTypeDefault
 	}
 	if c.QuarantineScanLimit == 0 {
 		c.QuarantineScanLimit = QuarantineScanLimitDefault

@@ -15,12 +15,16 @@ import (
 // Celery's name for the same transport).
 var Schemes = []string{"amqp", "amqps", "pyamqp"}
 
-var _ transport.Broker = (*Broker)(nil)
+var (
+	_ transport.Broker         = (*Broker)(nil)
+	_ transport.DelayPublisher = (*Broker)(nil)
+)
 
 // Open is the transport.Opener of RabbitMQ: Dial with the URL and options.
 func Open(ctx context.Context, url string, o transport.Options) (transport.Broker, error) {
 	b, err := Dial(ctx, Config{URL: url, Logger: o.Logger, ConnectionName: o.ConnectionName,
-		DefaultQueueType: o.DefaultQueueType, Heartbeat: o.Heartbeat})
+		DefaultQueueType: o.DefaultQueueType, DefaultExchangeType: o.DefaultExchangeType,
+		DelayedDeliveryQueueType: o.DelayedDeliveryQueueType, Heartbeat: o.Heartbeat})
 	if err != nil {
 		return nil, err
 	}
@@ -34,15 +38,18 @@ func Register(r *transport.Registry) { r.Register(Open, Schemes...) }
 // other arguments, such as quorum queues declared by Python, are consumed as
 // they are) and consumes them with global QoS, as Celery does on RabbitMQ,
 // or with per-consumer QoS when one of them is a quorum queue (Celery 5.5's
-// worker_detect_quorum_queues), with batched acknowledgements. It is the
-// worker's side of transport.Broker; NewConsumer offers every option.
+// worker_detect_quorum_queues), with batched acknowledgements and, when one
+// of them is a quorum queue, native delayed delivery set up as Celery 5.5's
+// worker does (ConsumerConfig.DelayedDelivery). It is the worker's side of
+// transport.Broker; NewConsumer offers every option.
 func (b *Broker) Consume(ctx context.Context, queues []string, prefetch int) (transport.Consumer, error) {
 	qs := make([]Queue, len(queues))
 	for i, n := range queues {
 		qs[i] = b.TaskQueue(n)
 	}
 	// BatchAcks: the pool's acknowledgements share writes under load.
-	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: qs, Prefetch: prefetch, GlobalQoS: true, BatchAcks: true})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: qs, Prefetch: prefetch, GlobalQoS: true, BatchAcks: true,
+		DelayedDelivery: true})
 	if err != nil {
 		return nil, err
 	}
