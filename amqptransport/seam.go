@@ -2,6 +2,7 @@ package amqptransport
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -68,9 +69,14 @@ func (b *Broker) QueueLength(ctx context.Context, name string) (int, error) {
 }
 
 // Subscribe declares q as kombu declares the pidbox and reply queues
-// (auto-delete, x-expires and x-message-ttl) and consumes it without
-// acknowledgements.
+// (auto-delete, x-expires and x-message-ttl; durable and not auto-delete
+// with q.Durable, exclusive with q.Exclusive) and consumes it without
+// acknowledgements. An exclusive queue goes with its connection and is
+// declared again on the next one.
 func (b *Broker) Subscribe(ctx context.Context, q transport.QueueSpec) (transport.Subscription, error) {
+	if q.Durable && q.Exclusive {
+		return nil, fmt.Errorf("%w: queue %q both durable and exclusive (an exclusive queue goes with its connection)", ErrInvalidConfig, q.Name)
+	}
 	args := map[string]any{}
 	if q.Expires > 0 {
 		args["x-expires"] = q.Expires.Milliseconds()
@@ -80,7 +86,7 @@ func (b *Broker) Subscribe(ctx context.Context, q transport.QueueSpec) (transpor
 	}
 	c, err := b.NewConsumer(ctx, ConsumerConfig{
 		Queues: []Queue{{
-			Name: q.Name, AutoDelete: true, Arguments: args,
+			Name: q.Name, Durable: q.Durable, AutoDelete: !q.Durable, Exclusive: q.Exclusive, Arguments: args,
 			Exchange: q.Exchange, ExchangeType: q.ExchangeType, RoutingKey: q.RoutingKey,
 		}},
 		NoAck:       true,

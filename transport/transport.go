@@ -98,8 +98,9 @@ type Consumer interface {
 	Close() error
 }
 
-// QueueSpec describes a non-durable, auto-delete queue bound to an
-// exchange, as kombu declares the pidbox and reply queues.
+// QueueSpec describes a queue bound to an exchange, as kombu declares the
+// pidbox and reply queues: non-durable and auto-delete unless Durable or
+// Exclusive says otherwise.
 type QueueSpec struct {
 	Name         string
 	Exchange     string
@@ -107,6 +108,13 @@ type QueueSpec struct {
 	RoutingKey   string
 	// Expires (x-expires) and MessageTTL (x-message-ttl); zero: none.
 	Expires, MessageTTL time.Duration
+	// Durable declares a durable queue that is not auto-deleted, and
+	// Exclusive a queue only its connection uses and that goes with it
+	// (Celery 5.6's control_queue_durable and control_queue_exclusive):
+	// the kinds of queue RabbitMQ 4.3 accepts, as it refuses transient
+	// non-exclusive ones. At most one of them. Brokers without such queues
+	// ignore both.
+	Durable, Exclusive bool
 }
 
 // Bounds of a Subscription, which anyone on the broker can fill: messages
