@@ -92,8 +92,11 @@ func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args [
 		timeout     float64
 		dest, extra string
 		asJSON      bool
+		queue       = control.QueueOptions{Durable: a.cfg.ControlQueueDurable, Exclusive: a.cfg.ControlQueueExclusive}
 	)
 	fs := newFlagSet(kind, g, a.cfg, stdout)
+	fs.BoolVar(&queue.Exclusive, "control-queue-exclusive", queue.Exclusive, "declare the reply queue exclusive (control_queue_exclusive; RabbitMQ 4.3 refuses transient ones)")
+	fs.BoolVar(&queue.Durable, "control-queue-durable", queue.Durable, "declare the reply queue durable (control_queue_durable)")
 	fs.Float64VarP(&timeout, "timeout", "t", 1, "seconds to wait for replies")
 	fs.StringVarP(&dest, "destination", "d", "", "comma-separated node names (default: every node)")
 	fs.BoolVarP(&asJSON, "json", "j", false, "print the replies as one JSON object")
@@ -109,6 +112,10 @@ func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args [
 	g.noteSet(fs)
 	if len(pos) == 0 {
 		fmt.Fprintf(stderr, "gworker %s: give a method, e.g. gworker %s ping\n", kind, kind)
+		return 2
+	}
+	if err := queue.Validate(); err != nil {
+		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 2
 	}
 	method := pos[0]
@@ -138,7 +145,7 @@ func (a *App) runRemote(ctx context.Context, g *globalFlags, kind string, args [
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 1
 	}
-	client := control.NewClient(c.conn.broker, nil, c.log())
+	client, _ := control.NewClient(c.conn.broker, nil, c.log()).WithReplyQueue(queue) // validated above
 	o := control.BroadcastOptions{Reply: !castCommands[method], Timeout: time.Duration(timeout * float64(time.Second))}
 	if dest != "" {
 		o.Destination = splitList(dest)
