@@ -13,7 +13,7 @@ import (
 
 	"github.com/gworker/gworker"
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/worker"
 )

@@ -2,311 +2,34 @@ package gworker
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"sort"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
 
-	"github.com/spf13/pflag"
+	"github.com/gworker/gworker/cli"
+	"github.com/gworker/gworker/internal/version"
 )
 
+// The App is what the command line runs on.
+var _ cli.App = (*App)(nil)
+
 // Version is the gworker version printed by --version and in the banner.
-const Version = "0.2.0"
+const Version = version.Version
 
 // Main runs the gworker command line on os.Args and exits with its status:
-// `worker` (the default command), `call` and `result`, with celery's flags
-// and environment variables. It is what a service's main function calls
-// after registering its tasks.
+// `worker` (the default command), `call`, `result`, `inspect`, `control`
+// and `status`, with celery's flags and environment variables (package
+// cli). It is what a service's main function calls after registering its
+// tasks.
 func (a *App) Main() {
 	os.Exit(a.RunCLI(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// RunCLI runs one gworker command line (without the program name) and
-// returns the exit status: 0 on success and after a warm shutdown, 1 when
-// the command failed, 2 for a usage error. SIGINT and SIGTERM stop it
-// (twice: a cold shutdown); so does ctx.
+// RunCLI runs one gworker command line (without the program name) on the
+// App and returns the exit status: 0 on success and after a warm
+// shutdown, 1 when the command failed, 2 for a usage error. SIGINT and
+// SIGTERM stop it (twice: a cold shutdown); so does ctx. The command line
+// applies its flags to the App with Configure, so the App must not be
+// connected yet.
 func (a *App) RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globalFlags{}
-	cmd, rest, err := splitCommand(g, args, a.cfg)
-	if err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			usage(stdout)
-			return 0
-		}
-		fmt.Fprintln(stderr, "gworker:", err)
-		usage(stderr)
-		return 2
-	}
-	if g.version {
-		fmt.Fprintln(stdout, Version)
-		return 0
-	}
-	if g.workdir != "" {
-		if err := os.Chdir(g.workdir); err != nil {
-			fmt.Fprintln(stderr, "gworker: --workdir:", err)
-			return 1
-		}
-	}
-	switch cmd {
-	case "worker":
-		return a.runWorker(ctx, g, rest, stdout, stderr)
-	case "call", "result":
-		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		if cmd == "call" {
-			return a.runCall(ctx, g, rest, stdout, stderr)
-		}
-		return a.runResult(ctx, g, rest, stdout, stderr)
-	case "inspect", "control", "status":
-		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		if cmd == "status" {
-			return a.runRemote(ctx, g, "inspect", append([]string{"ping"}, rest...), stdout, stderr)
-		}
-		return a.runRemote(ctx, g, cmd, rest, stdout, stderr)
-	case "help":
-		usage(stdout)
-		return 0
-	case "version":
-		fmt.Fprintln(stdout, Version)
-		return 0
-	}
-	fmt.Fprintf(stderr, "gworker: unknown command %q\n", cmd)
-	usage(stderr)
-	return 2
-}
-
-func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage:
-  gworker [global flags] [worker] [flags]   run a worker (the default command)
-  gworker [global flags] call NAME [flags]  send a task, print its id (or its result with --wait)
-  gworker [global flags] result ID [flags]  print a task's result as JSON (--group for a GroupResult)
-  gworker [global flags] inspect METHOD [ARG...] [flags]  ask Celery and gworker nodes (ping, stats, active, registered, ...)
-  gworker [global flags] control METHOD [ARG...] [flags]  steer them (revoke, terminate, rate_limit, pool_grow, shutdown, ...)
-  gworker [global flags] status [flags]    list the nodes that answer a ping
-  gworker --version
-
-Global flags (also accepted after the command):
-  -b, --broker URL            broker URL (env CELERY_BROKER_URL)
-      --result-backend URL    result backend URL: redis://..., rpc:// (env CELERY_RESULT_BACKEND)
-      --broker-transport-option KEY=VALUE
-                              a Redis broker's transport option (visibility_timeout=3600, ...); repeatable
-      --workdir DIR           change to DIR first
-  -A, --app, --loader, --config, -C, --no-color, -q, --quiet: accepted as celery's
-
-Run "gworker COMMAND --help" for a command's flags.
-`)
-}
-
-var commands = map[string]bool{"worker": true, "call": true, "result": true, "help": true, "version": true,
-	"inspect": true, "control": true, "status": true}
-
-// globalFlags are celery's options before the command; every command
-// accepts them after it too.
-type globalFlags struct {
-	app, broker, backend, loader, config, workdir string
-	noColor, quiet, version                       bool
-	// transportOptions are --broker-transport-option KEY=VALUE flags.
-	transportOptions optionsFlag
-	// set records which were given on the command line.
-	set map[string]bool
-}
-
-func (g *globalFlags) register(fs *pflag.FlagSet, cfg Config) {
-	if g.broker == "" {
-		g.broker = cfg.brokerURL()
-	}
-	if g.backend == "" {
-		g.backend = cfg.backendURL()
-	}
-	fs.StringVarP(&g.broker, "broker", "b", g.broker, "broker URL (env CELERY_BROKER_URL)")
-	if g.transportOptions == nil {
-		g.transportOptions = optionsFlag{}
-	}
-	fs.Var(g.transportOptions, "broker-transport-option", "KEY=VALUE: a kombu broker transport option (visibility_timeout=3600, master_name=mymaster, global_keyprefix=..., ...); repeatable")
-	fs.StringVar(&g.backend, "result-backend", g.backend, "result backend URL: redis://..., rediss://..., rpc:// or disabled:// (env CELERY_RESULT_BACKEND)")
-	// The defaults shown by --help never carry a password.
-	fs.Lookup("broker").DefValue = RedactURL(g.broker)
-	fs.Lookup("result-backend").DefValue = RedactURL(g.backend)
-	fs.StringVarP(&g.app, "app", "A", g.app, "celery's Python app; accepted and ignored: gworker's tasks are the Go functions compiled in")
-	fs.StringVar(&g.loader, "loader", g.loader, "celery's loader; accepted and ignored")
-	fs.StringVar(&g.config, "config", g.config, "celery's config module; accepted and ignored")
-	fs.StringVar(&g.workdir, "workdir", g.workdir, "change to this directory first")
-	fs.BoolVarP(&g.noColor, "no-color", "C", g.noColor, "no colours (gworker prints none)")
-	fs.BoolVarP(&g.quiet, "quiet", "q", g.quiet, "print no banner")
-}
-
-// optionsFlag collects KEY=VALUE flags.
-type optionsFlag map[string]string
-
-func (o optionsFlag) String() string {
-	keys := make([]string, 0, len(o))
-	for k := range o {
-		keys = append(keys, k+"="+o[k])
-	}
-	sort.Strings(keys)
-	return strings.Join(keys, ",")
-}
-
-func (o optionsFlag) Set(v string) error {
-	k, val, ok := strings.Cut(v, "=")
-	if !ok || strings.TrimSpace(k) == "" {
-		return fmt.Errorf("want KEY=VALUE, e.g. visibility_timeout=3600")
-	}
-	o[strings.TrimSpace(k)] = val
-	return nil
-}
-
-func (o optionsFlag) Type() string { return "KEY=VALUE" }
-
-// apply merges the transport options given on the command line into cfg.
-func (o optionsFlag) apply(cfg *Config) {
-	if len(o) == 0 {
-		return
-	}
-	merged := make(map[string]string, len(cfg.BrokerTransportOptions)+len(o))
-	for k, v := range cfg.BrokerTransportOptions {
-		merged[k] = v
-	}
-	for k, v := range o {
-		merged[k] = v
-	}
-	cfg.BrokerTransportOptions = merged
-}
-
-// noteSet records the global flags given in fs.
-func (g *globalFlags) noteSet(fs *pflag.FlagSet) {
-	if g.set == nil {
-		g.set = map[string]bool{}
-	}
-	fs.Visit(func(f *pflag.Flag) { g.set[f.Name] = true })
-}
-
-// splitCommand reads the global flags before the command and returns the
-// command and its arguments. Without a command, or when what comes first
-// are worker flags, the command is worker.
-func splitCommand(g *globalFlags, args []string, cfg Config) (string, []string, error) {
-	fs := pflag.NewFlagSet("gworker", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.SetInterspersed(false)
-	g.register(fs, cfg)
-	fs.BoolVar(&g.version, "version", false, "print the version")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return "", nil, err
-		}
-		// A worker flag before any command: the whole line is the
-		// worker's (gworker -Q go -c 4).
-		return "worker", args, nil
-	}
-	g.noteSet(fs)
-	rest := fs.Args()
-	if len(rest) > 0 && commands[rest[0]] {
-		return rest[0], rest[1:], nil
-	}
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		return rest[0], rest[1:], nil // an unknown command, reported
-	}
-	return "worker", rest, nil
-}
-
-// newFlagSet is a command's flag set with the global flags in it. Parse
-// errors are returned, not printed; --help prints the flags on stdout.
-func newFlagSet(name string, g *globalFlags, cfg Config, stdout io.Writer) *pflag.FlagSet {
-	fs := pflag.NewFlagSet("gworker "+name, pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.SortFlags = false
-	fs.Usage = func() {
-		fmt.Fprintf(stdout, "Usage: gworker %s [flags]\n\nFlags:\n%s", commandUsage[name], fs.FlagUsages())
-	}
-	g.register(fs, cfg)
-	return fs
-}
-
-var commandUsage = map[string]string{
-	"worker":  "[worker]",
-	"call":    "call NAME",
-	"result":  "result ID | --group GID",
-	"inspect": "inspect METHOD [ARG...]",
-	"control": "control METHOD [ARG...]",
-}
-
-// secondsValue is a duration flag that takes seconds as celery does
-// (3600, 1.5) or a Go duration (1h, 90s).
-type secondsValue struct{ d *time.Duration }
-
-func (s secondsValue) String() string {
-	if s.d == nil {
-		return "0"
-	}
-	return strconv.FormatFloat(s.d.Seconds(), 'f', -1, 64)
-}
-
-func (s secondsValue) Set(v string) error {
-	d, err := parseSeconds(v)
-	if err != nil {
-		return err
-	}
-	*s.d = d
-	return nil
-}
-
-func (s secondsValue) Type() string { return "seconds" }
-
-// parseSeconds reads "3600", "1.5" or a Go duration ("1h30m").
-func parseSeconds(v string) (time.Duration, error) {
-	v = strings.TrimSpace(v)
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if f < 0 {
-			return 0, fmt.Errorf("%q: must not be negative", v)
-		}
-		return time.Duration(f * float64(time.Second)), nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("%q: want seconds (3600, 1.5) or a duration (1h, 90s)", v)
-	}
-	if d < 0 {
-		return 0, fmt.Errorf("%q: must not be negative", v)
-	}
-	return d, nil
-}
-
-// parseArgs parses a command's flags; a positional argument may stand
-// before or after them.
-func parseArgs(fs *pflag.FlagSet, args []string) ([]string, error) {
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	return fs.Args(), nil
-}
-
-// usageError reports a command-line mistake: exit status 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// ExpandHostname expands %h (host name), %n (its first label), %d (its
-// domain) and %% as celery worker -n does.
-func ExpandHostname(s string) string {
-	host, _ := os.Hostname()
-	short, domain, _ := strings.Cut(host, ".")
-	r := strings.NewReplacer("%h", host, "%n", short, "%d", domain, "%%", "%")
-	return r.Replace(s)
+	return cli.Run(ctx, a, args, stdout, stderr)
 }

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
+	"strings"
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/internal/redact"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
@@ -23,17 +24,6 @@ type role int
 const (
 	roleClient role = iota
 	roleWorker
-)
-
-// Errors of connecting.
-var (
-	// ErrUnsupportedBroker: the broker URL's scheme names no transport
-	// of the App (DefaultTransports, or Config.Transports).
-	ErrUnsupportedBroker = transport.ErrUnsupportedScheme
-	// ErrUnsupportedBackend: the result backend URL's scheme names no
-	// backend of the App (DefaultResultBackends, or
-	// Config.ResultBackends).
-	ErrUnsupportedBackend = result.ErrUnsupportedBackend
 )
 
 // conn is what an App is connected to.
@@ -57,60 +47,31 @@ func (c *conn) close() error {
 
 // checkURLs reports a broker or result backend URL whose scheme has no
 // transport or backend in the App's registries.
-func checkURLs(cfg Config) []string {
+func checkURLs(cfg Config, reg registries) []string {
 	var p []string
-	if u := cfg.BrokerURL; u != "" && !cfg.transports().Supports(u) {
-		p = append(p, fmt.Sprintf("broker %s: %v (%s)", RedactURL(u), ErrUnsupportedBroker, schemeList(cfg.transports().Schemes())))
+	if u := cfg.BrokerURL; u != "" && !reg.transports.Supports(u) {
+		p = append(p, fmt.Sprintf("broker %s: %v (%s)", RedactURL(u), ErrUnsupportedBroker, schemeList(reg.transports.Schemes())))
 	}
-	if u := cfg.ResultBackend; u != "" && transport.Scheme(u) != "disabled" && !cfg.backends().Supports(u) {
-		p = append(p, fmt.Sprintf("result backend %s: %v (%s, disabled://)", RedactURL(u), ErrUnsupportedBackend, schemeList(cfg.backends().Schemes())))
+	if u := cfg.ResultBackend; u != "" && transport.Scheme(u) != "disabled" && !reg.backends.Supports(u) {
+		p = append(p, fmt.Sprintf("result backend %s: %v (%s, disabled://)", RedactURL(u), ErrUnsupportedBackend, schemeList(reg.backends.Schemes())))
 	}
 	return p
 }
 
 func schemeList(schemes []string) string {
-	out := ""
-	for i, s := range schemes {
-		if i > 0 {
-			out += ", "
-		}
-		out += s + "://"
+	for i := range schemes {
+		schemes[i] += "://"
 	}
-	return out
-}
-
-// brokerURL resolves the broker: Config, then CELERY_BROKER_URL, then
-// DefaultBrokerURL.
-func (c Config) brokerURL() string {
-	if c.BrokerURL != "" {
-		return c.BrokerURL
-	}
-	if v := os.Getenv("CELERY_BROKER_URL"); v != "" {
-		return v
-	}
-	return DefaultBrokerURL
-}
-
-// backendURL resolves the result backend: Config, then
-// CELERY_RESULT_BACKEND; "" means none.
-func (c Config) backendURL() string {
-	v := c.ResultBackend
-	if v == "" {
-		v = os.Getenv("CELERY_RESULT_BACKEND")
-	}
-	if transport.Scheme(v) == "disabled" {
-		return ""
-	}
-	return v
+	return strings.Join(schemes, ", ")
 }
 
 // dial connects to the broker (waiting for it until ctx ends) and the
 // result backend, and builds the producer and follow-ups on them.
-func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, error) {
-	brokerURL, backendURL := cfg.brokerURL(), cfg.backendURL()
+func dial(ctx context.Context, cfg Config, reg registries, log *zap.Logger, r role) (*conn, error) {
+	brokerURL, backendURL := cfg.ResolvedBrokerURL(), cfg.ResolvedResultBackend()
 	routeRedisLogs(log)
 	host, _ := os.Hostname()
-	b, err := cfg.transports().Open(ctx, brokerURL, transport.Options{
+	b, err := reg.transports.Open(ctx, brokerURL, transport.Options{
 		Logger: log, ConnectionName: "gworker@" + host, Heartbeat: cfg.BrokerHeartbeat,
 		DefaultQueueType: cfg.DefaultQueueType, TransportOptions: cfg.BrokerTransportOptions,
 		DefaultExchangeType: cfg.DefaultExchangeType, DelayedDeliveryQueueType: cfg.DelayedDeliveryQueueType,
@@ -122,7 +83,7 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 
 	replyTo := producer.NewID()
 	if backendURL != "" {
-		rb, err := cfg.backends().Open(ctx, backendURL, result.OpenOptions{
+		rb, err := reg.backends.Open(ctx, backendURL, result.OpenOptions{
 			Broker: b, Worker: r == roleWorker, ReplyTo: replyTo, Expires: cfg.ResultExpires, Logger: log,
 		})
 		if err != nil {
@@ -138,7 +99,7 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 		Backend: c.backend, DefaultQueue: cfg.DefaultQueue, ReplyTo: replyTo,
 		Serializer: cfg.Serializer, Logger: log,
 	})
-	c.followups = worker.NewFollowups(c.producer, c.backend, log)
+	c.followups = followup.NewFollowups(c.producer, c.backend, log)
 	return c, nil
 }
 
@@ -146,7 +107,3 @@ func dial(ctx context.Context, cfg Config, log *zap.Logger, r role) (*conn, erro
 // them (amqp://guest:**@host//, redis://:**@host:6379/0), including a
 // password= query parameter and every URL of a ;-separated list.
 func RedactURL(raw string) string { return redact.URL(raw) }
-
-// clientConnectTimeout bounds how long call and result wait for the broker
-// before they fail and say why.
-const clientConnectTimeout = 20 * time.Second

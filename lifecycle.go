@@ -9,7 +9,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/control"
+	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/metrics"
 	"github.com/gworker/gworker/transport"
@@ -114,8 +116,8 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 	}
 	log := a.log()
 	log.Info("Connected to " + RedactURL(c.brokerURL))
-	if _, err := a.registry.Lookup(worker.ChordUnlockTask); err != nil {
-		if err := worker.RegisterBuiltins(a.registry, c.producer, c.backend, log); err != nil {
+	if _, err := a.registry.Lookup(followup.ChordUnlockTask); err != nil {
+		if err := followup.RegisterBuiltins(a.registry, c.producer, c.backend, log); err != nil {
 			return nil, nil, nil, err
 		}
 	}
@@ -124,7 +126,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 			return nil, nil, nil, err
 		}
 	}
-	queues := effectiveQueues(a.cfg.Queues, a.cfg.ExcludeQueues)
+	queues := a.cfg.ConsumedQueues()
 	admin := c.broker
 	if a.cfg.Purge {
 		for _, q := range queues {
@@ -170,7 +172,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 		mx = metrics.New(mcfg)
 		sink = mx
 	}
-	accept, _ := acceptTypes(a.cfg.Accept) // validated in New
+	accept, _ := config.AcceptContentTypes(a.cfg.Accept) // validated in New
 	w, err = worker.New(worker.Config{
 		Registry:           a.registry,
 		Broker:             c.broker,

@@ -5,29 +5,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-)
 
-// parseLevel reads celery's log level names.
-func parseLevel(level string) (zapcore.Level, error) {
-	switch strings.ToUpper(strings.TrimSpace(level)) {
-	case "DEBUG":
-		return zapcore.DebugLevel, nil
-	case "INFO", "":
-		return zapcore.InfoLevel, nil
-	case "WARNING", "WARN":
-		return zapcore.WarnLevel, nil
-	case "ERROR":
-		return zapcore.ErrorLevel, nil
-	case "CRITICAL", "FATAL":
-		return zapcore.DPanicLevel, nil
-	}
-	return 0, fmt.Errorf("unknown log level %q (DEBUG, INFO, WARNING, ERROR, CRITICAL, FATAL)", level)
-}
+	"github.com/gworker/gworker/internal/logging"
+)
 
 // NewLogger returns a zap logger writing lines shaped like Celery's to
 // out, which log scrapers written for Celery read unchanged:
@@ -35,31 +18,7 @@ func parseLevel(level string) (zapcore.Level, error) {
 //	[2026-01-02 03:04:05,678: INFO/MainProcess] Task tasks.add[...] received
 //
 // Fields follow the message; durations print as 1.5s, not nanoseconds.
-func NewLogger(level string, out io.Writer) (*zap.Logger, error) {
-	lvl, err := parseLevel(level)
-	if err != nil {
-		return nil, err
-	}
-	enc := zapcore.NewConsoleEncoder(zapcore.EncoderConfig{
-		TimeKey:    "time",
-		LevelKey:   "level",
-		MessageKey: "msg",
-		EncodeTime: func(t time.Time, e zapcore.PrimitiveArrayEncoder) {
-			e.AppendString("[" + t.Format("2006-01-02 15:04:05,000") + ":")
-		},
-		EncodeLevel: func(l zapcore.Level, e zapcore.PrimitiveArrayEncoder) {
-			name := map[zapcore.Level]string{zapcore.WarnLevel: "WARNING", zapcore.DPanicLevel: "CRITICAL"}[l]
-			if name == "" {
-				name = l.CapitalString()
-			}
-			e.AppendString(name + "/MainProcess]")
-		},
-		EncodeDuration:   zapcore.StringDurationEncoder,
-		ConsoleSeparator: " ",
-	})
-	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(out)), lvl)
-	return zap.New(core), nil
-}
+func NewLogger(level string, out io.Writer) (*zap.Logger, error) { return logging.New(level, out) }
 
 // redisLogger routes go-redis's own log lines (reconnects, pool errors)
 // through zap instead of the standard library's logger on stderr.

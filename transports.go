@@ -13,7 +13,7 @@ import (
 // RabbitMQ (amqp://, amqps://, pyamqp://) and kombu's Redis transport
 // (redis://, rediss://, sentinel://). This is the one place they are
 // registered; add a transport of your own to the registry and give it to
-// the App as Config.Transports.
+// the App with WithTransports.
 func DefaultTransports() *transport.Registry {
 	r := transport.NewRegistry()
 	amqptransport.Register(r)
@@ -31,18 +31,37 @@ func DefaultResultBackends() *result.Registry {
 	return r
 }
 
-// transports is the App's transport registry.
-func (c Config) transports() *transport.Registry {
-	if c.Transports != nil {
-		return c.Transports
-	}
-	return DefaultTransports()
+// registries are the App's transports and result backends.
+type registries struct {
+	transports *transport.Registry
+	backends   *result.Registry
 }
 
-// backends is the App's result backend registry.
-func (c Config) backends() *result.Registry {
-	if c.ResultBackends != nil {
-		return c.ResultBackends
+// An Option changes what an App is built with, beside its Config.
+type Option func(*registries)
+
+// WithTransports gives the App the brokers of r instead of
+// DefaultTransports(): register a transport of your own in it.
+func WithTransports(r *transport.Registry) Option {
+	return func(g *registries) { g.transports = r }
+}
+
+// WithResultBackends gives the App the result backends of r instead of
+// DefaultResultBackends().
+func WithResultBackends(r *result.Registry) Option {
+	return func(g *registries) { g.backends = r }
+}
+
+func newRegistries(opts []Option) registries {
+	g := registries{}
+	for _, o := range opts {
+		o(&g)
 	}
-	return DefaultResultBackends()
+	if g.transports == nil {
+		g.transports = DefaultTransports()
+	}
+	if g.backends == nil {
+		g.backends = DefaultResultBackends()
+	}
+	return g
 }

@@ -8,28 +8,34 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/internal/redact"
 )
 
 // DefaultURL is Celery's default broker URL. The "//" at the end names the
-// virtual host "/".
-const DefaultURL = "amqp://guest:guest@localhost:5672//"
+// virtual host "/" (config.DefaultBrokerURL).
+const DefaultURL = config.DefaultBrokerURL
 
 // Defaults of Config.
 const (
-	// HeartbeatDefault is shorter than Celery's broker_heartbeat (120 s,
-	// negotiated down to RabbitMQ's 60 s): a half-open TCP connection is
-	// noticed after about two missed intervals, and a minute-long blind
-	// window redelivers too many tasks twice.
-	HeartbeatDefault    = 20 * time.Second
-	ReconnectMinDefault = 100 * time.Millisecond
-	ReconnectMaxDefault = 5 * time.Second
-	// DialTimeoutDefault bounds the TCP connect and AMQP handshake of one
+	// DefaultHeartbeat is config.DefaultBrokerHeartbeat, shorter than
+	// Celery's broker_heartbeat.
+	DefaultHeartbeat    = config.DefaultBrokerHeartbeat
+	DefaultReconnectMin = 100 * time.Millisecond
+	DefaultReconnectMax = 5 * time.Second
+	// DefaultDialTimeout bounds the TCP connect and AMQP handshake of one
 	// attempt.
-	DialTimeoutDefault = 30 * time.Second
-	// QuarantineScanLimitDefault is how many messages a quarantine sweep
+	DefaultDialTimeout = 30 * time.Second
+	// DefaultQuarantineScanLimit is how many messages a quarantine sweep
 	// inspects per queue at most.
-	QuarantineScanLimitDefault = 1000
+	DefaultQuarantineScanLimit = 1000
+	// DefaultExchangeType is config.DefaultExchangeType, Celery's
+	// task_default_exchange_type.
+	DefaultExchangeType = config.DefaultExchangeType
+	// DefaultDelayedDeliveryQueueType is
+	// config.DefaultDelayedDeliveryQueueType, as Celery 5.5's
+	// broker_native_delayed_delivery_queue_type.
+	DefaultDelayedDeliveryQueueType = config.DefaultDelayedDeliveryQueueType
 )
 
 // Config configures a Broker. The zero value connects to DefaultURL.
@@ -52,7 +58,7 @@ type Config struct {
 
 	// Heartbeat is the AMQP heartbeat interval proposed to the broker
 	// (the smaller of both sides wins; Celery's broker_heartbeat). Zero
-	// means HeartbeatDefault; a negative value takes the broker's
+	// means DefaultHeartbeat; a negative value takes the broker's
 	// interval. A connection from which nothing (not even a heartbeat) is
 	// read for 2.5 intervals (RabbitMQ sends a heartbeat every half
 	// interval) is taken as dead and replaced: that is how a half-open TCP
@@ -62,11 +68,11 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the delay between reconnection
 	// attempts: it starts at ReconnectMin, doubles after each failure up
 	// to ReconnectMax, and each wait is jittered to between half and all of
-	// it. Zero means ReconnectMinDefault and ReconnectMaxDefault.
+	// it. Zero means DefaultReconnectMin and DefaultReconnectMax.
 	ReconnectMin, ReconnectMax time.Duration
 
 	// DialTimeout bounds one connection attempt (TCP and AMQP handshake).
-	// Zero means DialTimeoutDefault.
+	// Zero means DefaultDialTimeout.
 	DialTimeout time.Duration
 
 	// ConnectionName is shown by RabbitMQ (client property
@@ -101,7 +107,7 @@ type Config struct {
 
 	// QuarantineScanLimit caps how many messages per queue a quarantine
 	// sweep inspects (see the package documentation). Zero means
-	// QuarantineScanLimitDefault; a negative value disables the sweep.
+	// DefaultQuarantineScanLimit; a negative value disables the sweep.
 	QuarantineScanLimit int
 }
 
@@ -133,31 +139,31 @@ func (c Config) withDefaults() Config {
 		c.Logger = zap.NewNop()
 	}
 	if c.Heartbeat == 0 {
-		c.Heartbeat = HeartbeatDefault
+		c.Heartbeat = DefaultHeartbeat
 	}
 	if c.ReconnectMin <= 0 {
-		c.ReconnectMin = ReconnectMinDefault
+		c.ReconnectMin = DefaultReconnectMin
 	}
 	if c.ReconnectMax <= 0 {
-		c.ReconnectMax = ReconnectMaxDefault
+		c.ReconnectMax = DefaultReconnectMax
 	}
 	if c.ReconnectMax < c.ReconnectMin {
 		c.ReconnectMax = c.ReconnectMin
 	}
 	if c.DialTimeout <= 0 {
-		c.DialTimeout = DialTimeoutDefault
+		c.DialTimeout = DefaultDialTimeout
 	}
 	if c.ConnectionName == "" {
 		c.ConnectionName = "gworker"
 	}
 	if c.DefaultExchangeType == "" {
-		c.DefaultExchangeType = "direct"
+		c.DefaultExchangeType = DefaultExchangeType
 	}
 	if c.DelayedDeliveryQueueType == "" {
-		c.DelayedDeliveryQueueType = DelayedDeliveryQueueTypeDefault
+		c.DelayedDeliveryQueueType = DefaultDelayedDeliveryQueueType
 	}
 	if c.QuarantineScanLimit == 0 {
-		c.QuarantineScanLimit = QuarantineScanLimitDefault
+		c.QuarantineScanLimit = DefaultQuarantineScanLimit
 	}
 	return c
 }

@@ -37,9 +37,6 @@ const (
 	DelayEntryExchange = "celery_delayed_27"
 	// DelayDeliveryExchange receives the messages whose delay is over.
 	DelayDeliveryExchange = "celery_delayed_delivery"
-	// DelayedDeliveryQueueTypeDefault is the default of
-	// Config.DelayedDeliveryQueueType, as Celery 5.5's.
-	DelayedDeliveryQueueTypeDefault = QueueTypeQuorum
 )
 
 const delayLevelPrefix = "celery_delayed_"

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 func TestParseURLs(t *testing.T) {

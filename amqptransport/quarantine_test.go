@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 // pyPublish publishes with py-amqp (as every Python Celery client does) the

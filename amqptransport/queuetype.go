@@ -9,13 +9,15 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/config"
 )
 
 // Queue types (the x-queue-type queue argument), as Celery 5.5's
 // task_default_queue_type names them.
 const (
-	QueueTypeClassic = "classic"
-	QueueTypeQuorum  = "quorum"
+	QueueTypeClassic = config.QueueTypeClassic
+	QueueTypeQuorum  = config.QueueTypeQuorum
 	// QueueTypeStream is recognized on queues found on the broker; gworker
 	// never creates streams.
 	QueueTypeStream = "stream"

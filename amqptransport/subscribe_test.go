@@ -10,7 +10,7 @@ import (
 
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/control"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/transport"
 )

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/gworker/gworker/canvas"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 )

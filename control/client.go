@@ -136,7 +136,7 @@ func (c *Client) Broadcast(ctx context.Context, method string, arguments map[str
 	deadline := time.Now().Add(o.Timeout)
 	msg := &protocol.RawMessage{
 		Headers:         map[string]any{"clock": c.clock.Forward(), "expires": float64(deadline.UnixMicro()) / 1e6},
-		ContentType:     "application/json",
+		ContentType:     protocol.ContentTypeJSON,
 		ContentEncoding: "utf-8",
 		DeliveryMode:    2,
 		Body:            b,

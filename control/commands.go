@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -124,15 +123,15 @@ func infos(tis []worker.TaskInfo, safe bool) []any {
 }
 
 func (n *Node) active(_ context.Context, a args) (any, error) {
-	return infos(n.cfg.Worker.Active(), a.boolean("safe")), nil
+	return infos(n.cfg.Worker.Inspector().Active(), a.boolean("safe")), nil
 }
 
 func (n *Node) reserved(context.Context, args) (any, error) {
-	return infos(n.cfg.Worker.Reserved(), false), nil
+	return infos(n.cfg.Worker.Inspector().Reserved(), false), nil
 }
 
 func (n *Node) scheduled(context.Context, args) (any, error) {
-	st := n.cfg.Worker.Scheduled()
+	st := n.cfg.Worker.Inspector().Scheduled()
 	out := make([]any, 0, len(st))
 	for _, s := range st {
 		var eta any
@@ -149,7 +148,7 @@ func (n *Node) scheduled(context.Context, args) (any, error) {
 }
 
 func (n *Node) queryTask(_ context.Context, a args) (any, error) {
-	states := n.cfg.Worker.QueryTasks(a.strs("ids")...)
+	states := n.cfg.Worker.Inspector().QueryTasks(a.strs("ids")...)
 	out := protocol.Dict{}
 	ids := make([]string, 0, len(states))
 	for id := range states {
@@ -285,7 +284,7 @@ func queueInfo(name string) protocol.Dict {
 }
 
 func (n *Node) activeQueues(context.Context, args) (any, error) {
-	qs := n.cfg.Worker.Queues()
+	qs := n.cfg.Worker.Inspector().Queues()
 	out := make([]any, len(qs))
 	for i, q := range qs {
 		out[i] = queueInfo(q)
@@ -307,7 +306,7 @@ func (n *Node) report(context.Context, args) (any, error) {
 	}
 	host, _ := os.Hostname()
 	text := fmt.Sprintf("\nsoftware -> %s %s platform -> system:%s arch:%s\nnode -> %s host -> %s pid -> %d\nbroker -> %v\n",
-		sw, runtime.Version(), runtime.GOOS, runtime.GOARCH, n.cfg.Hostname, host, n.cfg.Worker.PID(), brokerURI(n.cfg.Broker))
+		sw, runtime.Version(), runtime.GOOS, runtime.GOARCH, n.cfg.Hostname, host, n.cfg.Worker.Inspector().PID(), brokerURI(n.cfg.Broker))
 	return ok(text), nil
 }
 
@@ -323,7 +322,7 @@ func brokerURI(b protocol.Dict) string {
 }
 
 func (n *Node) stats(context.Context, args) (any, error) {
-	w := n.cfg.Worker
+	w := n.cfg.Worker.Inspector()
 	totals := w.Totals()
 	names := make([]string, 0, len(totals))
 	for k := range totals {
@@ -355,24 +354,6 @@ func (n *Node) stats(context.Context, args) (any, error) {
 		{Key: "prefetch_count", Value: int64(w.Prefetch())},
 		{Key: "rusage", Value: rusage()},
 	}, nil
-}
-
-func rusage() protocol.Dict {
-	var r syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &r); err != nil {
-		return protocol.Dict{}
-	}
-	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return protocol.Dict{
-		{Key: "utime", Value: tv(r.Utime)}, {Key: "stime", Value: tv(r.Stime)},
-		{Key: "maxrss", Value: int64(r.Maxrss)}, {Key: "ixrss", Value: int64(r.Ixrss)},
-		{Key: "idrss", Value: int64(r.Idrss)}, {Key: "isrss", Value: int64(r.Isrss)},
-		{Key: "minflt", Value: int64(r.Minflt)}, {Key: "majflt", Value: int64(r.Majflt)},
-		{Key: "nswap", Value: int64(r.Nswap)}, {Key: "inblock", Value: int64(r.Inblock)},
-		{Key: "oublock", Value: int64(r.Oublock)}, {Key: "msgsnd", Value: int64(r.Msgsnd)},
-		{Key: "msgrcv", Value: int64(r.Msgrcv)}, {Key: "nsignals", Value: int64(r.Nsignals)},
-		{Key: "nvcsw", Value: int64(r.Nvcsw)}, {Key: "nivcsw", Value: int64(r.Nivcsw)},
-	}
 }
 
 // BrokerInfo builds the `broker` entry of `inspect stats` from a broker
@@ -519,7 +500,7 @@ func (n *Node) rateLimit(_ context.Context, a args) (any, error) {
 	if _, err := worker.ParseRateLimit(rate); err != nil {
 		return nok(fmt.Sprintf("Invalid rate limit string: %s", protocol.NewException("ValueError", err.Error()).Error())), nil
 	}
-	if err := n.cfg.Worker.SetRateLimit(name, rate); err != nil {
+	if err := n.cfg.Worker.Controls().SetRateLimit(name, rate); err != nil {
 		if errors.Is(err, worker.ErrUnknownTask) {
 			n.log.Error("Rate limit attempt for unknown task " + name)
 			return nok("unknown task"), nil
@@ -545,7 +526,7 @@ func (n *Node) timeLimit(_ context.Context, a args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := n.cfg.Worker.SetTimeLimit(name, soft, hard); err != nil {
+	if err := n.cfg.Worker.Controls().SetTimeLimit(name, soft, hard); err != nil {
 		if errors.Is(err, worker.ErrUnknownTask) {
 			n.log.Error("Change time limit attempt for unknown task " + name)
 			return nok("unknown task"), nil
@@ -561,7 +542,7 @@ func (n *Node) addConsumer(ctx context.Context, a args) (any, error) {
 	if q == "" {
 		return nil, protocol.NewException("TypeError", "add_consumer() missing 1 required positional argument: 'queue'")
 	}
-	if err := n.cfg.Worker.AddQueue(ctx, q); err != nil {
+	if err := n.cfg.Worker.Controls().AddQueue(ctx, q); err != nil {
 		return nil, err
 	}
 	return ok("add consumer " + q), nil
@@ -569,7 +550,7 @@ func (n *Node) addConsumer(ctx context.Context, a args) (any, error) {
 
 func (n *Node) cancelConsumer(ctx context.Context, a args) (any, error) {
 	q := a.str("queue")
-	if err := n.cfg.Worker.CancelQueue(ctx, q); err != nil && !errors.Is(err, worker.ErrNotConsuming) {
+	if err := n.cfg.Worker.Controls().CancelQueue(ctx, q); err != nil && !errors.Is(err, worker.ErrNotConsuming) {
 		return nil, err
 	}
 	return ok("no longer consuming from " + q), nil
@@ -601,7 +582,7 @@ func (n *Node) poolGrow(_ context.Context, a args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := n.cfg.Worker.ResizePool(k); err != nil {
+	if err := n.cfg.Worker.Controls().ResizePool(k); err != nil {
 		return nil, err
 	}
 	return ok("pool will grow"), nil
@@ -612,7 +593,7 @@ func (n *Node) poolShrink(_ context.Context, a args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := n.cfg.Worker.ResizePool(-k); err != nil {
+	if err := n.cfg.Worker.Controls().ResizePool(-k); err != nil {
 		return nil, err
 	}
 	return ok("pool will shrink"), nil

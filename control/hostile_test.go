@@ -13,7 +13,7 @@ import (
 // errors.
 func TestHostileControlArguments(t *testing.T) {
 	f := newFixture(t, newMemTransport(), "go@hostile")
-	before := f.env.Worker().Concurrency()
+	before := f.env.Worker().Inspector().Concurrency()
 	for _, c := range []struct {
 		method string
 		args   map[string]any
@@ -36,7 +36,7 @@ func TestHostileControlArguments(t *testing.T) {
 			t.Errorf("%s %.60v: reply %.200v, want error %s", c.method, c.args, v, c.want)
 		}
 	}
-	if n := f.env.Worker().Concurrency(); n != before {
+	if n := f.env.Worker().Inspector().Concurrency(); n != before {
 		t.Errorf("concurrency %d after refused resizes, was %d", n, before)
 	}
 	if ids := f.env.Worker().RevokedSet().IDs(); len(ids) != 0 {

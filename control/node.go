@@ -182,7 +182,7 @@ func (n *Node) badMessage(reason string, err error, body []byte) {
 }
 
 func decodeRequest(m *protocol.RawMessage) (*request, string, error) {
-	if m.ContentType != "" && m.ContentType != "application/json" {
+	if m.ContentType != "" && m.ContentType != protocol.ContentTypeJSON {
 		return nil, "content-type", fmt.Errorf("content type %q is not accepted (json only)", m.ContentType)
 	}
 	v, err := protocol.UnmarshalJSON(m.Body)
@@ -363,7 +363,7 @@ func (n *Node) reply(ctx context.Context, r *request, v any) {
 	}
 	msg := &protocol.RawMessage{
 		Headers:         map[string]any{"ticket": r.ticket, "clock": n.clock.Forward()},
-		ContentType:     "application/json",
+		ContentType:     protocol.ContentTypeJSON,
 		ContentEncoding: "utf-8",
 		DeliveryMode:    1,
 		Body:            body,

@@ -15,7 +15,7 @@ import (
 
 	"github.com/gworker/gworker/control"
 	"github.com/gworker/gworker/gworkertest"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/worker"
@@ -302,10 +302,10 @@ func TestControlCommands(t *testing.T) {
 	if v := f.call("autoscale", map[string]any{"max": 3, "min": 1}); !reflect.DeepEqual(v, map[string]any{"error": "ValueError('Autoscale not enabled')"}) {
 		t.Fatalf("autoscale %v", v)
 	}
-	if v := f.call("pool_grow", map[string]any{"n": 2}); !reflect.DeepEqual(v, map[string]any{"ok": "pool will grow"}) || f.env.Worker().Concurrency() != 4 {
+	if v := f.call("pool_grow", map[string]any{"n": 2}); !reflect.DeepEqual(v, map[string]any{"ok": "pool will grow"}) || f.env.Worker().Inspector().Concurrency() != 4 {
 		t.Fatalf("pool_grow %v", v)
 	}
-	if v := f.call("pool_shrink", nil); !reflect.DeepEqual(v, map[string]any{"ok": "pool will shrink"}) || f.env.Worker().Concurrency() != 3 {
+	if v := f.call("pool_shrink", nil); !reflect.DeepEqual(v, map[string]any{"ok": "pool will shrink"}) || f.env.Worker().Inspector().Concurrency() != 3 {
 		t.Fatalf("pool_shrink %v", v)
 	}
 	if v := f.call("revoke", map[string]any{"task_id": "r-1", "terminate": false, "signal": "SIGTERM"}); !reflect.DeepEqual(v, map[string]any{"ok": "tasks r-1 flagged as revoked"}) {
@@ -332,7 +332,7 @@ func TestControlCommands(t *testing.T) {
 	if v := f.call("add_consumer", map[string]any{"queue": "extra-q"}); !reflect.DeepEqual(v, map[string]any{"ok": "add consumer extra-q"}) {
 		t.Fatalf("add_consumer %v", v)
 	}
-	if qs := f.env.Worker().Queues(); len(qs) != 2 {
+	if qs := f.env.Worker().Inspector().Queues(); len(qs) != 2 {
 		t.Fatalf("queues %v", qs)
 	}
 	if v := f.call("cancel_consumer", map[string]any{"queue": "extra-q"}); !reflect.DeepEqual(v, map[string]any{"ok": "no longer consuming from extra-q"}) {

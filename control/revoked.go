@@ -9,22 +9,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/worker"
 )
-
-// monotonic returns the system's monotonic clock in seconds, the scale of
-// Python's time.monotonic() on which Celery's LimitedSet timestamps the
-// revoked ids it exchanges in mingle.
-func monotonic() float64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return float64(ts.Sec) + float64(ts.Nsec)/1e9
-}
 
 // RevokedData is a revoked set as Celery's LimitedSet._data travels in a
 // hello reply: {id: [monotonic time added, id]}.

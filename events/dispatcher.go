@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/worker"
 )
@@ -30,7 +31,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultExchange          = "celeryev"
-	DefaultHeartbeatInterval = 2 * time.Second
+	DefaultHeartbeatInterval = config.DefaultHeartbeatInterval
 	DefaultQueueSize         = 8192
 	DefaultBatchSize         = 100
 	DefaultFlushInterval     = 5 * time.Millisecond
@@ -323,7 +324,7 @@ func (d *Dispatcher) sendWorker(ctx context.Context, typ string) {
 func (d *Dispatcher) publish(ctx context.Context, key string, body []byte) {
 	msg := &protocol.RawMessage{
 		Headers:         map[string]any{"hostname": d.cfg.Hostname},
-		ContentType:     "application/json",
+		ContentType:     protocol.ContentTypeJSON,
 		ContentEncoding: "utf-8",
 		DeliveryMode:    1,
 		Body:            body,

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/worker"
@@ -51,7 +52,7 @@ type Config struct {
 	// Worker.Queues is empty; DefaultQueue when empty.
 	Queue string
 	// Worker configures the worker. Registry, Broker and Backend are set
-	// by the Env; Followups defaults to worker.NewFollowups over the Env's
+	// by the Env; Followups defaults to followup.NewFollowups over the Env's
 	// producer and backend, Concurrency to DefaultConcurrency, Hostname to
 	// DefaultHostname, Logger to Logger.
 	Worker worker.Config
@@ -126,8 +127,8 @@ func Open(cfg Config) (*Env, error) {
 		po.Logger = log
 	}
 	e.Producer = producer.New(e.Broker, po)
-	if _, err := e.Registry.Lookup(worker.ChordUnlockTask); err != nil {
-		if err := worker.RegisterBuiltins(e.Registry, e.Producer, e.Backend, log); err != nil {
+	if _, err := e.Registry.Lookup(followup.ChordUnlockTask); err != nil {
+		if err := followup.RegisterBuiltins(e.Registry, e.Producer, e.Backend, log); err != nil {
 			return nil, err
 		}
 	}
@@ -187,7 +188,7 @@ func (e *Env) Start(ctx context.Context) error {
 		wc.Queues = []string{e.queue}
 	}
 	if wc.Followups == nil {
-		wc.Followups = worker.NewFollowups(e.Producer, e.Backend, e.log)
+		wc.Followups = followup.NewFollowups(e.Producer, e.Backend, e.log)
 	}
 	if wc.Concurrency == 0 {
 		wc.Concurrency = DefaultConcurrency

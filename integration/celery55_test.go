@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 // Helpers for the tests against Celery 5.5.3 (a producer, a worker and
@@ -61,7 +61,7 @@ func startPy55Worker(t testing.TB, broker string, conf map[string]any, queues ..
 	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), "GW_BROKER="+broker, "GW_BACKEND="+backendURL,
 		"GW_CONF="+string(confJSON), "PYTHONPATH="+dir+":"+testenv.Celery55Site(t), "PYTHONDONTWRITEBYTECODE=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	p := &gworkerProc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), name: name}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {

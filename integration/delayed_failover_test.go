@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gworker/gworker/internal/rmqnode"
+	"github.com/gworker/gworker/internal/testing/rmqnode"
 )
 
 // startPair starts two private RabbitMQ nodes that do not form a cluster:

@@ -20,7 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 // The servers every test talks to. CI (the .ci/run script) guarantees they
@@ -363,7 +363,7 @@ func startProgram(t testing.TB, binary string, args ...string) *gworkerProc {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = cleanEnv()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	p := &gworkerProc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
@@ -511,7 +511,7 @@ func (p *gworkerProc) wait(timeout time.Duration) error {
 // kill kills the whole process group and waits for the exit.
 func (p *gworkerProc) kill() {
 	if p.alive() {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		killGroup(p.cmd)
 	}
 	select {
 	case <-p.done:
@@ -899,7 +899,7 @@ func startPyWorker(t testing.TB, backend string, conf map[string]any, queues ...
 	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), "GW_BROKER="+env.brokerURL, "GW_BACKEND="+backend,
 		"GW_CONF="+string(confJSON), "PYTHONPATH="+dir, "PYTHONDONTWRITEBYTECODE=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	p := &gworkerProc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), name: name}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 // gworkerCall runs `gworker call` against the run's vhost and Redis and

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 // TestRefusedLogin starts gworker with a broker password the broker

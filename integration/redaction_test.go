@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 // TestPasswordRedaction checks that no password from a broker URL reaches

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 // TestHeldETADoesNotStarve sends more far-future countdown tasks than the

@@ -120,10 +120,10 @@ func New(cfg Config) *Metrics {
 	counter := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, f))
 	}
-	gauge("tasks_active", "Tasks running now.", func(w *worker.Worker) float64 { return float64(w.ActiveCount()) })
-	gauge("tasks_reserved", "Tasks received and waiting for a pool slot or their rate limit.", func(w *worker.Worker) float64 { return float64(len(w.Reserved())) })
-	gauge("tasks_held_eta", "Tasks held until their ETA or countdown.", func(w *worker.Worker) float64 { return float64(len(w.Scheduled())) })
-	gauge("concurrency", "Pool size.", func(w *worker.Worker) float64 { return float64(w.Concurrency()) })
+	gauge("tasks_active", "Tasks running now.", func(w *worker.Worker) float64 { return float64(w.Inspector().ActiveCount()) })
+	gauge("tasks_reserved", "Tasks received and waiting for a pool slot or their rate limit.", func(w *worker.Worker) float64 { return float64(len(w.Inspector().Reserved())) })
+	gauge("tasks_held_eta", "Tasks held until their ETA or countdown.", func(w *worker.Worker) float64 { return float64(len(w.Inspector().Scheduled())) })
+	gauge("concurrency", "Pool size.", func(w *worker.Worker) float64 { return float64(w.Inspector().Concurrency()) })
 	gauge("pending_results", "Results waiting in memory for the result store.", func(w *worker.Worker) float64 { return float64(w.Stats().PendingResults) })
 	counter("tasks_received_total", "Task messages received.", func() float64 {
 		if w := m.worker.get(); w != nil {

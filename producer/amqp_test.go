@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/producer"
 )
 

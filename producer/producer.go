@@ -11,13 +11,15 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/transport"
 )
 
-// DefaultQueue is Celery's default task queue (task_default_queue).
-const DefaultQueue = "celery"
+// DefaultQueue is Celery's default task queue (task_default_queue):
+// config.DefaultQueue.
+const DefaultQueue = config.DefaultQueue
 
 // Errors returned by the producer. They are wrapped with details; test with
 // errors.Is.

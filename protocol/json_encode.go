@@ -35,12 +35,27 @@ var ErrUnsupportedValue = errors.New("unsupported value")
 // Errors are *EncodeError. []byte is such an error: Python's JSON cannot carry
 // bytes (kombu raises EncodeError); use msgpack for binary data.
 func MarshalJSON(v any) ([]byte, error) {
-	e := jsonEncoder{buf: make([]byte, 0, 128)}
-	if err := e.value(v, 0); err != nil {
-		return nil, err
+	return AppendJSON(make([]byte, 0, 128), v, 0)
+}
+
+// AppendJSON appends the encoding of v, as MarshalJSON writes it, to dst
+// and returns the extended buffer, so that a value can be written in
+// pieces into one buffer. depth is how deeply v is nested in the whole
+// value (0 for the value itself, 1 for a member of an object written
+// around it), so that a value written in pieces meets MaxJSONDepth where
+// MarshalJSON would. Errors are those of MarshalJSON; dst is then
+// returned as it was given.
+func AppendJSON(dst []byte, v any, depth int) ([]byte, error) {
+	e := jsonEncoder{buf: dst}
+	if err := e.value(v, depth); err != nil {
+		return dst, err
 	}
 	return e.buf, nil
 }
+
+// AppendJSONString appends s as MarshalJSON writes a string: quoted, with
+// every non-ASCII character escaped as Python's json.dumps does.
+func AppendJSONString(dst []byte, s string) []byte { return appendPyString(dst, s) }
 
 type jsonEncoder struct {
 	buf []byte

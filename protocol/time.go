@@ -20,8 +20,11 @@ func FormatTime(t time.Time) string {
 // Python's datetime.utcnow().isoformat(), naive UTC with no offset, 6
 // fractional digits or none.
 func FormatDateDone(t time.Time) string {
-	return string(appendISOCore(make([]byte, 0, 26), t.UTC()))
+	return string(AppendDateDone(make([]byte, 0, 26), t))
 }
+
+// AppendDateDone appends FormatDateDone(t) to dst.
+func AppendDateDone(dst []byte, t time.Time) []byte { return appendISOCore(dst, t.UTC()) }
 
 // ParseTime parses an ISO 8601 time as Celery writes and reads it:
 // YYYY-MM-DD, then optionally 'T' (or any one separator) and HH:MM[:SS[.f]],

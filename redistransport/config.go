@@ -23,52 +23,52 @@ const DefaultURL = "redis://localhost:6379/0"
 // Defaults of Config. The names in parentheses are kombu's transport
 // options; the values are kombu 5.2.4's.
 const (
-	// VisibilityTimeoutDefault (visibility_timeout): an unacknowledged
+	// DefaultVisibilityTimeout (visibility_timeout): an unacknowledged
 	// message older than this is restored to its queue by any consumer.
-	VisibilityTimeoutDefault = time.Hour
-	// QueueOrderStrategyDefault (queue_order_strategy): every consumed
+	DefaultVisibilityTimeout = time.Hour
+	// DefaultQueueOrderStrategy (queue_order_strategy): every consumed
 	// queue gets an equal chance.
-	QueueOrderStrategyDefault = RoundRobin
-	// SepDefault (sep) separates a queue name from its priority step and
+	DefaultQueueOrderStrategy = RoundRobin
+	// DefaultSep (sep) separates a queue name from its priority step and
 	// the fields of a binding.
-	SepDefault = "\x06\x16"
-	// UnackedKeyDefault, UnackedIndexKeyDefault and UnackedMutexKeyDefault
+	DefaultSep = "\x06\x16"
+	// DefaultUnackedKey, DefaultUnackedIndexKey and DefaultUnackedMutexKey
 	// (unacked_key, unacked_index_key, unacked_mutex_key) name the hash of
 	// unacknowledged messages, the sorted set of their delivery times and
 	// the lock held while restoring.
-	UnackedKeyDefault      = "unacked"
-	UnackedIndexKeyDefault = "unacked_index"
-	UnackedMutexKeyDefault = "unacked_mutex"
-	// UnackedMutexExpireDefault (unacked_mutex_expire) is how long the
+	DefaultUnackedKey      = "unacked"
+	DefaultUnackedIndexKey = "unacked_index"
+	DefaultUnackedMutexKey = "unacked_mutex"
+	// DefaultUnackedMutexExpire (unacked_mutex_expire) is how long the
 	// restore lock lives if its holder dies.
-	UnackedMutexExpireDefault = 5 * time.Minute
-	// MaxConnectionsDefault (max_connections) bounds the connection pool.
-	MaxConnectionsDefault = 10
-	// SentinelPortDefault is the port of a sentinel:// address without one.
-	SentinelPortDefault = 26379
+	DefaultUnackedMutexExpire = 5 * time.Minute
+	// DefaultMaxConnections (max_connections) bounds the connection pool.
+	DefaultMaxConnections = 10
+	// DefaultSentinelPort is the port of a sentinel:// address without one.
+	DefaultSentinelPort = 26379
 
-	// RestoreIntervalDefault is how often a consumer looks for messages of
+	// DefaultRestoreInterval is how often a consumer looks for messages of
 	// dead consumers to restore (kombu: every tenth poll of its loop).
-	RestoreIntervalDefault = 10 * time.Second
-	// PollTimeoutDefault is the BRPOP timeout of an idle consumer (kombu: 1 s).
-	PollTimeoutDefault = time.Second
-	// BatchDefault bounds how many messages one fetch takes when the
+	DefaultRestoreInterval = 10 * time.Second
+	// DefaultPollTimeout is the BRPOP timeout of an idle consumer (kombu: 1 s).
+	DefaultPollTimeout = time.Second
+	// DefaultBatch bounds how many messages one fetch takes when the
 	// prefetch leaves room for more.
-	BatchDefault = 32
-	// DeadLetterKeyDefault is the list bad envelopes are moved to.
-	DeadLetterKeyDefault = "gworker.unparsable"
-	// ReconnectMinDefault and ReconnectMaxDefault bound the wait between
+	DefaultBatch = 32
+	// DefaultDeadLetterKey is the list bad envelopes are moved to.
+	DefaultDeadLetterKey = "gworker.unparsable"
+	// DefaultReconnectMin and DefaultReconnectMax bound the wait between
 	// attempts after a connection error.
-	ReconnectMinDefault = 100 * time.Millisecond
-	ReconnectMaxDefault = 5 * time.Second
-	// SettleTimeoutDefault bounds how long Ack and Reject retry through a
+	DefaultReconnectMin = 100 * time.Millisecond
+	DefaultReconnectMax = 5 * time.Second
+	// DefaultSettleTimeout bounds how long Ack and Reject retry through a
 	// connection loss.
-	SettleTimeoutDefault = 30 * time.Second
+	DefaultSettleTimeout = 30 * time.Second
 )
 
-// PriorityStepsDefault (priority_steps) are Celery's: priorities 0-2 go to
+// DefaultPrioritySteps (priority_steps) are Celery's: priorities 0-2 go to
 // the queue's own list, 3-5, 6-8 and 9 to lists with the step appended.
-var PriorityStepsDefault = []int{0, 3, 6, 9}
+var DefaultPrioritySteps = []int{0, 3, 6, 9}
 
 // QueueOrder is a queue_order_strategy: the order in which a consumer
 // takes messages from its queues.
@@ -259,10 +259,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, err
 	}
 	if c.VisibilityTimeout == 0 {
-		c.VisibilityTimeout = VisibilityTimeoutDefault
+		c.VisibilityTimeout = DefaultVisibilityTimeout
 	}
 	if c.QueueOrderStrategy == "" {
-		c.QueueOrderStrategy = QueueOrderStrategyDefault
+		c.QueueOrderStrategy = DefaultQueueOrderStrategy
 	}
 	switch c.QueueOrderStrategy {
 	case RoundRobin, Sorted, Priority:
@@ -270,56 +270,56 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: queue_order_strategy %q (want round_robin, sorted or priority)", ErrInvalidConfig, c.QueueOrderStrategy)
 	}
 	if c.PrioritySteps == nil {
-		c.PrioritySteps = PriorityStepsDefault
+		c.PrioritySteps = DefaultPrioritySteps
 	}
 	if len(c.PrioritySteps) == 0 || !slices.IsSorted(c.PrioritySteps) {
 		return c, fmt.Errorf("%w: priority_steps %v must be a non-empty ascending list", ErrInvalidConfig, c.PrioritySteps)
 	}
 	c.PrioritySteps = slices.Clone(c.PrioritySteps)
 	if c.Sep == "" {
-		c.Sep = SepDefault
+		c.Sep = DefaultSep
 	}
 	if c.UnackedKey == "" {
-		c.UnackedKey = UnackedKeyDefault
+		c.UnackedKey = DefaultUnackedKey
 	}
 	if c.UnackedIndexKey == "" {
-		c.UnackedIndexKey = UnackedIndexKeyDefault
+		c.UnackedIndexKey = DefaultUnackedIndexKey
 	}
 	if c.UnackedMutexKey == "" {
-		c.UnackedMutexKey = UnackedMutexKeyDefault
+		c.UnackedMutexKey = DefaultUnackedMutexKey
 	}
 	if c.UnackedMutexExpire == 0 {
-		c.UnackedMutexExpire = UnackedMutexExpireDefault
+		c.UnackedMutexExpire = DefaultUnackedMutexExpire
 	}
 	if c.MaxConnections == 0 {
-		c.MaxConnections = MaxConnectionsDefault
+		c.MaxConnections = DefaultMaxConnections
 	}
 	if c.RestoreInterval == 0 {
-		c.RestoreInterval = RestoreIntervalDefault
+		c.RestoreInterval = DefaultRestoreInterval
 	}
 	if c.PollTimeout == 0 {
-		c.PollTimeout = PollTimeoutDefault
+		c.PollTimeout = DefaultPollTimeout
 	}
 	if c.PollTimeout < time.Millisecond {
 		return c, fmt.Errorf("%w: poll timeout %v below 1ms", ErrInvalidConfig, c.PollTimeout)
 	}
 	if c.Batch == 0 {
-		c.Batch = BatchDefault
+		c.Batch = DefaultBatch
 	}
 	if c.DeadLetterKey == "" {
-		c.DeadLetterKey = DeadLetterKeyDefault
+		c.DeadLetterKey = DefaultDeadLetterKey
 	}
 	if c.ReconnectMin <= 0 {
-		c.ReconnectMin = ReconnectMinDefault
+		c.ReconnectMin = DefaultReconnectMin
 	}
 	if c.ReconnectMax <= 0 {
-		c.ReconnectMax = ReconnectMaxDefault
+		c.ReconnectMax = DefaultReconnectMax
 	}
 	if c.ReconnectMax < c.ReconnectMin {
 		c.ReconnectMax = c.ReconnectMin
 	}
 	if c.SettleTimeout <= 0 {
-		c.SettleTimeout = SettleTimeoutDefault
+		c.SettleTimeout = DefaultSettleTimeout
 	}
 	if c.VisibilityTimeout < 0 || c.UnackedMutexExpire < 0 || c.UnackedRestoreLimit < 0 ||
 		c.MaxConnections < 0 || c.Batch < 0 || c.RestoreInterval < 0 || c.SocketTimeout < 0 {
@@ -419,7 +419,7 @@ func (c Config) newSentinelClient(raw string) (redis.UniversalClient, int, error
 			host = "localhost"
 		}
 		if port == "" {
-			port = strconv.Itoa(SentinelPortDefault)
+			port = strconv.Itoa(DefaultSentinelPort)
 		}
 		fo.SentinelAddrs = append(fo.SentinelAddrs, host+":"+port)
 		if i == 0 {

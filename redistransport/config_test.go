@@ -39,7 +39,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.VisibilityTimeout != VisibilityTimeoutDefault || c.Sep != "\x06\x16" || !slices.Equal(c.PrioritySteps, []int{0, 3, 6, 9}) ||
+	if c.VisibilityTimeout != DefaultVisibilityTimeout || c.Sep != "\x06\x16" || !slices.Equal(c.PrioritySteps, []int{0, 3, 6, 9}) ||
 		c.UnackedKey != "unacked" || c.UnackedIndexKey != "unacked_index" || c.UnackedMutexKey != "unacked_mutex" ||
 		c.UnackedMutexExpire != 5*time.Minute || c.QueueOrderStrategy != RoundRobin {
 		t.Fatalf("defaults: %+v", c)
@@ -90,7 +90,7 @@ func TestConfigURLs(t *testing.T) {
 }
 
 func TestStep(t *testing.T) {
-	b := &Broker{cfg: Config{PrioritySteps: PriorityStepsDefault, Sep: SepDefault}}
+	b := &Broker{cfg: Config{PrioritySteps: DefaultPrioritySteps, Sep: DefaultSep}}
 	for p, want := range map[int]int{-1: 0, 0: 0, 2: 0, 3: 3, 5: 3, 6: 6, 8: 6, 9: 9, 255: 9} {
 		if got := b.Step(p); got != want {
 			t.Errorf("Step(%d) = %d, want %d", p, got, want)

@@ -301,7 +301,7 @@ func TestBadEnvelope(t *testing.T) {
 		t.Fatalf("got %v", d.Raw().Headers["id"])
 	}
 	_ = d.Ack()
-	if n, _ := rc.LLen(ctx, b.key(DeadLetterKeyDefault)).Result(); n != 2 {
+	if n, _ := rc.LLen(ctx, b.key(DefaultDeadLetterKey)).Result(); n != 2 {
 		t.Fatalf("dead-letter list holds %d, want 2", n)
 	}
 	if n, _ := b.Unacked(ctx); n != 0 {

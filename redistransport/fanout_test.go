@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 func TestFanoutChannels(t *testing.T) {

@@ -1,3 +1,5 @@
+//go:build unix
+
 package redistransport_test
 
 import (
@@ -14,7 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gworker/gworker/control"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/redistransport"
 )
 

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
+	"strconv"
 
 	"github.com/gworker/gworker/protocol"
 )
@@ -35,44 +35,90 @@ func EncodeMeta(m *Meta) ([]byte, error) {
 	if m.Status == "" {
 		return nil, fmt.Errorf("%w: empty status for task %s", ErrBadMeta, m.TaskID)
 	}
-	d := make(protocol.Dict, 0, 14)
-	d = append(d,
-		protocol.Item{Key: "status", Value: string(m.Status)},
-		protocol.Item{Key: "result", Value: StoredResult(m.Status, m.Result)},
-		protocol.Item{Key: "traceback", Value: nullString(m.Traceback)},
-		protocol.Item{Key: "children", Value: childrenValue(m.Children)},
-		protocol.Item{Key: "date_done", Value: dateDoneValue(m.DateDone)},
-	)
+	// Written member by member into one buffer, as protocol.MarshalJSON
+	// writes a Dict of these members (every member one level deep): no
+	// Dict, no boxed values, and one allocation for a typical result.
+	b := make([]byte, 0, metaBufSize+len(m.TaskID))
+	b = append(b, `{"status": `...)
+	b = protocol.AppendJSONString(b, string(m.Status))
+	b = append(b, `, "result": `...)
+	b, err := member(b, m, StoredResult(m.Status, m.Result))
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `, "traceback": `...)
+	b = appendNullString(b, m.Traceback)
+	b = append(b, `, "children": `...)
+	if m.Children == nil {
+		b = append(b, "[]"...)
+	} else if b, err = member(b, m, childrenValue(m.Children)); err != nil {
+		return nil, err
+	}
+	b = append(b, `, "date_done": `...)
+	if m.DateDone == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '"')
+		b = protocol.AppendDateDone(b, *m.DateDone)
+		b = append(b, '"')
+	}
 	if m.GroupID != "" {
-		d = append(d, protocol.Item{Key: "group_id", Value: m.GroupID})
+		b = append(b, `, "group_id": `...)
+		b = protocol.AppendJSONString(b, m.GroupID)
 	}
 	if m.ParentID != "" {
-		d = append(d, protocol.Item{Key: "parent_id", Value: m.ParentID})
+		b = append(b, `, "parent_id": `...)
+		b = protocol.AppendJSONString(b, m.ParentID)
 	}
 	if m.Extended {
-		args := m.Args
-		if args == nil {
+		var args, kwargs any = m.Args, m.Kwargs
+		if m.Args == nil {
 			args = []any{}
 		}
-		kwargs := m.Kwargs
-		if kwargs == nil {
+		if m.Kwargs == nil {
 			kwargs = map[string]any{}
 		}
-		d = append(d,
-			protocol.Item{Key: "name", Value: nullString(m.Name)},
-			protocol.Item{Key: "args", Value: args},
-			protocol.Item{Key: "kwargs", Value: kwargs},
-			protocol.Item{Key: "worker", Value: nullString(m.Worker)},
-			protocol.Item{Key: "retries", Value: int64(m.Retries)},
-			protocol.Item{Key: "queue", Value: nullString(m.Queue)},
-		)
+		b = append(b, `, "name": `...)
+		b = appendNullString(b, m.Name)
+		b = append(b, `, "args": `...)
+		if b, err = member(b, m, args); err != nil {
+			return nil, err
+		}
+		b = append(b, `, "kwargs": `...)
+		if b, err = member(b, m, kwargs); err != nil {
+			return nil, err
+		}
+		b = append(b, `, "worker": `...)
+		b = appendNullString(b, m.Worker)
+		b = append(b, `, "retries": `...)
+		b = strconv.AppendInt(b, int64(m.Retries), 10)
+		b = append(b, `, "queue": `...)
+		b = appendNullString(b, m.Queue)
 	}
-	d = append(d, protocol.Item{Key: "task_id", Value: m.TaskID})
-	b, err := protocol.MarshalJSON(d)
+	b = append(b, `, "task_id": `...)
+	b = protocol.AppendJSONString(b, m.TaskID)
+	return append(b, '}'), nil
+}
+
+// metaBufSize is the buffer EncodeMeta starts with besides the task id:
+// enough for a small result with its fixed members.
+const metaBufSize = 192
+
+// member appends v as a member of the meta object (one level deep).
+func member(b []byte, m *Meta, v any) ([]byte, error) {
+	b, err := protocol.AppendJSON(b, v, 1)
 	if err != nil {
 		return nil, fmt.Errorf("%w: task %s: %w", ErrBadMeta, m.TaskID, err)
 	}
 	return b, nil
+}
+
+// appendNullString appends s as a JSON string, or null when it is empty.
+func appendNullString(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	return protocol.AppendJSONString(b, s)
 }
 
 // DecodeMeta parses a stored task meta written by Celery or by EncodeMeta.
@@ -153,13 +199,6 @@ func DecodeMeta(data []byte) (*Meta, error) {
 	return m, nil
 }
 
-func dateDoneValue(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return protocol.FormatDateDone(*t)
-}
-
 // StoredResult returns the value Celery stores as the result of a task in
 // state s: a *protocol.Exception (or *TaskError) becomes its exception
 // dict, and a decoded exception dict of an exceptional state gets Celery's
@@ -224,13 +263,6 @@ func childrenValue(c []any) any {
 		}
 	}
 	return out
-}
-
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
 
 func optString(obj map[string]any, key string) (string, error) {

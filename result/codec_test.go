@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )

@@ -57,18 +57,18 @@ func (r *runningIDs) done(j *job) []*job {
 
 // joinRun is called before an acks_late job starts: it reports true when
 // the job is a redelivered copy of a running task and was parked.
-func (w *Worker) joinRun(j *job) bool {
-	if !w.runs.join(j) {
+func (e *executor) joinRun(j *job) bool {
+	if !e.runs.join(j) {
 		return false
 	}
-	w.log.Warn("Task "+j.msg.Name()+"["+j.msg.ID+"] redelivered while it still runs in this worker (consumer_timeout?); not starting it again",
+	e.log.Warn("Task "+j.msg.Name()+"["+j.msg.ID+"] redelivered while it still runs in this worker (consumer_timeout?); not starting it again",
 		zap.String("id", j.msg.ID), zap.String("reason", "duplicate-running"))
 	return true
 }
 
 // endRun settles the copies parked during j's run with j's outcome.
-func (w *Worker) endRun(j *job) {
-	for _, t := range w.runs.done(j) {
+func (e *executor) endRun(j *job) {
+	for _, t := range e.runs.done(j) {
 		var err error
 		if j.requeued {
 			err = t.d.Reject(true)
@@ -77,10 +77,10 @@ func (w *Worker) endRun(j *job) {
 		}
 		t.acked = true
 		if err != nil {
-			w.log.Warn("settle redelivered copy", zap.String("id", t.msg.ID), zap.Error(err))
+			e.log.Warn("settle redelivered copy", zap.String("id", t.msg.ID), zap.Error(err))
 			continue
 		}
-		w.log.Info("Task "+t.msg.Name()+"["+t.msg.ID+"] redelivered copy settled with the outcome of its run",
+		e.log.Info("Task "+t.msg.Name()+"["+t.msg.ID+"] redelivered copy settled with the outcome of its run",
 			zap.String("id", t.msg.ID), zap.Bool("requeued", j.requeued))
 	}
 }
@@ -88,13 +88,13 @@ func (w *Worker) endRun(j *job) {
 // staleBeforeStart reports (and logs) an acks_late job whose delivery died
 // while it waited to start, after a lost connection: the broker has
 // requeued the message, so the job is dropped without running.
-func (w *Worker) staleBeforeStart(j *job) bool {
+func (e *executor) staleBeforeStart(j *job) bool {
 	sc, ok := j.d.(StaleChecker)
 	if !ok || !sc.Stale() {
 		return false
 	}
 	j.acked = true // nothing can be sent for it any more
-	w.log.Info("Task "+j.msg.Name()+"["+j.msg.ID+"] not started: its channel closed while it waited; the broker delivers it again",
+	e.log.Info("Task "+j.msg.Name()+"["+j.msg.ID+"] not started: its channel closed while it waited; the broker delivers it again",
 		zap.String("id", j.msg.ID), zap.String("reason", "stale-delivery"))
 	return true
 }

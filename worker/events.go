@@ -57,20 +57,33 @@ type TaskEventsSwitch interface {
 	TaskEventsEnabled() bool
 }
 
-// taskEvents reports whether the worker should build task events.
-func (w *Worker) taskEvents() bool {
-	if w.cfg.Events == nil {
+// taskEvents hands task events to the configured EventSink.
+type taskEvents struct {
+	sink EventSink        // nil: no task events
+	sw   TaskEventsSwitch // the sink's switch, when it has one
+}
+
+func newTaskEvents(sink EventSink) *taskEvents {
+	e := &taskEvents{sink: sink}
+	e.sw, _ = sink.(TaskEventsSwitch)
+	return e
+}
+
+// on reports whether task events should be built.
+func (e *taskEvents) on() bool {
+	if e.sink == nil {
 		return false
 	}
-	if s, ok := w.cfg.Events.(TaskEventsSwitch); ok {
-		return s.TaskEventsEnabled()
+	if e.sw != nil {
+		return e.sw.TaskEventsEnabled()
 	}
 	return true
 }
 
-func (w *Worker) emit(ev *TaskEvent) {
+// emit sends ev, timed now unless it has a time.
+func (e *taskEvents) emit(ev *TaskEvent) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	w.cfg.Events.TaskEvent(ev)
+	e.sink.TaskEvent(ev)
 }

@@ -16,9 +16,10 @@ import (
 // when the last header part completes, retries and republished far ETAs.
 //
 // It is the seam through which the worker reaches the broker without
-// importing a broker client. NewFollowups is the implementation; the
-// interface is unstable: methods may be added in any release, so
-// implement it outside gworker only in tests.
+// importing a broker client, the producer or canvas. NewFollowups in
+// package followup is the implementation; the interface is unstable:
+// methods may be added in any release, so implement it outside gworker
+// only in tests.
 type Followups interface {
 	// AfterSuccess applies callbacks and the next chain element with the
 	// task's return value and returns the result tuples of what it sent
@@ -38,31 +39,43 @@ type Followups interface {
 	Republish(ctx context.Context, msg *protocol.Message, raw *protocol.RawMessage) error
 }
 
-func (w *Worker) onSuccess(ctx context.Context, msg *protocol.Message, value any) []any {
-	if w.cfg.Followups == nil || (len(msg.Callbacks) == 0 && len(msg.Chain) == 0) {
+// followupSender applies what follows a task through Followups, when the
+// message asks for it, and logs what fails: a follow-up that cannot be
+// sent does not change the task's own outcome.
+type followupSender struct {
+	f   Followups // nil: nothing is sent
+	log *zap.Logger
+}
+
+// afterSuccess applies callbacks and the next chain element and returns
+// the children they make.
+func (s *followupSender) afterSuccess(ctx context.Context, msg *protocol.Message, value any) []any {
+	if s.f == nil || (len(msg.Callbacks) == 0 && len(msg.Chain) == 0) {
 		return nil
 	}
-	children, err := w.cfg.Followups.AfterSuccess(ctx, msg, value)
+	children, err := s.f.AfterSuccess(ctx, msg, value)
 	if err != nil {
-		w.log.Error("applying callbacks failed", zap.String("id", msg.ID), zap.Error(err))
+		s.log.Error("applying callbacks failed", zap.String("id", msg.ID), zap.Error(err))
 	}
 	return children
 }
 
-func (w *Worker) onFailure(ctx context.Context, msg *protocol.Message, exc *protocol.Exception, tb string) {
-	if w.cfg.Followups == nil || (len(msg.Errbacks) == 0 && len(msg.Chain) == 0) {
+// afterFailure applies errbacks and fails the rest of the chain.
+func (s *followupSender) afterFailure(ctx context.Context, msg *protocol.Message, exc *protocol.Exception, tb string) {
+	if s.f == nil || (len(msg.Errbacks) == 0 && len(msg.Chain) == 0) {
 		return
 	}
-	if err := w.cfg.Followups.AfterFailure(ctx, msg, exc, tb); err != nil {
-		w.log.Error("applying errbacks failed", zap.String("id", msg.ID), zap.Error(err))
+	if err := s.f.AfterFailure(ctx, msg, exc, tb); err != nil {
+		s.log.Error("applying errbacks failed", zap.String("id", msg.ID), zap.Error(err))
 	}
 }
 
-func (w *Worker) chordPart(ctx context.Context, msg *protocol.Message, st result.State, value any) {
-	if w.cfg.Followups == nil || msg.Chord == nil {
+// chordPart counts a finished chord header part.
+func (s *followupSender) chordPart(ctx context.Context, msg *protocol.Message, st result.State, value any) {
+	if s.f == nil || msg.Chord == nil {
 		return
 	}
-	if err := w.cfg.Followups.ChordPart(ctx, msg, st, value); err != nil {
-		w.log.Error("chord bookkeeping failed", zap.String("id", msg.ID), zap.String("group", msg.GroupID), zap.Error(err))
+	if err := s.f.ChordPart(ctx, msg, st, value); err != nil {
+		s.log.Error("chord bookkeeping failed", zap.String("id", msg.ID), zap.String("group", msg.GroupID), zap.Error(err))
 	}
 }

@@ -4,15 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/gworker/gworker/protocol"
-	"github.com/gworker/gworker/result"
 )
 
 // Errors of the operations API.
@@ -30,517 +24,67 @@ var (
 	ErrPoolSize = errors.New("worker: the pool cannot shrink below one slot")
 )
 
-// ScheduledPriority is the priority Celery's timer gives held ETA tasks, as
-// `inspect scheduled` reports it.
-const ScheduledPriority = 6
-
-// TaskInfo describes a task the worker holds, as Celery's Request.info():
-// what `inspect active`, `reserved` and `scheduled` report.
-type TaskInfo struct {
-	ID     string
-	Name   string
-	Args   []any
-	Kwargs map[string]any
-	// Hostname is the worker's node name.
-	Hostname string
-	// TimeStart is when the task started; zero when it has not.
-	TimeStart    time.Time
-	Acknowledged bool
-	DeliveryInfo DeliveryInfo
-	// HasPriority is false when the message had no priority property.
-	HasPriority bool
-	// WorkerPID is the process id once the task runs, 0 before.
-	WorkerPID int
-}
-
-// ScheduledTask is a task held until its ETA.
-type ScheduledTask struct {
-	ETA      time.Time
-	Priority int
-	Request  TaskInfo
-}
-
-// TaskState is where a task is: "active", "reserved" (waiting for a slot
-// or its rate limit) or "scheduled" (held for its ETA).
-type TaskState struct {
-	State string
-	Info  TaskInfo
-}
-
-// opsState is what the operations API adds to a Worker. Fields are guarded
-// by Worker.mu unless noted.
-type opsState struct {
-	revoked *RevokedSet   // safe for concurrent use
-	ready   chan struct{} // closed once consuming
-
-	active   map[*job]struct{}
-	totals   map[string]int64
-	poolSize int
-	queues   []string            // consumed queues, start-up ones first
-	extra    map[string]Consumer // queues added at run time
-	done     []Consumer          // cancelled added consumers, closed at shutdown
-	dispatch sync.WaitGroup      // dispatch loops of added consumers
-
-	storeRetries atomic.Int64
-
-	limMu     sync.RWMutex
-	timeLimit map[string][2]time.Duration // task -> {soft, hard}
-}
-
-func (w *Worker) initOps() {
-	w.ops.revoked = w.cfg.Revoked
-	if w.ops.revoked == nil {
-		w.ops.revoked = NewRevokedSet(0, 0)
-	}
-	w.ops.ready = make(chan struct{})
-	w.ops.active = map[*job]struct{}{}
-	w.ops.totals = map[string]int64{}
-	w.ops.poolSize = w.cfg.Concurrency
-	w.ops.queues = append([]string(nil), w.cfg.Queues...)
-	w.ops.extra = map[string]Consumer{}
-	w.ops.timeLimit = map[string][2]time.Duration{}
-}
-
-// Ready is closed once Run consumes and the pool runs.
-func (w *Worker) Ready() <-chan struct{} { return w.ops.ready }
-
-// Registry returns the worker's task registry.
-func (w *Worker) Registry() *Registry { return w.cfg.Registry }
-
-// PID returns the process id the worker reports.
-func (w *Worker) PID() int { return w.pid }
-
-// RevokedSet returns the set of revoked task ids.
-func (w *Worker) RevokedSet() *RevokedSet { return w.ops.revoked }
-
-func (w *Worker) info(j *job) TaskInfo {
-	m := j.msg
-	ti := TaskInfo{
-		ID: m.ID, Name: m.Task, Args: m.Args, Kwargs: m.Kwargs, Hostname: w.cfg.Hostname,
-		DeliveryInfo: DeliveryInfo{Exchange: m.Exchange, RoutingKey: m.RoutingKey, Priority: m.Priority, Redelivered: m.Redelivered},
-		HasPriority:  j.d.Raw().HasPriority,
-	}
-	if !j.started.IsZero() {
-		ti.TimeStart = j.started
-		ti.Acknowledged = j.ackedAtStart
-		ti.WorkerPID = w.pid
-	}
-	return ti
-}
-
-// Active lists the running tasks.
-func (w *Worker) Active() []TaskInfo {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]TaskInfo, 0, len(w.ops.active))
-	for j := range w.ops.active {
-		out = append(out, w.info(j))
-	}
-	sort.Slice(out, func(i, k int) bool { return out[i].TimeStart.Before(out[k].TimeStart) })
-	return out
-}
-
-// ActiveCount returns the number of running tasks.
-func (w *Worker) ActiveCount() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.ops.active)
-}
-
-// Reserved lists the tasks received and waiting for a pool slot or for
-// their rate limit (not those held for an ETA).
-func (w *Worker) Reserved() []TaskInfo {
-	var jobs []*job
-	if q := w.queue; q != nil {
-		jobs = q.snapshot()
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for j := range w.limited {
-		jobs = append(jobs, j)
-	}
-	out := make([]TaskInfo, 0, len(jobs))
-	for _, j := range jobs {
-		out = append(out, w.info(j))
-	}
-	return out
-}
-
-// Scheduled lists the tasks held until their ETA, soonest first.
-func (w *Worker) Scheduled() []ScheduledTask {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]ScheduledTask, 0, len(w.held))
-	for j := range w.held {
-		st := ScheduledTask{Priority: ScheduledPriority, Request: w.info(j)}
-		if j.msg.ETA != nil {
-			st.ETA = *j.msg.ETA
-		}
-		out = append(out, st)
-	}
-	sort.Slice(out, func(i, k int) bool { return out[i].ETA.Before(out[k].ETA) })
-	return out
-}
-
-// QueryTasks tells where each known id is; unknown ids are left out.
-func (w *Worker) QueryTasks(ids ...string) map[string]TaskState {
-	want := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		want[id] = true
-	}
-	out := map[string]TaskState{}
-	for _, ti := range w.Reserved() {
-		if want[ti.ID] {
-			out[ti.ID] = TaskState{State: "reserved", Info: ti}
-		}
-	}
-	for _, st := range w.Scheduled() {
-		if want[st.Request.ID] {
-			out[st.Request.ID] = TaskState{State: "scheduled", Info: st.Request}
-		}
-	}
-	for _, ti := range w.Active() {
-		if want[ti.ID] {
-			out[ti.ID] = TaskState{State: "active", Info: ti}
-		}
-	}
-	return out
-}
-
-// Totals returns how many tasks of each name started, as Celery's
-// `inspect stats` total.
-func (w *Worker) Totals() map[string]int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[string]int64, len(w.ops.totals))
-	for k, v := range w.ops.totals {
-		out[k] = v
-	}
-	return out
-}
-
-// Processed returns how many tasks started in all.
-func (w *Worker) Processed() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var n int64
-	for _, v := range w.ops.totals {
-		n += v
-	}
-	return n
-}
-
-// startActive records j as running.
-func (w *Worker) startActive(j *job) {
-	w.mu.Lock()
-	j.started = time.Now()
-	j.ackedAtStart = j.acked
-	w.ops.active[j] = struct{}{}
-	w.ops.totals[j.task.Name]++
-	w.mu.Unlock()
-}
-
-// setCancel records how to terminate j; it cancels at once when j was
-// terminated before it could.
-func (w *Worker) setCancel(j *job, cancel context.CancelCauseFunc) {
-	w.mu.Lock()
-	j.cancel = cancel
-	term := j.terminated
-	w.mu.Unlock()
-	if term {
-		cancel(ErrTerminated)
-	}
-}
-
-// endActive removes j from the running tasks and reports whether it was
-// terminated by a revoke.
-func (w *Worker) endActive(j *job) bool {
-	w.mu.Lock()
-	delete(w.ops.active, j)
-	j.cancel = nil
-	term := j.terminated
-	w.mu.Unlock()
-	return term
-}
-
-// ErrTerminated is the cause of the context of a task terminated by
-// Revoke(..., terminate=true).
-var ErrTerminated = &protocol.Exception{Type: "Terminated", Module: "billiard.exceptions", Args: []any{"SIGTERM"}}
-
-// Revoke adds ids to the revoked set: a task with one of these ids is not
-// run when it is received later, and one waiting in the worker (held for
-// its ETA, waiting for its rate limit, or queued) is discarded as REVOKED
-// instead of running. With terminate, the contexts of running tasks with
-// these ids are cancelled (cause ErrTerminated); Go cannot stop a goroutine,
-// so a task that ignores its context runs on, but whatever it returns is
-// dropped and REVOKED is stored when it ends. Revoke returns the ids of
-// the running tasks it terminated.
-func (w *Worker) Revoke(ids []string, terminate bool, signal string) []string {
-	if len(ids) == 0 {
-		return nil
-	}
-	w.ops.revoked.Add(ids...)
-	want := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		want[id] = true
-	}
-	var terminated []string
-	var cancels []context.CancelCauseFunc
-	w.mu.Lock()
-	// Held and rate-limited tasks are released now; the revoked check on
-	// their way to the pool discards them.
-	for j, t := range w.held {
-		if want[j.msg.ID] {
-			t.Reset(0)
-		}
-	}
-	for j, t := range w.limited {
-		if want[j.msg.ID] {
-			t.Reset(0)
-		}
-	}
-	if terminate {
-		for j := range w.ops.active {
-			if want[j.msg.ID] && !j.terminated {
-				j.terminated = true
-				j.signal = signal
-				terminated = append(terminated, j.msg.ID)
-				if j.cancel != nil {
-					cancels = append(cancels, j.cancel)
-				}
-			}
-		}
-	}
-	w.mu.Unlock()
-	for _, c := range cancels {
-		c(ErrTerminated)
-	}
-	return terminated
-}
-
-// discardIfRevoked stores REVOKED for a task whose id was revoked and
-// acknowledges its message, as Celery does for a revoked task it receives.
-func (w *Worker) discardIfRevoked(j *job) bool {
-	if !w.ops.revoked.Contains(j.msg.ID) {
-		return false
-	}
-	w.announceRevoked(j, "revoked", false, "")
-	return true
-}
-
-// announceRevoked is Celery's Request._announce_revoked: REVOKED with
-// TaskRevokedError(reason), chord part counted, task-revoked event, ack.
-func (w *Worker) announceRevoked(j *job, reason string, terminated bool, signal string) {
-	w.stats.revoked.Add(1)
-	msg := j.msg
-	w.log.Info("Discarding revoked task: "+msg.Name()+"["+msg.ID+"]", zap.String("reason", reason))
-	if w.taskEvents() {
-		w.emit(&TaskEvent{Type: EventTaskRevoked, Message: msg, Terminated: terminated, Signal: signal, Expired: reason == "expired"})
-	}
-	ctx := context.Background()
-	exc := taskRevoked(reason)
-	w.store(ctx, w.meta(msg, result.Revoked, exc.Value(), "", nil))
-	w.chordPart(ctx, msg, result.Revoked, exc.Value())
-	w.ack(j)
+// Controls change a running worker as Celery's remote control commands
+// do: rate and time limits, the pool size and the consumed queues. Get
+// them with Worker.Controls. Their methods are safe for concurrent use.
+type Controls struct {
+	registry *Registry
+	log      *zap.Logger
+	// prefetchMultiplier is Config.PrefetchMultiplier: the prefetch
+	// window follows the pool size when it is positive.
+	prefetchMultiplier int
+	limits             *rateLimits
+	timeLimits         *timeLimits
+	pool               *pool
+	hold               *hold
+	consumers          *consumers
 }
 
 // SetRateLimit changes a task's rate limit at run time ("" removes it).
-func (w *Worker) SetRateLimit(task, limit string) error {
-	if _, err := w.cfg.Registry.Lookup(task); err != nil {
+func (c *Controls) SetRateLimit(task, limit string) error {
+	if _, err := c.registry.Lookup(task); err != nil {
 		return fmt.Errorf("%w: %q", ErrUnknownTask, task)
 	}
-	return w.limits.set(task, limit)
+	return c.limits.set(task, limit)
 }
 
 // SetTimeLimit changes a task's soft and hard time limits at run time
 // (zero: none). Limits a message carries still take precedence.
-func (w *Worker) SetTimeLimit(task string, soft, hard time.Duration) error {
-	if _, err := w.cfg.Registry.Lookup(task); err != nil {
+func (c *Controls) SetTimeLimit(task string, soft, hard time.Duration) error {
+	if _, err := c.registry.Lookup(task); err != nil {
 		return fmt.Errorf("%w: %q", ErrUnknownTask, task)
 	}
-	w.ops.limMu.Lock()
-	w.ops.timeLimit[task] = [2]time.Duration{soft, hard}
-	w.ops.limMu.Unlock()
+	c.timeLimits.set(task, soft, hard)
 	return nil
-}
-
-// runtimeLimits applies time limits set with SetTimeLimit.
-func (w *Worker) runtimeLimits(msg *protocol.Message, task string, hard, soft time.Duration) (time.Duration, time.Duration) {
-	w.ops.limMu.RLock()
-	l, ok := w.ops.timeLimit[task]
-	w.ops.limMu.RUnlock()
-	if !ok {
-		return hard, soft
-	}
-	if msg.TimeLimit == nil {
-		hard = l[1]
-	}
-	if msg.SoftTimeLimit == nil {
-		soft = l[0]
-	}
-	return hard, soft
-}
-
-// Concurrency returns the current pool size.
-func (w *Worker) Concurrency() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.ops.poolSize
-}
-
-// Prefetch returns the prefetch count asked of the broker (0: no limit).
-func (w *Worker) Prefetch() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.prefetch
 }
 
 // ResizePool grows (n > 0) or shrinks (n < 0) the pool by n slots, and the
 // prefetch window with it (prefetch multiplier × slots), as Celery's
 // pool_grow and pool_shrink. A running task keeps its slot until it ends.
-func (w *Worker) ResizePool(n int) error {
-	w.mu.Lock()
-	if w.ops.poolSize+n < 1 {
-		w.mu.Unlock()
-		return ErrPoolSize
+func (c *Controls) ResizePool(n int) error {
+	size, err := c.pool.resize(n)
+	if err != nil {
+		return err
 	}
-	w.ops.poolSize += n
-	if w.cfg.PrefetchMultiplier > 0 {
-		w.prefetch = w.ops.poolSize * w.cfg.PrefetchMultiplier
-	}
-	window := w.prefetch + w.heldRise
-	cons, q, stopping := w.consumer, w.queue, w.stopping
-	if q != nil && !stopping && n > 0 {
-		w.running.Add(n)
-		for i := 0; i < n; i++ {
-			go w.runPool()
+	if c.prefetchMultiplier > 0 {
+		if window, cons := c.hold.setPrefetch(size * c.prefetchMultiplier); cons != nil {
+			if err := cons.SetPrefetch(window); err != nil {
+				c.log.Warn("change prefetch", zap.Error(err))
+			}
 		}
 	}
-	w.mu.Unlock()
-	if q != nil && n < 0 {
-		q.retire(-n)
-	}
-	if cons != nil && w.cfg.PrefetchMultiplier > 0 {
-		if err := cons.SetPrefetch(window); err != nil {
-			w.log.Warn("change prefetch", zap.Error(err))
-		}
-	}
-	w.log.Info("pool resized", zap.Int("concurrency", w.Concurrency()))
+	c.log.Info("pool resized", zap.Int("concurrency", c.pool.concurrency()))
 	return nil
-}
-
-// Queues returns the consumed queues.
-func (w *Worker) Queues() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.ops.queues...)
 }
 
 // AddQueue starts consuming a queue while the worker runs (Celery's
 // add_consumer). Consuming a queue already consumed is not an error.
-func (w *Worker) AddQueue(ctx context.Context, name string) error {
-	w.mu.Lock()
-	if w.consumer == nil || w.stopping {
-		w.mu.Unlock()
-		return ErrNotRunning
-	}
-	for _, q := range w.ops.queues {
-		if q == name {
-			w.mu.Unlock()
-			return nil
-		}
-	}
-	prefetch := w.prefetch
-	w.mu.Unlock()
-	cons, err := w.cfg.Broker.Consume(ctx, []string{name}, prefetch)
-	if err != nil {
-		return fmt.Errorf("worker: consume %q: %w", name, err)
-	}
-	w.mu.Lock()
-	if w.stopping {
-		w.mu.Unlock()
-		_ = cons.Close()
-		return ErrNotRunning
-	}
-	w.ops.extra[name] = cons
-	w.ops.queues = append(w.ops.queues, name)
-	w.ops.dispatch.Add(1)
-	w.mu.Unlock()
-	go func() {
-		defer w.ops.dispatch.Done()
-		for d := range cons.Deliveries() {
-			if w.isStopping() {
-				w.requeue(d)
-				continue
-			}
-			w.receive(d)
-		}
-	}()
-	w.log.Info("Started consuming from " + name)
-	return nil
+func (c *Controls) AddQueue(ctx context.Context, name string) error {
+	return c.consumers.add(ctx, name, c.hold.prefetchCount())
 }
 
 // CancelQueue stops consuming a queue added with AddQueue (Celery's
 // cancel_consumer). Messages already received still run.
-func (w *Worker) CancelQueue(ctx context.Context, name string) error {
-	w.mu.Lock()
-	cons, ok := w.ops.extra[name]
-	if !ok {
-		consumed := false
-		for _, q := range w.ops.queues {
-			consumed = consumed || q == name
-		}
-		w.mu.Unlock()
-		if consumed {
-			return fmt.Errorf("%w: %q", ErrStartupQueue, name)
-		}
-		return fmt.Errorf("%w: %q", ErrNotConsuming, name)
-	}
-	delete(w.ops.extra, name)
-	for i, q := range w.ops.queues {
-		if q == name {
-			w.ops.queues = append(w.ops.queues[:i:i], w.ops.queues[i+1:]...)
-			break
-		}
-	}
-	w.ops.done = append(w.ops.done, cons)
-	w.mu.Unlock()
-	if err := cons.Cancel(ctx); err != nil {
-		return fmt.Errorf("worker: cancel consuming %q: %w", name, err)
-	}
-	w.log.Info("Stopped consuming from " + name)
-	return nil
-}
-
-// stopAdded cancels the consumers of added queues and waits for their
-// dispatch loops.
-func (w *Worker) stopAdded(ctx context.Context) {
-	w.mu.Lock()
-	var cons []Consumer
-	for _, c := range w.ops.extra {
-		cons = append(cons, c)
-		w.ops.done = append(w.ops.done, c)
-	}
-	w.ops.extra = map[string]Consumer{}
-	w.mu.Unlock()
-	for _, c := range cons {
-		if err := c.Cancel(ctx); err != nil {
-			w.log.Warn("cancel consumer", zap.Error(err))
-			_ = c.Close()
-		}
-	}
-	w.ops.dispatch.Wait()
-}
-
-// closeAdded closes every added consumer.
-func (w *Worker) closeAdded() {
-	w.mu.Lock()
-	done := w.ops.done
-	w.ops.done = nil
-	w.mu.Unlock()
-	for _, c := range done {
-		if err := c.Close(); err != nil {
-			w.log.Debug("close consumer", zap.Error(err))
-		}
-	}
+func (c *Controls) CancelQueue(ctx context.Context, name string) error {
+	return c.consumers.cancel(ctx, name)
 }

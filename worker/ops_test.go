@@ -285,7 +285,7 @@ func TestRevokeOfAHeldETATaskDiscardsItNow(t *testing.T) {
 	eta := time.Now().Add(time.Hour)
 	d := e.send("q", "eta-1", "t.add", []any{int64(1), int64(2)}, &eta)
 	e.waitEvent(worker.EventTaskReceived, "eta-1")
-	sched := e.w.Scheduled()
+	sched := e.w.Inspector().Scheduled()
 	if len(sched) != 1 || sched[0].Request.ID != "eta-1" || !sched[0].ETA.Equal(eta.Truncate(time.Microsecond)) || sched[0].Priority != worker.ScheduledPriority {
 		t.Fatalf("scheduled %+v", sched)
 	}
@@ -296,7 +296,7 @@ func TestRevokeOfAHeldETATaskDiscardsItNow(t *testing.T) {
 	if s := waitOn(t, d.settled, "ack"); s != "ack" {
 		t.Fatalf("message %s", s)
 	}
-	if n := len(e.w.Scheduled()); n != 0 {
+	if n := len(e.w.Inspector().Scheduled()); n != 0 {
 		t.Fatalf("%d still scheduled", n)
 	}
 }
@@ -305,11 +305,11 @@ func TestTerminateCancelsARunningTask(t *testing.T) {
 	e := newOpsEnv(t, 2)
 	d := e.send("q", "run-1", "t.block", nil, nil)
 	waitOn(t, e.running, "the task to start")
-	act := e.w.Active()
+	act := e.w.Inspector().Active()
 	if len(act) != 1 || act[0].ID != "run-1" || act[0].TimeStart.IsZero() || !act[0].Acknowledged || act[0].WorkerPID == 0 || act[0].Hostname != "go@test" {
 		t.Fatalf("active %+v", act)
 	}
-	if q := e.w.QueryTasks("run-1", "nope"); len(q) != 1 || q["run-1"].State != "active" {
+	if q := e.w.Inspector().QueryTasks("run-1", "nope"); len(q) != 1 || q["run-1"].State != "active" {
 		t.Fatalf("query %+v", q)
 	}
 	term := e.w.Revoke([]string{"run-1"}, true, "SIGTERM")
@@ -328,10 +328,10 @@ func TestTerminateCancelsARunningTask(t *testing.T) {
 	if s := waitOn(t, d.settled, "ack"); s != "ack" {
 		t.Fatalf("message %s", s)
 	}
-	if n := e.w.ActiveCount(); n != 0 {
+	if n := e.w.Inspector().ActiveCount(); n != 0 {
 		t.Fatalf("%d active", n)
 	}
-	if tot := e.w.Totals(); tot["t.block"] != 1 {
+	if tot := e.w.Inspector().Totals(); tot["t.block"] != 1 {
 		t.Fatalf("totals %v", tot)
 	}
 }
@@ -343,8 +343,8 @@ func TestReservedTasksAndEventsInOrder(t *testing.T) {
 	e.send("q", "a-1", "t.add", []any{int64(2), int64(3)}, nil)
 	e.waitEvent(worker.EventTaskReceived, "a-1")
 	// The event is sent just before the task joins the queue.
-	waitFor(t, "a reserved task", 20*time.Second, func() bool { return len(e.w.Reserved()) == 1 })
-	res := e.w.Reserved()
+	waitFor(t, "a reserved task", 20*time.Second, func() bool { return len(e.w.Inspector().Reserved()) == 1 })
+	res := e.w.Inspector().Reserved()
 	if len(res) != 1 || res[0].ID != "a-1" || !res[0].TimeStart.IsZero() || res[0].WorkerPID != 0 {
 		t.Fatalf("reserved %+v", res)
 	}
@@ -361,7 +361,7 @@ func TestReservedTasksAndEventsInOrder(t *testing.T) {
 	if got := revokedReason(t, e.waitStored("a-2")); got != "revoked" {
 		t.Fatalf("reason %q", got)
 	}
-	if n := e.w.Processed(); n != 2 {
+	if n := e.w.Inspector().Processed(); n != 2 {
 		t.Fatalf("processed %d", n)
 	}
 }
@@ -371,63 +371,63 @@ func TestPoolGrowsAndShrinks(t *testing.T) {
 	e.send("q", "g-1", "t.block", nil, nil)
 	e.send("q", "g-2", "t.block", nil, nil)
 	waitOn(t, e.running, "the first task")
-	if err := e.w.ResizePool(1); err != nil {
+	if err := e.w.Controls().ResizePool(1); err != nil {
 		t.Fatal(err)
 	}
 	// The second task starts only because the pool grew.
 	waitOn(t, e.running, "the second task")
-	if c := e.w.Concurrency(); c != 2 {
+	if c := e.w.Inspector().Concurrency(); c != 2 {
 		t.Fatalf("concurrency %d", c)
 	}
-	if err := e.w.ResizePool(-2); !errors.Is(err, worker.ErrPoolSize) {
+	if err := e.w.Controls().ResizePool(-2); !errors.Is(err, worker.ErrPoolSize) {
 		t.Fatalf("shrink to 0: %v", err)
 	}
-	if err := e.w.ResizePool(-1); err != nil {
+	if err := e.w.Controls().ResizePool(-1); err != nil {
 		t.Fatal(err)
 	}
-	if c := e.w.Concurrency(); c != 1 {
+	if c := e.w.Inspector().Concurrency(); c != 1 {
 		t.Fatalf("concurrency %d", c)
 	}
 }
 
 func TestAddAndCancelQueue(t *testing.T) {
 	e := newOpsEnv(t, 2)
-	if err := e.w.AddQueue(context.Background(), "extra"); err != nil {
+	if err := e.w.Controls().AddQueue(context.Background(), "extra"); err != nil {
 		t.Fatal(err)
 	}
-	if qs := e.w.Queues(); len(qs) != 2 || qs[1] != "extra" {
+	if qs := e.w.Inspector().Queues(); len(qs) != 2 || qs[1] != "extra" {
 		t.Fatalf("queues %v", qs)
 	}
 	e.send("extra", "x-1", "t.add", []any{int64(1), int64(1)}, nil)
 	if m := e.waitStored("x-1"); m.Status != result.Success {
 		t.Fatalf("state %s", m.Status)
 	}
-	if err := e.w.CancelQueue(context.Background(), "q"); !errors.Is(err, worker.ErrStartupQueue) {
+	if err := e.w.Controls().CancelQueue(context.Background(), "q"); !errors.Is(err, worker.ErrStartupQueue) {
 		t.Fatalf("cancel start-up queue: %v", err)
 	}
-	if err := e.w.CancelQueue(context.Background(), "nope"); !errors.Is(err, worker.ErrNotConsuming) {
+	if err := e.w.Controls().CancelQueue(context.Background(), "nope"); !errors.Is(err, worker.ErrNotConsuming) {
 		t.Fatalf("cancel unknown queue: %v", err)
 	}
-	if err := e.w.CancelQueue(context.Background(), "extra"); err != nil {
+	if err := e.w.Controls().CancelQueue(context.Background(), "extra"); err != nil {
 		t.Fatal(err)
 	}
-	if qs := e.w.Queues(); len(qs) != 1 {
+	if qs := e.w.Inspector().Queues(); len(qs) != 1 {
 		t.Fatalf("queues %v", qs)
 	}
 }
 
 func TestRuntimeLimitChanges(t *testing.T) {
 	e := newOpsEnv(t, 2)
-	if err := e.w.SetTimeLimit("nope", time.Second, 0); !errors.Is(err, worker.ErrUnknownTask) {
+	if err := e.w.Controls().SetTimeLimit("nope", time.Second, 0); !errors.Is(err, worker.ErrUnknownTask) {
 		t.Fatalf("unknown task: %v", err)
 	}
-	if err := e.w.SetRateLimit("nope", "1/s"); !errors.Is(err, worker.ErrUnknownTask) {
+	if err := e.w.Controls().SetRateLimit("nope", "1/s"); !errors.Is(err, worker.ErrUnknownTask) {
 		t.Fatalf("unknown task: %v", err)
 	}
-	if err := e.w.SetRateLimit("t.add", "x/s"); err == nil {
+	if err := e.w.Controls().SetRateLimit("t.add", "x/s"); err == nil {
 		t.Fatal("a bad rate limit was accepted")
 	}
-	if err := e.w.SetTimeLimit("t.block", 50*time.Millisecond, 0); err != nil {
+	if err := e.w.Controls().SetTimeLimit("t.block", 50*time.Millisecond, 0); err != nil {
 		t.Fatal(err)
 	}
 	e.send("q", "tl-1", "t.block", nil, nil)

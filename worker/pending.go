@@ -10,9 +10,6 @@ import (
 	"github.com/gworker/gworker/result"
 )
 
-// DefaultMaxPendingResults is the default Config.MaxPendingResults.
-const DefaultMaxPendingResults = 10000
-
 // Backoff between rounds of storing pending results, and the time one
 // Store may take.
 const (

@@ -8,11 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/protocol"
-	"github.com/gworker/gworker/result"
 )
-
-// MaxRedeliveriesDefault is the default of Config.MaxRedeliveries.
-const MaxRedeliveriesDefault = 5
 
 // poisoned enforces Config.MaxRedeliveries on an acks_late job about to
 // start. A message redelivered again and again whose task never finished
@@ -32,19 +28,19 @@ const MaxRedeliveriesDefault = 5
 // errbacks and chord run as for any failure, and the message is rejected
 // without requeue. Errors a task returns are not counted: they follow the
 // task's own retry policy.
-func (w *Worker) poisoned(j *job) bool {
-	max := w.cfg.MaxRedeliveries
+func (e *executor) poisoned(j *job) bool {
+	max := e.maxRedeliveries
 	raw := j.d.Raw()
 	if max < 0 || !raw.Redelivered {
 		return false
 	}
-	n, source, ok := w.redeliveryCount(j)
+	n, source, ok := e.redeliveryCount(j)
 	if !ok {
 		return false
 	}
 	if n <= max {
 		if n > 0 {
-			w.log.Warn("task redelivered: its previous run did not finish",
+			e.log.Warn("task redelivered: its previous run did not finish",
 				zap.String("id", j.msg.ID), zap.String("task", j.msg.Task),
 				zap.Int("redeliveries", n), zap.Int("max_redeliveries", max), zap.String("counted_by", source))
 		}
@@ -52,14 +48,14 @@ func (w *Worker) poisoned(j *job) bool {
 	}
 	exc := workerLost(fmt.Sprintf("Worker exited prematurely: task %s[%s] was delivered %d times without finishing (max redeliveries %d).",
 		j.msg.Task, j.msg.ID, n+1, max))
-	w.log.Error("Poison message: task "+j.msg.Name()+"["+j.msg.ID+"] never finished; failing it and rejecting its message",
+	e.log.Error("Poison message: task "+j.msg.Name()+"["+j.msg.ID+"] never finished; failing it and rejecting its message",
 		zap.String("reason", "max-redeliveries"), zap.Int("deliveries", n+1),
 		zap.Int("max_redeliveries", max), zap.String("counted_by", source))
 	ctx := context.Background()
-	w.fail(ctx, j, exc, traceback(j.task.Name, exc), false, nil)
+	e.fail(ctx, j, exc, traceback(j.task.Name, exc), false, nil)
 	j.acked = true
 	if err := j.d.Reject(false); err != nil {
-		w.log.Warn("reject", zap.String("id", j.msg.ID), zap.Error(err))
+		e.log.Warn("reject", zap.String("id", j.msg.ID), zap.Error(err))
 	}
 	return true
 }
@@ -67,13 +63,13 @@ func (w *Worker) poisoned(j *job) bool {
 // redeliveryCount returns how often j's message was redelivered, and from
 // where: the result backend's counter, or the broker's count when the
 // backend has none or cannot be reached; ok is false when neither tells.
-func (w *Worker) redeliveryCount(j *job) (n int, source string, ok bool) {
-	if rc, isCounter := w.cfg.Backend.(result.RedeliveryCounter); isCounter {
-		c, err := rc.CountRedelivery(context.Background(), j.msg.ID+"."+strconv.Itoa(j.msg.Retries))
+func (e *executor) redeliveryCount(j *job) (n int, source string, ok bool) {
+	if e.redeliveries != nil {
+		c, err := e.redeliveries.CountRedelivery(context.Background(), j.msg.ID+"."+strconv.Itoa(j.msg.Retries))
 		if err == nil {
 			return int(c), "result backend", true
 		}
-		w.log.Warn("cannot count the redelivery of a task in the result backend", zap.String("id", j.msg.ID), zap.Error(err))
+		e.log.Warn("cannot count the redelivery of a task in the result backend", zap.String("id", j.msg.ID), zap.Error(err))
 	}
 	if dc, isCounter := j.d.(DeliveryCounter); isCounter {
 		if n, known := dc.DeliveryCount(); known {

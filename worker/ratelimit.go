@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,6 +13,7 @@ import (
 // token bucket with capacity 1: at most one start per 1/rate interval.
 // Waiting tasks hold no pool slot, so other task types are never blocked.
 type rateLimits struct {
+	n       atomic.Int32 // len(buckets): without limits, reserve takes no lock
 	mu      sync.Mutex
 	buckets map[string]*bucket
 }
@@ -61,15 +63,19 @@ func (r *rateLimits) set(name, limit string) error {
 	defer r.mu.Unlock()
 	if iv == 0 {
 		delete(r.buckets, name)
-		return nil
+	} else {
+		r.buckets[name] = &bucket{interval: iv}
 	}
-	r.buckets[name] = &bucket{interval: iv}
+	r.n.Store(int32(len(r.buckets)))
 	return nil
 }
 
 // reserve takes the next start slot of the task and returns how long to
 // wait for it.
 func (r *rateLimits) reserve(name string) time.Duration {
+	if r.n.Load() == 0 {
+		return 0
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b := r.buckets[name]

@@ -35,6 +35,12 @@ type Request struct {
 
 	mu       sync.Mutex
 	children []any
+
+	// log is the worker's logger; taskLog, built from it on first use,
+	// adds the task's name and id.
+	log     *zap.Logger
+	logOnce sync.Once
+	taskLog *zap.Logger
 }
 
 // AddChild records a result (in its tuple form, see result.AsyncResult's
@@ -62,7 +68,6 @@ type DeliveryInfo struct {
 }
 
 type requestKey struct{}
-type loggerKey struct{}
 
 // RequestFromContext returns the request of the task running under ctx.
 func RequestFromContext(ctx context.Context) (*Request, bool) {
@@ -73,13 +78,28 @@ func RequestFromContext(ctx context.Context) (*Request, bool) {
 // LoggerFromContext returns the task's logger (with the task name and id as
 // fields), or a no-op logger outside tasks.
 func LoggerFromContext(ctx context.Context) *zap.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
-		return l
+	if r, ok := RequestFromContext(ctx); ok && r.log != nil {
+		return r.logger()
 	}
 	return zap.NewNop()
 }
 
+// logger returns the task's logger, built the first time the task asks
+// for it: most tasks never log, and building it costs a few allocations.
+func (r *Request) logger() *zap.Logger {
+	r.logOnce.Do(func() {
+		name := r.Task
+		if r.Message != nil {
+			name = r.Message.Name()
+		}
+		r.taskLog = r.log.With(zap.String("task", name), zap.String("id", r.ID))
+	})
+	return r.taskLog
+}
+
+// withRequest returns ctx carrying r, and with it the task's logger built
+// from l.
 func withRequest(ctx context.Context, r *Request, l *zap.Logger) context.Context {
-	ctx = context.WithValue(ctx, requestKey{}, r)
-	return context.WithValue(ctx, loggerKey{}, l)
+	r.log = l
+	return context.WithValue(ctx, requestKey{}, r)
 }

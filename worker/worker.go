@@ -9,13 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
@@ -81,7 +81,7 @@ type Config struct {
 	// connection) is delivered again: past 1 + MaxRedeliveries deliveries
 	// the task fails with WorkerLostError and the message is rejected
 	// without requeue (dead-lettered when its queue has a dead-letter
-	// exchange). Default MaxRedeliveriesDefault; negative: no cap. See
+	// exchange). Default DefaultMaxRedeliveries; negative: no cap. See
 	// poison.go for how deliveries are counted.
 	MaxRedeliveries int
 	// Logger receives the worker's log lines; nil logs nothing.
@@ -94,73 +94,40 @@ type Config struct {
 	Revoked *RevokedSet
 }
 
-// Stats are counters of what the worker did.
-type Stats struct {
-	Received, Succeeded, Failed, Retried, Revoked, Rejected, Invalid int64
-	// PendingResults is how many results wait in memory for the result
-	// store to come back (see Config.MaxPendingResults).
-	PendingResults int64
-	// StoreRetries is how many result writes were tried again after the
-	// result store failed.
-	StoreRetries int64
-}
-
-// Worker consumes task messages and runs them.
+// Worker consumes task messages and runs them. It is made of parts, each
+// with one job and tested on its own; the Worker receives messages and
+// routes them between its parts.
 type Worker struct {
-	cfg      Config
-	log      *zap.Logger
-	prefetch int
-	decode   protocol.DecodeOptions
-	pid      int
+	cfg    Config
+	log    *zap.Logger
+	decode protocol.DecodeOptions
+	pid    int
 
-	queue    *jobQueue
-	running  sync.WaitGroup
+	started  atomic.Bool    // Run was called
+	ready    chan struct{}  // closed once consuming
+	stopping atomic.Bool    // a shutdown began
 	inflight sync.WaitGroup // jobs received and not yet finished
-
-	mu            sync.Mutex
-	held          map[*job]*time.Timer // waiting for their ETA
-	heldRise      int                  // how much the prefetch window is raised by held messages
-	heldRiseBytes int64                // body bytes of the messages that raised it
-	limited       map[*job]*time.Timer // waiting for their rate limit
-	stopping      bool
-	consumer      Consumer
-
-	limits  *rateLimits
-	pending *pendingResults
-	runs    runningIDs // acks_late tasks running, by id
-	started atomic.Bool
-
 	// base is the parent of every task context; Terminate cancels it.
 	base       context.Context
 	cancelBase context.CancelFunc
 
-	stats struct {
-		received, succeeded, failed, retried, revoked, rejected, invalid atomic.Int64
-	}
+	// The parts, about in the order a message meets them.
+	consumers  *consumers      // the consumed queues
+	revocation *revocation     // revoked and expired tasks
+	hold       *hold           // ETA and rate-limit waits, the prefetch window
+	pool       *pool           // bounded concurrency
+	exec       *executor       // begin, run and settle a task
+	active     *activeTasks    // the running tasks
+	results    *resultWriter   // result metas and their storing
+	pending    *pendingResults // results waiting for the store to come back
+	followups  *followupSender // callbacks, chains, chords
+	events     *taskEvents     // task events
+	counts     counters        // what Stats reports
+	limits     *rateLimits     // shared by the hold and Controls
+	timeLimits *timeLimits     // shared by the runner and Controls
 
-	ops opsState
-}
-
-// job is one received task message on its way through the worker.
-type job struct {
-	d        Delivery
-	msg      *protocol.Message
-	task     *Task
-	received time.Time
-	acked    bool
-	// storeErr is the error of storing the task's final state, if any;
-	// final is that state.
-	storeErr error
-	final    *result.Meta
-	// requeued: the message went back to the queue after the run.
-	requeued bool
-
-	// Guarded by Worker.mu: set while the task runs.
-	started      time.Time
-	ackedAtStart bool
-	cancel       context.CancelCauseFunc
-	terminated   bool
-	signal       string
+	inspector Inspector // the read-only view
+	controls  Controls  // changes at run time
 }
 
 // New checks cfg and returns a worker.
@@ -175,20 +142,19 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: TimeLimit and SoftTimeLimit must not be negative")
 	}
 	if len(cfg.Queues) == 0 {
-		cfg.Queues = []string{"celery"}
+		cfg.Queues = []string{config.DefaultQueue}
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = defaultConcurrency()
 	}
 	if cfg.PrefetchMultiplier == 0 {
-		cfg.PrefetchMultiplier = 4
+		cfg.PrefetchMultiplier = config.DefaultPrefetchMultiplier
 	}
 	if cfg.Hostname == "" {
-		h, _ := os.Hostname()
-		cfg.Hostname = "celery@" + h
+		cfg.Hostname = config.ExpandHostname(config.DefaultHostname)
 	}
 	if cfg.MaxHeldETA == 0 {
-		cfg.MaxHeldETA = 10000
+		cfg.MaxHeldETA = config.DefaultMaxHeldETA
 	}
 	if cfg.MaxPendingResults == 0 {
 		cfg.MaxPendingResults = DefaultMaxPendingResults
@@ -197,26 +163,28 @@ func New(cfg Config) (*Worker, error) {
 		cfg.MaxHeldETABytes = DefaultMaxHeldETABytes
 	}
 	if cfg.ETAHorizon == 0 {
-		cfg.ETAHorizon = 25 * time.Minute
+		cfg.ETAHorizon = config.DefaultETAHorizon
 	}
 	if cfg.MaxRedeliveries == 0 {
-		cfg.MaxRedeliveries = MaxRedeliveriesDefault
+		cfg.MaxRedeliveries = DefaultMaxRedeliveries
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
+	return assemble(cfg, log)
+}
+
+// assemble builds the parts of a worker for a checked cfg and wires them
+// together.
+func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	w := &Worker{
-		cfg:     cfg,
-		log:     log,
-		decode:  protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
-		pid:     os.Getpid(),
-		held:    map[*job]*time.Timer{},
-		limited: map[*job]*time.Timer{},
-		limits:  newRateLimits(),
-	}
-	if cfg.PrefetchMultiplier > 0 {
-		w.prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
+		cfg:    cfg,
+		log:    log,
+		decode: protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
+		pid:    os.Getpid(),
+		ready:  make(chan struct{}),
+		limits: newRateLimits(),
 	}
 	for _, name := range cfg.Registry.Names() {
 		t, _ := cfg.Registry.Lookup(name)
@@ -227,28 +195,71 @@ func New(cfg Config) (*Worker, error) {
 		}
 	}
 	w.base, w.cancelBase = context.WithCancel(context.Background())
+	revoked := cfg.Revoked
+	if revoked == nil {
+		revoked = NewRevokedSet(0, 0)
+	}
+	prefetch := 0
+	if cfg.PrefetchMultiplier > 0 {
+		prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
+	}
+
+	w.consumers = newConsumers(cfg.Broker, log, cfg.Queues, w.dispatch)
+	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
+		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
+	w.pool = newPool(cfg.Concurrency, func(j *job) { w.exec.execute(j); w.inflight.Done() }, w.handBack)
+	w.active = newActiveTasks(cfg.Hostname, w.pid)
+	w.results = &resultWriter{backend: cfg.Backend, hostname: cfg.Hostname, pid: w.pid,
+		extended: cfg.ResultExtended, log: log, stop: w.base.Done()}
 	w.pending = newPendingResults(cfg.Backend, max(cfg.MaxPendingResults, 0), log)
-	w.initOps()
+	w.followups = &followupSender{f: cfg.Followups, log: log}
+	w.events = newTaskEvents(cfg.Events)
+	w.timeLimits = newTimeLimits(cfg.TimeLimit, cfg.SoftTimeLimit)
+	w.revocation = &revocation{set: revoked, hold: w.hold, active: w.active, results: w.results,
+		followups: w.followups, events: w.events, counts: &w.counts, log: log}
+	w.exec = &executor{log: log, base: w.base, acksLate: cfg.AcksLate, trackStarted: cfg.TrackStarted,
+		maxRedeliveries: cfg.MaxRedeliveries, revocation: w.revocation, active: w.active,
+		runner:  &runner{hostname: cfg.Hostname, log: log, base: w.base, limits: w.timeLimits, active: w.active},
+		results: w.results, pending: w.pending, followups: w.followups, events: w.events, counts: &w.counts}
+	w.exec.redeliveries, _ = cfg.Backend.(result.RedeliveryCounter)
+	w.inspector = Inspector{pid: w.pid, active: w.active, pool: w.pool, hold: w.hold, consumers: w.consumers,
+		counts: &w.counts, results: w.results, pending: w.pending}
+	w.controls = Controls{registry: cfg.Registry, log: log, prefetchMultiplier: cfg.PrefetchMultiplier,
+		limits: w.limits, timeLimits: w.timeLimits, pool: w.pool, hold: w.hold, consumers: w.consumers}
 	return w, nil
 }
 
 // Hostname returns the worker's node name.
 func (w *Worker) Hostname() string { return w.cfg.Hostname }
 
-// Stats returns the worker's counters.
-func (w *Worker) Stats() Stats {
-	return Stats{
-		Received:  w.stats.received.Load(),
-		Succeeded: w.stats.succeeded.Load(),
-		Failed:    w.stats.failed.Load(),
-		Retried:   w.stats.retried.Load(),
-		Revoked:   w.stats.revoked.Load(),
-		Rejected:  w.stats.rejected.Load(),
-		Invalid:   w.stats.invalid.Load(),
+// Stats returns the worker's counters (as its Inspector does).
+func (w *Worker) Stats() Stats { return w.inspector.Stats() }
 
-		PendingResults: w.pending.len(),
-		StoreRetries:   w.ops.storeRetries.Load(),
-	}
+// Inspector returns the worker's read-only view of what it holds and did.
+func (w *Worker) Inspector() *Inspector { return &w.inspector }
+
+// Controls returns what changes the worker while it runs.
+func (w *Worker) Controls() *Controls { return &w.controls }
+
+// Ready is closed once Run consumes and the pool runs.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
+
+// Registry returns the worker's task registry.
+func (w *Worker) Registry() *Registry { return w.cfg.Registry }
+
+// RevokedSet returns the set of revoked task ids.
+func (w *Worker) RevokedSet() *RevokedSet { return w.revocation.set }
+
+// Revoke adds ids to the revoked set: a task with one of these ids is not
+// run when it is received later, and one waiting in the worker (held for
+// its ETA, waiting for its rate limit, or queued) is discarded as REVOKED
+// instead of running. With terminate, the contexts of running tasks with
+// these ids are cancelled (cause ErrTerminated); Go cannot stop a goroutine,
+// so a task that ignores its context runs on, but whatever it returns is
+// dropped and REVOKED is stored when it ends. Revoke returns the ids of
+// the running tasks it terminated.
+func (w *Worker) Revoke(ids []string, terminate bool, signal string) []string {
+	return w.revocation.revoke(ids, terminate, signal)
 }
 
 // Run consumes and runs tasks until ctx is done, then shuts down warmly: it
@@ -262,38 +273,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return ErrAlreadyRun
 	}
-	prefetch := w.Prefetch()
+	prefetch := w.hold.prefetchCount()
 	cons, err := w.cfg.Broker.Consume(ctx, w.cfg.Queues, prefetch)
 	if err != nil {
 		return fmt.Errorf("worker: consume: %w", err)
 	}
-	q := newJobQueue()
-	w.mu.Lock()
-	w.consumer = cons
-	w.queue = q
-	pool := w.ops.poolSize
-	w.running.Add(pool)
-	for i := 0; i < pool; i++ {
-		go w.runPool()
-	}
-	w.mu.Unlock()
+	w.hold.start(cons)
+	w.consumers.start(cons)
+	w.pool.start()
 	go w.pending.run()
 	// Celery's line, which log scrapers and supervisors wait for.
 	w.log.Info(w.cfg.Hostname+" ready.", zap.Strings("queues", w.cfg.Queues),
-		zap.Int("concurrency", pool), zap.Int("prefetch", prefetch))
-	close(w.ops.ready)
+		zap.Int("concurrency", w.pool.concurrency()), zap.Int("prefetch", prefetch))
+	close(w.ready)
 
-	deliveries := cons.Deliveries()
 	dispatchDone := make(chan struct{})
 	go func() {
 		defer close(dispatchDone)
-		for d := range deliveries {
-			if w.isStopping() {
-				w.requeue(d)
-				continue
-			}
-			w.receive(d)
-		}
+		w.dispatch(cons.Deliveries())
 	}()
 
 	var runErr error
@@ -319,31 +316,29 @@ var (
 	ErrConsumerClosed = errors.New("worker: the consumer stopped delivering messages")
 )
 
-func (w *Worker) isStopping() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.stopping
+// dispatch receives deliveries until they end; once a shutdown began,
+// they go back to their queue.
+func (w *Worker) dispatch(deliveries <-chan Delivery) {
+	for d := range deliveries {
+		if w.stopping.Load() {
+			requeue(w.log, d)
+			continue
+		}
+		w.receive(d)
+	}
 }
 
+// shutdown stops consuming, returns what did not start to the queue and
+// waits for the running tasks (Celery's warm shutdown), unless Terminate
+// makes it cold.
 func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	w.log.Info("worker: Warm shutdown")
-	w.mu.Lock()
-	w.stopping = true
+	w.stopping.Store(true)
+	w.consumers.stop()
+	w.pool.stop()
 	// Every job still waiting for its ETA or its rate limit goes back to
-	// the queue. A timer that already fired finds its job gone from the
-	// map and leaves it to this loop.
-	held := make([]*job, 0, len(w.held)+len(w.limited))
-	for j, t := range w.held {
-		t.Stop()
-		held = append(held, j)
-	}
-	for j, t := range w.limited {
-		t.Stop()
-		held = append(held, j)
-	}
-	w.held = map[*job]*time.Timer{}
-	w.limited = map[*job]*time.Timer{}
-	w.mu.Unlock()
+	// the queue.
+	held := w.hold.close()
 
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if err := cons.Cancel(cctx); err != nil {
@@ -355,7 +350,7 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 			w.log.Warn("close consumer", zap.Error(err))
 		}
 	}
-	w.stopAdded(cctx)
+	w.consumers.cancelAdded(cctx)
 	cancel()
 	// The deliveries channel closes after the cancellation; whatever was
 	// still in it is requeued by the dispatch loop.
@@ -364,15 +359,13 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	case <-w.base.Done():
 	}
 	for _, j := range held {
-		w.requeue(j.d)
-		w.inflight.Done()
+		w.handBack(j)
 	}
-	for _, j := range w.queue.close() {
-		w.requeue(j.d)
-		w.inflight.Done()
+	for _, j := range w.pool.close() {
+		w.handBack(j)
 	}
 	done := make(chan struct{})
-	go func() { w.running.Wait(); w.inflight.Wait(); close(done) }()
+	go func() { w.pool.wait(); w.inflight.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-w.base.Done():
@@ -381,7 +374,7 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 	if err := cons.Close(); err != nil {
 		w.log.Warn("close consumer", zap.Error(err))
 	}
-	w.closeAdded()
+	w.consumers.closeAdded()
 	w.pending.close()
 	w.cancelBase()
 }
@@ -393,33 +386,10 @@ func (w *Worker) shutdown(cons Consumer, dispatchDone <-chan struct{}) {
 // returns before the process exits.
 func (w *Worker) Terminate() { w.cancelBase() }
 
-func (w *Worker) requeue(d Delivery) {
-	if err := d.Reject(true); err != nil {
-		w.log.Debug("requeue", zap.Error(err))
-	}
-}
-
-func (w *Worker) runPool() {
-	defer w.running.Done()
-	for {
-		j, ok := w.queue.pop()
-		if !ok || j == nil { // closed, or this slot was retired
-			return
-		}
-		if w.isStopping() {
-			w.requeue(j.d)
-			w.inflight.Done()
-			continue
-		}
-		w.execute(j)
-		w.inflight.Done()
-	}
-}
-
 // receive decodes one delivery and routes it: reject, revoke, hold for its
 // ETA, wait for its rate limit, or queue it to run.
 func (w *Worker) receive(d Delivery) {
-	w.stats.received.Add(1)
+	w.counts.received.Add(1)
 	raw := d.Raw()
 	msg, err := protocol.Decode(raw, w.decode)
 	if err != nil {
@@ -428,12 +398,12 @@ func (w *Worker) receive(d Delivery) {
 	}
 	task, err := w.cfg.Registry.Lookup(msg.Task)
 	if err != nil {
-		w.stats.rejected.Add(1)
+		w.counts.rejected.Add(1)
 		w.log.Error("Received unregistered task of type '"+truncate(msg.Task, 200)+"'.",
 			zap.String("id", msg.ID), zap.String("reason", "not-registered"))
-		w.storeFailure(context.Background(), msg, notRegistered(msg.Task), "", nil)
-		if w.taskEvents() {
-			w.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: notRegistered(msg.Task)})
+		w.results.storeFailure(context.Background(), msg, notRegistered(msg.Task), "", nil)
+		if w.events.on() {
+			w.events.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: notRegistered(msg.Task)})
 		}
 		if err := d.Reject(false); err != nil {
 			w.log.Warn("reject", zap.Error(err))
@@ -445,66 +415,77 @@ func (w *Worker) receive(d Delivery) {
 		ce.Message = "Task " + msg.Name() + "[" + msg.ID + "] received"
 		ce.Write()
 	}
-	if w.revokeIfExpired(j) || w.discardIfRevoked(j) {
+	if w.revocation.discardIfExpired(j) || w.revocation.discardIfRevoked(j) {
 		return
-	}
-	announce := func() {
-		if w.taskEvents() {
-			w.emit(&TaskEvent{Type: EventTaskReceived, Message: msg, Time: j.received})
-		}
 	}
 	w.inflight.Add(1)
 	if msg.ETA != nil {
 		if delay := time.Until(*msg.ETA); delay > 0 {
-			w.hold(j, delay, announce)
+			w.hold.eta(j, delay, true)
 			return
 		}
 	}
-	announce()
+	w.announceReceived(j)
+	w.schedule(j)
+}
+
+// announceReceived sends task-received for j.
+func (w *Worker) announceReceived(j *job) {
+	if w.events.on() {
+		w.events.emit(&TaskEvent{Type: EventTaskReceived, Message: j.msg, Time: j.received})
+	}
+}
+
+// due continues with j once its ETA came: it runs (after its rate limit),
+// or, at the ETA horizon, it is published again and acknowledged.
+func (w *Worker) due(j *job, horizon bool) {
+	if w.revocation.discardIfRevoked(j) {
+		w.inflight.Done()
+		return
+	}
+	if horizon {
+		if err := w.cfg.Followups.Republish(context.Background(), j.msg, j.d.Raw()); err != nil {
+			w.log.Warn("republish of a far ETA failed; keeping it held", zap.String("id", j.msg.ID), zap.Error(err))
+			w.hold.eta(j, time.Until(*j.msg.ETA), false)
+			return
+		}
+		j.ack(w.log)
+		w.inflight.Done()
+		return
+	}
 	w.schedule(j)
 }
 
 // schedule queues j, after its task's rate limit allows it.
 func (w *Worker) schedule(j *job) {
-	if w.discardIfRevoked(j) {
+	if w.revocation.discardIfRevoked(j) {
 		w.inflight.Done()
 		return
 	}
-	if delay := w.limits.reserve(j.task.Name); delay > 0 {
-		w.mu.Lock()
-		if w.stopping {
-			w.mu.Unlock()
-			w.requeue(j.d)
-			w.inflight.Done()
-			return
-		}
-		w.limited[j] = time.AfterFunc(delay, func() {
-			w.mu.Lock()
-			_, mine := w.limited[j]
-			delete(w.limited, j)
-			w.mu.Unlock()
-			if mine { // else shutdown took it back
-				w.enqueue(j)
-			}
-		})
-		w.mu.Unlock()
-		return
+	if !w.hold.throttle(j) {
+		w.enqueue(j)
 	}
-	w.enqueue(j)
 }
 
+// enqueue hands j to the pool, or back to its queue once the pool is
+// closed.
 func (w *Worker) enqueue(j *job) {
-	if !w.queue.push(j) {
-		w.requeue(j.d)
-		w.inflight.Done()
+	if !w.pool.push(j) {
+		w.handBack(j)
 	}
+}
+
+// handBack returns a job that will not run to its queue.
+func (w *Worker) handBack(j *job) {
+	requeue(w.log, j.d)
+	w.inflight.Done()
 }
 
 // rejectInvalid handles a message that cannot become a task: one ERROR
 // line with the reason, FAILURE stored when the id is known, reject without
 // requeue (dead-lettered when the queue has a DLX).
 func (w *Worker) rejectInvalid(d Delivery, raw *protocol.RawMessage, err error) {
-	w.stats.invalid.Add(1)
+	w.counts.invalid.Add(1)
 	var de *protocol.DecodeError
 	reason := "invalid"
 	id, name := "", ""
@@ -522,21 +503,11 @@ func (w *Worker) rejectInvalid(d Delivery, raw *protocol.RawMessage, err error) 
 			exc = invalidTask(err.Error())
 		}
 		m := &protocol.Message{ID: id, Task: name, ReplyTo: raw.ReplyTo, CorrelationID: raw.CorrelationID}
-		w.storeFailure(context.Background(), m, exc, "", nil)
+		w.results.storeFailure(context.Background(), m, exc, "", nil)
 	}
 	if err := d.Reject(false); err != nil {
 		w.log.Warn("reject", zap.Error(err))
 	}
-}
-
-// revokeIfExpired stores REVOKED(expired) and acks when the message has
-// expired, as Celery does at receipt and before running.
-func (w *Worker) revokeIfExpired(j *job) bool {
-	if j.msg.Expires == nil || time.Now().Before(*j.msg.Expires) {
-		return false
-	}
-	w.announceRevoked(j, "expired", false, "")
-	return true
 }
 
 func truncate(s string, n int) string {
@@ -551,73 +522,4 @@ func truncateBytes(b []byte, n int) []byte {
 		return b
 	}
 	return b[:n]
-}
-
-// hostnameMeta is the STARTED result Celery stores.
-func (w *Worker) startedMeta(msg *protocol.Message) *result.Meta {
-	return w.meta(msg, result.Started, protocol.Dict{{Key: "pid", Value: int64(w.pid)}, {Key: "hostname", Value: w.cfg.Hostname}}, "", nil)
-}
-
-// meta builds the result meta of msg in state st.
-func (w *Worker) meta(msg *protocol.Message, st result.State, value any, tb string, children []any) *result.Meta {
-	m := &result.Meta{
-		TaskID:        msg.ID,
-		Status:        st,
-		Result:        value,
-		Traceback:     tb,
-		Children:      children,
-		GroupID:       msg.GroupID,
-		ParentID:      msg.ParentID,
-		ReplyTo:       msg.ReplyTo,
-		CorrelationID: msg.CorrelationID,
-	}
-	if st.Ready() {
-		now := time.Now().UTC()
-		m.DateDone = &now
-	}
-	if w.cfg.ResultExtended {
-		m.Extended = true
-		m.Name = msg.Task
-		m.Args = msg.Args
-		m.Kwargs = msg.Kwargs
-		m.Worker = w.cfg.Hostname
-		m.Retries = msg.Retries
-		m.Queue = msg.RoutingKey
-	}
-	return m
-}
-
-// store writes m to the backend, retrying a failing backend a few times.
-func (w *Worker) store(ctx context.Context, m *result.Meta) error {
-	if w.cfg.Backend == nil {
-		return nil
-	}
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
-			case <-w.base.Done():
-				return err
-			}
-		}
-		if err = w.cfg.Backend.Store(ctx, m); err == nil {
-			return nil
-		}
-		if isEncodeError(err) {
-			return err
-		}
-		w.ops.storeRetries.Add(1)
-		w.log.Warn("store result failed, retrying", zap.String("id", m.TaskID), zap.Error(err))
-	}
-	w.log.Error("store result failed", zap.String("id", m.TaskID), zap.Error(err))
-	return err
-}
-
-func (w *Worker) storeFailure(ctx context.Context, msg *protocol.Message, exc *protocol.Exception, tb string, children []any) error {
-	return w.store(ctx, w.meta(msg, result.Failure, exc.Value(), tb, children))
-}
-
-func panicTraceback(p any) string {
-	return fmt.Sprintf("panic: %v\n\n%s", p, debug.Stack())
 }

@@ -19,6 +19,8 @@ type benchBroker interface {
 	publishAll(ctx context.Context, b *batch, window int) error
 	// waitConsumer returns once a worker consumes queue (e2e mode).
 	waitConsumer(ctx context.Context, queue string) error
+	// length returns how many messages wait in queue.
+	length(queue string) (int, error)
 }
 
 type amqpBroker struct{ conn *amqp.Connection }
@@ -31,6 +33,15 @@ func (a amqpBroker) publishAll(ctx context.Context, b *batch, window int) error 
 func (a amqpBroker) waitConsumer(ctx context.Context, q string) error {
 	return waitConsumer(ctx, a.conn, q)
 }
+func (a amqpBroker) length(q string) (int, error) {
+	ch, err := a.conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	defer ch.Close()
+	st, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+	return st.Messages, err
+}
 
 // redisBroker is kombu's Redis transport: the queue is a list, messages
 // are kombu's JSON envelopes pushed with LPUSH.
@@ -38,18 +49,18 @@ type redisBroker struct{ rdb *redis.Client }
 
 // declare binds the queue as kombu does (the worker does it too).
 func (r redisBroker) declare(q string) error {
-	return r.rdb.SAdd(context.Background(), redistransport.BindingPrefix+q, q+redistransport.SepDefault+redistransport.SepDefault+q).Err()
+	return r.rdb.SAdd(context.Background(), redistransport.BindingPrefix+q, q+redistransport.DefaultSep+redistransport.DefaultSep+q).Err()
 }
 
 func (r redisBroker) remove(q string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	keys := []string{redistransport.BindingPrefix + q}
-	for _, s := range redistransport.PriorityStepsDefault {
+	for _, s := range redistransport.DefaultPrioritySteps {
 		if s == 0 {
 			keys = append(keys, q)
 		} else {
-			keys = append(keys, fmt.Sprintf("%s%s%d", q, redistransport.SepDefault, s))
+			keys = append(keys, fmt.Sprintf("%s%s%d", q, redistransport.DefaultSep, s))
 		}
 	}
 	r.rdb.Del(ctx, keys...)
@@ -72,6 +83,11 @@ func (r redisBroker) publishAll(ctx context.Context, b *batch, window int) error
 		}
 	}
 	return nil
+}
+
+func (r redisBroker) length(q string) (int, error) {
+	n, err := r.rdb.LLen(context.Background(), q).Result()
+	return int(n), err
 }
 
 func (r redisBroker) waitConsumer(context.Context, string) error {

@@ -1,22 +1,28 @@
 // Command gworker-bench measures gworker against a stock Celery 5.2.6
-// prefork worker and a minimal amqp091-go loop, on the same machine, in the
-// same invocation, interleaved round by round.
+// prefork worker, a minimal amqp091-go loop and a bare-ack consumer (the
+// ceiling), on the same machine, in the same invocation, interleaved round
+// by round.
 //
 // Every run publishes N protocol-2 tasks.add(i, i) messages (as Celery sends
 // them) to a fresh queue in a vhost of its own, with results in Redis, in
-// two modes:
+// these modes:
 //
 //   - prefill: the queue is filled first, then the worker starts; the rate
 //     is measured from the first result published to the last.
 //   - e2e: the worker is started and consuming first; the rate is measured
 //     from the first message published to the last result published.
+//   - latency: the worker is started and consuming, then one Python Celery
+//     client calls add.delay(i, i).get() N times in a row (-latency-n);
+//     the round trips' p50, p90 and p99 are reported.
 //
 // For each run it reports tasks/s, the worker's CPU time per task (utime +
 // stime of the worker process and all its descendants over the measured
 // window, from /proc) and its peak RSS (the sum of VmRSS over the process
 // tree, sampled every 50 ms). Every result is checked (status SUCCESS,
-// value 2i) before it counts. It then prints min/median/max per worker and
-// mode, and the ratios gworker/minloop and gworker/celery.
+// value 2i) before it counts; the bare-ack consumer, which writes none,
+// must have acknowledged every message and left none in the queue. It then
+// prints min/median/max per worker and mode, and the ratios of gworker to
+// the others against their targets.
 //
 //	go build -o bin/ ./cmd/gworker ./cmd/gworker-bench
 //	bin/gworker-bench -n 20000 -rounds 3
@@ -52,6 +58,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "minloop" {
 		os.Exit(runMinLoop(os.Args[2:], os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "bare-ack" {
+		os.Exit(runBareAck(os.Args[2:], os.Stderr))
+	}
 	// Interrupted, the bench stops its workers and deletes what it
 	// created before exiting.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -77,6 +86,10 @@ type options struct {
 	window             int
 	jsonOut            string
 	keepLogs           bool
+	latencyN           int
+	latencyWarmup      int
+	// brokerURL is the broker of the run (set by bench).
+	brokerURL string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -86,8 +99,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var workers, modes string
 	fs.IntVar(&o.n, "n", 20000, "tasks per run")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every worker in every mode")
-	fs.StringVar(&workers, "workers", "gworker,minloop,celery", "workers to run: gworker, minloop, celery; also minloop-global (the minimal loop with a channel-wide prefetch, basic.qos global, as gworker and Celery use), gworker-E (gworker sending task events, -E); baseline is added with -baseline")
-	fs.StringVar(&modes, "modes", "", "modes to run (prefill, e2e); default both on amqp, prefill on redis")
+	fs.StringVar(&workers, "workers", "gworker,bare-ack,minloop,celery", "workers to run: gworker, bare-ack (the ceiling: acknowledges in batches, writes no result; amqp only), minloop, celery; also minloop-global (the minimal loop with a channel-wide prefetch, basic.qos global, as gworker and Celery use), gworker-E (gworker sending task events, -E); baseline is added with -baseline")
+	fs.StringVar(&modes, "modes", "", "modes to run (prefill, e2e, latency); default prefill and e2e on amqp, prefill on redis")
+	fs.IntVar(&o.latencyN, "latency-n", 1000, "round trips of the Python client per run in latency mode")
+	fs.IntVar(&o.latencyWarmup, "latency-warmup", 20, "round trips before the measured ones in latency mode")
 	fs.StringVar(&o.transport, "transport", "amqp", "broker under test: amqp (RabbitMQ) or redis (kombu's Redis transport)")
 	fs.StringVar(&o.redisBroker, "redis-broker", "redis://127.0.0.1:6379/0", "Redis URL of the broker with -transport redis")
 	fs.IntVar(&o.conc, "c", 16, "concurrency of gworker and of the minimal loop")
@@ -127,17 +142,24 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if w == "baseline" && o.baseline == "" {
 			return nil, errors.New("worker baseline needs -baseline")
 		}
-		if w != "gworker" && w != "minloop" && w != "minloop-global" && w != "celery" && w != "baseline" && w != "gworker-E" {
+		if w != "gworker" && w != "minloop" && w != "minloop-global" && w != "celery" && w != "baseline" && w != "gworker-E" && w != "bare-ack" {
 			return nil, fmt.Errorf("unknown worker %q", w)
 		}
 	}
+	if o.transport == "redis" {
+		// The ceiling and the latency client are AMQP consumers.
+		o.workers = slices.DeleteFunc(o.workers, func(w string) bool { return w == "bare-ack" })
+	}
 	for _, m := range o.modes {
-		if m != "prefill" && m != "e2e" {
+		if m != "prefill" && m != "e2e" && m != "latency" {
 			return nil, fmt.Errorf("unknown mode %q", m)
 		}
+		if m == "latency" && o.transport != "amqp" {
+			return nil, errors.New("latency mode runs on amqp only")
+		}
 	}
-	if o.n < 1 || o.rounds < 1 || o.conc < 1 || o.prefetchMult < 1 || o.celeryConc < 1 || o.window < 1 {
-		return nil, errors.New("-n, -rounds, -c, -prefetch-multiplier, -celery-c and -publish-window must be positive")
+	if o.n < 1 || o.rounds < 1 || o.conc < 1 || o.prefetchMult < 1 || o.celeryConc < 1 || o.window < 1 || o.latencyN < 1 || o.latencyWarmup < 0 {
+		return nil, errors.New("-n, -rounds, -c, -prefetch-multiplier, -celery-c, -publish-window and -latency-n must be positive")
 	}
 	return o, nil
 }
@@ -162,12 +184,22 @@ type sample struct {
 	TasksPerS float64 `json:"tasks_per_s"`
 	CPUus     float64 `json:"cpu_us_per_task"`
 	RSSMB     float64 `json:"peak_rss_mb"`
+	// Syscalls is the worker's read and write system calls per task, and
+	// Switches its threads' context switches per task, over the same
+	// window as CPUus.
+	Syscalls float64 `json:"rw_syscalls_per_task"`
+	Switches float64 `json:"context_switches_per_task"`
 	// BrokerUS and RedisUS are the CPU time of the RabbitMQ (beam.smp)
 	// and Redis server processes per task over the same window, when
 	// they run on this machine. Other clients of the servers count too.
 	BrokerUS float64 `json:"broker_cpu_us_per_task,omitempty"`
 	RedisUS  float64 `json:"redis_cpu_us_per_task,omitempty"`
-	Err      string  `json:"error,omitempty"`
+	// P50us, P90us and P99us are the round-trip percentiles of latency
+	// mode: add.delay(i, i).get() from one Python client.
+	P50us float64 `json:"latency_p50_us,omitempty"`
+	P90us float64 `json:"latency_p90_us,omitempty"`
+	P99us float64 `json:"latency_p99_us,omitempty"`
+	Err   string  `json:"error,omitempty"`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -256,6 +288,7 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 			}
 		}
 		brokerURL = strings.TrimRight(o.amqpBase, "/") + "/" + url.PathEscape(vhost)
+		o.brokerURL = brokerURL
 		conn, err := amqp.Dial(brokerURL)
 		if err != nil {
 			return fmt.Errorf("RabbitMQ at %s: %w", o.amqpBase, err)
@@ -272,7 +305,12 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 	sc := specConfig{
 		python: o.python, self: self, brokerURL: brokerURL, redisURL: o.redisURL,
 		conc: o.conc, prefetchMult: o.prefetchMult, celeryConc: o.celeryConc,
-		loglevel: o.loglevel, moduleDir: tmp,
+		loglevel: o.loglevel, moduleDir: tmp, n: o.n,
+	}
+	if slices.Contains(o.modes, "latency") {
+		if err := os.WriteFile(filepath.Join(tmp, "benchclient.py"), []byte(latencyClient), 0o644); err != nil {
+			return err
+		}
 	}
 	specs := map[string]workerSpec{}
 	for _, w := range o.workers {
@@ -299,6 +337,8 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 			specs[w] = sp
 		case "minloop":
 			specs[w] = minloopSpec(sc)
+		case "bare-ack":
+			specs[w] = bareAckSpec(sc)
 		case "minloop-global":
 			gc := sc
 			gc.minloopGlobalQoS = true
@@ -331,6 +371,9 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				if ctx.Err() != nil {
 					return fmt.Errorf("interrupted: %w", context.Cause(ctx))
 				}
+				if mode == "latency" && specs[w].noResults {
+					continue // nothing to wait for
+				}
 				s := runOne(ctx, o, bb, rdb, specs[w], tmp, r, mode)
 				samples = append(samples, s)
 				if s.Err != "" {
@@ -338,8 +381,12 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 					fmt.Fprintf(stdout, "  %-7s %-8s FAILED: %s\n", mode, w, s.Err)
 					continue
 				}
-				fmt.Fprintf(stdout, "  %-7s %-8s %6d tasks in %6.2fs  %8.0f tasks/s  %6.0f µs CPU/task  %6.1f MB peak RSS  (RabbitMQ %.0f µs, Redis %.0f µs CPU/task)\n",
-					mode, w, s.Tasks, s.Seconds, s.TasksPerS, s.CPUus, s.RSSMB, s.BrokerUS, s.RedisUS)
+				lat := ""
+				if mode == "latency" {
+					lat = fmt.Sprintf("  round trip p50 %.0f µs, p90 %.0f µs, p99 %.0f µs", s.P50us, s.P90us, s.P99us)
+				}
+				fmt.Fprintf(stdout, "  %-7s %-8s %6d tasks in %6.2fs  %8.0f tasks/s  %6.0f µs CPU/task  %6.1f MB peak RSS  %5.2f r/w syscalls/task  %5.2f switches/task  (RabbitMQ %.0f µs, Redis %.0f µs CPU/task)%s\n",
+					mode, w, s.Tasks, s.Seconds, s.TasksPerS, s.CPUus, s.RSSMB, s.Syscalls, s.Switches, s.BrokerUS, s.RedisUS, lat)
 			}
 		}
 	}

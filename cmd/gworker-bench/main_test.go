@@ -17,6 +17,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "minloop" {
 		os.Exit(runMinLoop(os.Args[2:], os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "bare-ack" {
+		os.Exit(runBareAck(os.Args[2:], os.Stderr))
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -46,6 +49,48 @@ func TestBenchSmall(t *testing.T) {
 	}
 }
 
+// TestBenchBareAckAndLatency runs the ceiling (bare-ack) in the prefill
+// mode and gworker and the minimal loop in latency mode (one Python
+// client), in their smallest forms, so that both keep working. Only that
+// the runs succeeded and were reported is asserted.
+func TestBenchBareAckAndLatency(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("latency mode needs Celery's Python")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := run(ctx, []string{"-n", "200", "-rounds", "1", "-workers", "gworker,bare-ack,minloop", "-modes", "prefill,latency",
+		"-latency-n", "20", "-latency-warmup", "2", "-timeout", "60s"}, &out, &errb)
+	t.Log(out.String())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{
+		"prefill bare-ack", "latency gworker", "latency minloop", "round trip p50",
+		"gworker/bare-ack tasks/s", "gworker/minloop round-trip p50",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Contains(out.String(), "latency bare-ack") || strings.Contains(out.String(), "FAILED") {
+		t.Error("bare-ack ran in latency mode, or a run failed")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	v := []float64{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	for _, c := range []struct{ p, want float64 }{{50, 5}, {90, 9}, {99, 10}, {100, 10}, {1, 1}} {
+		if got := percentile(v, c.p); got != c.want {
+			t.Errorf("p%v = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if percentile(nil, 50) != 0 {
+		t.Error("empty")
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	var errb bytes.Buffer
 	for _, args := range [][]string{
@@ -53,6 +98,8 @@ func TestParseFlags(t *testing.T) {
 		{"-modes", "burst"},
 		{"-n", "0"},
 		{"extra"},
+		{"-transport", "redis", "-modes", "latency"},
+		{"-latency-n", "0"},
 	} {
 		if _, err := parseFlags(args, &errb); err == nil {
 			t.Errorf("%q: no error", args)
@@ -102,6 +149,12 @@ func TestMinLoopBadFlags(t *testing.T) {
 	var errb bytes.Buffer
 	if code := runMinLoop([]string{"-nope"}, &errb); code != 2 {
 		t.Errorf("exit %d", code)
+	}
+	if code := runBareAck([]string{"-nope"}, &errb); code != 2 {
+		t.Errorf("bare-ack: exit %d", code)
+	}
+	if code := runBareAck([]string{"-queue", "q"}, &errb); code != 2 {
+		t.Errorf("bare-ack without -n and -notify: exit %d", code)
 	}
 }
 

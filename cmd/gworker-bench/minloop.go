@@ -57,24 +57,7 @@ func minLoop(ctx context.Context, brokerURL, redisURL, queue string, conc, prefe
 		return err
 	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	if err := ch.Qos(prefetch, 0, globalQoS); err != nil {
-		return err
-	}
-	// The queue as kombu declares it.
-	if err := ch.ExchangeDeclare(queue, "direct", true, false, false, false, nil); err != nil {
-		return err
-	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		return err
-	}
-	if err := ch.QueueBind(queue, queue, queue, false, nil); err != nil {
-		return err
-	}
-	deliveries, err := ch.Consume(queue, "minloop", false, false, false, false, nil)
+	ch, deliveries, err := consumeQueue(conn, queue, "minloop", prefetch, globalQoS)
 	if err != nil {
 		return err
 	}

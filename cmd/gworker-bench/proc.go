@@ -199,3 +199,47 @@ func processCPU(pid int) time.Duration {
 	}
 	return time.Duration(st.cpu) * time.Second / clockTicks
 }
+
+// counters are the system calls and context switches of a process tree so
+// far: what a worker costs the kernel, steadier than CPU time on a shared
+// machine.
+type counters struct {
+	// rw is read-like plus write-like system calls (syscr + syscw of
+	// /proc/<pid>/io): a socket read or write is one each.
+	rw int64
+	// switches is the voluntary and involuntary context switches of every
+	// thread (/proc/<pid>/task/<tid>/status): mostly a thread parking and
+	// being woken.
+	switches int64
+}
+
+func treeCounters(root int) counters {
+	var c counters
+	for _, pid := range tree(root) {
+		dir := filepath.Join("/proc", strconv.Itoa(pid))
+		if b, err := os.ReadFile(filepath.Join(dir, "io")); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				k, v, ok := strings.Cut(line, ":")
+				if ok && (k == "syscr" || k == "syscw") {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					c.rw += n
+				}
+			}
+		}
+		tasks, _ := os.ReadDir(filepath.Join(dir, "task"))
+		for _, t := range tasks {
+			b, err := os.ReadFile(filepath.Join(dir, "task", t.Name(), "status"))
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				k, v, ok := strings.Cut(line, ":")
+				if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					c.switches += n
+				}
+			}
+		}
+	}
+	return c
+}

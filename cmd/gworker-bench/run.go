@@ -33,15 +33,27 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		return fail(err)
 	}
 	defer bb.remove(queue)
-	b, err := buildBatch(queue, o.n)
-	if err != nil {
-		return fail(err)
+	var b *batch
+	if mode != "latency" {
+		var err error
+		if b, err = buildBatch(queue, o.n); err != nil {
+			return fail(err)
+		}
+		defer deleteKeys(rdb, b.ids)
 	}
-	defer deleteKeys(rdb, b.ids)
+	// watch follows the run's results, or the notifications of a worker
+	// that writes none.
+	watch := func(onFirst func()) (waiter, error) {
+		if spec.noResults {
+			return watchNotify(ctx, rdb, notifyChannel(queue), onFirst)
+		}
+		return watchResults(ctx, rdb, b.prefix, b.ids, onFirst)
+	}
 
 	var (
 		p          *proc
 		cpu0, cpu1 time.Duration
+		cnt0, cnt1 counters
 		rss        *rssSampler
 		// The servers' CPU over the same window (0 when not local).
 		beam, redisPid = findProcess("beam.smp"), findProcess("redis-server")
@@ -81,28 +93,36 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		if err := p.stop(30 * time.Second); err != nil && s.Err == "" {
 			s.Err = err.Error()
 		}
+		if spec.noResults && s.Err == "" {
+			// What a consumer that writes no result is checked on: it
+			// saw every message, and once it is gone none is left,
+			// neither waiting nor given back unacknowledged.
+			if n, err := bb.length(queue); err != nil || n != 0 {
+				s.Err = fmt.Sprintf("verify: %d messages left in %s after the run (%v)", n, queue, err)
+			}
+		}
 	}()
 
 	var first, last time.Time
 	switch mode {
 	case "prefill":
-		w, err := watchResults(ctx, rdb, b.prefix, b.ids, func() { cpu0 = treeCPU(p.pid()); srv0 = serversCPU() })
+		w, err := watch(func() { cpu0, cnt0 = treeCPU(p.pid()), treeCounters(p.pid()); srv0 = serversCPU() })
 		if err != nil {
 			return fail(err)
 		}
 		if err := bb.publishAll(ctx, b, o.window); err != nil {
-			w.ps.Close()
+			w.close()
 			return fail(err)
 		}
 		if err := start(); err != nil {
-			w.ps.Close()
+			w.close()
 			return fail(err)
 		}
 		first, last, err = w.wait(ctx)
 		if err != nil {
 			return fail(err)
 		}
-		cpu1, srv1 = treeCPU(p.pid()), serversCPU()
+		cpu1, cnt1, srv1 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
 	case "e2e":
 		if err := start(); err != nil {
 			return fail(err)
@@ -110,40 +130,68 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		if err := bb.waitConsumer(ctx, queue); err != nil {
 			return fail(fmt.Errorf("%w:\n%s", err, p.tail()))
 		}
-		w, err := watchResults(ctx, rdb, b.prefix, b.ids, nil)
+		w, err := watch(nil)
 		if err != nil {
 			return fail(err)
 		}
-		cpu0, srv0 = treeCPU(p.pid()), serversCPU()
+		cpu0, cnt0, srv0 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
 		first = time.Now()
 		if err := bb.publishAll(ctx, b, o.window); err != nil {
-			w.ps.Close()
+			w.close()
 			return fail(err)
 		}
 		_, last, err = w.wait(ctx)
 		if err != nil {
 			return fail(err)
 		}
-		cpu1, srv1 = treeCPU(p.pid()), serversCPU()
+		cpu1, cnt1, srv1 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
+	case "latency":
+		if err := start(); err != nil {
+			return fail(err)
+		}
+		if err := bb.waitConsumer(ctx, queue); err != nil {
+			return fail(fmt.Errorf("%w:\n%s", err, p.tail()))
+		}
+		cpu0, cnt0, srv0 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
+		rt, err := runLatencyClient(ctx, o, logDir, queue)
+		if err != nil {
+			return fail(err)
+		}
+		cpu1, cnt1, srv1 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
+		s.Tasks = len(rt)
+		s.P50us, s.P90us, s.P99us = percentile(rt, 50), percentile(rt, 90), percentile(rt, 99)
+		// The window is the sum of the round trips: calls one after
+		// the other, so tasks/s is one over the mean round trip.
+		for _, v := range rt {
+			s.Seconds += v / 1e6
+		}
 	}
 	s.RSSMB = float64(rss.Stop()) / (1 << 20)
-	s.Seconds = last.Sub(first).Seconds()
-	n := o.n
+	if mode != "latency" {
+		s.Seconds = last.Sub(first).Seconds()
+	}
+	n := s.Tasks
 	if mode == "prefill" {
 		n-- // the window starts at the first result
 	}
 	if s.Seconds > 0 && n > 0 {
 		s.TasksPerS = float64(n) / s.Seconds
 	}
-	s.CPUus = float64((cpu1 - cpu0).Microseconds()) / float64(o.n)
+	// In latency mode the CPU and server figures also cover the client's
+	// warm-up calls.
+	s.CPUus = float64((cpu1 - cpu0).Microseconds()) / float64(s.Tasks)
+	s.Syscalls = float64(cnt1.rw-cnt0.rw) / float64(s.Tasks)
+	s.Switches = float64(cnt1.switches-cnt0.switches) / float64(s.Tasks)
 	if srv1[0] > srv0[0] && srv0[0] > 0 {
-		s.BrokerUS = float64((srv1[0] - srv0[0]).Microseconds()) / float64(o.n)
+		s.BrokerUS = float64((srv1[0] - srv0[0]).Microseconds()) / float64(s.Tasks)
 	}
 	if srv1[1] > srv0[1] && srv0[1] > 0 {
-		s.RedisUS = float64((srv1[1] - srv0[1]).Microseconds()) / float64(o.n)
+		s.RedisUS = float64((srv1[1] - srv0[1]).Microseconds()) / float64(s.Tasks)
 	}
-	if err := verify(ctx, rdb, b.ids); err != nil {
-		return fail(err)
+	if b != nil && !spec.noResults {
+		if err := verify(ctx, rdb, b.ids); err != nil {
+			return fail(err)
+		}
 	}
 	return s
 }
@@ -270,36 +318,71 @@ func (s stats) format(prec int) string {
 	return fmt.Sprintf("%.*f [%.*f–%.*f]", prec, s.med, prec, s.min, prec, s.max)
 }
 
+// Targets the report checks the medians against.
+const (
+	targetBareAck  = 0.95 // gworker / bare-ack tasks/s, results written
+	targetCPUus    = 70   // gworker worker CPU µs per task
+	targetRSSMB    = 20   // gworker peak RSS
+	targetLatency  = 1.10 // gworker / minloop round-trip p50
+	targetMinloop  = 0.9  // gworker / minloop tasks/s (stretch 1.0)
+	targetCelery   = 5    // gworker / celery tasks/s
+	targetMinCPU   = 1.3  // gworker / minloop CPU per task
+	targetEventsTS = 0.85 // gworker-E / gworker tasks/s
+)
+
+// figures are one worker's runs in one mode.
+type figures struct {
+	tasksPerS, cpu, rss, broker, redis, p50, p90, p99, sys, sw []float64
+}
+
+// medians are the medians of a worker's figures in one mode.
+type medians struct{ tasksPerS, cpu, rss, p50 float64 }
+
 func report(w io.Writer, o *options, samples []sample) {
 	type key struct{ mode, worker string }
-	figs := map[key][5][]float64{}
+	figs := map[key]*figures{}
 	for _, s := range samples {
 		if s.Err != "" {
 			continue
 		}
 		k := key{s.Mode, s.Worker}
 		f := figs[k]
-		f[0] = append(f[0], s.TasksPerS)
-		f[1] = append(f[1], s.CPUus)
-		f[2] = append(f[2], s.RSSMB)
-		f[3] = append(f[3], s.BrokerUS)
-		f[4] = append(f[4], s.RedisUS)
-		figs[k] = f
+		if f == nil {
+			f = &figures{}
+			figs[k] = f
+		}
+		f.tasksPerS = append(f.tasksPerS, s.TasksPerS)
+		f.cpu = append(f.cpu, s.CPUus)
+		f.rss = append(f.rss, s.RSSMB)
+		f.broker = append(f.broker, s.BrokerUS)
+		f.redis = append(f.redis, s.RedisUS)
+		f.p50 = append(f.p50, s.P50us)
+		f.p90 = append(f.p90, s.P90us)
+		f.p99 = append(f.p99, s.P99us)
+		f.sys = append(f.sys, s.Syscalls)
+		f.sw = append(f.sw, s.Switches)
 	}
-	med := map[key][3]float64{}
-	fmt.Fprintf(w, "\nsummary: median [min–max] over %d round(s), %d tasks per run\n", o.rounds, o.n)
-	fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-16s %s\n", "mode", "worker", "tasks/s", "worker CPU µs/task", "peak RSS MB", "RabbitMQ µs/task", "Redis µs/task")
+	med := map[key]medians{}
+	fmt.Fprintf(w, "\nsummary: median [min–max] over %d round(s), %d tasks per run (latency: %d round trips)\n", o.rounds, o.n, o.latencyN)
+	fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-12s %-14s %-16s %-14s %s\n", "mode", "worker", "tasks/s", "worker CPU µs/task", "peak RSS MB", "syscalls/task", "switches/task", "RabbitMQ µs/task", "Redis µs/task", "round trip p50 / p90 / p99 µs")
 	for _, mode := range o.modes {
 		for _, wk := range o.workers {
 			f, ok := figs[key{mode, wk}]
+			if !ok && mode == "latency" && wk == "bare-ack" {
+				continue // it writes no result to wait for
+			}
 			if !ok {
 				fmt.Fprintf(w, "%-8s %-8s no successful run\n", mode, wk)
 				continue
 			}
-			t, c, r := summarize(f[0]), summarize(f[1]), summarize(f[2])
-			med[key{mode, wk}] = [3]float64{t.med, c.med, r.med}
-			fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-16.0f %.0f\n", mode, wk, t.format(0), c.format(0), r.format(1),
-				summarize(f[3]).med, summarize(f[4]).med)
+			t, c, r, p50 := summarize(f.tasksPerS), summarize(f.cpu), summarize(f.rss), summarize(f.p50)
+			med[key{mode, wk}] = medians{t.med, c.med, r.med, p50.med}
+			lat := ""
+			if mode == "latency" {
+				lat = fmt.Sprintf("%s / %.0f / %.0f", p50.format(0), summarize(f.p90).med, summarize(f.p99).med)
+			}
+			fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-12.2f %-14.2f %-16.0f %-14.0f %s\n", mode, wk, t.format(0), c.format(0), r.format(1),
+				summarize(f.sys).med, summarize(f.sw).med, summarize(f.broker).med, summarize(f.redis).med, lat)
 		}
 	}
 	fmt.Fprintln(w, "\nratios of medians (targets in parentheses):")
@@ -315,25 +398,44 @@ func report(w io.Writer, o *options, samples []sample) {
 			continue
 		}
 		var parts []string
-		if m, ok := med[key{mode, "minloop"}]; ok && m[0] > 0 && m[1] > 0 {
-			tr, cr := g[0]/m[0], g[1]/m[1]
+		if mode == "latency" {
+			if m, ok := med[key{mode, "minloop"}]; ok && m.p50 > 0 {
+				r := g.p50 / m.p50
+				parts = append(parts, fmt.Sprintf("gworker/minloop round-trip p50 %.3f× (≤%.2f: %s)", r, targetLatency, check(r <= targetLatency)))
+			}
+			if c, ok := med[key{mode, "celery"}]; ok && c.p50 > 0 {
+				parts = append(parts, fmt.Sprintf("gworker/celery round-trip p50 %.3f×", g.p50/c.p50))
+			}
+			if c, ok := med[key{mode, "baseline"}]; ok && c.p50 > 0 {
+				parts = append(parts, fmt.Sprintf("gworker/baseline round-trip p50 %.3f×", g.p50/c.p50))
+			}
+			fmt.Fprintf(w, "  %s:\n    %s\n", mode, strings.Join(parts, "\n    "))
+			continue
+		}
+		if b, ok := med[key{mode, "bare-ack"}]; ok && b.tasksPerS > 0 {
+			tr := g.tasksPerS / b.tasksPerS
+			parts = append(parts, fmt.Sprintf("gworker/bare-ack tasks/s %.3f× (≥%.2f: %s)", tr, targetBareAck, check(tr >= targetBareAck)))
+		}
+		parts = append(parts, fmt.Sprintf("gworker CPU %.0f µs/task (≤%d: %s)", g.cpu, targetCPUus, check(g.cpu <= targetCPUus)))
+		if m, ok := med[key{mode, "minloop"}]; ok && m.tasksPerS > 0 && m.cpu > 0 {
+			tr, cr := g.tasksPerS/m.tasksPerS, g.cpu/m.cpu
 			parts = append(parts,
-				fmt.Sprintf("gworker/minloop tasks/s %.3f× (≥0.9: %s; ≥1.0 stretch: %s)", tr, check(tr >= 0.9), check(tr >= 1.0)),
-				fmt.Sprintf("gworker/minloop CPU/task %.3f× (≤1.3: %s)", cr, check(cr <= 1.3)))
+				fmt.Sprintf("gworker/minloop tasks/s %.3f× (≥%.1f: %s; ≥1.0 stretch: %s)", tr, targetMinloop, check(tr >= targetMinloop), check(tr >= 1.0)),
+				fmt.Sprintf("gworker/minloop CPU/task %.3f× (≤%.1f: %s)", cr, targetMinCPU, check(cr <= targetMinCPU)))
 		}
-		if e, ok := med[key{mode, "gworker-E"}]; ok && e[0] > 0 && g[0] > 0 {
-			tr := e[0] / g[0]
-			parts = append(parts, fmt.Sprintf("gworker-E/gworker tasks/s %.3f× (≥0.85: %s), CPU/task %.2f×", tr, check(tr >= 0.85), e[1]/g[1]))
+		if e, ok := med[key{mode, "gworker-E"}]; ok && e.tasksPerS > 0 && g.tasksPerS > 0 {
+			tr := e.tasksPerS / g.tasksPerS
+			parts = append(parts, fmt.Sprintf("gworker-E/gworker tasks/s %.3f× (≥%.2f: %s), CPU/task %.2f×", tr, targetEventsTS, check(tr >= targetEventsTS), e.cpu/g.cpu))
 		}
-		if c, ok := med[key{mode, "baseline"}]; ok && c[0] > 0 && c[1] > 0 {
-			parts = append(parts, fmt.Sprintf("gworker/baseline tasks/s %.2f×, CPU/task %.2f×, RSS %.2f×", g[0]/c[0], g[1]/c[1], g[2]/c[2]))
+		if c, ok := med[key{mode, "baseline"}]; ok && c.tasksPerS > 0 && c.cpu > 0 {
+			parts = append(parts, fmt.Sprintf("gworker/baseline tasks/s %.2f×, CPU/task %.2f×, RSS %.2f×", g.tasksPerS/c.tasksPerS, g.cpu/c.cpu, g.rss/c.rss))
 		}
-		if c, ok := med[key{mode, "celery"}]; ok && c[0] > 0 {
-			tr := g[0] / c[0]
-			parts = append(parts, fmt.Sprintf("gworker/celery tasks/s %.3f× (≥5: %s)", tr, check(tr >= 5)),
-				fmt.Sprintf("gworker/celery CPU/task %.2f×", g[1]/c[1]))
+		if c, ok := med[key{mode, "celery"}]; ok && c.tasksPerS > 0 {
+			tr := g.tasksPerS / c.tasksPerS
+			parts = append(parts, fmt.Sprintf("gworker/celery tasks/s %.3f× (≥%d: %s)", tr, targetCelery, check(tr >= targetCelery)),
+				fmt.Sprintf("gworker/celery CPU/task %.2f×", g.cpu/c.cpu))
 		}
-		parts = append(parts, fmt.Sprintf("gworker peak RSS %.1f MB at -c %d (<50: %s)", g[2], o.conc, check(g[2] < 50)))
+		parts = append(parts, fmt.Sprintf("gworker peak RSS %.1f MB at -c %d (≤%d: %s)", g.rss, o.conc, targetRSSMB, check(g.rss <= targetRSSMB)))
 		fmt.Fprintf(w, "  %s:\n    %s\n", mode, strings.Join(parts, "\n    "))
 	}
 }

@@ -74,3 +74,61 @@ func (w *watcher) wait(ctx context.Context) (first, last time.Time, err error) {
 	}
 	return first, last, nil
 }
+
+func (w *watcher) close() { w.ps.Close() }
+
+// waiter is what a run waits on: the results of its tasks, or the
+// notifications of a consumer that writes none.
+type waiter interface {
+	// wait returns the times of the first and the last result (or
+	// notification).
+	wait(ctx context.Context) (first, last time.Time, err error)
+	close()
+}
+
+// notifyWatcher follows a bare-ack consumer's notifications: "first" when
+// its first acknowledgement was written, "done" when it has acknowledged
+// every message of the run.
+type notifyWatcher struct {
+	ps      *redis.PubSub
+	onFirst func()
+}
+
+func watchNotify(ctx context.Context, rdb *redis.Client, channel string, onFirst func()) (*notifyWatcher, error) {
+	ps := rdb.Subscribe(ctx, channel)
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	return &notifyWatcher{ps: ps, onFirst: onFirst}, nil
+}
+
+func (w *notifyWatcher) close() { w.ps.Close() }
+
+func (w *notifyWatcher) wait(ctx context.Context) (first, last time.Time, err error) {
+	defer w.ps.Close()
+	ch := w.ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return first, last, fmt.Errorf("waiting for the acknowledgements: %w", ctx.Err())
+		case m, ok := <-ch:
+			if !ok {
+				return first, last, fmt.Errorf("notification subscription closed")
+			}
+			now := time.Now()
+			switch m.Payload {
+			case bareAckFirst:
+				first = now
+				if w.onFirst != nil {
+					w.onFirst()
+				}
+			case bareAckDone:
+				if first.IsZero() {
+					return first, last, fmt.Errorf("%q before %q", bareAckDone, bareAckFirst)
+				}
+				return first, now, nil
+			}
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -33,7 +32,14 @@ def add(x, y):
 type workerSpec struct {
 	name string
 	cmd  func(queue string) *exec.Cmd
+	// noResults: the worker stores no result (bare-ack); it publishes on
+	// notifyChannel(queue) instead.
+	noResults bool
 }
+
+// notifyChannel is the Redis channel a bare-ack consumer of queue
+// publishes its progress on.
+func notifyChannel(queue string) string { return "gworker-bench-bare-ack." + queue }
 
 // proc is a running worker process (with its children).
 type proc struct {
@@ -53,7 +59,7 @@ func startWorker(spec workerSpec, queue, logDir string, round int, mode string) 
 	cmd.Stdout, cmd.Stderr = f, f
 	// A process group of its own, so that stop can reach prefork
 	// children if the parent does not take them down.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", spec.name, err)
@@ -68,20 +74,19 @@ func (p *proc) pid() int { return p.cmd.Process.Pid }
 // stop asks for a warm shutdown (SIGTERM) and kills the process group if
 // it has not exited within grace.
 func (p *proc) stop(grace time.Duration) error {
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(pgid, syscall.SIGTERM)
+	terminate(p.cmd)
 	select {
 	case err := <-p.done:
 		p.done <- err
 		// Children left behind (they should not be) go with the group.
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		killGroup(p.cmd)
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) {
 			return err
 		}
 		return nil
 	case <-time.After(grace):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		killGroup(p.cmd)
 		<-p.done
 		return fmt.Errorf("%s did not stop within %v; killed", p.name, grace)
 	}
@@ -106,6 +111,7 @@ type specConfig struct {
 	moduleDir             string
 	minloopGlobalQoS      bool
 	extra                 []string // more gworker worker flags
+	n                     int      // tasks per run
 }
 
 func gworkerSpec(c specConfig) workerSpec {
@@ -121,6 +127,15 @@ func minloopSpec(c specConfig) workerSpec {
 	return workerSpec{name: "minloop", cmd: func(queue string) *exec.Cmd {
 		return exec.Command(c.self, "minloop", "-broker", c.brokerURL, "-result-backend", c.redisURL,
 			"-queue", queue, "-c", strconv.Itoa(c.conc), "-prefetch", strconv.Itoa(c.conc*c.prefetchMult),
+			"-global-qos="+strconv.FormatBool(c.minloopGlobalQoS))
+	}}
+}
+
+func bareAckSpec(c specConfig) workerSpec {
+	return workerSpec{name: "bare-ack", noResults: true, cmd: func(queue string) *exec.Cmd {
+		return exec.Command(c.self, "bare-ack", "-broker", c.brokerURL, "-redis", c.redisURL,
+			"-notify", notifyChannel(queue), "-n", strconv.Itoa(c.n),
+			"-queue", queue, "-prefetch", strconv.Itoa(c.conc*c.prefetchMult),
 			"-global-qos="+strconv.FormatBool(c.minloopGlobalQoS))
 	}}
 }

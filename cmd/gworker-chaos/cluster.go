@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/rmqnode"
+	"github.com/gworker/gworker/internal/testing/rmqnode"
 )
 
 // cluster makes the harness's node one of three, runs a worker on a quorum

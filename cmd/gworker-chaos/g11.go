@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/gworker/gworker/amqptransport"
@@ -43,7 +42,7 @@ func (r *redisProc) start(ctx context.Context) error {
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}
@@ -84,7 +83,7 @@ func (r *redisProc) ping(ctx context.Context) bool {
 
 // kill ends redis-server with SIGKILL and waits for it.
 func (r *redisProc) kill() {
-	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	killGroup(r.cmd)
 	err := <-r.done
 	r.done <- err
 }

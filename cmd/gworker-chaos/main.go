@@ -88,7 +88,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/rmqnode"
+	"github.com/gworker/gworker/internal/testing/rmqnode"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/worker"
@@ -257,7 +257,7 @@ func (h *harness) startOn(queue, oracle string, acksLate bool, redis, broker str
 	}
 	defer log.Close()
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -270,7 +270,7 @@ func (h *harness) startOn(queue, oracle string, acksLate bool, redis, broker str
 // may be called again.
 func (p *proc) kill() {
 	p.once.Do(func() {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		killGroup(p.cmd)
 		<-p.done
 	})
 }

@@ -17,7 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"

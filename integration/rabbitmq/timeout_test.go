@@ -12,8 +12,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/rmqnode"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/rmqnode"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"

@@ -1,3 +1,5 @@
+//go:build unix
+
 package redisbroker_test
 
 import (
@@ -19,7 +21,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gworker/gworker/demo"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/followup"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/redistransport"
 	"github.com/gworker/gworker/result/redisbackend"
@@ -133,7 +136,7 @@ func (e *env) worker(concurrency int) (stop func()) {
 	}, worker.Params("n", "sleep"))
 	w, err := worker.New(worker.Config{
 		Registry: reg, Broker: e.broker, Backend: e.rb,
-		Followups: worker.NewFollowups(e.prod, e.rb, e.log),
+		Followups: followup.NewFollowups(e.prod, e.rb, e.log),
 		Queues:    []string{e.queue}, Concurrency: concurrency, Hostname: "gworker@test",
 		Accept: []string{"application/json", "application/x-msgpack"}, Logger: e.log,
 	})

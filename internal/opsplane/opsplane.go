@@ -93,14 +93,14 @@ type workerState struct{ w atomic.Pointer[worker.Worker] }
 
 func (s *workerState) ActiveCount() int {
 	if w := s.w.Load(); w != nil {
-		return w.ActiveCount()
+		return w.Inspector().ActiveCount()
 	}
 	return 0
 }
 
 func (s *workerState) Processed() int64 {
 	if w := s.w.Load(); w != nil {
-		return w.Processed()
+		return w.Inspector().Processed()
 	}
 	return 0
 }

@@ -32,9 +32,27 @@ type batcher struct {
 	leading bool
 }
 
-// storeBatched queues r and returns once it is written.
+// reqPool recycles storeReqs with their channels: a Store made one
+// struct and one channel per result otherwise.
+var reqPool = sync.Pool{New: func() any { return &storeReq{done: make(chan bool, 1)} }}
+
+// newStoreReq returns a request from the pool; release it once its Store
+// returned, when nothing can send on its channel any more.
+func newStoreReq(id, key, status string, val []byte) *storeReq {
+	r := reqPool.Get().(*storeReq)
+	r.id, r.key, r.status, r.val = id, key, status, val
+	return r
+}
+
+func (r *storeReq) release() {
+	*r = storeReq{done: r.done}
+	reqPool.Put(r)
+}
+
+// storeBatched queues r and returns once it is written. Every request
+// receives exactly one value on done (its outcome or its turn to lead)
+// before storeBatched returns, and none after.
 func (b *Backend) storeBatched(ctx context.Context, r *storeReq) error {
-	r.done = make(chan bool, 1)
 	bt := &b.batch
 	bt.mu.Lock()
 	bt.queue = append(bt.queue, r)

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/internal/redact"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
@@ -30,8 +31,9 @@ import (
 const (
 	DefaultKeyPrefix      = "celery-task-meta-"
 	DefaultGroupKeyPrefix = "celery-taskset-meta-"
-	// DefaultExpires is Celery's result_expires: one day.
-	DefaultExpires = 24 * time.Hour
+	// DefaultExpires is Celery's result_expires: one day
+	// (config.DefaultResultExpires).
+	DefaultExpires = config.DefaultResultExpires
 )
 
 // Options configures a Backend. The zero value is Celery's default.
@@ -106,10 +108,18 @@ func New(client redis.UniversalClient, opts Options) *Backend {
 // Open connects to the Redis server of url (redis://[:password@]host:port/db
 // or rediss:// for TLS) and returns a backend that owns the connection;
 // Close releases it. Open does not contact the server.
+//
+// The connection speaks RESP2, as Celery's redis-py does, unless the URL
+// asks for another protocol (protocol=3): on RESP3 the client looks for
+// push notifications before reading every reply, which a result backend
+// never receives.
 func Open(url string, opts Options) (*Backend, error) {
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redisbackend: %w", redact.Error(err, url))
+	}
+	if o.Protocol == 0 {
+		o.Protocol = 2
 	}
 	b := New(redis.NewClient(o), opts)
 	b.ownsClient = true
@@ -185,7 +195,10 @@ func (b *Backend) Store(ctx context.Context, m *result.Meta) error {
 	}
 	key := b.TaskKey(m.TaskID)
 	if !b.noBatching {
-		return b.storeBatched(ctx, &storeReq{id: m.TaskID, key: key, status: string(m.Status), val: val})
+		r := newStoreReq(m.TaskID, key, string(m.Status), val)
+		err := b.storeBatched(ctx, r)
+		r.release()
+		return err
 	}
 	n, err := storeScript.Run(ctx, b.client, []string{key}, val, b.ttlSeconds()).Int64()
 	if err != nil {

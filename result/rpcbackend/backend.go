@@ -9,13 +9,14 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
 
 // DefaultExpires is the x-expires of the reply queue: Celery's
-// result_expires default of one day.
-const DefaultExpires = 24 * time.Hour
+// result_expires default of one day (config.DefaultResultExpires).
+const DefaultExpires = config.DefaultResultExpires
 
 // Errors of the package; test with errors.Is.
 var (

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/rpcbackend"
 )

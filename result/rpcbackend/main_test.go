@@ -8,7 +8,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gworker/gworker/amqptransport"
-	"github.com/gworker/gworker/internal/testenv"
+	"github.com/gworker/gworker/internal/testing/testenv"
 )
 
 func TestMain(m *testing.M) {

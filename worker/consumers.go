@@ -1,0 +1,157 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// consumers are the worker's consumptions of its queues: the one Run
+// starts on the start-up queues, and those added and cancelled while it
+// runs (Celery's add_consumer and cancel_consumer).
+type consumers struct {
+	broker Broker
+	log    *zap.Logger
+	// dispatch hands the deliveries of an added consumer to the worker
+	// until they end.
+	dispatch func(deliveries <-chan Delivery)
+
+	mu      sync.Mutex
+	main    Consumer // of the start-up queues; nil before start
+	closing bool
+	queues  []string            // consumed queues, start-up ones first
+	extra   map[string]Consumer // queues added at run time
+	done    []Consumer          // cancelled added consumers, closed at the end
+	loops   sync.WaitGroup      // dispatch loops of added consumers
+}
+
+func newConsumers(broker Broker, log *zap.Logger, queues []string, dispatch func(<-chan Delivery)) *consumers {
+	return &consumers{broker: broker, log: log, dispatch: dispatch,
+		queues: append([]string(nil), queues...), extra: map[string]Consumer{}}
+}
+
+// start records the consumer of the start-up queues: queues can be added
+// from now on.
+func (c *consumers) start(main Consumer) {
+	c.mu.Lock()
+	c.main = main
+	c.mu.Unlock()
+}
+
+// list returns the consumed queues.
+func (c *consumers) list() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.queues...)
+}
+
+// add starts consuming a queue, with the given prefetch window.
+// Consuming a queue already consumed is not an error.
+func (c *consumers) add(ctx context.Context, name string, prefetch int) error {
+	c.mu.Lock()
+	if c.main == nil || c.closing {
+		c.mu.Unlock()
+		return ErrNotRunning
+	}
+	for _, q := range c.queues {
+		if q == name {
+			c.mu.Unlock()
+			return nil
+		}
+	}
+	c.mu.Unlock()
+	cons, err := c.broker.Consume(ctx, []string{name}, prefetch)
+	if err != nil {
+		return fmt.Errorf("worker: consume %q: %w", name, err)
+	}
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		_ = cons.Close()
+		return ErrNotRunning
+	}
+	c.extra[name] = cons
+	c.queues = append(c.queues, name)
+	c.loops.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.loops.Done()
+		c.dispatch(cons.Deliveries())
+	}()
+	c.log.Info("Started consuming from " + name)
+	return nil
+}
+
+// cancel stops consuming a queue added with add. Messages already
+// received still run.
+func (c *consumers) cancel(ctx context.Context, name string) error {
+	c.mu.Lock()
+	cons, ok := c.extra[name]
+	if !ok {
+		consumed := false
+		for _, q := range c.queues {
+			consumed = consumed || q == name
+		}
+		c.mu.Unlock()
+		if consumed {
+			return fmt.Errorf("%w: %q", ErrStartupQueue, name)
+		}
+		return fmt.Errorf("%w: %q", ErrNotConsuming, name)
+	}
+	delete(c.extra, name)
+	for i, q := range c.queues {
+		if q == name {
+			c.queues = append(c.queues[:i:i], c.queues[i+1:]...)
+			break
+		}
+	}
+	c.done = append(c.done, cons)
+	c.mu.Unlock()
+	if err := cons.Cancel(ctx); err != nil {
+		return fmt.Errorf("worker: cancel consuming %q: %w", name, err)
+	}
+	c.log.Info("Stopped consuming from " + name)
+	return nil
+}
+
+// stop refuses to add queues from now on (the worker shuts down).
+func (c *consumers) stop() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+}
+
+// cancelAdded cancels the consumers of added queues and waits for their
+// dispatch loops.
+func (c *consumers) cancelAdded(ctx context.Context) {
+	c.mu.Lock()
+	var cons []Consumer
+	for _, e := range c.extra {
+		cons = append(cons, e)
+		c.done = append(c.done, e)
+	}
+	c.extra = map[string]Consumer{}
+	c.mu.Unlock()
+	for _, e := range cons {
+		if err := e.Cancel(ctx); err != nil {
+			c.log.Warn("cancel consumer", zap.Error(err))
+			_ = e.Close()
+		}
+	}
+	c.loops.Wait()
+}
+
+// closeAdded closes every added consumer.
+func (c *consumers) closeAdded() {
+	c.mu.Lock()
+	done := c.done
+	c.done = nil
+	c.mu.Unlock()
+	for _, e := range done {
+		if err := e.Close(); err != nil {
+			c.log.Debug("close consumer", zap.Error(err))
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync"
+	"testing"
+
+	"go.uber.org/zap"
+)
+
+// testBroker hands out a testConsumer per Consume and records the calls.
+type testBroker struct {
+	mu        sync.Mutex
+	consumers map[string]*testConsumer // by first queue
+	prefetch  map[string]int
+	err       error
+}
+
+func newTestBroker() *testBroker {
+	return &testBroker{consumers: map[string]*testConsumer{}, prefetch: map[string]int{}}
+}
+
+func (b *testBroker) Consume(_ context.Context, queues []string, prefetch int) (Consumer, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return nil, b.err
+	}
+	c := newTestConsumer()
+	b.consumers[queues[0]] = c
+	b.prefetch[queues[0]] = prefetch
+	return c, nil
+}
+
+func (b *testBroker) consumer(queue string) *testConsumer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.consumers[queue]
+}
+
+// testConsumers are consumers over a testBroker whose dispatch loops
+// report each delivery.
+func testConsumers(b *testBroker) (*consumers, chan Delivery) {
+	got := make(chan Delivery, 10)
+	return newConsumers(b, zap.NewNop(), []string{"startup"}, func(ds <-chan Delivery) {
+		for d := range ds {
+			got <- d
+		}
+	}), got
+}
+
+func TestConsumersAddAndCancelQueues(t *testing.T) {
+	b := newTestBroker()
+	c, got := testConsumers(b)
+	ctx := context.Background()
+	if err := c.add(ctx, "extra", 8); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("add before start: %v", err)
+	}
+	c.start(newTestConsumer())
+	if err := c.add(ctx, "extra", 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.add(ctx, "extra", 8); err != nil {
+		t.Fatalf("adding a consumed queue again: %v", err)
+	}
+	if got := c.list(); !reflect.DeepEqual(got, []string{"startup", "extra"}) {
+		t.Errorf("queues %v", got)
+	}
+	extra := b.consumer("extra")
+	if b.prefetch["extra"] != 8 {
+		t.Errorf("prefetch %d", b.prefetch["extra"])
+	}
+	d := &testDelivery{}
+	extra.ch <- d
+	if recv(t, got, "delivery") != d {
+		t.Fatal("the added queue's delivery was not dispatched")
+	}
+
+	if err := c.cancel(ctx, "startup"); !errors.Is(err, ErrStartupQueue) {
+		t.Errorf("cancel a start-up queue: %v", err)
+	}
+	if err := c.cancel(ctx, "unknown"); !errors.Is(err, ErrNotConsuming) {
+		t.Errorf("cancel an unknown queue: %v", err)
+	}
+	if err := c.cancel(ctx, "extra"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.list(); !reflect.DeepEqual(got, []string{"startup"}) {
+		t.Errorf("queues after cancel %v", got)
+	}
+	if cancels, closes := extra.ended(); cancels != 1 || closes != 0 {
+		t.Errorf("cancelled %d, closed %d; want it cancelled, closed only at the end", cancels, closes)
+	}
+	c.cancelAdded(ctx)
+	c.closeAdded()
+	if _, closes := extra.ended(); closes != 1 {
+		t.Errorf("closed %d times at the end", closes)
+	}
+}
+
+func TestConsumersStop(t *testing.T) {
+	b := newTestBroker()
+	c, _ := testConsumers(b)
+	ctx := context.Background()
+	c.start(newTestConsumer())
+	if err := c.add(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	c.stop()
+	if err := c.add(ctx, "b", 1); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("add after stop: %v", err)
+	}
+	// cancelAdded returns once the dispatch loops ended.
+	c.cancelAdded(ctx)
+	c.closeAdded()
+	if cancels, closes := b.consumer("a").ended(); cancels != 1 || closes != 1 {
+		t.Errorf("cancelled %d, closed %d", cancels, closes)
+	}
+	if got := c.list(); !reflect.DeepEqual(got, []string{"startup", "a"}) {
+		t.Errorf("queues %v", got)
+	}
+}
+
+func TestConsumersReportAFailedConsume(t *testing.T) {
+	b := newTestBroker()
+	b.err = errors.New("access refused")
+	c, _ := testConsumers(b)
+	c.start(newTestConsumer())
+	if err := c.add(context.Background(), "x", 1); !errors.Is(err, b.err) {
+		t.Fatalf("err %v", err)
+	}
+	if got := c.list(); !reflect.DeepEqual(got, []string{"startup"}) {
+		t.Errorf("queues %v", got)
+	}
+}

@@ -1,0 +1,221 @@
+package worker
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// holdProbe records what a hold calls back.
+type holdProbe struct {
+	listed, ready, back chan *job
+	due                 chan dueCall
+}
+
+type dueCall struct {
+	j       *job
+	horizon bool
+}
+
+func newHoldProbe() *holdProbe {
+	return &holdProbe{listed: make(chan *job, 10), ready: make(chan *job, 10), back: make(chan *job, 10), due: make(chan dueCall, 10)}
+}
+
+func (p *holdProbe) hooks() holdHooks {
+	return holdHooks{
+		listed: func(j *job) { p.listed <- j },
+		due:    func(j *job, horizon bool) { p.due <- dueCall{j, horizon} },
+		ready:  func(j *job) { p.ready <- j },
+		back:   func(j *job) { p.back <- j },
+	}
+}
+
+func testHold(p *holdProbe, prefetch, maxRise int, maxBytes int64, horizon time.Duration) *hold {
+	return newHold(zap.NewNop(), prefetch, maxRise, maxBytes, horizon, horizon > 0, newRateLimits(), p.hooks())
+}
+
+func TestHoldRaisesTheWindowWhileAMessageWaitsForItsETA(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 4, 10, -1, 0)
+	cons := newTestConsumer()
+	h.start(cons)
+	j := testJob(t, "t", "eta-1", nil, TaskOptions{})
+	h.eta(j, 20*time.Millisecond, true)
+	if got := recv(t, p.listed, "listed"); got != j {
+		t.Fatal("another job listed")
+	}
+	if d := recv(t, p.due, "due"); d.j != j || d.horizon {
+		t.Fatalf("due %+v", d)
+	}
+	if got := cons.windows(); !reflect.DeepEqual(got, []int{5, 4}) {
+		t.Errorf("windows %v, want [5 4]", got)
+	}
+	if len(h.scheduled()) != 0 {
+		t.Error("a due message is still listed")
+	}
+}
+
+func TestHoldCapsTheRise(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		maxRise  int
+		maxBytes func(body int64) int64
+	}{
+		{"messages", 1, func(int64) int64 { return -1 }},
+		{"bytes", 10, func(body int64) int64 { return body }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newHoldProbe()
+			a := testJob(t, "t", "a", nil, TaskOptions{})
+			b := testJob(t, "t", "b", nil, TaskOptions{})
+			h := testHold(p, 2, c.maxRise, c.maxBytes(int64(len(a.d.Raw().Body))), 0)
+			cons := newTestConsumer()
+			h.start(cons)
+			h.eta(a, time.Hour, false)
+			h.eta(b, time.Hour, false)
+			if got := cons.windows(); !reflect.DeepEqual(got, []int{3}) {
+				t.Errorf("windows %v, want [3]: only the first message raises it", got)
+			}
+			if w, _ := h.setPrefetch(4); w != 5 {
+				t.Errorf("window %d after setPrefetch(4), want 5", w)
+			}
+			if n := len(h.close()); n != 2 {
+				t.Errorf("close returned %d messages, want 2", n)
+			}
+		})
+	}
+}
+
+func TestHoldWithoutPrefetchLimitRaisesNothing(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 0, 10, -1, 0)
+	cons := newTestConsumer()
+	h.start(cons)
+	h.eta(testJob(t, "t", "a", nil, TaskOptions{}), time.Millisecond, false)
+	recv(t, p.due, "due")
+	if got := cons.windows(); len(got) != 0 {
+		t.Errorf("windows %v asked without a prefetch limit", got)
+	}
+}
+
+func TestHoldKeepsAFarETAOnlyUntilTheHorizon(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 4, 10, -1, 10*time.Millisecond)
+	j := testJob(t, "t", "far", nil, TaskOptions{})
+	h.eta(j, time.Hour, false)
+	if d := recv(t, p.due, "due"); d.j != j || !d.horizon {
+		t.Fatalf("due %+v, want the horizon", d)
+	}
+
+	// Without a way to publish it again, there is no horizon.
+	h = newHold(zap.NewNop(), 4, 10, -1, 10*time.Millisecond, false, newRateLimits(), p.hooks())
+	h.eta(j, time.Hour, false)
+	if got := h.scheduled(); len(got) != 1 {
+		t.Fatalf("scheduled %d", len(got))
+	}
+	if got := h.close(); len(got) != 1 || got[0] != j {
+		t.Fatalf("close returned %v", got)
+	}
+	select {
+	case d := <-p.due:
+		t.Fatalf("due without a horizon: %+v", d)
+	default:
+	}
+}
+
+func TestHoldThrottlesByRateLimit(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 4, 10, -1, 0)
+	if err := h.limits.set("limited", "10/s"); err != nil {
+		t.Fatal(err)
+	}
+	if h.throttle(testJob(t, "free", "f", nil, TaskOptions{})) {
+		t.Fatal("a task without a rate limit waits")
+	}
+	if h.throttle(testJob(t, "limited", "l1", nil, TaskOptions{})) {
+		t.Fatal("the first start of a rate-limited task waits")
+	}
+	j := testJob(t, "limited", "l2", nil, TaskOptions{})
+	if !h.throttle(j) {
+		t.Fatal("the second start within the interval does not wait")
+	}
+	if got := h.throttled(); len(got) != 1 || got[0] != j {
+		t.Errorf("throttled %v", got)
+	}
+	if got := recv(t, p.ready, "ready"); got != j {
+		t.Fatal("another job ready")
+	}
+	if len(h.throttled()) != 0 {
+		t.Error("a ready message is still listed")
+	}
+}
+
+func TestHoldExpediteEndsTheWaitsOfTheGivenIDs(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 4, 10, -1, 0)
+	if err := h.limits.set("limited", "1/h"); err != nil {
+		t.Fatal(err)
+	}
+	held := testJob(t, "t", "x", nil, TaskOptions{})
+	other := testJob(t, "t", "y", nil, TaskOptions{})
+	h.eta(held, time.Hour, false)
+	h.eta(other, time.Hour, false)
+	h.throttle(testJob(t, "limited", "first", nil, TaskOptions{}))
+	limited := testJob(t, "limited", "x", nil, TaskOptions{})
+	if !h.throttle(limited) {
+		t.Fatal("not throttled")
+	}
+	h.expedite(map[string]bool{"x": true})
+	if d := recv(t, p.due, "due"); d.j != held {
+		t.Fatal("another job due")
+	}
+	if got := recv(t, p.ready, "ready"); got != limited {
+		t.Fatal("another job ready")
+	}
+	if got := h.close(); len(got) != 1 || got[0] != other {
+		t.Errorf("close returned %v, want only y", got)
+	}
+}
+
+func TestHoldClosedHandsEverythingBack(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 4, 10, -1, 0)
+	if err := h.limits.set("limited", "1/h"); err != nil {
+		t.Fatal(err)
+	}
+	held := testJob(t, "t", "held", nil, TaskOptions{})
+	h.eta(held, time.Hour, true)
+	recv(t, p.listed, "listed")
+	h.throttle(testJob(t, "limited", "first", nil, TaskOptions{}))
+	limited := testJob(t, "limited", "limited", nil, TaskOptions{})
+	h.throttle(limited)
+	got := h.close()
+	if len(got) != 2 {
+		t.Fatalf("close returned %d messages, want 2", len(got))
+	}
+	if len(h.scheduled())+len(h.throttled()) != 0 {
+		t.Error("messages still listed after close")
+	}
+
+	late := testJob(t, "t", "late", nil, TaskOptions{})
+	h.eta(late, time.Hour, true)
+	if recv(t, p.listed, "listed") != late || recv(t, p.back, "back") != late {
+		t.Fatal("an ETA message after close is not listed and handed back")
+	}
+	again := testJob(t, "limited", "again", nil, TaskOptions{})
+	if !h.throttle(again) || recv(t, p.back, "back") != again {
+		t.Fatal("a throttled message after close is not handed back")
+	}
+}
+
+func TestHoldPrefetch(t *testing.T) {
+	h := testHold(newHoldProbe(), 8, 10, -1, 0)
+	if h.prefetchCount() != 8 {
+		t.Fatalf("prefetch %d", h.prefetchCount())
+	}
+	if w, cons := h.setPrefetch(12); w != 12 || cons != nil || h.prefetchCount() != 12 {
+		t.Errorf("setPrefetch: window %d, consumer %v, prefetch %d", w, cons, h.prefetchCount())
+	}
+}

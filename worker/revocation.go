@@ -1,0 +1,85 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/result"
+)
+
+// revocation keeps tasks that must not run from running: those whose id
+// is in the revoked set and those whose message expired. It revokes ids
+// at run time, ending the waits of held ones and terminating running
+// ones, and announces every task it discards as Celery does.
+type revocation struct {
+	set       *RevokedSet
+	hold      *hold
+	active    *activeTasks
+	results   *resultWriter
+	followups *followupSender
+	events    *taskEvents
+	counts    *counters
+	log       *zap.Logger
+}
+
+// revoke adds ids to the revoked set: a task with one of these ids is not
+// run when it is received later, and one waiting in the worker (held for
+// its ETA, waiting for its rate limit, or queued) is discarded as REVOKED
+// instead of running. With terminate, the contexts of running tasks with
+// these ids are cancelled. It returns the ids of the running tasks it
+// terminated.
+func (r *revocation) revoke(ids []string, terminate bool, signal string) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	r.set.Add(ids...)
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	// Held and rate-limited tasks are released now; the revoked check on
+	// their way to the pool discards them.
+	r.hold.expedite(want)
+	if !terminate {
+		return nil
+	}
+	return r.active.terminate(want, signal)
+}
+
+// discardIfRevoked stores REVOKED for a task whose id was revoked and
+// acknowledges its message, as Celery does for a revoked task it receives.
+func (r *revocation) discardIfRevoked(j *job) bool {
+	if !r.set.Contains(j.msg.ID) {
+		return false
+	}
+	r.announce(j, "revoked", false, "")
+	return true
+}
+
+// discardIfExpired stores REVOKED(expired) and acks when the message has
+// expired, as Celery does at receipt and before running.
+func (r *revocation) discardIfExpired(j *job) bool {
+	if j.msg.Expires == nil || time.Now().Before(*j.msg.Expires) {
+		return false
+	}
+	r.announce(j, "expired", false, "")
+	return true
+}
+
+// announce is Celery's Request._announce_revoked: REVOKED with
+// TaskRevokedError(reason), chord part counted, task-revoked event, ack.
+func (r *revocation) announce(j *job, reason string, terminated bool, signal string) {
+	r.counts.revoked.Add(1)
+	msg := j.msg
+	r.log.Info("Discarding revoked task: "+msg.Name()+"["+msg.ID+"]", zap.String("reason", reason))
+	if r.events.on() {
+		r.events.emit(&TaskEvent{Type: EventTaskRevoked, Message: msg, Terminated: terminated, Signal: signal, Expired: reason == "expired"})
+	}
+	ctx := context.Background()
+	exc := taskRevoked(reason)
+	r.results.store(ctx, r.results.meta(msg, result.Revoked, exc.Value(), "", nil))
+	r.followups.chordPart(ctx, msg, result.Revoked, exc.Value())
+	j.ack(r.log)
+}
