@@ -37,14 +37,17 @@ func (a *App) Configure(cfg Config) error {
 // Control returns a client of Celery's remote control on the App's broker,
 // connecting first if needed: it asks Celery and gworker nodes what
 // `celery inspect` asks and steers them as `celery control` does. Each
-// call returns a new client; it works while the App is connected.
+// call returns a new client; it works while the App is connected. Its
+// reply queues are declared as Config.ControlQueueExclusive and
+// Config.ControlQueueDurable say.
 func (a *App) Control(ctx context.Context) (*control.Client, error) {
 	c, err := a.connect(ctx, roleClient)
 	if err != nil {
 		return nil, err
 	}
 	log := a.log()
-	return control.NewClient(c.broker, nil, log), nil
+	return control.NewClient(c.broker, nil, log).WithReplyQueue(control.QueueOptions{
+		Durable: a.cfg.ControlQueueDurable, Exclusive: a.cfg.ControlQueueExclusive})
 }
 
 // ColdShutdown turns a shutdown cold, as a second SIGINT or SIGTERM does

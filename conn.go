@@ -76,6 +76,7 @@ func dial(ctx context.Context, cfg Config, reg registries, log *zap.Logger, r ro
 	b, err := reg.transports.Open(ctx, brokerURL, transport.Options{
 		Logger: log, ConnectionName: "gworker@" + host, Heartbeat: cfg.BrokerHeartbeat,
 		DefaultQueueType: cfg.DefaultQueueType, TransportOptions: cfg.BrokerTransportOptions,
+		DefaultExchangeType: cfg.DefaultExchangeType, DelayedDeliveryQueueType: cfg.DelayedDeliveryQueueType,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("broker %s: %w", RedactURL(brokerURL), err)

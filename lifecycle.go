@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/config"
+	"github.com/gworker/gworker/control"
 	"github.com/gworker/gworker/followup"
 	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/metrics"
@@ -147,6 +148,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 		HeartbeatInterval: a.cfg.HeartbeatInterval,
 		WithoutHeartbeat:  a.cfg.WithoutHeartbeat,
 		WithoutMingle:     a.cfg.WithoutMingle,
+		ControlQueue:      control.QueueOptions{Durable: a.cfg.ControlQueueDurable, Exclusive: a.cfg.ControlQueueExclusive},
 		StateDB:           a.cfg.StateDB,
 		BrokerURL:         c.brokerURL,
 		Version:           Version,

@@ -36,6 +36,14 @@ type Broker struct {
 	// adopted is what the broker said of each queue adopted so far, so
 	// that a reconnect does not log the same WARN line again.
 	adopted map[string]string
+	// logged is the last error logged at WARN for each delayed delivery
+	// step, so a retried failure is not logged at WARN again.
+	logged map[string]string
+	// targets are the task queues declared so far (consumed, or declared
+	// for a producer), for the routing of delayed publishes.
+	targets map[string]delayTarget
+
+	delay *delaySetup
 
 	staleAcks atomic.Int64
 }
@@ -54,7 +62,9 @@ func Dial(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	log := cfg.Logger.Named("amqp")
-	b := &Broker{cfg: cfg, eps: eps, log: log, consumers: make(map[*Consumer]struct{}), adopted: map[string]string{}}
+	b := &Broker{cfg: cfg, eps: eps, log: log, consumers: make(map[*Consumer]struct{}), adopted: map[string]string{},
+		targets: map[string]delayTarget{}, logged: map[string]string{}}
+	b.delay = newDelaySetup(b)
 	b.main = newConnManager(cfg, eps, cfg.ConnectionName, log.With(zap.String("connection", "main")))
 	if err := b.main.start(ctx); err != nil {
 		return nil, err
@@ -82,6 +92,7 @@ func (b *Broker) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	b.delay.close()
 	// Make sure a later Publish cannot start the publishing connection.
 	b.pubOnce.Do(func() {})
 	if b.pub != nil {
@@ -185,7 +196,13 @@ func (b *Broker) DeclareExchange(ctx context.Context, name, kind string, durable
 	if err != nil {
 		return err
 	}
-	ch, err := s.conn.Channel()
+	return b.declareExchangeOn(ctx, s.conn, name, kind, durable)
+}
+
+// declareExchangeOn declares an exchange on a channel of its own over conn;
+// one that exists with another type or flags is adopted.
+func (b *Broker) declareExchangeOn(ctx context.Context, conn *amqp.Connection, name, kind string, durable bool) error {
+	ch, err := conn.Channel()
 	if err != nil {
 		return fmt.Errorf("amqptransport: open channel: %w", err)
 	}
@@ -201,7 +218,7 @@ func (b *Broker) DeclareExchange(ctx context.Context, name, kind string, durable
 	}
 	// The exchange exists with another type or flags (declared by a
 	// Celery 5.5 app, say): use it as the broker has it.
-	return b.adoptExchange(ctx, s.conn, name, kind, err)
+	return b.adoptExchange(ctx, conn, name, kind, err)
 }
 
 // withContext runs fn, which blocks on broker replies on ch, and closes ch
@@ -311,10 +328,12 @@ func (b *Broker) Inspect(ctx context.Context, name string) (QueueState, error) {
 }
 
 // TaskQueue returns the declaration of the task queue name as this broker
-// creates it: TaskQueue(name), with the x-queue-type argument when
+// creates it: TaskQueue(name) with an exchange of Config.DefaultExchangeType
+// (Celery's task_default_exchange_type), and the x-queue-type argument when
 // Config.DefaultQueueType is quorum (Celery 5.5's task_default_queue_type).
 func (b *Broker) TaskQueue(name string) Queue {
 	q := TaskQueue(name)
+	q.ExchangeType = b.cfg.DefaultExchangeType
 	if b.cfg.DefaultQueueType == QueueTypeQuorum {
 		q.Arguments = map[string]any{"x-queue-type": QueueTypeQuorum}
 	}
@@ -332,8 +351,13 @@ func (b *Broker) DeclareTaskQueue(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	_, err = b.declareOrAdopt(ctx, s.conn, b.TaskQueue(name))
-	return err
+	q := b.TaskQueue(name)
+	d, err := b.declareOrAdopt(ctx, s.conn, q)
+	if err != nil {
+		return err
+	}
+	b.noteTargets(delayTarget{q: q, exchangeType: d.exchangeType, quorum: d.typ == QueueTypeQuorum})
+	return nil
 }
 
 // PurgeQueue discards the ready messages of a queue (celery purge, celery

@@ -29,6 +29,13 @@ const (
 	// DefaultQuarantineScanLimit is how many messages a quarantine sweep
 	// inspects per queue at most.
 	DefaultQuarantineScanLimit = 1000
+	// DefaultExchangeType is config.DefaultExchangeType, Celery's
+	// task_default_exchange_type.
+	DefaultExchangeType = config.DefaultExchangeType
+	// DefaultDelayedDeliveryQueueType is
+	// config.DefaultDelayedDeliveryQueueType, as Celery 5.5's
+	// broker_native_delayed_delivery_queue_type.
+	DefaultDelayedDeliveryQueueType = config.DefaultDelayedDeliveryQueueType
 )
 
 // Config configures a Broker. The zero value connects to DefaultURL.
@@ -82,6 +89,22 @@ type Config struct {
 	// refuse global QoS; see the package documentation.
 	DefaultQueueType string
 
+	// DefaultExchangeType is the type of the exchange this broker declares
+	// for each of its task queues (Broker.TaskQueue), as Celery's
+	// task_default_exchange_type: "direct" (empty means direct), "topic"
+	// or "fanout". Celery 5.5's native delayed delivery only reaches queues
+	// bound to topic or fanout exchanges. An exchange that already exists
+	// with another type is used as it is.
+	DefaultExchangeType string
+
+	// DelayedDeliveryQueueType is the type of the 28 celery_delayed_*
+	// queues of native delayed delivery (see the package documentation),
+	// as Celery 5.5's broker_native_delayed_delivery_queue_type:
+	// QueueTypeQuorum (empty means quorum) or QueueTypeClassic. Every
+	// node of a fleet must use the same, as every declaration of a queue
+	// must.
+	DelayedDeliveryQueueType string
+
 	// QuarantineScanLimit caps how many messages per queue a quarantine
 	// sweep inspects (see the package documentation). Zero means
 	// DefaultQuarantineScanLimit; a negative value disables the sweep.
@@ -94,6 +117,16 @@ func (c Config) validate() error {
 	case "", QueueTypeClassic, QueueTypeQuorum:
 	default:
 		return fmt.Errorf("%w: default queue type %q (want %s or %s)", ErrInvalidConfig, c.DefaultQueueType, QueueTypeClassic, QueueTypeQuorum)
+	}
+	switch c.DefaultExchangeType {
+	case "", "direct", "topic", "fanout":
+	default:
+		return fmt.Errorf("%w: default exchange type %q (want direct, topic or fanout)", ErrInvalidConfig, c.DefaultExchangeType)
+	}
+	switch c.DelayedDeliveryQueueType {
+	case "", QueueTypeClassic, QueueTypeQuorum:
+	default:
+		return fmt.Errorf("%w: delayed delivery queue type %q (want %s or %s)", ErrInvalidConfig, c.DelayedDeliveryQueueType, QueueTypeQuorum, QueueTypeClassic)
 	}
 	return nil
 }
@@ -122,6 +155,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectionName == "" {
 		c.ConnectionName = "gworker"
+	}
+	if c.DefaultExchangeType == "" {
+		c.DefaultExchangeType = DefaultExchangeType
+	}
+	if c.DelayedDeliveryQueueType == "" {
+		c.DelayedDeliveryQueueType = DefaultDelayedDeliveryQueueType
 	}
 	if c.QuarantineScanLimit == 0 {
 		c.QuarantineScanLimit = DefaultQuarantineScanLimit

@@ -85,3 +85,29 @@ func TestParseURLErrorHidesPassword(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigValidateTypes(t *testing.T) {
+	for _, c := range []Config{
+		{DefaultQueueType: "stream"},
+		{DefaultExchangeType: "headers"},
+		{DefaultExchangeType: "Topic"},
+		{DelayedDeliveryQueueType: "stream"},
+	} {
+		if err := c.validate(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%+v: validate() = %v, want ErrInvalidConfig", c, err)
+		}
+	}
+	for _, c := range []Config{
+		{},
+		{DefaultQueueType: QueueTypeQuorum, DefaultExchangeType: "topic", DelayedDeliveryQueueType: QueueTypeClassic},
+		{DefaultExchangeType: "fanout", DelayedDeliveryQueueType: QueueTypeQuorum},
+	} {
+		if err := c.validate(); err != nil {
+			t.Errorf("%+v: validate() = %v", c, err)
+		}
+	}
+	d := Config{}.withDefaults()
+	if d.DefaultExchangeType != "direct" || d.DelayedDeliveryQueueType != QueueTypeQuorum {
+		t.Errorf("defaults: exchange type %q, delayed delivery queue type %q", d.DefaultExchangeType, d.DelayedDeliveryQueueType)
+	}
+}

@@ -19,6 +19,8 @@ import (
 type session struct {
 	conn  *amqp.Connection
 	epoch uint64
+	// at is the index of the endpoint (Config.URL) it is connected to.
+	at int
 	// closed is closed once the connection is gone; err then holds the
 	// reason (nil for a close we asked for).
 	closed chan struct{}
@@ -236,14 +238,62 @@ func (m *connManager) dialRetry(ctx context.Context) (*session, error) {
 
 func (m *connManager) dial(ctx context.Context, at int) (*session, error) {
 	ep := m.eps[at]
-	hb := m.cfg.Heartbeat
+	conn, err := openAMQP(ctx, m.cfg, ep, m.name)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.epoch++
+	epoch := m.epoch
+	m.mu.Unlock()
+	s := &session{conn: conn, epoch: epoch, at: at, closed: make(chan struct{}), unblocked: make(chan struct{})}
+	close(s.unblocked)
+	closes := conn.NotifyClose(make(chan *amqp.Error, 1))
+	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	go func() {
+		for {
+			select {
+			case e := <-closes:
+				s.err = e
+				close(s.closed)
+				return
+			case b, ok := <-blocks:
+				if !ok {
+					blocks = nil
+					continue
+				}
+				s.mu.Lock()
+				if b.Active {
+					s.unblocked = make(chan struct{})
+					m.log.Warn("broker blocks publishing", zap.String("reason", b.Reason))
+				} else {
+					select {
+					case <-s.unblocked:
+					default:
+						close(s.unblocked)
+					}
+					m.log.Info("broker unblocked publishing")
+				}
+				s.mu.Unlock()
+			}
+		}
+	}()
+	m.log.Debug("connected", zap.String("url", RedactURL(ep.raw)), zap.Uint64("epoch", epoch),
+		zap.Duration("heartbeat", conn.Config.Heartbeat))
+	return s, nil
+}
+
+// openAMQP opens one AMQP connection to ep, named name on the broker, with
+// cfg's heartbeat and dial timeout, aborting the handshake when ctx ends.
+func openAMQP(ctx context.Context, cfg Config, ep endpoint, name string) (*amqp.Connection, error) {
+	hb := cfg.Heartbeat
 	if hb < 0 {
 		hb = 0
 	}
 	props := amqp.NewConnectionProperties()
-	props.SetClientConnectionName(m.name)
+	props.SetClientConnectionName(name)
 	props["product"] = "gworker"
-	timeout := m.cfg.DialTimeout
+	timeout := cfg.DialTimeout
 	var stopAfter func() bool
 	var hc *heartbeatConn
 	dialer := func(network, addr string) (net.Conn, error) {
@@ -281,45 +331,7 @@ func (m *connManager) dial(ctx context.Context, at int) (*session, error) {
 	if hc != nil {
 		hc.heartbeat.Store(int64(conn.Config.Heartbeat))
 	}
-	m.mu.Lock()
-	m.epoch++
-	epoch := m.epoch
-	m.mu.Unlock()
-	s := &session{conn: conn, epoch: epoch, closed: make(chan struct{}), unblocked: make(chan struct{})}
-	close(s.unblocked)
-	closes := conn.NotifyClose(make(chan *amqp.Error, 1))
-	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
-	go func() {
-		for {
-			select {
-			case e := <-closes:
-				s.err = e
-				close(s.closed)
-				return
-			case b, ok := <-blocks:
-				if !ok {
-					blocks = nil
-					continue
-				}
-				s.mu.Lock()
-				if b.Active {
-					s.unblocked = make(chan struct{})
-					m.log.Warn("broker blocks publishing", zap.String("reason", b.Reason))
-				} else {
-					select {
-					case <-s.unblocked:
-					default:
-						close(s.unblocked)
-					}
-					m.log.Info("broker unblocked publishing")
-				}
-				s.mu.Unlock()
-			}
-		}
-	}()
-	m.log.Debug("connected", zap.String("url", RedactURL(ep.raw)), zap.Uint64("epoch", epoch),
-		zap.Duration("heartbeat", conn.Config.Heartbeat))
-	return s, nil
+	return conn, nil
 }
 
 // heartbeatConn sets the read deadline amqp091-go renews after every frame

@@ -30,6 +30,15 @@ type ConsumerConfig struct {
 	// NoDeclare skips declarations: the queues must exist (a reply queue
 	// created by its client, for instance).
 	NoDeclare bool
+	// DelayedDelivery sets up native delayed delivery, as Celery 5.5's
+	// DelayedDelivery bootstep, when one of the queues is a quorum queue:
+	// the celery_delayed_* topology is declared and every queue bound to
+	// it through its exchange (topic and fanout exchanges; direct ones are
+	// skipped with a warning), over the consumer's connection each time it
+	// opens, and on every other URL of the failover list in the
+	// background. A failure is logged and retried, never returned. Task
+	// consumers use it (Broker.Consume); ignored with NoDeclare.
+	DelayedDelivery bool
 
 	// Prefetch is the initial prefetch count (basic.qos); 0 means no
 	// limit. Celery uses worker_prefetch_multiplier (4) × concurrency.
@@ -661,6 +670,7 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	quorum := map[string]bool{}
 	if !c.cfg.NoDeclare {
 		var nonClassic []string
+		targets := make([]delayTarget, 0, len(c.cfg.Queues))
 		for _, q := range c.cfg.Queues {
 			d, err := c.b.declareOrAdopt(ctx, s.conn, q)
 			if err != nil {
@@ -672,6 +682,13 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 			if d.typ == QueueTypeQuorum {
 				maxPrefetch = QuorumPrefetchMax
 				quorum[q.Name] = true
+			}
+			targets = append(targets, delayTarget{q: q, exchangeType: d.exchangeType, quorum: d.typ == QueueTypeQuorum})
+		}
+		if c.cfg.DelayedDelivery {
+			c.b.noteTargets(targets...)
+			if len(quorum) > 0 {
+				c.b.delay.consumed(ctx, s, targets, c.log)
 			}
 		}
 		if global && len(nonClassic) > 0 {

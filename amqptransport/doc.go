@@ -72,6 +72,53 @@
 //   - they are always durable, and replicated on a cluster (three nodes or
 //     more), which is what makes them survive the loss of a node.
 //
+// # Native delayed delivery
+//
+// Celery 5.5 does not send a countdown or ETA task to a quorum queue
+// directly: it publishes it to celery_delayed_27 with a routing key that
+// spells the countdown in 28 binary words ("0.0.…1.0.1.<routing key>"),
+// and the broker holds it in up to 28 levels, each a topic exchange and a
+// queue named celery_delayed_<level> whose messages expire after 2^level
+// seconds into the level below, until celery_delayed_delivery routes it,
+// through the queue's own exchange, to the queue. That topology is
+// declared, and the queues bound to it, by the workers
+// (celery/worker/consumer/delayed_delivery.py); without it such messages
+// are unroutable and lost.
+//
+// A task consumer (Broker.Consume, ConsumerConfig.DelayedDelivery) that
+// finds a quorum queue among its queues does what Celery 5.5's worker does:
+// it declares the 28 levels and celery_delayed_delivery with exactly
+// kombu's arguments (the levels' type is Config.DelayedDeliveryQueueType,
+// Celery's broker_native_delayed_delivery_queue_type), and binds the
+// exchange of each of its queues to celery_delayed_delivery, and the queue
+// to its exchange, with "#.<routing key>". Only topic and fanout exchanges
+// can be bound; a queue whose exchange is direct (Config.DefaultExchangeType
+// is Celery's task_default_exchange_type, direct unless set) is skipped
+// with a warning, and its delayed tasks wait in the worker, as with Celery.
+// This happens over the consumer's connection before NewConsumer returns
+// and after every reconnect, and on every other URL of the failover list
+// in the background. Every step is idempotent, and a Celery 5.5 worker and
+// gworker declare the same things in either order. A set-up the broker
+// refuses (a permission, a policy) is logged and retried in the
+// background, with growing delays up to a minute, and never stops
+// consumption.
+//
+// Publishing a task with an eta (PublishDelayed, which the producer uses)
+// follows Celery 5.5's route when the message is due in a second or more
+// and goes to a quorum queue whose exchange is a topic or fanout exchange:
+// the publishing connection's node gets the topology, and the queue's
+// binding, first. Countdowns are counted in whole seconds, truncated, so a
+// message arrives up to a second early and the worker holds it until its
+// eta; a countdown under a second is not delayed by the broker at all. A
+// message delivered through the topology and published again (a retry,
+// which Celery sends back to the exchange and routing key it came with)
+// loses its old prefix before it gets a new one, so its key stays short
+// however often it is retried, and goes straight to celery_delayed_delivery
+// when it is due at once. Publishing never sends the x-death headers
+// (nor x-first-death-* and x-last-death-*) a delivered message carries:
+// with them RabbitMQ's dead-letter cycle detection drops a message that
+// passes the same level twice.
+//
 // # consumer_timeout and long tasks
 //
 // RabbitMQ closes a channel whose delivery stays unacknowledged longer than

@@ -20,6 +20,9 @@ type PublishOptions struct {
 	// matches; Publish then fails with a *ReturnError (ErrReturned).
 	// Without it RabbitMQ confirms and drops unroutable messages.
 	Mandatory bool
+	// Due is when the message is due (its eta); zero means now. See
+	// PublishDelayed.
+	Due time.Time
 }
 
 // Publish publishes msg with publisher confirms and waits for the broker's
@@ -43,12 +46,35 @@ func (b *Broker) Publish(ctx context.Context, exchange, routingKey string, msg *
 	return b.PublishWithOptions(ctx, exchange, routingKey, msg, nil)
 }
 
+// PublishDelayed publishes msg as Publish does; due is when it is due (its
+// eta). When it is due in a second or more and goes to a quorum queue
+// bound to a topic or fanout exchange, it is routed through the levels of
+// native delayed delivery (see the package documentation), as Celery 5.5
+// sends countdown and ETA tasks to quorum queues, so that the broker holds
+// it instead of a worker; the topology is declared, and the queue bound,
+// on the publishing connection's node first. A message that was delivered
+// through that topology is routed through it again, with a new delay
+// prefix in place of its old one. Otherwise it goes where it was sent, and
+// the worker that takes it holds it until it is due (as it does a message
+// that arrives up to a second early through the levels).
+func (b *Broker) PublishDelayed(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage, due time.Time) error {
+	return b.PublishWithOptions(ctx, exchange, routingKey, msg, &PublishOptions{Due: due})
+}
+
 // PublishWithOptions is Publish with options.
+//
+// Publishing never sends the headers RabbitMQ adds when it dead-letters a
+// message (x-death, x-first-death-*, x-last-death-*): a message published
+// again with them can be dropped by the broker's dead-letter cycle
+// detection. A message published to an exchange of the delayed delivery
+// topology (a task retried where it was delivered from) goes through
+// PublishDelayed's routing too, so it does not wait again at the level it
+// came from.
 func (b *Broker) PublishWithOptions(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage, opts *PublishOptions) error {
 	if len(exchange) > 255 || len(routingKey) > 255 {
 		return fmt.Errorf("%w: exchange or routing key longer than 255 bytes", ErrInvalidMessage)
 	}
-	p, err := publishingFromRaw(msg)
+	p, err := publishingFromRaw(withoutDeathHeaders(msg))
 	if err != nil {
 		return err
 	}
@@ -59,6 +85,10 @@ func (b *Broker) PublishWithOptions(ctx context.Context, exchange, routingKey st
 	pub, err := b.publisher()
 	if err != nil {
 		return err
+	}
+	exchange, routingKey = b.delayRoute(ctx, pub, exchange, routingKey, o.Due)
+	if len(routingKey) > 255 {
+		return fmt.Errorf("%w: routing key with its delay prefix longer than 255 bytes", ErrInvalidMessage)
 	}
 	return pub.publish(ctx, exchange, routingKey, o.Mandatory, p)
 }
@@ -89,6 +119,13 @@ type publisher struct {
 	mu     sync.Mutex
 	cur    *pubChan
 	closed bool
+
+	// dmu guards what ensureDelay did on the connection of epoch dEpoch:
+	// the delayed delivery topology declared, the queues bound.
+	dmu       sync.Mutex
+	dEpoch    uint64
+	dTopology bool
+	dBound    map[string]bool
 }
 
 // pubChan is one confirm-mode channel. A single goroutine reads both the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
@@ -67,6 +68,29 @@ type declared struct {
 	adopted bool
 	// reason is the broker's refusal of our arguments when adopted.
 	reason string
+	// exchangeType is the type of the queue's exchange: the one declared,
+	// or the one the broker has when it refused ours; "" when neither is
+	// known (or the queue is on the default exchange).
+	exchangeType string
+}
+
+// exchangeTypeRe reads the broker's PRECONDITION_FAILED text for an
+// exchange redeclared with another type, e.g. "inequivalent arg 'type' for
+// exchange 'x' in vhost '/': received 'direct' but current is 'topic'".
+var exchangeTypeRe = regexp.MustCompile(`inequivalent arg 'type' for exchange .* but current is '([a-z-]+)'`)
+
+// exchangeTypeFromRefusal returns the type of an exchange whose
+// declaration as wanted the broker refused with reason: the type it
+// reports, wanted when the refusal is about another argument (the broker
+// compares the type first), "" when the text says neither.
+func exchangeTypeFromRefusal(reason, wanted string) string {
+	if m := exchangeTypeRe.FindStringSubmatch(reason); m != nil {
+		return m[1]
+	}
+	if strings.Contains(reason, "inequivalent arg '") {
+		return wanted
+	}
+	return ""
 }
 
 // declareOrAdopt declares q, each step on a channel of its own so that a
@@ -83,17 +107,24 @@ func (b *Broker) declareOrAdopt(ctx context.Context, conn *amqp.Connection, q Qu
 	}
 	err = withContext(ctx, ch, func() error { return declareOn(ch, q) })
 	_ = ch.Close()
+	xtype := ""
+	if q.Exchange != "" {
+		xtype = q.ExchangeType
+		if xtype == "" {
+			xtype = "direct"
+		}
+	}
 	if isExchangePrecondition(err) {
 		// The queue's exchange exists with another type or flags (a
 		// topic exchange of a Celery 5.5 app, say): adopt it as queues
 		// are adopted, then declare the queue again.
-		typ := q.ExchangeType
-		if typ == "" {
-			typ = "direct"
-		}
+		typ := xtype
 		if err := b.adoptExchange(ctx, conn, q.Exchange, typ, err); err != nil {
 			return declared{}, err
 		}
+		var ae *amqp.Error
+		errors.As(err, &ae)
+		xtype = exchangeTypeFromRefusal(ae.Reason, typ)
 		q.adoptExchange = true
 		if ch, err = conn.Channel(); err != nil {
 			return declared{}, fmt.Errorf("amqptransport: open channel: %w", err)
@@ -102,7 +133,7 @@ func (b *Broker) declareOrAdopt(ctx context.Context, conn *amqp.Connection, q Qu
 		_ = ch.Close()
 	}
 	if err == nil {
-		return declared{typ: queueArgType(q.Arguments)}, nil
+		return declared{typ: queueArgType(q.Arguments), exchangeType: xtype}, nil
 	}
 	var ae *amqp.Error
 	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed || !isQueueDeclareErr(err) {
@@ -127,7 +158,7 @@ func (b *Broker) declareOrAdopt(ctx context.Context, conn *amqp.Connection, q Qu
 	if err != nil {
 		return declared{}, err
 	}
-	d := declared{typ: typeFromMismatch(ae.Reason), adopted: true, reason: ae.Reason}
+	d := declared{typ: typeFromMismatch(ae.Reason), adopted: true, reason: ae.Reason, exchangeType: xtype}
 	b.mu.Lock()
 	seen := b.adopted[q.Name] == ae.Reason
 	b.adopted[q.Name] = ae.Reason

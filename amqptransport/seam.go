@@ -2,6 +2,7 @@ package amqptransport
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -15,12 +16,16 @@ import (
 // Celery's name for the same transport).
 var Schemes = []string{"amqp", "amqps", "pyamqp"}
 
-var _ transport.Broker = (*Broker)(nil)
+var (
+	_ transport.Broker         = (*Broker)(nil)
+	_ transport.DelayPublisher = (*Broker)(nil)
+)
 
 // Open is the transport.Opener of RabbitMQ: Dial with the URL and options.
 func Open(ctx context.Context, url string, o transport.Options) (transport.Broker, error) {
 	b, err := Dial(ctx, Config{URL: url, Logger: o.Logger, ConnectionName: o.ConnectionName,
-		DefaultQueueType: o.DefaultQueueType, Heartbeat: o.Heartbeat})
+		DefaultQueueType: o.DefaultQueueType, DefaultExchangeType: o.DefaultExchangeType,
+		DelayedDeliveryQueueType: o.DelayedDeliveryQueueType, Heartbeat: o.Heartbeat})
 	if err != nil {
 		return nil, err
 	}
@@ -34,15 +39,18 @@ func Register(r *transport.Registry) { r.Register(Open, Schemes...) }
 // other arguments, such as quorum queues declared by Python, are consumed as
 // they are) and consumes them with global QoS, as Celery does on RabbitMQ,
 // or with per-consumer QoS when one of them is a quorum queue (Celery 5.5's
-// worker_detect_quorum_queues), with batched acknowledgements. It is the
-// worker's side of transport.Broker; NewConsumer offers every option.
+// worker_detect_quorum_queues), with batched acknowledgements and, when one
+// of them is a quorum queue, native delayed delivery set up as Celery 5.5's
+// worker does (ConsumerConfig.DelayedDelivery). It is the worker's side of
+// transport.Broker; NewConsumer offers every option.
 func (b *Broker) Consume(ctx context.Context, queues []string, prefetch int) (transport.Consumer, error) {
 	qs := make([]Queue, len(queues))
 	for i, n := range queues {
 		qs[i] = b.TaskQueue(n)
 	}
 	// BatchAcks: the pool's acknowledgements share writes under load.
-	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: qs, Prefetch: prefetch, GlobalQoS: true, BatchAcks: true})
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: qs, Prefetch: prefetch, GlobalQoS: true, BatchAcks: true,
+		DelayedDelivery: true})
 	if err != nil {
 		return nil, err
 	}
@@ -61,9 +69,14 @@ func (b *Broker) QueueLength(ctx context.Context, name string) (int, error) {
 }
 
 // Subscribe declares q as kombu declares the pidbox and reply queues
-// (auto-delete, x-expires and x-message-ttl) and consumes it without
-// acknowledgements.
+// (auto-delete, x-expires and x-message-ttl; durable and not auto-delete
+// with q.Durable, exclusive with q.Exclusive) and consumes it without
+// acknowledgements. An exclusive queue goes with its connection and is
+// declared again on the next one.
 func (b *Broker) Subscribe(ctx context.Context, q transport.QueueSpec) (transport.Subscription, error) {
+	if q.Durable && q.Exclusive {
+		return nil, fmt.Errorf("%w: queue %q both durable and exclusive (an exclusive queue goes with its connection)", ErrInvalidConfig, q.Name)
+	}
 	args := map[string]any{}
 	if q.Expires > 0 {
 		args["x-expires"] = q.Expires.Milliseconds()
@@ -73,7 +86,7 @@ func (b *Broker) Subscribe(ctx context.Context, q transport.QueueSpec) (transpor
 	}
 	c, err := b.NewConsumer(ctx, ConsumerConfig{
 		Queues: []Queue{{
-			Name: q.Name, AutoDelete: true, Arguments: args,
+			Name: q.Name, Durable: q.Durable, AutoDelete: !q.Durable, Exclusive: q.Exclusive, Arguments: args,
 			Exchange: q.Exchange, ExchangeType: q.ExchangeType, RoutingKey: q.RoutingKey,
 		}},
 		NoAck:       true,

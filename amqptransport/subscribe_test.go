@@ -2,6 +2,7 @@ package amqptransport_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -96,5 +97,60 @@ func TestSubscriptionDropsOversizedMessages(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the small message did not arrive")
+	}
+}
+
+// Exclusive and durable pidbox queues are declared as kombu 5.6 declares
+// them with control_queue_exclusive and control_queue_durable (kombu's
+// redeclaration is accepted); an exclusive one is refused to another
+// connection, and both at once is refused before anything is declared.
+func TestPidboxQueueExclusiveAndDurable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL(), ConnectionName: "gworker-subscribe-test"})
+	if err != nil {
+		t.Fatalf("RabbitMQ must run at %s: %v", testenv.AMQPURL(), err)
+	}
+	defer b.Close()
+	if err := b.DeclareExchange(ctx, control.Exchange, "fanout", false); err != nil {
+		t.Fatal(err)
+	}
+	c, err := amqp.Dial(testenv.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	args := amqp.Table{"x-expires": int32(10000), "x-message-ttl": int32(300000)}
+	for _, o := range []control.QueueOptions{{Exclusive: true}, {Durable: true}} {
+		name := control.QueueName("go-" + testenv.Suffix() + "@test")
+		spec := control.QueueSpec{Name: name, Exchange: control.Exchange, ExchangeType: "fanout",
+			Expires: control.QueueExpires, MessageTTL: control.QueueTTL, Durable: o.Durable, Exclusive: o.Exclusive}
+		sub, err := b.Subscribe(ctx, spec)
+		if err != nil {
+			t.Fatalf("%+v: %v", o, err)
+		}
+		ch, err := c.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Exclusive {
+			// Another connection (kombu's, say) cannot even redeclare it.
+			_, err := ch.QueueDeclare(name, false, true, true, false, args)
+			if ae, ok := err.(*amqp.Error); !ok || ae.Code != amqp.ResourceLocked {
+				t.Errorf("exclusive queue declared from another connection: %v, want RESOURCE_LOCKED", err)
+			}
+		} else {
+			// kombu: Queue(durable=True, auto_delete=False, exclusive=False, ...).
+			if _, err := ch.QueueDeclare(name, true, false, false, false, args); err != nil {
+				t.Errorf("kombu's declaration of the durable pidbox queue is refused: %v", err)
+			}
+			_, _ = ch.QueueDelete(name, false, false, false)
+		}
+		_ = ch.Close()
+		sub.Close()
+	}
+	_, err = b.Subscribe(ctx, control.QueueSpec{Name: "never", Exchange: control.Exchange, ExchangeType: "fanout", Durable: true, Exclusive: true})
+	if !errors.Is(err, amqptransport.ErrInvalidConfig) {
+		t.Errorf("durable and exclusive: %v, want ErrInvalidConfig", err)
 	}
 }

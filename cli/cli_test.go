@@ -50,6 +50,34 @@ func TestRabbitMQWorkerFlags(t *testing.T) {
 	}
 }
 
+func TestQueueDeclarationFlags(t *testing.T) {
+	cfg, _, warns := parse(t, "worker", "--default-exchange-type", "topic", "--delayed-delivery-queue-type", "classic",
+		"--control-queue-exclusive", "--event-queue-durable")
+	if cfg.DefaultExchangeType != "topic" || cfg.DelayedDeliveryQueueType != "classic" || !cfg.ControlQueueExclusive || cfg.ControlQueueDurable {
+		t.Errorf("config: %+v", cfg)
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], "--event-queue-durable") {
+		t.Errorf("warnings: %q", warns)
+	}
+	for _, bad := range []config.Config{{DefaultExchangeType: "headers"}, {DelayedDeliveryQueueType: "stream"},
+		{ControlQueueExclusive: true, ControlQueueDurable: true}} {
+		if err := bad.WithDefaults().Validate(); !errors.Is(err, config.ErrInvalid) {
+			t.Errorf("%+v: %v, want config.ErrInvalid", bad, err)
+		}
+	}
+	app := newFakeApp()
+	for _, args := range [][]string{
+		{"worker", "--event-queue-durable", "--event-queue-exclusive"},
+		{"worker", "--control-queue-durable", "--control-queue-exclusive"},
+		{"inspect", "ping", "--control-queue-durable", "--control-queue-exclusive"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := Run(context.Background(), app, args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "both") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a reason", args, code, errOut.String())
+		}
+	}
+}
+
 func TestCeleryWorkerCommandLine(t *testing.T) {
 	t.Setenv("CELERY_BROKER_URL", "amqp://a:b@h:5672//")
 	cfg, f, warns := parse(t, "worker", "-A", "proj", "-P", "prefork", "-Ofair", "--without-gossip", "--without-mingle",

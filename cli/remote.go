@@ -24,9 +24,12 @@ func runRemote(ctx context.Context, app App, g *globalFlags, kind string, args [
 		timeout     float64
 		dest, extra string
 		asJSON      bool
+		queue       = control.QueueOptions{Durable: app.Config().ControlQueueDurable, Exclusive: app.Config().ControlQueueExclusive}
 	)
 	fs := newFlagSet(kind, g, app.Config(), stdout)
 	fs.Float64VarP(&timeout, "timeout", "t", control.DefaultTimeout.Seconds(), "seconds to wait for replies")
+	fs.BoolVar(&queue.Exclusive, "control-queue-exclusive", queue.Exclusive, "declare the reply queue exclusive (control_queue_exclusive; RabbitMQ 4.3 refuses transient ones)")
+	fs.BoolVar(&queue.Durable, "control-queue-durable", queue.Durable, "declare the reply queue durable (control_queue_durable)")
 	fs.StringVarP(&dest, "destination", "d", "", "comma-separated node names (default: every node)")
 	fs.BoolVarP(&asJSON, "json", "j", false, "print the replies as one JSON object")
 	fs.StringVar(&extra, "args", "", `arguments as a JSON object, e.g. '{"n": 2}' (added to the positional ones)`)
@@ -41,6 +44,10 @@ func runRemote(ctx context.Context, app App, g *globalFlags, kind string, args [
 	g.noteSet(fs)
 	if len(pos) == 0 {
 		fmt.Fprintf(stderr, "gworker %s: give a method, e.g. gworker %s ping\n", kind, kind)
+		return 2
+	}
+	if err := queue.Validate(); err != nil {
+		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 2
 	}
 	method := pos[0]
@@ -70,6 +77,9 @@ func runRemote(ctx context.Context, app App, g *globalFlags, kind string, args [
 		return 1
 	}
 	client, err := app.Control(ctx)
+	if err == nil {
+		client, err = client.WithReplyQueue(queue)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)
 		return 1

@@ -31,6 +31,7 @@ type workerFlags struct {
 	concurrency, prefetch, heartbeatInterval        int
 	maxTasksPerChild, maxMemoryPerChild             int
 	detach, beat                                    bool
+	eventQueueExclusive, eventQueueDurable          bool
 	rateLimits                                      rateLimitFlag
 	timeLimit, softTimeLimit                        float64
 }
@@ -108,6 +109,12 @@ func parseWorkerFlags(cfg *config.Config, g *globalFlags, args []string, stdout 
 	fs.BoolVar(&cfg.AcksLate, "acks-late", cfg.AcksLate, "acknowledge messages after the task ran (task_acks_late)")
 	fs.IntVar(&cfg.MaxRedeliveries, "max-redeliveries", cfg.MaxRedeliveries, "deliveries after the first of an acks_late task that never finished, before it fails with WorkerLostError (0: 5, negative: no cap)")
 	fs.StringVar(&cfg.DefaultQueueType, "default-queue-type", cfg.DefaultQueueType, "type of the queues gworker creates: classic or quorum (task_default_queue_type)")
+	fs.StringVar(&cfg.DefaultExchangeType, "default-exchange-type", cfg.DefaultExchangeType, "type of the exchange of each task queue gworker declares: direct, topic or fanout (task_default_exchange_type; native delayed delivery needs topic or fanout)")
+	fs.StringVar(&cfg.DelayedDeliveryQueueType, "delayed-delivery-queue-type", cfg.DelayedDeliveryQueueType, "type of the celery_delayed_* queues of native delayed delivery: quorum or classic (broker_native_delayed_delivery_queue_type)")
+	fs.BoolVar(&cfg.ControlQueueExclusive, "control-queue-exclusive", cfg.ControlQueueExclusive, "declare the remote control queues exclusive (control_queue_exclusive; RabbitMQ 4.3 refuses transient ones)")
+	fs.BoolVar(&cfg.ControlQueueDurable, "control-queue-durable", cfg.ControlQueueDurable, "declare the remote control queues durable (control_queue_durable)")
+	fs.BoolVar(&f.eventQueueExclusive, "event-queue-exclusive", false, "celery's event_queue_exclusive; accepted: gworker sends events and declares no event queue")
+	fs.BoolVar(&f.eventQueueDurable, "event-queue-durable", false, "celery's event_queue_durable; accepted: gworker sends events and declares no event queue")
 	fs.Var(secondsValue{&cfg.BrokerHeartbeat}, "broker-heartbeat", "AMQP heartbeat in seconds (broker_heartbeat); a silent connection is replaced after 2.5 of them")
 	fs.StringVar(&f.accept, "accept-content", strings.Join(cfg.Accept, ","), "accepted serializers: json, msgpack (comma-separated)")
 	fs.BoolVar(&cfg.ResultExtended, "result-extended", cfg.ResultExtended, "store task name, args, kwargs, worker, retries and queue with results")
@@ -159,6 +166,9 @@ func parseWorkerFlags(cfg *config.Config, g *globalFlags, args []string, stdout 
 	if f.optimization != "" && f.optimization != "default" && f.optimization != "fair" {
 		return nil, fs, usageError{fmt.Sprintf("-O %q: default or fair", f.optimization)}
 	}
+	if f.eventQueueExclusive && f.eventQueueDurable {
+		return nil, fs, usageError{"--event-queue-exclusive and --event-queue-durable: a queue cannot be both (an exclusive queue goes with its connection)"}
+	}
 	if f.detach {
 		return nil, fs, usageError{"--detach is not supported: run gworker in the foreground under systemd, supervisord or a container runtime, which restart it and collect its logs"}
 	}
@@ -195,6 +205,8 @@ func ignoredFlagWarnings(f *workerFlags, g *globalFlags, fs *pflag.FlagSet) []st
 	add("uid", "--uid: start gworker as the user you want (systemd User=): ignored")
 	add("gid", "--gid: start gworker as the group you want (systemd Group=): ignored")
 	add("executable", "--executable: ignored")
+	add("event-queue-exclusive", "--event-queue-exclusive: gworker sends events and receives none (it has no gossip), so it declares no event queue: nothing to apply it to")
+	add("event-queue-durable", "--event-queue-durable: gworker sends events and receives none (it has no gossip), so it declares no event queue: nothing to apply it to")
 	return out
 }
 

@@ -79,6 +79,23 @@ type Config struct {
 	// task_default_queue_type). Queues that exist are used whatever their
 	// type; consuming a quorum queue switches to per-consumer prefetch.
 	DefaultQueueType string
+	// DefaultExchangeType is the type of the exchange declared for each
+	// task queue: "direct" (DefaultExchangeType), "topic" or "fanout"
+	// (Celery's task_default_exchange_type). Celery 5.5 sends countdown
+	// and ETA tasks for quorum queues through native delayed delivery,
+	// which only reaches queues of topic and fanout exchanges.
+	DefaultExchangeType string
+	// DelayedDeliveryQueueType is the type of the celery_delayed_* queues
+	// of native delayed delivery: QueueTypeQuorum
+	// (DefaultDelayedDeliveryQueueType) or QueueTypeClassic (Celery 5.5's
+	// broker_native_delayed_delivery_queue_type).
+	DelayedDeliveryQueueType string
+	// ControlQueueExclusive and ControlQueueDurable declare the remote
+	// control queues (the node's pidbox queue, the reply queues)
+	// exclusive or durable, as Celery 5.6's control_queue_exclusive and
+	// control_queue_durable, instead of transient and auto-delete, which
+	// RabbitMQ 4.3 refuses. At most one of them.
+	ControlQueueExclusive, ControlQueueDurable bool
 	// BrokerHeartbeat is the AMQP heartbeat interval (broker_heartbeat); a
 	// silent connection is replaced after 2.5 intervals. 0 means
 	// DefaultBrokerHeartbeat; ?heartbeat= in the broker URL wins.
@@ -192,6 +209,19 @@ func (c Config) Validate() error {
 	case "", QueueTypeClassic, QueueTypeQuorum:
 	default:
 		p = append(p, fmt.Sprintf("DefaultQueueType %q: want classic or quorum", c.DefaultQueueType))
+	}
+	switch c.DefaultExchangeType {
+	case "", "direct", "topic", "fanout":
+	default:
+		p = append(p, fmt.Sprintf("DefaultExchangeType %q: want direct, topic or fanout", c.DefaultExchangeType))
+	}
+	switch c.DelayedDeliveryQueueType {
+	case "", QueueTypeClassic, QueueTypeQuorum:
+	default:
+		p = append(p, fmt.Sprintf("DelayedDeliveryQueueType %q: want quorum or classic", c.DelayedDeliveryQueueType))
+	}
+	if c.ControlQueueExclusive && c.ControlQueueDurable {
+		p = append(p, "ControlQueueExclusive and ControlQueueDurable: a queue cannot be both (an exclusive queue goes with its connection)")
 	}
 	if c.Concurrency < 0 {
 		p = append(p, fmt.Sprintf("Concurrency %d is negative", c.Concurrency))

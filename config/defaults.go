@@ -20,6 +20,13 @@ const (
 	// DefaultQueueType is the type of the queues a node creates
 	// (task_default_queue_type).
 	DefaultQueueType = QueueTypeClassic
+	// DefaultExchangeType is the type of the exchange declared for each
+	// task queue (task_default_exchange_type).
+	DefaultExchangeType = "direct"
+	// DefaultDelayedDeliveryQueueType is the type of the celery_delayed_*
+	// queues of native delayed delivery
+	// (broker_native_delayed_delivery_queue_type, as Celery 5.5's).
+	DefaultDelayedDeliveryQueueType = QueueTypeQuorum
 	// DefaultPrefetchMultiplier: prefetch = concurrency × this
 	// (worker_prefetch_multiplier).
 	DefaultPrefetchMultiplier = 4

@@ -25,6 +25,7 @@ type Client struct {
 	clock *events.Clock
 	oid   string
 	log   *zap.Logger
+	queue QueueOptions
 }
 
 // NewClient returns a client on t; clock may be nil; log may be nil.
@@ -36,6 +37,17 @@ func NewClient(t Transport, clock *events.Clock, log *zap.Logger) *Client {
 		log = zap.NewNop()
 	}
 	return &Client{t: t, clock: clock, oid: uuid4(), log: log}
+}
+
+// WithReplyQueue makes c declare its reply queue as o says (Celery 5.6
+// uses control_queue_durable and control_queue_exclusive for the reply
+// queue too); it returns c, or an error for options o.Validate refuses.
+func (c *Client) WithReplyQueue(o QueueOptions) (*Client, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	c.queue = o
+	return c, nil
 }
 
 func uuid4() string {
@@ -87,8 +99,8 @@ func (c *Client) Broadcast(ctx context.Context, method string, arguments map[str
 			return nil, err
 		}
 		var err error
-		sub, err = c.t.Subscribe(ctx, QueueSpec{Name: c.oid + "." + ReplyExchange, Exchange: ReplyExchange, ExchangeType: "direct",
-			RoutingKey: c.oid, Expires: QueueExpires, MessageTTL: QueueTTL})
+		sub, err = c.t.Subscribe(ctx, c.queue.apply(QueueSpec{Name: c.oid + "." + ReplyExchange, Exchange: ReplyExchange, ExchangeType: "direct",
+			RoutingKey: c.oid, Expires: QueueExpires, MessageTTL: QueueTTL}))
 		if err != nil {
 			return nil, err
 		}

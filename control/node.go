@@ -46,6 +46,9 @@ type Config struct {
 	Software string
 	// ReplyTimeout bounds publishing one reply; default 5 s.
 	ReplyTimeout time.Duration
+	// Queue says how the node's pidbox queue is declared (Celery 5.6's
+	// control_queue_durable and control_queue_exclusive).
+	Queue QueueOptions
 	// Logger receives the node's log lines; nil logs nothing.
 	Logger *zap.Logger
 }
@@ -74,6 +77,9 @@ var ErrConfig = errors.New("control: invalid config")
 func New(cfg Config) (*Node, error) {
 	if cfg.Transport == nil || cfg.Worker == nil {
 		return nil, fmt.Errorf("%w: Transport and Worker are required", ErrConfig)
+	}
+	if err := cfg.Queue.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = cfg.Worker.Hostname()
@@ -111,8 +117,8 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := t.DeclareExchange(ctx, ReplyExchange, "direct", false); err != nil {
 		return err
 	}
-	sub, err := t.Subscribe(ctx, QueueSpec{Name: QueueName(n.cfg.Hostname), Exchange: Exchange, ExchangeType: "fanout",
-		Expires: QueueExpires, MessageTTL: QueueTTL})
+	sub, err := t.Subscribe(ctx, n.cfg.Queue.apply(QueueSpec{Name: QueueName(n.cfg.Hostname), Exchange: Exchange, ExchangeType: "fanout",
+		Expires: QueueExpires, MessageTTL: QueueTTL}))
 	if err != nil {
 		return err
 	}

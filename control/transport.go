@@ -13,6 +13,7 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/gworker/gworker/protocol"
@@ -29,6 +30,31 @@ const (
 	QueueTTL     = 300 * time.Second
 	QueueExpires = 10 * time.Second
 )
+
+// QueueOptions say how the pidbox queue of a node and the reply queue of a
+// client are declared, as Celery 5.6's control_queue_durable and
+// control_queue_exclusive. The zero value is kombu's default, a
+// non-durable auto-delete queue, which RabbitMQ 4.3 refuses unless its
+// deprecated transient_nonexcl_queues feature is permitted: exclusive
+// queues (which go with their connection) and durable ones are accepted.
+// Both at once is ErrConfig.
+type QueueOptions struct {
+	Durable, Exclusive bool
+}
+
+// Validate reports QueueOptions Celery refuses too.
+func (o QueueOptions) Validate() error {
+	if o.Durable && o.Exclusive {
+		return fmt.Errorf("%w: a control queue cannot be both durable and exclusive (an exclusive queue goes with its connection)", ErrConfig)
+	}
+	return nil
+}
+
+// apply sets o on q.
+func (o QueueOptions) apply(q QueueSpec) QueueSpec {
+	q.Durable, q.Exclusive = o.Durable, o.Exclusive
+	return q
+}
 
 // QueueName returns the pidbox queue of a node: "<node>.celery.pidbox".
 func QueueName(node string) string { return node + ".celery.pidbox" }

@@ -2,7 +2,7 @@
 // trying gworker from Python and for tests: tasks.add, tasks.mul,
 // tasks.xsum, tasks.echo, tasks.sleep, tasks.raise_error, the typed
 // tasks.double and tasks.area, and the ones that exercise results and
-// retries.
+// retries (tasks.flaky, tasks.retry_later).
 package demo
 
 import (
@@ -30,6 +30,7 @@ func Register(r *worker.Registry) error {
 		{"tasks.sleep", Sleep, []worker.Option{worker.Params("seconds")}},
 		{"tasks.raise_error", RaiseError, []worker.Option{worker.Params("message"), worker.Default("message", "boom")}},
 		{"tasks.flaky", Flaky, []worker.Option{worker.Params("times")}},
+		{"tasks.retry_later", RetryLater, []worker.Option{worker.Params("times", "seconds")}},
 		{"tasks.double", Double, []worker.Option{worker.Params("x")}},
 		{"tasks.area", RectArea, []worker.Option{worker.Params("w", "h")}},
 	}
@@ -209,6 +210,33 @@ func Flaky(ctx context.Context, times int) (int, error) {
 		return 0, worker.Retry(nil, worker.Countdown(100*time.Millisecond), worker.MaxRetries(times))
 	}
 	return retries, nil
+}
+
+// RetryLater retries itself times times, each time with a countdown of
+// seconds, and then reports how its last message was delivered: the
+// retries, the exchange and routing key it came with, and the largest
+// count among its x-death entries (how often the broker dead-lettered it
+// from one queue; 0 when it has none). A countdown of a second or more on
+// a quorum queue goes through RabbitMQ's native delayed delivery.
+func RetryLater(ctx context.Context, times int, seconds float64) (map[string]any, error) {
+	req, _ := worker.RequestFromContext(ctx)
+	if req == nil {
+		return nil, protocol.NewException("RuntimeError", "retry_later() runs only as a task")
+	}
+	if req.Retries < times {
+		return nil, worker.Retry(nil, worker.Countdown(time.Duration(seconds*float64(time.Second))), worker.MaxRetries(times))
+	}
+	deaths := int64(0)
+	list, _ := req.Headers["x-death"].([]any)
+	for _, e := range list {
+		if m, ok := e.(map[string]any); ok {
+			if n, ok := m["count"].(int64); ok && n > deaths {
+				deaths = n
+			}
+		}
+	}
+	return map[string]any{"retries": int64(req.Retries), "exchange": req.DeliveryInfo.Exchange,
+		"routing_key": req.DeliveryInfo.RoutingKey, "x_death_max_count": deaths}, nil
 }
 
 // Double returns 2x. Its parameter is a Go int: Python's 3 and 3.0 bind,

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gworker/gworker/gworkertest"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/worker"
 )
@@ -109,5 +110,32 @@ func TestTypedTasks(t *testing.T) {
 	b, err := protocol.MarshalJSON(v)
 	if err != nil || string(b) != `{"area": 6.0, "unit": "cm2"}` {
 		t.Errorf("area(2, h=3) = %s, %v", b, err)
+	}
+}
+
+// tasks.retry_later retries as often as asked and reports its last
+// delivery (through the in-memory broker: the default exchange).
+func TestRetryLater(t *testing.T) {
+	r := worker.NewRegistry()
+	if err := Register(r); err != nil {
+		t.Fatal(err)
+	}
+	env := gworkertest.NewEnv(t, gworkertest.Config{Registry: r})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := env.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := env.SendTask(ctx, "tasks.retry_later", []any{int64(2), 0.01}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := env.Wait(ctx, res.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := meta.Result.(map[string]any)
+	if meta.Status != "SUCCESS" || got["retries"] != int64(2) || got["routing_key"] != env.Queue() || got["x_death_max_count"] != int64(0) {
+		t.Errorf("retry_later(2, 0.01): %s %#v", meta.Status, meta.Result)
 	}
 }

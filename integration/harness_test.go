@@ -709,6 +709,7 @@ type pyClient struct {
 	Broker  string         // defaults to the run's vhost
 	Backend string         // defaults to Redis
 	Conf    map[string]any // extra Celery settings
+	Env     []string       // extra environment (PYTHONPATH for Celery 5.5)
 }
 
 // run executes script with /usr/bin/python3 after the prelude and returns
@@ -741,6 +742,7 @@ func (c pyClient) tryRun(t testing.TB, script string, timeout time.Duration) (py
 	cmd.Env = append(cleanEnv(),
 		"GW_BROKER="+c.Broker, "GW_BACKEND="+c.Backend, "GW_CONF="+string(conf),
 		fmt.Sprintf("GW_TIMEOUT=%d", pythonTimeout), "PYTHONDONTWRITEBYTECODE=1")
+	cmd.Env = append(cmd.Env, c.Env...)
 	cmd.Dir = env.tmp
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e

@@ -14,6 +14,7 @@ import (
 	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/transport"
 )
 
 // DefaultQueue is Celery's default task queue (task_default_queue):
@@ -33,7 +34,9 @@ var (
 )
 
 // Publisher publishes an encoded message. amqptransport's Broker satisfies
-// it; it is expected to wait for the broker's publisher confirm.
+// it; it is expected to wait for the broker's publisher confirm. A message
+// with an eta goes through PublishDelayed when the Publisher is also a
+// transport.DelayPublisher (amqptransport's native delayed delivery).
 type Publisher interface {
 	Publish(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage) error
 }
@@ -378,7 +381,13 @@ func (p *Producer) publish(ctx context.Context, msg Message) error {
 	if err := p.declare(ctx, route.Declare); err != nil {
 		return err
 	}
-	if err := p.pub.Publish(ctx, route.Exchange, route.RoutingKey, raw); err != nil {
+	if dp, ok := p.pub.(transport.DelayPublisher); ok && m.ETA != nil {
+		// The transport may have the broker hold it until its eta.
+		err = dp.PublishDelayed(ctx, route.Exchange, route.RoutingKey, raw, *m.ETA)
+	} else {
+		err = p.pub.Publish(ctx, route.Exchange, route.RoutingKey, raw)
+	}
+	if err != nil {
 		return fmt.Errorf("%w: task %s (%s) to %q/%q: %w", ErrPublish, m.ID, m.Task, route.Exchange, route.RoutingKey, err)
 	}
 	p.opts.Logger.Debug("task sent",

@@ -246,3 +246,55 @@ func TestPublishRetry(t *testing.T) {
 		t.Errorf("compression %v correlation %q route %q", h["compression"], got.msg.CorrelationID, got.routingKey)
 	}
 }
+
+// delayRecorder is a transport that can have the broker hold a message.
+type delayRecorder struct {
+	recorder
+	due []time.Time
+}
+
+func (r *delayRecorder) PublishDelayed(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage, due time.Time) error {
+	r.mu.Lock()
+	r.due = append(r.due, due)
+	r.mu.Unlock()
+	return r.Publish(ctx, exchange, routingKey, msg)
+}
+
+// A message with an eta (a countdown, an ETA, a retry) goes through
+// PublishDelayed with that eta; one without goes through Publish.
+func TestDelayedPublishGetsTheETA(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := &delayRecorder{}
+	p := producer.New(rec, producer.Options{Now: func() time.Time { return now }})
+	ctx := context.Background()
+	if _, err := p.SendTask(ctx, "tasks.a", nil, nil, producer.Countdown(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	eta := now.Add(time.Hour)
+	if _, err := p.SendTask(ctx, "tasks.a", nil, nil, producer.ETA(eta)); err != nil {
+		t.Fatal(err)
+	}
+	m := &protocol.Message{ID: "00000211-0000-4000-8000-000000000002", Task: "tasks.r", ETA: &eta,
+		Exchange: "celery_delayed_delivery", RoutingKey: "celery"}
+	if err := p.Publish(ctx, m, producer.RouteOf(m)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.SendTask(ctx, "tasks.a", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.msgs) != 4 {
+		t.Fatalf("%d messages published, want 4", len(rec.msgs))
+	}
+	want := []time.Time{now.Add(5 * time.Second), eta, eta}
+	if len(rec.due) != len(want) {
+		t.Fatalf("PublishDelayed got %v, want %v", rec.due, want)
+	}
+	for i := range want {
+		if !rec.due[i].Equal(want[i]) {
+			t.Errorf("due[%d] = %v, want %v", i, rec.due[i], want[i])
+		}
+	}
+	if got := rec.msgs[2]; got.exchange != "celery_delayed_delivery" || got.routingKey != "celery" {
+		t.Errorf("retry handed over for %q/%q: the transport decides the delayed route", got.exchange, got.routingKey)
+	}
+}

@@ -38,8 +38,8 @@
 //
 // What only some brokers can do is an optional interface checked with a type
 // assertion, in the style of database/sql/driver: DeliveryCounter and
-// StaleChecker on a Delivery, ReconnectCounter and StaleAckCounter on a
-// Broker.
+// StaleChecker on a Delivery, ReconnectCounter, StaleAckCounter and
+// DelayPublisher on a Broker.
 package transport
 
 import (
@@ -98,8 +98,9 @@ type Consumer interface {
 	Close() error
 }
 
-// QueueSpec describes a non-durable, auto-delete queue bound to an
-// exchange, as kombu declares the pidbox and reply queues.
+// QueueSpec describes a queue bound to an exchange, as kombu declares the
+// pidbox and reply queues: non-durable and auto-delete unless Durable or
+// Exclusive says otherwise.
 type QueueSpec struct {
 	Name         string
 	Exchange     string
@@ -107,6 +108,13 @@ type QueueSpec struct {
 	RoutingKey   string
 	// Expires (x-expires) and MessageTTL (x-message-ttl); zero: none.
 	Expires, MessageTTL time.Duration
+	// Durable declares a durable queue that is not auto-deleted, and
+	// Exclusive a queue only its connection uses and that goes with it
+	// (Celery 5.6's control_queue_durable and control_queue_exclusive):
+	// the kinds of queue RabbitMQ 4.3 accepts, as it refuses transient
+	// non-exclusive ones. At most one of them. Brokers without such queues
+	// ignore both.
+	Durable, Exclusive bool
 }
 
 // Bounds of a Subscription, which anyone on the broker can fill: messages
@@ -166,6 +174,17 @@ type StaleAckCounter interface {
 	StaleAcks() int64
 }
 
+// DelayPublisher is an optional interface of Broker, for brokers that can
+// hold a message until it is due (RabbitMQ's native delayed delivery, as
+// Celery 5.5 uses it for quorum queues). PublishDelayed publishes msg as
+// Publish does; due is when the message is due (its eta). The transport
+// may route it so that the broker delivers it about then, or publish it
+// as Publish does; either way the consumer holds a message that arrives
+// before it is due.
+type DelayPublisher interface {
+	PublishDelayed(ctx context.Context, exchange, routingKey string, msg *protocol.RawMessage, due time.Time) error
+}
+
 // Options are what an Opener may use besides the URL. Transports ignore
 // what does not apply to them.
 type Options struct {
@@ -179,6 +198,14 @@ type Options struct {
 	// DefaultQueueType is the type of the queues the transport creates
 	// ("classic" or "quorum" on RabbitMQ).
 	DefaultQueueType string
+	// DefaultExchangeType is the type of the exchange declared for each
+	// task queue ("direct", the default, "topic" or "fanout"), as
+	// Celery's task_default_exchange_type.
+	DefaultExchangeType string
+	// DelayedDeliveryQueueType is the type of the queues of RabbitMQ's
+	// native delayed delivery ("quorum", the default, or "classic"), as
+	// Celery 5.5's broker_native_delayed_delivery_queue_type.
+	DelayedDeliveryQueueType string
 	// TransportOptions are kombu's broker_transport_options, values as
 	// text.
 	TransportOptions map[string]string

@@ -10,6 +10,7 @@ package opsplane
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,10 @@ type Config struct {
 	WithoutMingle bool
 	// WithoutControl answers no remote control commands.
 	WithoutControl bool
+	// ControlQueue says how the node's pidbox queue, and mingle's reply
+	// queue, are declared (Celery 5.6's control_queue_durable and
+	// control_queue_exclusive).
+	ControlQueue control.QueueOptions
 	// MingleTimeout bounds mingle; default 1 s.
 	MingleTimeout time.Duration
 	// StateDB is the file the revoked ids persist in (--statedb); empty
@@ -58,6 +63,13 @@ type Config struct {
 	Logger   *zap.Logger
 }
 
+// Bounds of the retries of a control node whose pidbox queue the broker
+// refused.
+const (
+	controlRetryMin = time.Second
+	controlRetryMax = time.Minute
+)
+
 // Plane is a running operations plane.
 type Plane struct {
 	cfg     Config
@@ -66,8 +78,14 @@ type Plane struct {
 	revoked *worker.RevokedSet
 	events  *events.Dispatcher
 	state   workerState
-	node    *control.Node
 	started bool
+
+	mu   sync.Mutex
+	node *control.Node // nil until it answers
+	// stopRetry ends the retries of a refused node; retryDone is closed
+	// when they ended. Both nil when there are none.
+	stopRetry chan struct{}
+	retryDone chan struct{}
 }
 
 // workerState gives the dispatcher the worker's counts once it exists.
@@ -101,6 +119,9 @@ func New(cfg Config) (*Plane, error) {
 	}
 	if cfg.MingleTimeout <= 0 {
 		cfg.MingleTimeout = DefaultMingleTimeout
+	}
+	if err := cfg.ControlQueue.Validate(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -141,15 +162,31 @@ func (p *Plane) Revoked() *worker.RevokedSet { return p.revoked }
 // Events returns the event dispatcher.
 func (p *Plane) Events() *events.Dispatcher { return p.events }
 
-// Node returns the control node, nil before Start or WithoutControl.
-func (p *Plane) Node() *control.Node { return p.node }
+// Node returns the control node, nil before Start, with WithoutControl,
+// and while the broker refuses its pidbox queue.
+func (p *Plane) Node() *control.Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.node
+}
 
 // Start mingles with the other nodes, starts answering remote control and
 // sends worker-online. w must have been built with Sink and Revoked.
+//
+// A node whose pidbox queue the broker refuses (an exclusive queue of that
+// name held by another connection, a permission, a kind of queue the broker
+// does not accept) is no reason to stop the worker: the refusal is logged
+// at ERROR with the broker's reason, the worker runs its tasks without
+// answering remote control, and the node tries again, with growing delays
+// up to a minute, until it answers or Stop.
 func (p *Plane) Start(ctx context.Context, w *worker.Worker) error {
 	p.state.w.Store(w)
 	if !p.cfg.WithoutMingle {
-		nodes, err := control.NewClient(p.cfg.Transport, p.clock, p.log).Mingle(ctx, p.cfg.Hostname, p.revoked, p.cfg.MingleTimeout)
+		client, err := control.NewClient(p.cfg.Transport, p.clock, p.log).WithReplyQueue(p.cfg.ControlQueue)
+		if err != nil {
+			return err
+		}
+		nodes, err := client.Mingle(ctx, p.cfg.Hostname, p.revoked, p.cfg.MingleTimeout)
 		switch {
 		case err != nil:
 			p.log.Warn("mingle failed: "+err.Error(), zap.Error(err))
@@ -162,22 +199,102 @@ func (p *Plane) Start(ctx context.Context, w *worker.Worker) error {
 	if !p.cfg.WithoutControl {
 		node, err := control.New(control.Config{Transport: p.cfg.Transport, Worker: w, Events: p.events, Clock: p.clock,
 			Hostname: p.cfg.Hostname, Shutdown: p.cfg.Shutdown, Broker: control.BrokerInfo(p.cfg.BrokerURL),
-			Conf: p.cfg.Conf, Software: "gworker " + p.cfg.Version, Logger: p.log})
+			Conf: p.cfg.Conf, Software: "gworker " + p.cfg.Version, Queue: p.cfg.ControlQueue, Logger: p.log})
 		if err != nil {
 			return err
 		}
 		if err := node.Start(ctx); err != nil {
-			return err
+			p.refused(node, err)
+		} else {
+			p.mu.Lock()
+			p.node = node
+			p.mu.Unlock()
 		}
-		p.node = node
 	}
 	if err := p.events.Start(ctx); err != nil {
-		if p.node != nil {
-			_ = p.node.Stop()
-		}
+		p.stopControl()
 		return err
 	}
 	p.started = true
+	return nil
+}
+
+// refused logs why node could not start and retries in the background.
+func (p *Plane) refused(node *control.Node, err error) {
+	queue := control.QueueName(p.cfg.Hostname)
+	p.log.Error("remote control: the broker refused this node's pidbox queue; the worker runs its tasks but answers no inspect or control command until the queue is declared, which it keeps trying",
+		zap.String("queue", queue), zap.Error(err))
+	stop, done := make(chan struct{}), make(chan struct{})
+	p.mu.Lock()
+	p.stopRetry, p.retryDone = stop, done
+	p.mu.Unlock()
+	go func() {
+		defer close(done)
+		delay := controlRetryMin
+		last := err.Error()
+		for {
+			t := time.NewTimer(delay)
+			select {
+			case <-stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			go func() {
+				select {
+				case <-stop:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			err := node.Start(ctx)
+			cancel()
+			if err == nil {
+				p.mu.Lock()
+				select {
+				case <-stop:
+					// Stop came first: it will not stop this node.
+					p.mu.Unlock()
+					_ = node.Stop()
+					return
+				default:
+				}
+				p.node = node
+				p.mu.Unlock()
+				p.log.Info("remote control: the pidbox queue is declared; answering inspect and control commands", zap.String("queue", queue))
+				return
+			}
+			if err.Error() != last {
+				last = err.Error()
+				p.log.Error("remote control: the broker still refuses this node's pidbox queue", zap.String("queue", queue), zap.Error(err))
+			} else {
+				p.log.Debug("remote control: the broker still refuses this node's pidbox queue", zap.String("queue", queue), zap.Error(err))
+			}
+			delay = min(2*delay, controlRetryMax)
+		}
+	}()
+}
+
+// stopControl ends the retries of a refused node and stops the node.
+func (p *Plane) stopControl() error {
+	p.mu.Lock()
+	stop, done := p.stopRetry, p.retryDone
+	p.stopRetry = nil
+	if stop != nil {
+		close(stop)
+	}
+	p.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+	p.mu.Lock()
+	node := p.node
+	p.node = nil
+	p.mu.Unlock()
+	if node != nil {
+		return node.Stop()
+	}
 	return nil
 }
 
@@ -185,9 +302,7 @@ func (p *Plane) Start(ctx context.Context, w *worker.Worker) error {
 // worker-offline (until ctx ends) and saves the state file.
 func (p *Plane) Stop(ctx context.Context) error {
 	var errs []error
-	if p.node != nil {
-		errs = append(errs, p.node.Stop())
-	}
+	errs = append(errs, p.stopControl())
 	if p.started {
 		p.events.Stop(ctx)
 	}
