@@ -34,7 +34,7 @@ func RevokedData(rs *worker.RevokedSet) protocol.Dict {
 // [timestamp, id] pairs. Entries of another form are ignored.
 func MergeRevoked(rs *worker.RevokedSet, m map[string]any) int {
 	now, mono := time.Now(), monotonic()
-	n := 0
+	entries := make(map[string]time.Time, len(m))
 	for id, v := range m {
 		if l, ok := v.([]any); ok && len(l) > 0 {
 			v = l[0]
@@ -48,14 +48,17 @@ func MergeRevoked(rs *worker.RevokedSet, m map[string]any) int {
 		default:
 			continue
 		}
+		if protocol.CheckID(id) != nil {
+			continue // not an id a task could have
+		}
 		age := time.Duration((mono - ts) * float64(time.Second))
 		if age < 0 {
 			age = 0
 		}
-		rs.AddAt(id, now.Add(-age))
-		n++
+		entries[id] = now.Add(-age)
 	}
-	return n
+	rs.AddAll(entries) // one pass, whatever the size of the merge
+	return len(entries)
 }
 
 // stateFile is the --statedb format: the revoked ids with the wall-clock
@@ -121,10 +124,10 @@ func LoadState(path string, rs *worker.RevokedSet) (int, error) {
 	now := time.Now()
 	for id, at := range st.Revoked {
 		if at.After(now) {
-			at = now
+			st.Revoked[id] = now
 		}
-		rs.AddAt(id, at)
 	}
+	rs.AddAll(st.Revoked)
 	return len(st.Revoked), nil
 }
 

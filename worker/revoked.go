@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"container/heap"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -15,8 +16,10 @@ const (
 
 // RevokedSet holds the ids of revoked tasks, as Celery's LimitedSet: at most
 // Max ids, each kept for Expires after it was added; when full, the oldest
-// ids make room. It is safe for concurrent use, and Contains is cheap while
-// the set is empty.
+// ids make room. Like LimitedSet it keeps a heap ordered by time beside the
+// map, so adding an id and purging the expired and oldest ones cost
+// O(log n) each, and a merge of many ids is one pass. It is safe for
+// concurrent use, and Contains is cheap while the set is empty.
 type RevokedSet struct {
 	max     int
 	expires time.Duration
@@ -26,6 +29,28 @@ type RevokedSet struct {
 	mu sync.Mutex
 	// ids maps an id to the time it was added.
 	ids map[string]time.Time
+	// byTime holds an entry per addition, oldest first; an entry whose
+	// time is no longer its id's (renewed, or purged) is stale and
+	// skipped when it comes to the top.
+	byTime revokedHeap
+}
+
+type revokedEntry struct {
+	at time.Time
+	id string
+}
+
+type revokedHeap []revokedEntry
+
+func (h revokedHeap) Len() int           { return len(h) }
+func (h revokedHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h revokedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *revokedHeap) Push(x any)        { *h = append(*h, x.(revokedEntry)) }
+func (h *revokedHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
 }
 
 // NewRevokedSet returns an empty set; max <= 0 and expires <= 0 take the
@@ -46,7 +71,7 @@ func (s *RevokedSet) Add(ids ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, id := range ids {
-		s.ids[id] = now
+		s.setLocked(id, now)
 	}
 	s.purgeLocked(now)
 }
@@ -55,16 +80,31 @@ func (s *RevokedSet) Add(ids ...string) {
 // an id already known keeps its later time. Ids older than the expiry are
 // ignored.
 func (s *RevokedSet) AddAt(id string, at time.Time) {
+	s.AddAll(map[string]time.Time{id: at})
+}
+
+// AddAll merges ids with the times they were revoked, in one pass, as
+// AddAt does for each: a known id keeps its later time, and ids older than
+// the expiry are ignored.
+func (s *RevokedSet) AddAll(entries map[string]time.Time) {
 	now := s.now()
-	if now.Sub(at) > s.expires {
-		return
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.ids[id]; !ok || at.After(old) {
-		s.ids[id] = at
+	for id, at := range entries {
+		if now.Sub(at) > s.expires {
+			continue
+		}
+		if old, ok := s.ids[id]; !ok || at.After(old) {
+			s.setLocked(id, at)
+		}
 	}
 	s.purgeLocked(now)
+}
+
+// setLocked records id at time at.
+func (s *RevokedSet) setLocked(id string, at time.Time) {
+	s.ids[id] = at
+	heap.Push(&s.byTime, revokedEntry{at: at, id: id})
 }
 
 // Contains reports whether id is revoked and not expired.
@@ -79,8 +119,7 @@ func (s *RevokedSet) Contains(id string) bool {
 		return false
 	}
 	if s.now().Sub(at) > s.expires {
-		delete(s.ids, id)
-		s.n.Store(int64(len(s.ids)))
+		s.purgeLocked(s.now())
 		return false
 	}
 	return true
@@ -119,26 +158,38 @@ func (s *RevokedSet) IDs() []string {
 // purge.
 func (s *RevokedSet) Len() int { return int(s.n.Load()) }
 
-// purgeLocked drops expired ids, then the oldest ones beyond max.
+// purgeLocked drops expired ids, then the oldest ones beyond max: each
+// removal is a heap pop, so a purge costs O(log n) per id it removes (and
+// per stale entry it passes).
 func (s *RevokedSet) purgeLocked(now time.Time) {
-	for id, at := range s.ids {
-		if now.Sub(at) > s.expires {
-			delete(s.ids, id)
-		}
-	}
-	if over := len(s.ids) - s.max; over > 0 {
-		type entry struct {
-			id string
-			at time.Time
-		}
-		all := make([]entry, 0, len(s.ids))
-		for id, at := range s.ids {
-			all = append(all, entry{id, at})
-		}
-		sort.Slice(all, func(i, j int) bool { return all[i].at.Before(all[j].at) })
-		for _, e := range all[:over] {
-			delete(s.ids, e.id)
+	for len(s.byTime) > 0 {
+		top := s.byTime[0]
+		at, live := s.ids[top.id]
+		switch {
+		case !live || !at.Equal(top.at):
+			heap.Pop(&s.byTime) // stale: renewed or already removed
+		case now.Sub(top.at) > s.expires || len(s.ids) > s.max:
+			heap.Pop(&s.byTime)
+			delete(s.ids, top.id)
+		default:
+			s.compactLocked()
+			s.n.Store(int64(len(s.ids)))
+			return
 		}
 	}
 	s.n.Store(int64(len(s.ids)))
+}
+
+// compactLocked rebuilds the heap from the map when stale entries (ids
+// renewed again and again) make up most of it, so that it stays O(n).
+func (s *RevokedSet) compactLocked() {
+	if len(s.byTime) <= 2*len(s.ids)+64 {
+		return
+	}
+	h := make(revokedHeap, 0, len(s.ids))
+	for id, at := range s.ids {
+		h = append(h, revokedEntry{at: at, id: id})
+	}
+	heap.Init(&h)
+	s.byTime = h
 }
