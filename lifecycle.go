@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,17 +51,39 @@ func (a *App) Start(ctx context.Context) error {
 	a.running = r
 	a.mu.Unlock()
 
+	// The probes answer from before the broker is reached until the
+	// worker has stopped: /healthz 200 throughout (an outage or a drain
+	// must not make the process look unsound), /readyz 200 only while
+	// consuming.
+	var (
+		mx         *metrics.Metrics
+		late       *lateSources
+		stopProbes = func() {}
+	)
+	if a.cfg.MetricsAddr != "" {
+		late = &lateSources{}
+		mx = late.metrics(a.log())
+		pctx, pcancel := context.WithCancel(context.Background())
+		addr, err := mx.Serve(pctx, a.cfg.MetricsAddr)
+		if err != nil {
+			pcancel()
+			err = fmt.Errorf("metrics: %w", err)
+			r.finish(err)
+			return err
+		}
+		stopProbes = pcancel
+		a.log().Info("metrics, health and readiness on http://" + addr.String() + "/metrics, /healthz, /readyz")
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	w, plane, mx, err := a.newWorker(ctx, cancel)
+	r.cancel = func() {
+		if mx != nil {
+			mx.Drain()
+		}
+		cancel()
+	}
+	w, plane, err := a.newWorker(ctx, r.cancel, late)
 	if err == nil && mx != nil {
 		mx.SetWorker(w)
-		var addr net.Addr
-		if addr, err = mx.Serve(runCtx, a.cfg.MetricsAddr); err != nil {
-			err = fmt.Errorf("metrics: %w", err)
-		} else {
-			a.log().Info("metrics, health and readiness on http://" + addr.String() + "/metrics, /healthz, /readyz")
-		}
 	}
 	if err == nil {
 		r.w, r.plane, r.mx = w, plane, mx
@@ -73,11 +95,13 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	if err != nil {
 		cancel()
+		stopProbes()
 		r.finish(err)
 		_ = a.Close()
 		return err
 	}
 	go func() {
+		defer stopProbes()
 		err := w.Run(runCtx)
 		sctx, scancel := context.WithTimeout(context.Background(), DefaultStopTimeout)
 		if perr := plane.Stop(sctx); perr != nil {
@@ -109,21 +133,21 @@ func (r *run) finish(err error) {
 
 // newWorker connects and builds the worker and its operations plane from
 // the Config; shutdown is what the remote shutdown command calls.
-func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker, plane *opsplane.Plane, mx *metrics.Metrics, err error) {
+func (a *App) newWorker(ctx context.Context, shutdown func(), late *lateSources) (w *worker.Worker, plane *opsplane.Plane, err error) {
 	c, err := a.connect(ctx, roleWorker)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	log := a.log()
 	log.Info("Connected to " + RedactURL(c.brokerURL))
 	if _, err := a.registry.Lookup(followup.ChordUnlockTask); err != nil {
 		if err := followup.RegisterBuiltins(a.registry, c.producer, c.backend, log); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 	}
 	for name, rate := range a.cfg.RateLimits {
 		if err := a.registry.SetRateLimit(name, rate); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 	}
 	queues := a.cfg.ConsumedQueues()
@@ -131,11 +155,11 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 	if a.cfg.Purge {
 		for _, q := range queues {
 			if err := admin.DeclareTaskQueue(ctx, q); err != nil {
-				return nil, nil, nil, fmt.Errorf("purge %s: %w", q, err)
+				return nil, nil, fmt.Errorf("purge %s: %w", q, err)
 			}
 			n, err := admin.PurgeQueue(ctx, q)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("purge %s: %w", q, err)
+				return nil, nil, fmt.Errorf("purge %s: %w", q, err)
 			}
 			log.Warn(fmt.Sprintf("Purged %d messages from queue %s.", n, q))
 		}
@@ -156,21 +180,12 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 		Logger:            log,
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	var sink worker.EventSink = plane.Sink()
-	if a.cfg.MetricsAddr != "" {
-		mcfg := metrics.Config{Next: plane.Sink(), Logger: log,
-			EventsDropped: plane.Events().Dropped,
-			Ready:         func(ctx context.Context) error { return ready(ctx, c, queues) }}
-		if rc, ok := c.broker.(transport.ReconnectCounter); ok {
-			mcfg.BrokerReconnects = rc.Reconnects
-		}
-		if sc, ok := c.broker.(transport.StaleAckCounter); ok {
-			mcfg.StaleAcks = sc.StaleAcks
-		}
-		mx = metrics.New(mcfg)
-		sink = mx
+	if late != nil {
+		late.attach(plane, c, queues)
+		sink = late.mx
 	}
 	accept, _ := config.AcceptContentTypes(a.cfg.Accept) // validated in New
 	w, err = worker.New(worker.Config{
@@ -194,9 +209,9 @@ func (a *App) newWorker(ctx context.Context, shutdown func()) (w *worker.Worker,
 		Revoked:            plane.Revoked(),
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return w, plane, mx, nil
+	return w, plane, nil
 }
 
 // ready is the readiness check of MetricsAddr: the broker tells the length
@@ -308,4 +323,66 @@ func (a *App) coldShutdown() {
 	}
 	a.log().Warn("worker: Cold shutdown: cancelling the running tasks")
 	r.w.Terminate()
+}
+
+// lateSources are what the metrics of a node read from it, filled in once
+// it has connected: the metrics and their probes are served before that.
+type lateSources struct {
+	mx     *metrics.Metrics
+	sink   atomic.Pointer[worker.EventSink]
+	plane  atomic.Pointer[opsplane.Plane]
+	conn   atomic.Pointer[conn]
+	queues atomic.Pointer[[]string]
+}
+
+// metrics builds the node's metrics on the sources.
+func (l *lateSources) metrics(log *zap.Logger) *metrics.Metrics {
+	l.mx = metrics.New(metrics.Config{Next: l, Logger: log,
+		EventsDropped: func() int64 {
+			if p := l.plane.Load(); p != nil {
+				return p.Events().Dropped()
+			}
+			return 0
+		},
+		BrokerReconnects: func() uint64 {
+			if c := l.conn.Load(); c != nil {
+				if rc, ok := c.broker.(transport.ReconnectCounter); ok {
+					return rc.Reconnects()
+				}
+			}
+			return 0
+		},
+		StaleAcks: func() int64 {
+			if c := l.conn.Load(); c != nil {
+				if sc, ok := c.broker.(transport.StaleAckCounter); ok {
+					return sc.StaleAcks()
+				}
+			}
+			return 0
+		},
+		Ready: func(ctx context.Context) error {
+			c, q := l.conn.Load(), l.queues.Load()
+			if c == nil || q == nil {
+				return metrics.ErrNotConsuming
+			}
+			return ready(ctx, c, *q)
+		},
+	})
+	return l.mx
+}
+
+// attach gives the metrics the connected node.
+func (l *lateSources) attach(p *opsplane.Plane, c *conn, queues []string) {
+	sink := p.Sink()
+	l.sink.Store(&sink)
+	l.plane.Store(p)
+	l.conn.Store(c)
+	l.queues.Store(&queues)
+}
+
+// TaskEvent passes a counted event on to the plane (worker.EventSink).
+func (l *lateSources) TaskEvent(ev *worker.TaskEvent) {
+	if s := l.sink.Load(); s != nil {
+		(*s).TaskEvent(ev)
+	}
 }

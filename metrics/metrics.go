@@ -63,6 +63,9 @@ type Metrics struct {
 	runtime *prometheus.HistogramVec
 	worker  workerRef
 
+	// draining: a shutdown began; /readyz answers 503 from then on.
+	draining atomic.Bool
+
 	// readyMu serializes readiness checks; readyAt and readyErr are
 	// the last one's time and answer.
 	readyMu  sync.Mutex
@@ -204,7 +207,19 @@ func (m *Metrics) Handler() http.Handler {
 // any more).
 var ErrNotConsuming = errors.New("the worker is not consuming")
 
+// ErrDraining is the readiness error of a worker whose shutdown began: it
+// takes no new tasks while the running ones finish.
+var ErrDraining = errors.New("the worker is shutting down")
+
+// Drain makes /readyz answer 503 (ErrDraining) from now on, while /healthz
+// and /metrics go on answering: a warm shutdown takes the node out of
+// service without making it look unsound.
+func (m *Metrics) Drain() { m.draining.Store(true) }
+
 func (m *Metrics) ready(ctx context.Context) error {
+	if m.draining.Load() {
+		return ErrDraining
+	}
 	w := m.worker.get()
 	if w == nil {
 		return ErrNotConsuming
