@@ -12,7 +12,6 @@ import (
 	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/control"
 	"github.com/gworker/gworker/followup"
-	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/metrics"
 	"github.com/gworker/gworker/transport"
 	"github.com/gworker/gworker/worker"
@@ -30,7 +29,7 @@ var (
 // run is a started worker.
 type run struct {
 	w      *worker.Worker
-	plane  *opsplane.Plane  // events, remote control, mingle
+	plane  *opsPlane        // events, remote control, mingle
 	mx     *metrics.Metrics // nil without MetricsAddr
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -133,7 +132,7 @@ func (r *run) finish(err error) {
 
 // newWorker connects and builds the worker and its operations plane from
 // the Config; shutdown is what the remote shutdown command calls.
-func (a *App) newWorker(ctx context.Context, shutdown func(), late *lateSources) (w *worker.Worker, plane *opsplane.Plane, err error) {
+func (a *App) newWorker(ctx context.Context, shutdown func(), late *lateSources) (w *worker.Worker, plane *opsPlane, err error) {
 	c, err := a.connect(ctx, roleWorker)
 	if err != nil {
 		return nil, nil, err
@@ -165,7 +164,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func(), late *lateSources)
 		}
 	}
 	hostname := ExpandHostname(a.cfg.Hostname)
-	plane, err = opsplane.New(opsplane.Config{
+	plane, err = newOpsPlane(planeConfig{
 		Transport:         c.broker,
 		Hostname:          hostname,
 		TaskEvents:        a.cfg.TaskEvents,
@@ -330,7 +329,7 @@ func (a *App) coldShutdown() {
 type lateSources struct {
 	mx     *metrics.Metrics
 	sink   atomic.Pointer[worker.EventSink]
-	plane  atomic.Pointer[opsplane.Plane]
+	plane  atomic.Pointer[opsPlane]
 	conn   atomic.Pointer[conn]
 	queues atomic.Pointer[[]string]
 }
@@ -372,7 +371,7 @@ func (l *lateSources) metrics(log *zap.Logger) *metrics.Metrics {
 }
 
 // attach gives the metrics the connected node.
-func (l *lateSources) attach(p *opsplane.Plane, c *conn, queues []string) {
+func (l *lateSources) attach(p *opsPlane, c *conn, queues []string) {
 	sink := p.Sink()
 	l.sink.Store(&sink)
 	l.plane.Store(p)

@@ -88,3 +88,7 @@ func DefaultConcurrency() int { return runtime.NumCPU() }
 // DefaultAccept returns the serializers a node accepts by default
 // (accept_content): json only.
 func DefaultAccept() []string { return []string{DefaultSerializer} }
+
+// DefaultMingleTimeout is how long mingle waits for the other nodes'
+// replies at start-up (Celery: 1 s).
+const DefaultMingleTimeout = time.Second

@@ -1,11 +1,12 @@
-// Package opsplane wires the operations plane around a worker: the event
+package gworker
+
+// The operations plane around a worker, wired by the App: the event
 // dispatcher, the remote control node, mingle at start-up and the revoked
 // ids kept in --statedb.
 //
-// Order of use: New (before the worker exists: it gives the worker its
-// event sink and revoked set), Start (once the worker is built), then Stop
-// after the worker's Run returned.
-package opsplane
+// Order of use: newOpsPlane (before the worker exists: it gives the worker
+// its event sink and revoked set), Start (once the worker is built), then
+// Stop after the worker's Run returned.
 
 import (
 	"context"
@@ -16,18 +17,15 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/control"
 	"github.com/gworker/gworker/events"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/worker"
 )
 
-// DefaultMingleTimeout is how long mingle waits for the other nodes'
-// replies (Celery: 1 s).
-const DefaultMingleTimeout = time.Second
-
-// Config configures the plane. Transport and Hostname are required.
-type Config struct {
+// planeConfig configures the plane. Transport and Hostname are required.
+type planeConfig struct {
 	// Transport carries remote control; Events carries events and
 	// defaults to Transport when it is an events.Publisher.
 	Transport control.Transport
@@ -70,14 +68,14 @@ const (
 	controlRetryMax = time.Minute
 )
 
-// Plane is a running operations plane.
-type Plane struct {
-	cfg     Config
+// opsPlane is a running operations plane.
+type opsPlane struct {
+	cfg     planeConfig
 	log     *zap.Logger
 	clock   *events.Clock
 	revoked *worker.RevokedSet
 	events  *events.Dispatcher
-	state   workerState
+	state   planeWorkerState
 	started bool
 
 	mu   sync.Mutex
@@ -88,17 +86,17 @@ type Plane struct {
 	retryDone chan struct{}
 }
 
-// workerState gives the dispatcher the worker's counts once it exists.
-type workerState struct{ w atomic.Pointer[worker.Worker] }
+// planeWorkerState gives the dispatcher the worker's counts once it exists.
+type planeWorkerState struct{ w atomic.Pointer[worker.Worker] }
 
-func (s *workerState) ActiveCount() int {
+func (s *planeWorkerState) ActiveCount() int {
 	if w := s.w.Load(); w != nil {
 		return w.Inspector().ActiveCount()
 	}
 	return 0
 }
 
-func (s *workerState) Processed() int64 {
+func (s *planeWorkerState) Processed() int64 {
 	if w := s.w.Load(); w != nil {
 		return w.Inspector().Processed()
 	}
@@ -106,7 +104,7 @@ func (s *workerState) Processed() int64 {
 }
 
 // New builds the plane and loads the state file.
-func New(cfg Config) (*Plane, error) {
+func newOpsPlane(cfg planeConfig) (*opsPlane, error) {
 	if cfg.Transport == nil || cfg.Hostname == "" {
 		return nil, errors.New("opsplane: Transport and Hostname are required")
 	}
@@ -118,7 +116,7 @@ func New(cfg Config) (*Plane, error) {
 		cfg.Events = p
 	}
 	if cfg.MingleTimeout <= 0 {
-		cfg.MingleTimeout = DefaultMingleTimeout
+		cfg.MingleTimeout = config.DefaultMingleTimeout
 	}
 	if err := cfg.ControlQueue.Validate(); err != nil {
 		return nil, err
@@ -127,7 +125,7 @@ func New(cfg Config) (*Plane, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	p := &Plane{cfg: cfg, log: log, clock: &events.Clock{}, revoked: worker.NewRevokedSet(0, 0)}
+	p := &opsPlane{cfg: cfg, log: log, clock: &events.Clock{}, revoked: worker.NewRevokedSet(0, 0)}
 	hb := cfg.HeartbeatInterval
 	if cfg.WithoutHeartbeat {
 		hb = -1
@@ -154,17 +152,17 @@ func New(cfg Config) (*Plane, error) {
 }
 
 // Sink is the worker's event sink (worker.Config.Events).
-func (p *Plane) Sink() worker.EventSink { return p.events }
+func (p *opsPlane) Sink() worker.EventSink { return p.events }
 
 // Revoked is the worker's revoked set (worker.Config.Revoked).
-func (p *Plane) Revoked() *worker.RevokedSet { return p.revoked }
+func (p *opsPlane) Revoked() *worker.RevokedSet { return p.revoked }
 
 // Events returns the event dispatcher.
-func (p *Plane) Events() *events.Dispatcher { return p.events }
+func (p *opsPlane) Events() *events.Dispatcher { return p.events }
 
 // Node returns the control node, nil before Start, with WithoutControl,
 // and while the broker refuses its pidbox queue.
-func (p *Plane) Node() *control.Node {
+func (p *opsPlane) Node() *control.Node {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.node
@@ -179,7 +177,7 @@ func (p *Plane) Node() *control.Node {
 // at ERROR with the broker's reason, the worker runs its tasks without
 // answering remote control, and the node tries again, with growing delays
 // up to a minute, until it answers or Stop.
-func (p *Plane) Start(ctx context.Context, w *worker.Worker) error {
+func (p *opsPlane) Start(ctx context.Context, w *worker.Worker) error {
 	p.state.w.Store(w)
 	if !p.cfg.WithoutMingle {
 		client, err := control.NewClient(p.cfg.Transport, p.clock, p.log).WithReplyQueue(p.cfg.ControlQueue)
@@ -220,7 +218,7 @@ func (p *Plane) Start(ctx context.Context, w *worker.Worker) error {
 }
 
 // refused logs why node could not start and retries in the background.
-func (p *Plane) refused(node *control.Node, err error) {
+func (p *opsPlane) refused(node *control.Node, err error) {
 	queue := control.QueueName(p.cfg.Hostname)
 	p.log.Error("remote control: the broker refused this node's pidbox queue; the worker runs its tasks but answers no inspect or control command until the queue is declared, which it keeps trying",
 		zap.String("queue", queue), zap.Error(err))
@@ -277,7 +275,7 @@ func (p *Plane) refused(node *control.Node, err error) {
 }
 
 // stopControl ends the retries of a refused node and stops the node.
-func (p *Plane) stopControl() error {
+func (p *opsPlane) stopControl() error {
 	p.mu.Lock()
 	stop, done := p.stopRetry, p.retryDone
 	p.stopRetry = nil
@@ -300,7 +298,7 @@ func (p *Plane) stopControl() error {
 
 // Stop stops remote control, publishes the queued events and
 // worker-offline (until ctx ends) and saves the state file.
-func (p *Plane) Stop(ctx context.Context) error {
+func (p *opsPlane) Stop(ctx context.Context) error {
 	var errs []error
 	errs = append(errs, p.stopControl())
 	if p.started {

@@ -1,4 +1,4 @@
-package opsplane_test
+package gworker
 
 import (
 	"context"
@@ -7,18 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gworker/gworker/control"
 	"github.com/gworker/gworker/gworkertest"
-	"github.com/gworker/gworker/internal/opsplane"
 	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/worker"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // refusingTransport routes fanout and direct exchanges in memory, and
 // refuses to declare the queue named refuse until allow is called.
@@ -98,7 +94,7 @@ func TestRefusedPidboxQueue(t *testing.T) {
 	const host = "gw@refused"
 	tr := &refusingTransport{refuse: control.QueueName(host), subs: map[*sub]control.QueueSpec{}, kinds: map[string]string{}}
 	core, logs := observer.New(zap.DebugLevel)
-	p, err := opsplane.New(opsplane.Config{Transport: tr, Hostname: host, WithoutHeartbeat: true,
+	p, err := newOpsPlane(planeConfig{Transport: tr, Hostname: host, WithoutHeartbeat: true,
 		ControlQueue: control.QueueOptions{Exclusive: true}, Logger: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +148,7 @@ func TestRefusedPidboxQueue(t *testing.T) {
 
 func TestControlQueueBothDurableAndExclusive(t *testing.T) {
 	tr := &refusingTransport{subs: map[*sub]control.QueueSpec{}, kinds: map[string]string{}}
-	_, err := opsplane.New(opsplane.Config{Transport: tr, Hostname: "gw@x", ControlQueue: control.QueueOptions{Durable: true, Exclusive: true}})
+	_, err := newOpsPlane(planeConfig{Transport: tr, Hostname: "gw@x", ControlQueue: control.QueueOptions{Durable: true, Exclusive: true}})
 	if !errors.Is(err, control.ErrConfig) {
 		t.Fatalf("New: %v, want control.ErrConfig", err)
 	}
