@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/internal/version"
 	"github.com/gworker/gworker/worker"
 )
 
@@ -110,7 +112,11 @@ func New(cfg Config) *Metrics {
 		Help: "Tasks by name and how they ended (SUCCESS, FAILURE, RETRY, REVOKED, REJECTED)."}, []string{"task", "state"})
 	m.runtime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "task_runtime_seconds",
 		Help: "Runtime of tasks that succeeded.", Buckets: cfg.RuntimeBuckets}, []string{"task"})
-	m.reg.MustRegister(m.tasks, m.runtime,
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
+		Help:        "Always 1; the labels say which gworker and Go built this worker.",
+		ConstLabels: prometheus.Labels{"version": version.Version, "goversion": runtime.Version()}})
+	buildInfo.Set(1)
+	m.reg.MustRegister(m.tasks, m.runtime, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gauge := func(name, help string, f func(w *worker.Worker) float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, func() float64 {
@@ -159,13 +165,29 @@ func (m *Metrics) SetWorker(w *worker.Worker) { m.worker.p.Store(w) }
 // Registry returns the Prometheus registry, to add collectors to.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
+// UnregisteredTask is the task label of every task name the worker has
+// no function for: anyone on the broker can send any name, and a label
+// value per name would grow the series without bound.
+const UnregisteredTask = "unregistered"
+
+// taskLabel is the task label of name: itself when the worker has it
+// registered, else UnregisteredTask.
+func (m *Metrics) taskLabel(name string) string {
+	if w := m.worker.get(); w != nil {
+		if _, err := w.Registry().Lookup(name); err == nil {
+			return name
+		}
+	}
+	return UnregisteredTask
+}
+
 // TaskEvent counts final states and runtimes, then passes ev on.
 func (m *Metrics) TaskEvent(ev *worker.TaskEvent) {
 	state := ""
 	switch ev.Type {
 	case worker.EventTaskSucceeded:
 		state = "SUCCESS"
-		m.runtime.WithLabelValues(ev.Message.Task).Observe(ev.Runtime.Seconds())
+		m.runtime.WithLabelValues(m.taskLabel(ev.Message.Task)).Observe(ev.Runtime.Seconds())
 	case worker.EventTaskFailed:
 		state = "FAILURE"
 	case worker.EventTaskRetried:
@@ -176,7 +198,7 @@ func (m *Metrics) TaskEvent(ev *worker.TaskEvent) {
 		state = "REJECTED"
 	}
 	if state != "" {
-		m.tasks.WithLabelValues(ev.Message.Task, state).Inc()
+		m.tasks.WithLabelValues(m.taskLabel(ev.Message.Task), state).Inc()
 	}
 	if m.cfg.Next != nil {
 		m.cfg.Next.TaskEvent(ev)

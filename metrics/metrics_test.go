@@ -63,7 +63,7 @@ func TestScrapeAndProbes(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		args []any
-	}{{"tasks.add", []any{1, 2}}, {"tasks.add", []any{3, 4}}, {"tasks.fail", nil}} {
+	}{{"tasks.add", []any{1, 2}}, {"tasks.add", []any{3, 4}}, {"tasks.fail", nil}, {"tasks.nobody-has-this", nil}} {
 		r, err := env.SendTask(ctx, c.name, c.args, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +84,9 @@ func TestScrapeAndProbes(t *testing.T) {
 		`gworker_tasks_total{state="SUCCESS",task="tasks.add"} 2`,
 		`gworker_tasks_total{state="FAILURE",task="tasks.fail"} 1`,
 		`gworker_task_runtime_seconds_count{task="tasks.add"} 2`,
-		`gworker_tasks_received_total 3`,
+		`gworker_tasks_total{state="FAILURE",task="unregistered"} 1`,
+		`gworker_build_info{goversion="go`,
+		`gworker_tasks_received_total 4`,
 		`gworker_tasks_active 0`,
 		`gworker_tasks_held_eta 0`,
 		`gworker_tasks_reserved 0`,
@@ -97,6 +99,9 @@ func TestScrapeAndProbes(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	if strings.Contains(body, "nobody-has-this") {
+		t.Error("an unregistered task name got a series of its own")
 	}
 	if next.n.Load() == 0 {
 		t.Error("events were not passed on")
