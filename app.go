@@ -25,6 +25,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/internal/logging"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/worker"
@@ -84,7 +85,7 @@ func (a *App) logLocked() *zap.Logger {
 		if a.cfg.Logger != nil {
 			a.logger = a.cfg.Logger
 		} else {
-			l, err := NewLogger(a.cfg.LogLevel, os.Stderr)
+			l, err := logging.NewFormat(a.cfg.LogLevel, a.cfg.LogFormat, os.Stderr)
 			if err != nil { // validated in New
 				l = zap.NewNop()
 			}

@@ -69,6 +69,7 @@ func parseWorkerFlags(cfg *config.Config, g *globalFlags, args []string, stdout 
 	fs.StringVarP(&f.statedb, "statedb", "S", "", "state database of revoked task ids")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9808")
 	fs.StringVarP(&f.loglevel, "loglevel", "l", cfg.LogLevel, "DEBUG, INFO, WARNING, ERROR, CRITICAL or FATAL")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text (lines shaped like Celery's) or json (one object per line, for log shippers)")
 	fs.StringVarP(&f.optimization, "optimization", "O", "", "celery's optimization profile (default, fair); accepted and ignored: gworker hands each task to a free goroutine")
 	fs.IntVar(&f.prefetch, "prefetch-multiplier", cfg.PrefetchMultiplier, "messages prefetched per concurrency slot")
 	// Pool options.
@@ -249,7 +250,7 @@ func runWorker(ctx context.Context, app App, g *globalFlags, args []string, stdo
 		logOut = lf
 	}
 	if cfg.Logger == nil {
-		l, err := logging.New(cfg.LogLevel, logOut)
+		l, err := logging.NewFormat(cfg.LogLevel, cfg.LogFormat, logOut)
 		if err != nil {
 			fmt.Fprintln(stderr, "gworker worker:", err)
 			return 2

@@ -147,6 +147,10 @@ type Config struct {
 	// LogLevel of the built logger: DEBUG, INFO (default), WARNING,
 	// ERROR or CRITICAL (see ParseLogLevel). Ignored when Logger is set.
 	LogLevel string
+	// LogFormat of the built logger: LogFormatText (default), lines shaped
+	// like Celery's, or LogFormatJSON, one JSON object per line for log
+	// shippers. Ignored when Logger is set.
+	LogFormat string
 }
 
 // Error is a Config that Validate (and so the App) refuses, with every
@@ -247,6 +251,11 @@ func (c Config) Validate() error {
 		p = append(p, fmt.Sprintf("Serializer %q: json or msgpack", c.Serializer))
 	}
 	if c.Logger == nil {
+		switch c.LogFormat {
+		case "", LogFormatText, LogFormatJSON:
+		default:
+			p = append(p, fmt.Sprintf("LogFormat %q: %s or %s", c.LogFormat, LogFormatText, LogFormatJSON))
+		}
 		if _, err := ParseLogLevel(c.LogLevel); err != nil {
 			p = append(p, err.Error())
 		}

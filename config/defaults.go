@@ -92,3 +92,9 @@ func DefaultAccept() []string { return []string{DefaultSerializer} }
 // DefaultMingleTimeout is how long mingle waits for the other nodes'
 // replies at start-up (Celery: 1 s).
 const DefaultMingleTimeout = time.Second
+
+// Log formats of the built logger (Config.LogFormat).
+const (
+	LogFormatText = "text"
+	LogFormatJSON = "json"
+)
