@@ -174,6 +174,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func(), late *lateSources)
 		ControlQueue:      control.QueueOptions{Durable: a.cfg.ControlQueueDurable, Exclusive: a.cfg.ControlQueueExclusive},
 		StateDB:           a.cfg.StateDB,
 		BrokerURL:         c.brokerURL,
+		Conf:              celeryConf(a.cfg, c.brokerURL, a.cfg.ResolvedResultBackend(), queues),
 		Version:           Version,
 		Shutdown:          shutdown,
 		Logger:            log,
