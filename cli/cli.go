@@ -286,7 +286,11 @@ func newFlagSet(name string, g *globalFlags, cfg config.Config, stdout io.Writer
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
 	fs.Usage = func() {
-		fmt.Fprintf(stdout, "Usage: gworker %s [flags]\n\nFlags:\n%s", commandUsage[name], fs.FlagUsages())
+		fmt.Fprintf(stdout, "Usage: gworker %s [flags]\n", commandUsage[name])
+		if methods := control.Methods(name); methods != nil {
+			fmt.Fprintf(stdout, "\nMethods: %s\n", strings.Join(methods, ", "))
+		}
+		fmt.Fprintf(stdout, "\nFlags:\n%s", fs.FlagUsages())
 	}
 	g.register(fs, cfg)
 	return fs

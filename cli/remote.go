@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -51,6 +52,17 @@ func runRemote(ctx context.Context, app App, g *globalFlags, kind string, args [
 		return 2
 	}
 	method := pos[0]
+	if methods := control.Methods(kind); !slices.Contains(methods, method) {
+		// As celery's command line (click's choice parameter).
+		choice := "{" + strings.Join(methods, "|") + "}"
+		quoted := make([]string, len(methods))
+		for i, m := range methods {
+			quoted[i] = "'" + m + "'"
+		}
+		fmt.Fprintf(stderr, "Usage: gworker %s [OPTIONS] %s\nTry 'gworker %s --help' for help.\n\nError: Invalid value for '%s': '%s' is not one of %s.\n",
+			kind, choice, kind, choice, method, strings.Join(quoted, ", "))
+		return 2
+	}
 	arguments, err := control.ParseArgs(method, pos[1:])
 	if err != nil {
 		fmt.Fprintf(stderr, "gworker %s: %v\n", kind, err)

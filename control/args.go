@@ -47,6 +47,29 @@ var commandParams = map[string][]Param{
 	"autoscale":       {{Name: "max", Kind: KindInt}, {Name: "min", Kind: KindInt}},
 }
 
+// The methods `celery inspect` and `celery control` accept, in Celery's
+// order; nodes answer more (hello, dump_conf, ...), which the command
+// line does not offer.
+var (
+	inspectMethods = []string{"report", "conf", "query_task", "clock", "ping", "stats", "scheduled", "reserved",
+		"active", "revoked", "registered", "objgraph", "memsample", "memdump", "active_queues"}
+	controlMethods = []string{"revoke", "terminate", "rate_limit", "time_limit", "election", "enable_events",
+		"disable_events", "heartbeat", "pool_grow", "pool_shrink", "pool_restart", "autoscale", "shutdown",
+		"add_consumer", "cancel_consumer"}
+)
+
+// Methods returns the methods Celery's command line offers for kind,
+// "inspect" or "control", in Celery's order; nil for another kind.
+func Methods(kind string) []string {
+	switch kind {
+	case "inspect":
+		return append([]string(nil), inspectMethods...)
+	case "control":
+		return append([]string(nil), controlMethods...)
+	}
+	return nil
+}
+
 // castCommands are sent without waiting for replies, as celery does.
 var castCommands = map[string]bool{"shutdown": true}
 
