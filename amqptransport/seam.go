@@ -2,10 +2,12 @@ package amqptransport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/protocol"
@@ -66,6 +68,17 @@ func (b *Broker) StaleAcks() int64 { return b.staleAcks.Load() }
 func (b *Broker) QueueLength(ctx context.Context, name string) (int, error) {
 	st, err := b.Inspect(ctx, name)
 	return st.Messages, err
+}
+
+// QueueConsumers returns how many consumers a queue has (a passive
+// declaration); a missing queue has none.
+func (b *Broker) QueueConsumers(ctx context.Context, name string) (int, error) {
+	st, err := b.Inspect(ctx, name)
+	var ae *amqp.Error
+	if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+		return 0, nil
+	}
+	return st.Consumers, err
 }
 
 // Subscribe declares q as kombu declares the pidbox and reply queues

@@ -154,3 +154,27 @@ func TestPidboxQueueExclusiveAndDurable(t *testing.T) {
 		t.Errorf("durable and exclusive: %v, want ErrInvalidConfig", err)
 	}
 }
+
+// QueueConsumers tells how many consumers a queue has, as kombu's pidbox
+// reads it from the declaration to warn about a node name in use twice.
+func TestQueueConsumers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := amqptransport.Dial(ctx, amqptransport.Config{URL: testenv.AMQPURL(), ConnectionName: "gworker-subscribe-test"})
+	if err != nil {
+		t.Fatalf("RabbitMQ must run at %s: %v", testenv.AMQPURL(), err)
+	}
+	defer b.Close()
+	name := "gworker-consumers-" + testenv.Suffix()
+	if n, err := b.QueueConsumers(ctx, name); err != nil || n != 0 {
+		t.Fatalf("missing queue: %d %v", n, err)
+	}
+	sub, err := b.Subscribe(ctx, transport.QueueSpec{Name: name, Exchange: name, ExchangeType: "direct", RoutingKey: name, Expires: control.QueueExpires})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if n, err := b.QueueConsumers(ctx, name); err != nil || n != 1 {
+		t.Fatalf("subscribed queue: %d %v", n, err)
+	}
+}

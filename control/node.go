@@ -117,6 +117,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := t.DeclareExchange(ctx, ReplyExchange, "direct", false); err != nil {
 		return err
 	}
+	n.warnIfMailboxInUse(ctx)
 	sub, err := t.Subscribe(ctx, n.cfg.Queue.apply(QueueSpec{Name: QueueName(n.cfg.Hostname), Exchange: Exchange, ExchangeType: "fanout",
 		Expires: QueueExpires, MessageTTL: QueueTTL}))
 	if err != nil {
@@ -135,6 +136,29 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// ConsumerCounter is an optional interface of a Transport that can tell
+// how many consumers a queue has (RabbitMQ's passive declaration); a
+// missing queue has none.
+type ConsumerCounter interface {
+	QueueConsumers(ctx context.Context, name string) (int, error)
+}
+
+// warnIfMailboxInUse warns, as kombu's pidbox does, when another node of
+// the same name already consumes this node's mailbox: the two would
+// answer each other's commands.
+func (n *Node) warnIfMailboxInUse(ctx context.Context) {
+	cc, ok := n.cfg.Transport.(ConsumerCounter)
+	if !ok {
+		return
+	}
+	if c, err := cc.QueueConsumers(ctx, QueueName(n.cfg.Hostname)); err == nil && c > 0 {
+		n.log.Warn("A node named " + n.cfg.Hostname + " is already using this process mailbox!\n\n" +
+			"Maybe you forgot to shutdown the other node or did not do so properly?\n" +
+			"Or if you meant to start multiple nodes on the same host please make sure\n" +
+			"you give each node a unique node name!")
+	}
 }
 
 // Stop stops answering commands and waits for the command in progress.
