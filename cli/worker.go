@@ -286,16 +286,26 @@ func runWorker(ctx context.Context, app App, g *globalFlags, args []string, stdo
 	// for its broker stops on the first one.
 	startCtx, cancelStart := context.WithCancel(ctx)
 	defer cancelStart()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
+	// As Celery 5.5: SIGTERM and SIGINT are warm, a second one or SIGQUIT
+	// cold; REMAP_SIGTERM=SIGQUIT makes SIGTERM cold, for platforms
+	// (Kubernetes) that send one SIGTERM and then SIGKILL.
+	remapTerm := os.Getenv(RemapSIGTERMEnv) == "SIGQUIT"
+	isCold := func(s os.Signal) bool { return s == syscall.SIGQUIT || (remapTerm && s == syscall.SIGTERM) }
 	stopping := make(chan struct{})
 	handlerDone := make(chan struct{})
 	go func() {
 		defer close(handlerDone)
+		cold := false
 		select {
-		case <-sigs:
-			log.Info("signal received: shutting down warmly; send it again for a cold shutdown")
+		case s := <-sigs:
+			if cold = isCold(s); cold {
+				log.Warn("signal received (" + s.String() + "): cold shutdown")
+			} else {
+				log.Info("signal received: shutting down warmly; send it again for a cold shutdown")
+			}
 		case <-ctx.Done():
 			log.Info("worker: Warm shutdown")
 		case <-stopping:
@@ -303,6 +313,10 @@ func runWorker(ctx context.Context, app App, g *globalFlags, args []string, stdo
 		}
 		cancelStart()
 		go func() { _ = app.Stop(context.Background()) }()
+		if cold {
+			app.ColdShutdown()
+			return
+		}
 		select {
 		case <-sigs:
 			app.ColdShutdown()
@@ -325,6 +339,10 @@ func runWorker(ctx context.Context, app App, g *globalFlags, args []string, stdo
 	}
 	return 0
 }
+
+// RemapSIGTERMEnv is the environment variable Celery reads to remap
+// SIGTERM: REMAP_SIGTERM=SIGQUIT makes SIGTERM a cold shutdown.
+const RemapSIGTERMEnv = "REMAP_SIGTERM"
 
 // writePidfile writes the process id to path, as celery's --pidfile: it
 // refuses a file that names a live process, replaces a stale one, and

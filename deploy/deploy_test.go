@@ -131,6 +131,13 @@ func TestKubernetesDeployment(t *testing.T) {
 	if port != strconv.Itoa(at(t, c, "ports", 0, "containerPort").(int)) {
 		t.Errorf("--metrics-addr %s does not serve the container port", vals["metrics-addr"])
 	}
+	remap := false
+	for _, e := range at(t, c, "env").([]any) {
+		remap = remap || (at(t, e, "name") == "REMAP_SIGTERM" && at(t, e, "value") == "SIGQUIT")
+	}
+	if !remap {
+		t.Error("no REMAP_SIGTERM=SIGQUIT: Kubernetes' single SIGTERM would start a warm shutdown that SIGKILL cuts")
+	}
 	for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
 		if got := at(t, c, probe, "httpGet", "path"); got != path {
 			t.Errorf("%s on %v, want %s", probe, got, path)

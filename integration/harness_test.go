@@ -290,6 +290,8 @@ type workerOptions struct {
 	// test keeps to its own queues.
 	DefaultQueue string
 	Extra        []string
+	// Env adds variables to the worker's environment.
+	Env []string
 }
 
 // gworkerProc is a running gworker worker.
@@ -342,7 +344,7 @@ func startWorker(t testing.TB, o workerOptions) *gworkerProc {
 		args = append(args, "--prefetch-multiplier", fmt.Sprint(o.Prefetch))
 	}
 	args = append(args, o.Extra...)
-	p := startGworker(t, args...)
+	p := startProgramEnv(t, env.binary, o.Env, args...)
 	p.name = o.Name
 	if !p.waitLog("ready.", defaultWait) {
 		t.Fatalf("gworker worker did not log \"ready.\" within %v\nstdout:\n%s\nstderr:\n%s",
@@ -361,8 +363,14 @@ func startGworker(t testing.TB, args ...string) *gworkerProc {
 // startProgram starts a gworker-based program as startGworker does.
 func startProgram(t testing.TB, binary string, args ...string) *gworkerProc {
 	t.Helper()
+	return startProgramEnv(t, binary, nil, args...)
+}
+
+// startProgramEnv is startProgram with more environment variables.
+func startProgramEnv(t testing.TB, binary string, extraEnv []string, args ...string) *gworkerProc {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), extraEnv...)
 	ownGroup(cmd)
 	p := &gworkerProc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr

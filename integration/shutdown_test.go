@@ -146,3 +146,51 @@ emit(ids=[send('tasks.sleep', (3,)).id for _ in range(2)])
 	}
 	_ = w2.stop(defaultWait)
 }
+
+// Shutdown as operators send it, as Celery 5.5: SIGQUIT is a cold
+// shutdown, never Go's goroutine dump, and so is SIGTERM with
+// REMAP_SIGTERM=SIGQUIT (Kubernetes sends one SIGTERM, then SIGKILL). The
+// running acks_late task gets --soft-shutdown-timeout, then goes back to
+// the broker and runs on the next worker.
+func TestColdShutdownSignals(t *testing.T) {
+	for name, c := range map[string]struct {
+		sig syscall.Signal
+		env []string
+	}{
+		"SIGQUIT":                    {syscall.SIGQUIT, nil},
+		"SIGTERM with REMAP_SIGTERM": {syscall.SIGTERM, []string{"REMAP_SIGTERM=SIGQUIT"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			q := uniqueQueue(t, "quit")
+			opts := workerOptions{Queues: []string{q}, Concurrency: 1, Env: c.env,
+				Extra: []string{"--acks-late", "--soft-shutdown-timeout", "1"}}
+			w1 := startWorker(t, opts)
+			r := pyClient{Conf: map[string]any{"task_default_queue": q}}.run(t, `
+emit(id=send('tasks.sleep', (30,)).id)
+`)
+			var id string
+			r.get(t, "id", &id)
+			if !eventually(defaultWait, func() bool { return w1.countLog("tasks.sleep[", "] received") >= 1 }) {
+				t.Fatalf("worker did not receive the task; log:\n%s", w1.log())
+			}
+			w1.signal(c.sig)
+			if err := w1.wait(defaultWait); err != nil && !strings.Contains(err.Error(), "exit status") {
+				t.Fatalf("worker did not exit: %v", err)
+			}
+			if out := w1.output(); strings.Contains(out, "goroutine ") && strings.Contains(out, "[running]") {
+				t.Fatalf("a goroutine dump instead of a cold shutdown:\n%s", out)
+			}
+			if !strings.Contains(w1.log(), "cold shutdown") {
+				t.Errorf("no cold shutdown logged:\n%s", w1.log())
+			}
+			if m := getMeta(t, id); m != nil && m.Status == "SUCCESS" {
+				t.Fatalf("task %s finished although the shutdown was cold", id)
+			}
+			w2 := startWorker(t, workerOptions{Queues: []string{q}, Concurrency: 1})
+			if !eventually(defaultWait, func() bool { return w2.countLog("tasks.sleep[", "] received") >= 1 }) {
+				t.Errorf("the task did not go back to the broker; log:\n%s", w2.log())
+			}
+			w2.kill()
+		})
+	}
+}
