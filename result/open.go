@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/internal/schemes"
 	"github.com/gworker/gworker/transport"
 )
 
@@ -49,7 +48,7 @@ var ErrUnsupportedBackend = errors.New("unsupported result backend")
 // Registry maps URL schemes to the Openers of result backends. Use
 // NewRegistry; a filled Registry is safe for concurrent Open.
 type Registry struct {
-	openers map[string]entry
+	openers *schemes.Table[entry]
 }
 
 type entry struct {
@@ -57,14 +56,13 @@ type entry struct {
 	check Checker
 }
 
-// NewRegistry returns an empty Registry.
-func NewRegistry() *Registry { return &Registry{openers: map[string]entry{}} }
+// NewRegistry returns an empty Registry. A scheme also serves its variants
+// with a "+driver" suffix, as SQLAlchemy's URLs name drivers (db+mysql
+// serves db+mysql+pymysql://), unless the variant is registered itself.
+func NewRegistry() *Registry { return &Registry{openers: schemes.New[entry](true)} }
 
 // Register makes open serve URLs of each of the schemes (case does not
-// matter); a later registration of a scheme replaces the earlier one. A
-// scheme also serves its variants with a "+driver" suffix, as SQLAlchemy's
-// URLs name drivers (db+mysql serves db+mysql+pymysql://) unless the
-// variant is registered itself.
+// matter); a later registration of a scheme replaces the earlier one.
 func (r *Registry) Register(open Opener, schemes ...string) {
 	r.RegisterChecked(open, nil, schemes...)
 }
@@ -72,32 +70,14 @@ func (r *Registry) Register(open Opener, schemes ...string) {
 // RegisterChecked is Register with a Checker that Check runs on URLs of
 // the schemes.
 func (r *Registry) RegisterChecked(open Opener, check Checker, schemes ...string) {
-	for _, s := range schemes {
-		r.openers[strings.ToLower(s)] = entry{open: open, check: check}
-	}
-}
-
-// lookup finds the entry of url's scheme, or of the scheme without its
-// last "+" parts.
-func (r *Registry) lookup(url string) (entry, bool) {
-	s := transport.Scheme(url)
-	for {
-		if e, ok := r.openers[s]; ok {
-			return e, true
-		}
-		i := strings.LastIndex(s, "+")
-		if i <= 0 {
-			return entry{}, false
-		}
-		s = s[:i]
-	}
+	r.openers.Set(entry{open: open, check: check}, schemes...)
 }
 
 // Check reports whether url can be opened, without connecting: an
 // unknown scheme is ErrUnsupportedBackend, and the scheme's Checker, if
 // it has one, judges the rest.
 func (r *Registry) Check(url string) error {
-	e, ok := r.lookup(url)
+	e, ok := r.openers.Lookup(url)
 	if !ok {
 		return r.unsupported(url)
 	}
@@ -110,33 +90,22 @@ func (r *Registry) Check(url string) error {
 }
 
 func (r *Registry) unsupported(url string) error {
-	s := r.Schemes()
-	for i := range s {
-		s[i] += "://"
-	}
-	return fmt.Errorf("%w: scheme %q (%s)", ErrUnsupportedBackend, transport.Scheme(url), strings.Join(s, ", "))
+	return fmt.Errorf("%w: scheme %q (%s)", ErrUnsupportedBackend, schemes.Of(url), r.openers.List())
 }
 
 // Schemes lists the registered schemes, sorted.
-func (r *Registry) Schemes() []string {
-	out := make([]string, 0, len(r.openers))
-	for s := range r.openers {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}
+func (r *Registry) Schemes() []string { return r.openers.Names() }
 
 // Supports reports whether url's scheme has a backend.
 func (r *Registry) Supports(url string) bool {
-	_, ok := r.lookup(url)
+	_, ok := r.openers.Lookup(url)
 	return ok
 }
 
 // Open opens the backend registered for url's scheme; an unknown scheme is
 // ErrUnsupportedBackend.
 func (r *Registry) Open(ctx context.Context, url string, o OpenOptions) (Backend, error) {
-	e, ok := r.lookup(url)
+	e, ok := r.openers.Lookup(url)
 	if !ok {
 		return nil, r.unsupported(url)
 	}

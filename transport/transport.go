@@ -46,12 +46,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/internal/schemes"
 	"github.com/gworker/gworker/protocol"
 )
 
@@ -221,60 +220,35 @@ var ErrUnsupportedScheme = errors.New("unsupported broker")
 // value is not usable: use NewRegistry. A Registry is safe for concurrent
 // Open once it is filled.
 type Registry struct {
-	openers map[string]Opener
+	openers *schemes.Table[Opener]
 }
 
 // NewRegistry returns an empty Registry.
-func NewRegistry() *Registry { return &Registry{openers: map[string]Opener{}} }
+func NewRegistry() *Registry { return &Registry{openers: schemes.New[Opener](false)} }
 
 // Register makes open serve URLs of each of the schemes (case does not
 // matter). A later registration of a scheme replaces the earlier one.
-func (r *Registry) Register(open Opener, schemes ...string) {
-	for _, s := range schemes {
-		r.openers[strings.ToLower(s)] = open
-	}
-}
+func (r *Registry) Register(open Opener, schemes ...string) { r.openers.Set(open, schemes...) }
 
 // Schemes lists the registered schemes, sorted.
-func (r *Registry) Schemes() []string {
-	out := make([]string, 0, len(r.openers))
-	for s := range r.openers {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}
+func (r *Registry) Schemes() []string { return r.openers.Names() }
 
 // Supports reports whether url's scheme has a transport.
 func (r *Registry) Supports(url string) bool {
-	_, ok := r.openers[Scheme(url)]
+	_, ok := r.openers.Lookup(url)
 	return ok
 }
 
 // Open connects to the broker of url through the transport registered for
 // its scheme. An unknown scheme is ErrUnsupportedScheme.
 func (r *Registry) Open(ctx context.Context, url string, o Options) (Broker, error) {
-	open, ok := r.openers[Scheme(url)]
+	open, ok := r.openers.Lookup(url)
 	if !ok {
-		return nil, fmt.Errorf("%w: scheme %q (%s)", ErrUnsupportedScheme, Scheme(url), r.list())
+		return nil, fmt.Errorf("%w: scheme %q (%s)", ErrUnsupportedScheme, Scheme(url), r.openers.List())
 	}
 	return open(ctx, url, o)
 }
 
-func (r *Registry) list() string {
-	s := r.Schemes()
-	for i := range s {
-		s[i] += "://"
-	}
-	return strings.Join(s, ", ")
-}
-
 // Scheme returns the lower-cased scheme of a URL ("" when it has none). A
 // ;-separated failover list has the scheme of its first URL.
-func Scheme(url string) string {
-	s := strings.ToLower(url)
-	if i := strings.Index(s, "://"); i >= 0 {
-		return s[:i]
-	}
-	return ""
-}
+func Scheme(url string) string { return schemes.Of(url) }
