@@ -35,6 +35,7 @@ func (r *revocation) revoke(ids []string, terminate bool, signal string) []strin
 		return nil
 	}
 	r.set.Add(ids...)
+	r.markRevoked(ids)
 	want := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		want[id] = true
@@ -46,6 +47,31 @@ func (r *revocation) revoke(ids []string, terminate bool, signal string) []strin
 		return nil
 	}
 	return r.active.terminate(want, signal)
+}
+
+// markRevokedTimeout bounds the writes of markRevoked together.
+const markRevokedTimeout = 5 * time.Second
+
+// markRevoked stores REVOKED (TaskRevokedError('revoked')) for ids at once,
+// as Celery 5.6.2's revoke does, so that a client waiting on one of them
+// learns it now, not when a worker receives the task. A SUCCESS already
+// stored stays; a failed write is logged and not retried (the worker that
+// receives the task stores REVOKED then).
+func (r *revocation) markRevoked(ids []string) {
+	b := r.results.backend
+	if b == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), markRevokedTimeout)
+	defer cancel()
+	exc := taskRevoked("revoked").Value()
+	done := time.Now().UTC()
+	for _, id := range ids {
+		m := &result.Meta{TaskID: id, Status: result.Revoked, Result: exc, DateDone: &done}
+		if err := b.Store(ctx, m); err != nil {
+			r.log.Warn("Failed to mark task "+id+" as revoked in backend: "+err.Error(), zap.String("id", id))
+		}
+	}
 }
 
 // discardIfRevoked stores REVOKED for a task whose id was revoked and
