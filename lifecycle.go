@@ -176,6 +176,8 @@ func (a *App) newWorker(ctx context.Context, shutdown func(), late *lateSources)
 		BrokerURL:         c.brokerURL,
 		Conf:              celeryConf(a.cfg, c.brokerURL, a.cfg.ResolvedResultBackend(), queues),
 		Version:           Version,
+		AppName:           a.cfg.AppName,
+		AppVersion:        a.cfg.AppVersion,
 		Shutdown:          shutdown,
 		Logger:            log,
 	})

@@ -54,6 +54,8 @@ type planeConfig struct {
 	BrokerURL string
 	// Conf is reported by `inspect conf`.
 	Conf protocol.Dict
+	// AppName and AppVersion name the program that embeds gworker.
+	AppName, AppVersion string
 	// Version is the software version events and reports carry.
 	Version string
 	// Shutdown is called by the shutdown command.
@@ -197,7 +199,7 @@ func (p *opsPlane) Start(ctx context.Context, w *worker.Worker) error {
 	if !p.cfg.WithoutControl {
 		node, err := control.New(control.Config{Transport: p.cfg.Transport, Worker: w, Events: p.events, Clock: p.clock,
 			Hostname: p.cfg.Hostname, Shutdown: p.cfg.Shutdown, Broker: control.BrokerInfo(p.cfg.BrokerURL),
-			Conf: p.cfg.Conf, Software: "gworker " + p.cfg.Version, Queue: p.cfg.ControlQueue, Logger: p.log})
+			Conf: p.cfg.Conf, Software: "gworker " + p.cfg.Version, AppName: p.cfg.AppName, AppVersion: p.cfg.AppVersion, Queue: p.cfg.ControlQueue, Logger: p.log})
 		if err != nil {
 			return err
 		}

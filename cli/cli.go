@@ -83,15 +83,15 @@ func Run(ctx context.Context, app App, args []string, stdout, stderr io.Writer) 
 	cmd, rest, err := splitCommand(g, args, app.Config())
 	if err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			usage(stdout)
+			usage(stdout, app.Config().AppName)
 			return 0
 		}
 		fmt.Fprintln(stderr, "gworker:", err)
-		usage(stderr)
+		usage(stderr, app.Config().AppName)
 		return 2
 	}
 	if g.version {
-		fmt.Fprintln(stdout, version.Version)
+		fmt.Fprintln(stdout, versionLine(app.Config()))
 		return 0
 	}
 	if g.workdir != "" {
@@ -118,19 +118,31 @@ func Run(ctx context.Context, app App, args []string, stdout, stderr io.Writer) 
 		}
 		return runRemote(ctx, app, g, cmd, rest, stdout, stderr)
 	case "help":
-		usage(stdout)
+		usage(stdout, app.Config().AppName)
 		return 0
 	case "version":
-		fmt.Fprintln(stdout, version.Version)
+		fmt.Fprintln(stdout, versionLine(app.Config()))
 		return 0
 	}
 	fmt.Fprintf(stderr, "gworker: unknown command %q\n", cmd)
-	usage(stderr)
+	usage(stderr, app.Config().AppName)
 	return 2
 }
 
-func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage:
+// versionLine is what --version prints: gworker's version, or the
+// program's (Config.AppVersion) with gworker's beside it.
+func versionLine(cfg config.Config) string {
+	if cfg.AppVersion == "" {
+		return version.Version
+	}
+	return cfg.AppVersion + " (gworker " + version.Version + ")"
+}
+
+func usage(w io.Writer, name string) {
+	if name == "" {
+		name = config.DefaultAppName
+	}
+	fmt.Fprint(w, strings.ReplaceAll(`Usage:
   gworker [global flags] [worker] [flags]   run a worker (the default command)
   gworker [global flags] call NAME [flags]  send a task, print its id (or its result with --wait)
   gworker [global flags] result ID [flags]  print a task's result as JSON (--group for a GroupResult)
@@ -148,7 +160,7 @@ Global flags (also accepted after the command):
   -A, --app, --loader, --config, -C, --no-color, -q, --quiet: accepted as celery's
 
 Run "gworker COMMAND --help" for a command's flags.
-`)
+`, "gworker ", name+" "))
 }
 
 var commands = map[string]bool{"worker": true, "call": true, "result": true, "help": true, "version": true,

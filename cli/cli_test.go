@@ -221,3 +221,23 @@ func TestRemoteMethodsAsCelery(t *testing.T) {
 		}
 	}
 }
+
+// A program that embeds gworker names itself: --version gives its version
+// with gworker's, and the usage and the banner its name.
+func TestAppNameAndVersion(t *testing.T) {
+	app := newFakeApp()
+	app.cfg.AppName, app.cfg.AppVersion = "mysvc", "1.4.2"
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), app, []string{"--version"}, &out, &errOut); code != 0 || strings.TrimSpace(out.String()) != "1.4.2 (gworker "+version.Version+")" {
+		t.Errorf("--version: %d %q", code, out.String())
+	}
+	out.Reset()
+	if code := Run(context.Background(), app, []string{"--help"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "mysvc [global flags] call NAME") || strings.Contains(out.String(), "gworker [global flags]") {
+		t.Errorf("--help: %d %q", code, out.String())
+	}
+	out.Reset()
+	printBanner(&out, app.cfg, nil)
+	if !strings.Contains(out.String(), ".> app:         mysvc 1.4.2") {
+		t.Errorf("banner:\n%s", out.String())
+	}
+}

@@ -388,7 +388,7 @@ func printBanner(w io.Writer, cfg config.Config, tasks []string) {
 -- ******* ---- %s %s %s
 - *** --- * --- 
 - ** ---------- [config]
-- ** ---------- .> app:         gworker
+- ** ---------- .> app:         %s
 - ** ---------- .> transport:   %s
 - ** ---------- .> results:     %s
 - *** --- * --- .> concurrency: %d (goroutines)
@@ -396,7 +396,7 @@ func printBanner(w io.Writer, cfg config.Config, tasks []string) {
 --- ***** ----- 
  -------------- [queues]
 `, config.ExpandHostname(cfg.Hostname), version.Version, runtime.GOOS, runtime.GOARCH, runtime.Version(),
-		redact.URL(cfg.ResolvedBrokerURL()), backend, cfg.Concurrency, events)
+		strings.TrimSpace(cfg.AppName+" "+cfg.AppVersion), redact.URL(cfg.ResolvedBrokerURL()), backend, cfg.Concurrency, events)
 	for _, q := range cfg.ConsumedQueues() {
 		fmt.Fprintf(w, "                .> %-16s exchange=%s(direct) key=%s\n", q, q, q)
 	}

@@ -147,6 +147,11 @@ type Config struct {
 	// LogLevel of the built logger: DEBUG, INFO (default), WARNING,
 	// ERROR or CRITICAL (see ParseLogLevel). Ignored when Logger is set.
 	LogLevel string
+	// AppName and AppVersion name the program that embeds gworker, for
+	// its banner, --version, its command line's usage and `inspect stats`
+	// and `inspect report`; AppName defaults to DefaultAppName, and an
+	// empty AppVersion shows gworker's own version.
+	AppName, AppVersion string
 	// LogFormat of the built logger: LogFormatText (default), lines shaped
 	// like Celery's, or LogFormatJSON, one JSON object per line for log
 	// shippers. Ignored when Logger is set.
@@ -200,6 +205,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
+	}
+	if c.AppName == "" {
+		c.AppName = DefaultAppName
 	}
 	return c
 }

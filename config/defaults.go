@@ -98,3 +98,6 @@ const (
 	LogFormatText = "text"
 	LogFormatJSON = "json"
 )
+
+// DefaultAppName is Config.AppName's default.
+const DefaultAppName = "gworker"

@@ -304,6 +304,9 @@ func (n *Node) report(context.Context, args) (any, error) {
 	if sw == "" {
 		sw = "gworker"
 	}
+	if n.cfg.AppName != "" && n.cfg.AppName != "gworker" {
+		sw = strings.TrimSpace(n.cfg.AppName+" "+n.cfg.AppVersion) + " (" + sw + ")"
+	}
 	host, _ := os.Hostname()
 	text := fmt.Sprintf("\nsoftware -> %s %s platform -> system:%s arch:%s\nnode -> %s host -> %s pid -> %d\nbroker -> %v\n",
 		sw, runtime.Version(), runtime.GOOS, runtime.GOARCH, n.cfg.Hostname, host, n.cfg.Worker.Inspector().PID(), brokerURI(n.cfg.Broker))
@@ -352,6 +355,7 @@ func (n *Node) stats(context.Context, args) (any, error) {
 		}},
 		{Key: "broker", Value: broker},
 		{Key: "prefetch_count", Value: int64(w.Prefetch())},
+		{Key: "app", Value: protocol.Dict{{Key: "name", Value: n.cfg.AppName}, {Key: "version", Value: n.cfg.AppVersion}}},
 		{Key: "rusage", Value: rusage()},
 	}, nil
 }

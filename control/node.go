@@ -44,6 +44,9 @@ type Config struct {
 	Conf protocol.Dict
 	// Software is the version reported by `inspect report`.
 	Software string
+	// AppName and AppVersion name the program that embeds gworker, for
+	// `inspect stats` (key "app") and `inspect report`.
+	AppName, AppVersion string
 	// ReplyTimeout bounds publishing one reply; default 5 s.
 	ReplyTimeout time.Duration
 	// Queue says how the node's pidbox queue is declared (Celery 5.6's
