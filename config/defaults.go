@@ -51,6 +51,10 @@ const (
 	// DefaultStopTimeout bounds how long a warm shutdown waits for the
 	// broker to confirm the consumer's cancellation.
 	DefaultStopTimeout = 5 * time.Second
+	// DefaultMaxConcurrency caps a worker's pool size, however often
+	// pool_grow is sent: each slot is a goroutine and raises the prefetch
+	// window by the prefetch multiplier.
+	DefaultMaxConcurrency = 10000
 	// DefaultMaxRedeliveries caps the deliveries after the first of an
 	// acks_late task's message that never finished before the task fails
 	// with WorkerLostError.

@@ -41,6 +41,10 @@ type Config struct {
 	// Concurrency is the number of tasks run at once; default 8... as
 	// Celery, the number of CPUs when 0.
 	Concurrency int
+	// MaxConcurrency caps the pool size, also when pool_grow commands add
+	// up (Controls.ResizePool); default config.DefaultMaxConcurrency.
+	// Concurrency must not exceed it.
+	MaxConcurrency int
 	// PrefetchMultiplier × Concurrency messages are prefetched; default 4.
 	// A negative value asks the broker for no limit.
 	PrefetchMultiplier int
@@ -147,6 +151,12 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = defaultConcurrency()
 	}
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = config.DefaultMaxConcurrency
+	}
+	if cfg.Concurrency > cfg.MaxConcurrency {
+		return nil, fmt.Errorf("worker: Concurrency %d passes MaxConcurrency %d", cfg.Concurrency, cfg.MaxConcurrency)
+	}
 	if cfg.PrefetchMultiplier == 0 {
 		cfg.PrefetchMultiplier = config.DefaultPrefetchMultiplier
 	}
@@ -208,6 +218,7 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
 		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
 	w.pool = newPool(cfg.Concurrency, func(j *job) { w.exec.execute(j); w.inflight.Done() }, w.handBack)
+	w.pool.max = cfg.MaxConcurrency
 	w.active = newActiveTasks(cfg.Hostname, w.pid)
 	w.results = &resultWriter{backend: cfg.Backend, hostname: cfg.Hostname, pid: w.pid,
 		extended: cfg.ResultExtended, log: log, stop: w.base.Done()}
