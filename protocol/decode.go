@@ -89,13 +89,14 @@ func Decode(raw *RawMessage, opts DecodeOptions) (*Message, error) {
 		return &DecodeError{Kind: kind, Reason: reason, ID: known.ID, Task: known.Task, Err: err}
 	}
 
-	body, derr := decodeBody(raw, opts)
+	body, size, derr := decodeBody(raw, opts)
 	if derr != nil {
 		derr.ID, derr.Task = known.ID, known.Task
 		return nil, derr
 	}
 
 	m := &Message{
+		BodySize:        size,
 		Headers:         hdrs,
 		ReplyTo:         raw.ReplyTo,
 		CorrelationID:   raw.CorrelationID,
@@ -560,15 +561,16 @@ func accepts(opts DecodeOptions, ct string) bool {
 	return false
 }
 
-// decodeBody checks the content type, decompresses and deserializes.
-func decodeBody(raw *RawMessage, opts DecodeOptions) (any, *DecodeError) {
+// decodeBody checks the content type, decompresses and deserializes; size
+// is the body's size after decompression.
+func decodeBody(raw *RawMessage, opts DecodeOptions) (v any, size int, derr *DecodeError) {
 	ct := normalizeContentType(raw.ContentType)
 	switch {
 	case ct == "":
-		return nil, decodeErr(ErrContentDisallowed, "empty-content-type",
+		return nil, 0, decodeErr(ErrContentDisallowed, "empty-content-type",
 			errors.New("no content type (Celery reads it as raw application/data)"))
 	case ct != ContentTypeJSON && ct != ContentTypeMsgpack, !accepts(opts, ct):
-		return nil, decodeErr(ErrContentDisallowed, "content-disallowed",
+		return nil, 0, decodeErr(ErrContentDisallowed, "content-disallowed",
 			fmt.Errorf("refusing to deserialize content of type %.64q", raw.ContentType))
 	}
 	limit := opts.MaxBodySize
@@ -577,31 +579,30 @@ func decodeBody(raw *RawMessage, opts DecodeOptions) (any, *DecodeError) {
 	}
 	body := raw.Body
 	if len(body) > limit {
-		return nil, decodeErr(ErrTooLarge, "body-too-large", fmt.Errorf("body of %d bytes (limit %d)", len(body), limit))
+		return nil, 0, decodeErr(ErrTooLarge, "body-too-large", fmt.Errorf("body of %d bytes (limit %d)", len(body), limit))
 	}
 	if c, present := raw.Headers["compression"]; present && c != nil {
 		name, ok := asString(c)
 		if !ok {
-			return nil, decodeErr(ErrDecode, "bad-compression", fmt.Errorf("compression header is %s", typeName(c)))
+			return nil, 0, decodeErr(ErrDecode, "bad-compression", fmt.Errorf("compression header is %s", typeName(c)))
 		}
 		var err *DecodeError
 		if body, err = decompress(name, body, limit); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	if len(body) == 0 {
-		return nil, decodeErr(ErrDecode, "empty-body", errors.New("the body is empty"))
+		return nil, 0, decodeErr(ErrDecode, "empty-body", errors.New("the body is empty"))
 	}
-	var v any
 	var err error
 	if ct == ContentTypeJSON {
 		if v, err = UnmarshalJSON(body); err != nil {
-			return nil, decodeErr(ErrDecode, "bad-json", err)
+			return nil, 0, decodeErr(ErrDecode, "bad-json", err)
 		}
 	} else if v, err = unmarshalMsgpack(body, false); err != nil {
-		return nil, decodeErr(ErrDecode, "bad-msgpack", err)
+		return nil, 0, decodeErr(ErrDecode, "bad-msgpack", err)
 	}
-	return v, nil
+	return v, len(body), nil
 }
 
 // decompress inflates body, reading at most limit bytes.

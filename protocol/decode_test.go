@@ -599,3 +599,26 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// BodySize is the body's size after decompression, what the message holds
+// in memory, not its size on the wire.
+func TestDecodeBodySizeIsInflatedSize(t *testing.T) {
+	m := &Message{ID: "sized", Task: "t", Args: []any{strings.Repeat("y", 50_000)}, Kwargs: map[string]any{}}
+	plain, err := Encode(m, EncodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zipped, err := Encode(m, EncodeOptions{Compression: "zlib"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, raw := range map[string]*RawMessage{"plain": plain, "zlib": zipped} {
+		got, err := Decode(raw, DecodeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.BodySize != len(plain.Body) {
+			t.Errorf("%s: BodySize %d, want %d (wire %d)", name, got.BodySize, len(plain.Body), len(raw.Body))
+		}
+	}
+}

@@ -82,7 +82,9 @@ func (h *hold) eta(j *job, delay time.Duration, listed bool) {
 		h.hooks.back(j)
 		return
 	}
-	size := int64(len(j.d.Raw().Body))
+	// What the message holds in memory is its body after decompression:
+	// a small zlib body can inflate to the body size limit.
+	size := int64(max(len(j.d.Raw().Body), j.msg.BodySize))
 	raise := h.prefetch > 0 && h.rise < h.maxRise &&
 		(h.maxRiseBytes < 0 || h.riseBytes+size <= h.maxRiseBytes)
 	if raise {
