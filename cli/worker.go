@@ -108,6 +108,8 @@ func parseWorkerFlags(cfg *config.Config, g *globalFlags, args []string, stdout 
 	fs.StringVar(&cfg.DefaultQueue, "default-queue", cfg.DefaultQueue, "queue of the tasks the worker sends without one: chain links, callbacks, chord bodies (task_default_queue)")
 	fs.BoolVar(&cfg.AcksLate, "acks-late", cfg.AcksLate, "acknowledge messages after the task ran (task_acks_late)")
 	fs.IntVar(&cfg.MaxRedeliveries, "max-redeliveries", cfg.MaxRedeliveries, "deliveries after the first of an acks_late task that never finished, before it fails with WorkerLostError (0: 5, negative: no cap)")
+	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", cfg.MaxMessageSize, "largest task message body, in bytes after decompression; a larger one is rejected (0: 16 MiB)")
+	fs.Var(secondsValue{&cfg.ETAHorizon}, "eta-horizon", "seconds an ETA or countdown message is held at most before it is published again; keep it below RabbitMQ's consumer_timeout (0: 1500)")
 	fs.StringVar(&cfg.DefaultQueueType, "default-queue-type", cfg.DefaultQueueType, "type of the queues gworker creates: classic or quorum (task_default_queue_type)")
 	fs.StringVar(&cfg.DefaultExchangeType, "default-exchange-type", cfg.DefaultExchangeType, "type of the exchange of each task queue gworker declares: direct, topic or fanout (task_default_exchange_type; native delayed delivery needs topic or fanout)")
 	fs.StringVar(&cfg.DelayedDeliveryQueueType, "delayed-delivery-queue-type", cfg.DelayedDeliveryQueueType, "type of the celery_delayed_* queues of native delayed delivery: quorum or classic (broker_native_delayed_delivery_queue_type)")
