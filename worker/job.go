@@ -23,6 +23,9 @@ type job struct {
 	final    *result.Meta
 	// requeued: the message went back to the queue after the run.
 	requeued bool
+	// keepHeld: publishing the ETA message again failed; the hold keeps
+	// it rather than try again at once.
+	keepHeld bool
 
 	// Guarded by activeTasks.mu: set while the task runs.
 	started      time.Time

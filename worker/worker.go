@@ -457,6 +457,7 @@ func (w *Worker) due(j *job, horizon bool) {
 	if horizon {
 		if err := w.cfg.Followups.Republish(context.Background(), j.msg, j.d.Raw()); err != nil {
 			w.log.Warn("republish of a far ETA failed; keeping it held", zap.String("id", j.msg.ID), zap.Error(err))
+			j.keepHeld = true
 			w.hold.eta(j, time.Until(*j.msg.ETA), false)
 			return
 		}
