@@ -55,6 +55,10 @@ const (
 	// pool_grow is sent: each slot is a goroutine and raises the prefetch
 	// window by the prefetch multiplier.
 	DefaultMaxConcurrency = 10000
+	// DefaultRememberFinished is how many acks_late tasks that finished a
+	// worker remembers, so that a copy the broker delivers again after a
+	// lost acknowledgement is acknowledged without running twice.
+	DefaultRememberFinished = 10000
 	// DefaultMaxRedeliveries caps the deliveries after the first of an
 	// acks_late task's message that never finished before the task fails
 	// with WorkerLostError.

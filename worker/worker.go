@@ -233,6 +233,7 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 		runner:  &runner{hostname: cfg.Hostname, log: log, base: w.base, limits: w.timeLimits, active: w.active},
 		results: w.results, pending: w.pending, followups: w.followups, events: w.events, counts: &w.counts}
 	w.exec.redeliveries, _ = cfg.Backend.(result.RedeliveryCounter)
+	w.exec.finished = newFinishedIDs(config.DefaultRememberFinished)
 	w.inspector = Inspector{pid: w.pid, active: w.active, pool: w.pool, hold: w.hold, consumers: w.consumers,
 		counts: &w.counts, results: w.results, pending: w.pending}
 	w.controls = Controls{registry: cfg.Registry, log: log, prefetchMultiplier: cfg.PrefetchMultiplier,
