@@ -82,8 +82,11 @@ func (e *executor) finishedBefore(j *job) bool {
 		switch {
 		case err != nil:
 			e.log.Warn("cannot read the result of a redelivered task; running it", zap.String("id", j.msg.ID), zap.Error(err))
-		case m != nil && m.Status == result.Success:
-			how = "its result is SUCCESS"
+		case m != nil:
+			j.storedState = m.Status
+			if m.Status == result.Success {
+				how = "its result is SUCCESS"
+			}
 		}
 	}
 	if how == "" {
