@@ -78,6 +78,12 @@ type Config struct {
 	// bytes; a larger one is rejected with a log line saying why, and the
 	// worker goes on. 0 means DefaultMaxBodySize.
 	MaxMessageSize int
+	// MaxMessageValues caps the values (scalars, lists, maps) a task
+	// message's body decodes to, so that a body within MaxMessageSize
+	// cannot expand into far more memory; a message beyond it is rejected
+	// like a too large one. 0 means DefaultMaxMessageValues, negative no
+	// cap.
+	MaxMessageValues int
 	// ETAHorizon: an ETA or countdown message due later than this is held
 	// only until the horizon, then published again and acknowledged, so
 	// that no delivery stays unacknowledged past the broker's
@@ -192,6 +198,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxBodySize
+	}
+	if c.MaxMessageValues == 0 {
+		c.MaxMessageValues = DefaultMaxMessageValues
 	}
 	if c.ETAHorizon == 0 {
 		c.ETAHorizon = DefaultETAHorizon

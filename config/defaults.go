@@ -81,6 +81,9 @@ const (
 	// Its home is package protocol, which decodes bodies and imports
 	// nothing of gworker's.
 	DefaultMaxBodySize = protocol.DefaultMaxBodySize
+	// DefaultMaxMessageValues caps the values a task body decodes to
+	// (protocol.DefaultMaxValues, about 2 million).
+	DefaultMaxMessageValues = protocol.DefaultMaxValues
 )
 
 // The accepted names of queue types (Config.DefaultQueueType).

@@ -27,10 +27,22 @@ type DecodeOptions struct {
 	Accept []string
 	// MaxBodySize caps the body after decompression (0: DefaultMaxBodySize).
 	MaxBodySize int
+	// MaxValues caps the values (scalars, lists and maps) a body decodes
+	// to (0: DefaultMaxValues; negative: no cap), so that a body within
+	// MaxBodySize cannot expand into far more memory: "[0,0,...]" costs
+	// tens of bytes of Go values per two bytes of JSON.
+	MaxValues int
 }
 
 // DefaultMaxBodySize is the default cap of a decompressed body: 16 MiB.
 const DefaultMaxBodySize = 16 << 20
+
+// DefaultMaxValues is the default cap of the values a body decodes to:
+// 2,097,152, about 100 MiB of Go values at most.
+const DefaultMaxValues = 1 << 21
+
+// errTooManyValues: a body decodes to more than MaxValues values.
+var errTooManyValues = errors.New("more values than the limit")
 
 // MaxTaskIDLen is the longest task id Decode accepts, in bytes.
 const MaxTaskIDLen = 255
@@ -594,13 +606,26 @@ func decodeBody(raw *RawMessage, opts DecodeOptions) (v any, size int, derr *Dec
 	if len(body) == 0 {
 		return nil, 0, decodeErr(ErrDecode, "empty-body", errors.New("the body is empty"))
 	}
+	maxValues := opts.MaxValues
+	switch {
+	case maxValues == 0:
+		maxValues = DefaultMaxValues
+	case maxValues < 0:
+		maxValues = 0
+	}
 	var err error
+	reason := "bad-json"
 	if ct == ContentTypeJSON {
-		if v, err = UnmarshalJSON(body); err != nil {
-			return nil, 0, decodeErr(ErrDecode, "bad-json", err)
-		}
-	} else if v, err = unmarshalMsgpack(body, false); err != nil {
-		return nil, 0, decodeErr(ErrDecode, "bad-msgpack", err)
+		v, err = unmarshalJSONLimited(body, maxValues)
+	} else {
+		reason = "bad-msgpack"
+		v, err = unmarshalMsgpackLimited(body, false, maxValues)
+	}
+	if errors.Is(err, errTooManyValues) {
+		return nil, 0, decodeErr(ErrTooLarge, "too-many-values", fmt.Errorf("the body decodes to more than %d values", maxValues))
+	}
+	if err != nil {
+		return nil, 0, decodeErr(ErrDecode, reason, err)
 	}
 	return v, len(body), nil
 }

@@ -56,6 +56,10 @@ type Config struct {
 	Accept []string
 	// MaxBodySize caps decompressed bodies (default 16 MiB).
 	MaxBodySize int
+	// MaxBodyValues caps the values a body decodes to (default
+	// protocol.DefaultMaxValues; negative: no cap). Beyond either cap a
+	// message is rejected with a log line that gives the reason.
+	MaxBodyValues int
 	// ResultExtended stores name, args, kwargs, worker, retries and queue.
 	ResultExtended bool
 	// TrackStarted stores STARTED before running tasks.
@@ -191,7 +195,7 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	w := &Worker{
 		cfg:    cfg,
 		log:    log,
-		decode: protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
+		decode: protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize, MaxValues: cfg.MaxBodyValues},
 		pid:    os.Getpid(),
 		ready:  make(chan struct{}),
 		limits: newRateLimits(),
