@@ -74,6 +74,23 @@ type Config struct {
 	// dead-lettered; 0 means DefaultMaxRedeliveries, a negative value sets
 	// no cap.
 	MaxRedeliveries int
+	// MaxMessageSize caps a task message's body after decompression, in
+	// bytes; a larger one is rejected with a log line saying why, and the
+	// worker goes on. 0 means DefaultMaxBodySize.
+	MaxMessageSize int
+	// MaxMessageValues caps the values (scalars, lists, maps) a task
+	// message's body decodes to, so that a body within MaxMessageSize
+	// cannot expand into far more memory; a message beyond it is rejected
+	// like a too large one. 0 means DefaultMaxMessageValues, negative no
+	// cap.
+	MaxMessageValues int
+	// ETAHorizon: an ETA or countdown message due later than this is held
+	// only until the horizon, then published again and acknowledged, so
+	// that no delivery stays unacknowledged past the broker's
+	// consumer_timeout. 0 means DefaultETAHorizon. Keep it below RabbitMQ's
+	// consumer_timeout (30 minutes by default): the broker does not tell
+	// its consumers that setting, so a worker cannot check it.
+	ETAHorizon time.Duration
 	// DefaultQueueType is the type of the queues the App creates:
 	// QueueTypeClassic (default) or QueueTypeQuorum (Celery 5.5's
 	// task_default_queue_type). Queues that exist are used whatever their
@@ -188,6 +205,15 @@ func (c Config) WithDefaults() Config {
 	if c.PrefetchMultiplier == 0 {
 		c.PrefetchMultiplier = DefaultPrefetchMultiplier
 	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxBodySize
+	}
+	if c.MaxMessageValues == 0 {
+		c.MaxMessageValues = DefaultMaxMessageValues
+	}
+	if c.ETAHorizon == 0 {
+		c.ETAHorizon = DefaultETAHorizon
+	}
 	if c.ResultExpires == 0 {
 		c.ResultExpires = DefaultResultExpires
 	}
@@ -237,6 +263,12 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 0 {
 		p = append(p, fmt.Sprintf("Concurrency %d is negative", c.Concurrency))
+	}
+	if c.MaxMessageSize < 0 {
+		p = append(p, fmt.Sprintf("MaxMessageSize %d is negative", c.MaxMessageSize))
+	}
+	if c.ETAHorizon < 0 {
+		p = append(p, "ETAHorizon must not be negative")
 	}
 	if c.TimeLimit < 0 || c.SoftTimeLimit < 0 {
 		p = append(p, "TimeLimit and SoftTimeLimit must not be negative")

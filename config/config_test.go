@@ -39,6 +39,8 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		"negative heartbeat": {HeartbeatInterval: -time.Second},
 		"negative soft stop": {SoftShutdownTimeout: -time.Second},
 		"negative workers":   {Concurrency: -1},
+		"negative msg size":  {MaxMessageSize: -1},
+		"negative horizon":   {ETAHorizon: -time.Minute},
 	} {
 		for _, c := range []Config{cfg, cfg.WithDefaults()} {
 			err := c.Validate()

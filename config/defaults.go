@@ -51,6 +51,14 @@ const (
 	// DefaultStopTimeout bounds how long a warm shutdown waits for the
 	// broker to confirm the consumer's cancellation.
 	DefaultStopTimeout = 5 * time.Second
+	// DefaultMaxConcurrency caps a worker's pool size, however often
+	// pool_grow is sent: each slot is a goroutine and raises the prefetch
+	// window by the prefetch multiplier.
+	DefaultMaxConcurrency = 10000
+	// DefaultRememberFinished is how many acks_late tasks that finished a
+	// worker remembers, so that a copy the broker delivers again after a
+	// lost acknowledgement is acknowledged without running twice.
+	DefaultRememberFinished = 10000
 	// DefaultMaxRedeliveries caps the deliveries after the first of an
 	// acks_late task's message that never finished before the task fails
 	// with WorkerLostError.
@@ -73,6 +81,9 @@ const (
 	// Its home is package protocol, which decodes bodies and imports
 	// nothing of gworker's.
 	DefaultMaxBodySize = protocol.DefaultMaxBodySize
+	// DefaultMaxMessageValues caps the values a task body decodes to
+	// (protocol.DefaultMaxValues, about 2 million).
+	DefaultMaxMessageValues = protocol.DefaultMaxValues
 )
 
 // The accepted names of queue types (Config.DefaultQueueType).

@@ -27,10 +27,22 @@ type DecodeOptions struct {
 	Accept []string
 	// MaxBodySize caps the body after decompression (0: DefaultMaxBodySize).
 	MaxBodySize int
+	// MaxValues caps the values (scalars, lists and maps) a body decodes
+	// to (0: DefaultMaxValues; negative: no cap), so that a body within
+	// MaxBodySize cannot expand into far more memory: "[0,0,...]" costs
+	// tens of bytes of Go values per two bytes of JSON.
+	MaxValues int
 }
 
 // DefaultMaxBodySize is the default cap of a decompressed body: 16 MiB.
 const DefaultMaxBodySize = 16 << 20
+
+// DefaultMaxValues is the default cap of the values a body decodes to:
+// 2,097,152, about 100 MiB of Go values at most.
+const DefaultMaxValues = 1 << 21
+
+// errTooManyValues: a body decodes to more than MaxValues values.
+var errTooManyValues = errors.New("more values than the limit")
 
 // MaxTaskIDLen is the longest task id Decode accepts, in bytes.
 const MaxTaskIDLen = 255
@@ -89,13 +101,14 @@ func Decode(raw *RawMessage, opts DecodeOptions) (*Message, error) {
 		return &DecodeError{Kind: kind, Reason: reason, ID: known.ID, Task: known.Task, Err: err}
 	}
 
-	body, derr := decodeBody(raw, opts)
+	body, size, derr := decodeBody(raw, opts)
 	if derr != nil {
 		derr.ID, derr.Task = known.ID, known.Task
 		return nil, derr
 	}
 
 	m := &Message{
+		BodySize:        size,
 		Headers:         hdrs,
 		ReplyTo:         raw.ReplyTo,
 		CorrelationID:   raw.CorrelationID,
@@ -560,15 +573,16 @@ func accepts(opts DecodeOptions, ct string) bool {
 	return false
 }
 
-// decodeBody checks the content type, decompresses and deserializes.
-func decodeBody(raw *RawMessage, opts DecodeOptions) (any, *DecodeError) {
+// decodeBody checks the content type, decompresses and deserializes; size
+// is the body's size after decompression.
+func decodeBody(raw *RawMessage, opts DecodeOptions) (v any, size int, derr *DecodeError) {
 	ct := normalizeContentType(raw.ContentType)
 	switch {
 	case ct == "":
-		return nil, decodeErr(ErrContentDisallowed, "empty-content-type",
+		return nil, 0, decodeErr(ErrContentDisallowed, "empty-content-type",
 			errors.New("no content type (Celery reads it as raw application/data)"))
 	case ct != ContentTypeJSON && ct != ContentTypeMsgpack, !accepts(opts, ct):
-		return nil, decodeErr(ErrContentDisallowed, "content-disallowed",
+		return nil, 0, decodeErr(ErrContentDisallowed, "content-disallowed",
 			fmt.Errorf("refusing to deserialize content of type %.64q", raw.ContentType))
 	}
 	limit := opts.MaxBodySize
@@ -577,31 +591,43 @@ func decodeBody(raw *RawMessage, opts DecodeOptions) (any, *DecodeError) {
 	}
 	body := raw.Body
 	if len(body) > limit {
-		return nil, decodeErr(ErrTooLarge, "body-too-large", fmt.Errorf("body of %d bytes (limit %d)", len(body), limit))
+		return nil, 0, decodeErr(ErrTooLarge, "body-too-large", fmt.Errorf("body of %d bytes (limit %d)", len(body), limit))
 	}
 	if c, present := raw.Headers["compression"]; present && c != nil {
 		name, ok := asString(c)
 		if !ok {
-			return nil, decodeErr(ErrDecode, "bad-compression", fmt.Errorf("compression header is %s", typeName(c)))
+			return nil, 0, decodeErr(ErrDecode, "bad-compression", fmt.Errorf("compression header is %s", typeName(c)))
 		}
 		var err *DecodeError
 		if body, err = decompress(name, body, limit); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	if len(body) == 0 {
-		return nil, decodeErr(ErrDecode, "empty-body", errors.New("the body is empty"))
+		return nil, 0, decodeErr(ErrDecode, "empty-body", errors.New("the body is empty"))
 	}
-	var v any
+	maxValues := opts.MaxValues
+	switch {
+	case maxValues == 0:
+		maxValues = DefaultMaxValues
+	case maxValues < 0:
+		maxValues = 0
+	}
 	var err error
+	reason := "bad-json"
 	if ct == ContentTypeJSON {
-		if v, err = UnmarshalJSON(body); err != nil {
-			return nil, decodeErr(ErrDecode, "bad-json", err)
-		}
-	} else if v, err = unmarshalMsgpack(body, false); err != nil {
-		return nil, decodeErr(ErrDecode, "bad-msgpack", err)
+		v, err = unmarshalJSONLimited(body, maxValues)
+	} else {
+		reason = "bad-msgpack"
+		v, err = unmarshalMsgpackLimited(body, false, maxValues)
 	}
-	return v, nil
+	if errors.Is(err, errTooManyValues) {
+		return nil, 0, decodeErr(ErrTooLarge, "too-many-values", fmt.Errorf("the body decodes to more than %d values", maxValues))
+	}
+	if err != nil {
+		return nil, 0, decodeErr(ErrDecode, reason, err)
+	}
+	return v, len(body), nil
 }
 
 // decompress inflates body, reading at most limit bytes.

@@ -599,3 +599,63 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// BodySize is the body's size after decompression, what the message holds
+// in memory, not its size on the wire.
+func TestDecodeBodySizeIsInflatedSize(t *testing.T) {
+	m := &Message{ID: "sized", Task: "t", Args: []any{strings.Repeat("y", 50_000)}, Kwargs: map[string]any{}}
+	plain, err := Encode(m, EncodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zipped, err := Encode(m, EncodeOptions{Compression: "zlib"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, raw := range map[string]*RawMessage{"plain": plain, "zlib": zipped} {
+		got, err := Decode(raw, DecodeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.BodySize != len(plain.Body) {
+			t.Errorf("%s: BodySize %d, want %d (wire %d)", name, got.BodySize, len(plain.Body), len(raw.Body))
+		}
+	}
+}
+
+// A body within MaxBodySize cannot decode to more than MaxValues values:
+// two bytes of JSON ("0,") or one of msgpack cost tens of bytes of Go
+// values. Past the cap the message is refused as ErrTooLarge, with the id
+// known, before anything more is allocated.
+func TestDecodeCapsTheNumberOfValues(t *testing.T) {
+	args := make([]any, 5000)
+	for i := range args {
+		args[i] = int64(0)
+	}
+	for _, ser := range []string{"json", "msgpack"} {
+		raw, err := Encode(&Message{ID: "many", Task: "t", Args: args, Kwargs: map[string]any{}}, EncodeOptions{Serializer: ser})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Decode(raw, DecodeOptions{Accept: []string{ser}, MaxValues: 1000})
+		var de *DecodeError
+		if !errors.As(err, &de) || !errors.Is(err, ErrTooLarge) || de.Reason != "too-many-values" || de.ID != "many" {
+			t.Errorf("%s: %v, want ErrTooLarge too-many-values for id many", ser, err)
+		}
+		if _, err := Decode(raw, DecodeOptions{Accept: []string{ser}}); err != nil {
+			t.Errorf("%s under the default cap: %v", ser, err)
+		}
+		if _, err := Decode(raw, DecodeOptions{Accept: []string{ser}, MaxValues: -1}); err != nil {
+			t.Errorf("%s without a cap: %v", ser, err)
+		}
+	}
+	// A msgpack array declaring more items than the cap is refused before
+	// it is allocated.
+	body := append([]byte{0x93, 0xdd, 0x00, 0x01, 0x00, 0x00}, bytes.Repeat([]byte{0x00}, 1<<16)...)
+	body = append(body, 0x80, 0x80)
+	raw := &RawMessage{ContentType: ContentTypeMsgpack, Body: body,
+		Headers: map[string]any{"id": "declared", "task": "t", "lang": "py"}}
+	if _, err := Decode(raw, DecodeOptions{Accept: []string{"msgpack"}, MaxValues: 1000}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("declared array: %v, want ErrTooLarge", err)
+	}
+}

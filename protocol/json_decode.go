@@ -44,8 +44,12 @@ func (e *SyntaxError) Error() string {
 // (Python: "Unexpected UTF-8 BOM") and anything
 // after the value other than whitespace. Nesting deeper than MaxJSONDepth is
 // an error. Errors are *SyntaxError.
-func UnmarshalJSON(data []byte) (any, error) {
-	d := jsonDecoder{data: data}
+func UnmarshalJSON(data []byte) (any, error) { return unmarshalJSONLimited(data, 0) }
+
+// unmarshalJSONLimited is UnmarshalJSON reading at most maxValues values
+// (0: no cap); past them it returns an error wrapping errTooManyValues.
+func unmarshalJSONLimited(data []byte, maxValues int) (any, error) {
+	d := jsonDecoder{data: data, maxValues: maxValues}
 	if len(data) >= 3 && data[0] == 0xEF && data[1] == 0xBB && data[2] == 0xBF {
 		return nil, d.errorf(0, "unexpected UTF-8 BOM")
 	}
@@ -67,6 +71,8 @@ type jsonDecoder struct {
 	depth   int
 	buf     []byte // scratch for strings with escapes
 	ordered bool   // objects become Dict (key order kept) instead of maps
+	// values counts the values read, up to maxValues (0: no cap).
+	values, maxValues int
 }
 
 // unmarshalJSONOrdered is UnmarshalJSON with objects decoded as Dict, so the
@@ -124,6 +130,11 @@ func (d *jsonDecoder) literal(word string) bool {
 func (d *jsonDecoder) value() (any, error) {
 	if d.pos >= len(d.data) {
 		return nil, d.unexpected()
+	}
+	if d.maxValues > 0 {
+		if d.values++; d.values > d.maxValues {
+			return nil, fmt.Errorf("json: %w (at offset %d)", errTooManyValues, d.pos)
+		}
 	}
 	switch c := d.data[d.pos]; c {
 	case '{':

@@ -91,6 +91,11 @@ type Message struct {
 	Exchange        string
 	RoutingKey      string
 	Redelivered     bool
+
+	// BodySize is the size of the body Decode read, after decompression:
+	// what the message costs in memory besides its decoded values. Encode
+	// ignores it.
+	BodySize int
 }
 
 // Name returns the display name of the task: the shadow name when one was

@@ -25,8 +25,15 @@ import (
 // value costs nothing: data is at most the body size limit, and so is
 // every allocation.
 func unmarshalMsgpack(data []byte, ordered bool) (any, error) {
+	return unmarshalMsgpackLimited(data, ordered, 0)
+}
+
+// unmarshalMsgpackLimited is unmarshalMsgpack reading at most maxValues
+// values (0: no cap); an array or map declaring more is refused before
+// anything is allocated for it.
+func unmarshalMsgpackLimited(data []byte, ordered bool, maxValues int) (any, error) {
 	r := bytes.NewReader(data)
-	d := msgpackDecoder{dec: msgpack.NewDecoder(r), r: r, ordered: ordered}
+	d := msgpackDecoder{dec: msgpack.NewDecoder(r), r: r, ordered: ordered, maxValues: maxValues}
 	v, err := d.value(0)
 	if err != nil {
 		return nil, fmt.Errorf("msgpack: %w (at offset %d)", err, len(data)-r.Len())
@@ -41,11 +48,28 @@ type msgpackDecoder struct {
 	dec     *msgpack.Decoder
 	r       *bytes.Reader
 	ordered bool
+	// values counts the values read, up to maxValues (0: no cap).
+	values, maxValues int
+}
+
+// reserve counts n more values, or fails past maxValues.
+func (d *msgpackDecoder) reserve(n int) error {
+	if d.maxValues <= 0 {
+		return nil
+	}
+	if d.values+n > d.maxValues {
+		return errTooManyValues
+	}
+	d.values += n
+	return nil
 }
 
 func (d *msgpackDecoder) value(depth int) (any, error) {
 	c, err := d.dec.PeekCode()
 	if err != nil {
+		return nil, err
+	}
+	if err := d.reserve(1); err != nil {
 		return nil, err
 	}
 	switch {
@@ -82,6 +106,9 @@ func (d *msgpackDecoder) value(depth int) (any, error) {
 		if n > d.r.Len() {
 			return nil, fmt.Errorf("array of %d items in %d bytes", n, d.r.Len())
 		}
+		if d.maxValues > 0 && d.values+n > d.maxValues {
+			return nil, errTooManyValues
+		}
 		a := make([]any, n)
 		for i := range a {
 			if a[i], err = d.value(depth + 1); err != nil {
@@ -99,6 +126,9 @@ func (d *msgpackDecoder) value(depth int) (any, error) {
 		}
 		if 2*n > d.r.Len() {
 			return nil, fmt.Errorf("map of %d items in %d bytes", n, d.r.Len())
+		}
+		if d.maxValues > 0 && d.values+n > d.maxValues {
+			return nil, errTooManyValues
 		}
 		var m map[string]any
 		var od Dict

@@ -6,8 +6,9 @@ import "go.uber.org/zap"
 // revoked or expired task is discarded. A task acknowledged early is
 // acknowledged now, and does not run when that fails. An acks_late task
 // does not run when its delivery is stale, when it is a redelivered copy
-// of a task running here (it is parked until that run ends), or when it is
-// a poison message. begin reports whether j runs, and whether it is
+// of a task running here (it is parked until that run ends), when it is a
+// redelivered copy of a task that finished (finished.go), or when it is a
+// poison message. begin reports whether j runs, and whether it is
 // acknowledged late; then the caller must call endRun once j is settled.
 func (e *executor) begin(j *job) (late, run bool) {
 	if e.revocation.discardIfExpired(j) || e.revocation.discardIfRevoked(j) {
@@ -27,7 +28,7 @@ func (e *executor) begin(j *job) (late, run bool) {
 	if e.staleBeforeStart(j) || e.joinRun(j) {
 		return true, false
 	}
-	if e.poisoned(j) {
+	if e.finishedBefore(j) || e.poisoned(j) {
 		e.endRun(j)
 		return true, false
 	}

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/config"
 	"github.com/gworker/gworker/protocol"
 )
 
@@ -91,4 +92,36 @@ func TestControlsQueues(t *testing.T) {
 	}
 	c.consumers.cancelAdded(ctx)
 	c.consumers.closeAdded()
+}
+
+func TestControlsResizePoolIsBounded(t *testing.T) {
+	c, main, _ := testControls(t)
+	c.pool.max = 10
+	for range 8 {
+		if err := c.ResizePool(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.ResizePool(1); !errors.Is(err, ErrPoolLimit) {
+		t.Errorf("growing past the maximum: %v", err)
+	}
+	if err := c.ResizePool(-10); !errors.Is(err, ErrPoolSize) {
+		t.Errorf("shrinking to zero: %v", err)
+	}
+	if c.pool.concurrency() != 10 || c.hold.prefetchCount() != 40 {
+		t.Errorf("concurrency %d, prefetch %d", c.pool.concurrency(), c.hold.prefetchCount())
+	}
+	if w := main.windows(); w[len(w)-1] != 40 {
+		t.Errorf("windows %v", w)
+	}
+}
+
+func TestPoolDefaultMaximum(t *testing.T) {
+	p := newPool(1, func(*job) {}, func(*job) {})
+	if _, err := p.resize(config.DefaultMaxConcurrency); !errors.Is(err, ErrPoolLimit) {
+		t.Errorf("growing past config.DefaultMaxConcurrency: %v", err)
+	}
+	if _, err := p.resize(config.DefaultMaxConcurrency - 1); err != nil {
+		t.Errorf("growing to config.DefaultMaxConcurrency: %v", err)
+	}
 }

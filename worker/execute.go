@@ -23,7 +23,8 @@ type executor struct {
 	maxRedeliveries int
 	redeliveries    result.RedeliveryCounter
 
-	runs       runningIDs // acks_late tasks running, by id (dupguard.go)
+	runs       runningIDs   // acks_late tasks running, by id (dupguard.go)
+	finished   *finishedIDs // acks_late tasks that finished (finished.go)
 	revocation *revocation
 	active     *activeTasks
 	runner     *runner

@@ -34,6 +34,7 @@ type hold struct {
 	prefetch  int                  // the window without held messages (0: no limit)
 	rise      int                  // how much held messages raise it
 	riseBytes int64                // body bytes of the messages that raised it
+	inWindow  int                  // held messages that did not raise it
 	cons      Consumer             // whose window is raised; nil before start
 }
 
@@ -67,8 +68,11 @@ func (h *hold) start(cons Consumer) {
 // is due, delay from now. As Celery, each held message raises the
 // prefetch window by one so that it does not starve the consumer, up to
 // maxRise messages and maxRiseBytes of bodies; beyond either cap it waits
-// inside the normal window. A message due after the ETA horizon is held
-// only until the horizon, then hooks.due(j, true) publishes it again.
+// inside the normal window, on at most half of it: with republish, a
+// message beyond that is published again at once (hooks.due(j, true)), so
+// that ordinary tasks keep the other half. A message due after the ETA
+// horizon is held only until the horizon, then hooks.due(j, true)
+// publishes it again.
 // With listed, hooks.listed runs once j is listed by scheduled and before
 // its timer starts, so that an observer of task-received finds it there
 // and never sees it start first.
@@ -82,14 +86,30 @@ func (h *hold) eta(j *job, delay time.Duration, listed bool) {
 		h.hooks.back(j)
 		return
 	}
-	size := int64(len(j.d.Raw().Body))
+	// What the message holds in memory is its body after decompression:
+	// a small zlib body can inflate to the body size limit.
+	size := int64(max(len(j.d.Raw().Body), j.msg.BodySize))
 	raise := h.prefetch > 0 && h.rise < h.maxRise &&
 		(h.maxRiseBytes < 0 || h.riseBytes+size <= h.maxRiseBytes)
+	if !raise && h.republish && !j.keepHeld && h.prefetch > 0 && h.inWindow >= h.prefetch/2 {
+		// Held messages that raise nothing fill the normal window: past
+		// half of it, ordinary tasks would starve behind them. This one is
+		// published again at once, as at the horizon.
+		h.mu.Unlock()
+		if listed {
+			h.hooks.listed(j)
+		}
+		h.log.Info("Task "+j.msg.Name()+"["+j.msg.ID+"] sent back to the broker: the held ETA messages fill half the prefetch window",
+			zap.String("id", j.msg.ID), zap.String("reason", "eta-window-full"))
+		h.hooks.due(j, true)
+		return
+	}
 	if raise {
 		h.rise++
 		h.riseBytes += size
 	} else {
 		size = 0
+		h.inWindow++
 	}
 	window := h.prefetch + h.rise
 	horizon := delay > h.horizon && h.republish
@@ -126,6 +146,8 @@ func (h *hold) release(j *job, raised bool, size int64, horizon bool) {
 	if raised {
 		h.rise--
 		h.riseBytes -= size
+	} else {
+		h.inWindow--
 	}
 	window := h.prefetch + h.rise
 	cons := h.cons

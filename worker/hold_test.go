@@ -219,3 +219,53 @@ func TestHoldPrefetch(t *testing.T) {
 		t.Errorf("setPrefetch: window %d, consumer %v, prefetch %d", w, cons, h.prefetchCount())
 	}
 }
+
+// Held ETA messages that do not raise the window (its rise is capped) take
+// at most half of it: the next one is sent back to the broker at once, so
+// that ordinary tasks always find room. One whose republish failed is kept.
+func TestHoldKeepsHalfTheWindowForOrdinaryTasks(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 4, 0, -1, time.Hour)
+	h.start(newTestConsumer())
+	for i := range 2 {
+		j := testJob(t, "t", "in-window-"+string(rune('a'+i)), nil, TaskOptions{})
+		h.eta(j, time.Minute, true)
+		recv(t, p.listed, "listed")
+	}
+	over := testJob(t, "t", "over", nil, TaskOptions{})
+	h.eta(over, time.Minute, true)
+	recv(t, p.listed, "listed")
+	if d := recv(t, p.due, "due"); d.j != over || !d.horizon {
+		t.Fatalf("due %+v, want the third message sent back", d)
+	}
+	if n := len(h.scheduled()); n != 2 {
+		t.Errorf("%d held, want 2", n)
+	}
+	over.keepHeld = true
+	h.eta(over, time.Minute, false)
+	if n := len(h.scheduled()); n != 3 {
+		t.Errorf("%d held, want 3: a message whose republish failed stays", n)
+	}
+	select {
+	case d := <-p.due:
+		t.Errorf("due %+v", d)
+	default:
+	}
+	h.close()
+}
+
+// Without a way to publish again, held messages wait inside the window as
+// before.
+func TestHoldWithoutRepublishWaitsInTheWindow(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 4, 0, -1, 0)
+	h.start(newTestConsumer())
+	for i := range 4 {
+		h.eta(testJob(t, "t", "w-"+string(rune('a'+i)), nil, TaskOptions{}), time.Minute, true)
+		recv(t, p.listed, "listed")
+	}
+	if n := len(h.scheduled()); n != 4 {
+		t.Errorf("%d held, want 4", n)
+	}
+	h.close()
+}

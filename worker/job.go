@@ -23,6 +23,12 @@ type job struct {
 	final    *result.Meta
 	// requeued: the message went back to the queue after the run.
 	requeued bool
+	// keepHeld: publishing the ETA message again failed; the hold keeps
+	// it rather than try again at once.
+	keepHeld bool
+	// storedState is the task's state in the result backend, read for a
+	// redelivered acks_late message before it starts ("" when not read).
+	storedState result.State
 
 	// Guarded by activeTasks.mu: set while the task runs.
 	started      time.Time

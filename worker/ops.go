@@ -22,6 +22,8 @@ var (
 	ErrNotConsuming = errors.New("worker: not consuming from that queue")
 	// ErrPoolSize: a pool change would leave no slot.
 	ErrPoolSize = errors.New("worker: the pool cannot shrink below one slot")
+	// ErrPoolLimit: a pool change would pass Config.MaxConcurrency.
+	ErrPoolLimit = errors.New("worker: the pool cannot grow past its maximum concurrency")
 )
 
 // Controls change a running worker as Celery's remote control commands
@@ -61,6 +63,8 @@ func (c *Controls) SetTimeLimit(task string, soft, hard time.Duration) error {
 // ResizePool grows (n > 0) or shrinks (n < 0) the pool by n slots, and the
 // prefetch window with it (prefetch multiplier × slots), as Celery's
 // pool_grow and pool_shrink. A running task keeps its slot until it ends.
+// It refuses, changing nothing, to shrink the pool below one slot
+// (ErrPoolSize) or grow it past Config.MaxConcurrency (ErrPoolLimit).
 func (c *Controls) ResizePool(n int) error {
 	size, err := c.pool.resize(n)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/result"
 )
 
 // poisoned enforces Config.MaxRedeliveries on an acks_late job about to
@@ -40,9 +41,13 @@ func (e *executor) poisoned(j *job) bool {
 	}
 	if n <= max {
 		if n > 0 {
-			e.log.Warn("task redelivered: its previous run did not finish",
-				zap.String("id", j.msg.ID), zap.String("task", j.msg.Task),
-				zap.Int("redeliveries", n), zap.Int("max_redeliveries", max), zap.String("counted_by", source))
+			fields := []zap.Field{zap.String("id", j.msg.ID), zap.String("task", j.msg.Task),
+				zap.Int("redeliveries", n), zap.Int("max_redeliveries", max), zap.String("counted_by", source)}
+			if startedBefore(j, n, source) {
+				e.log.Warn("task redelivered: its previous run did not finish", fields...)
+			} else {
+				e.log.Debug("task redelivered; no earlier run of it is known to have started (it may only have been prefetched)", fields...)
+			}
 		}
 		return false
 	}
@@ -58,6 +63,17 @@ func (e *executor) poisoned(j *job) bool {
 		e.log.Warn("reject", zap.String("id", j.msg.ID), zap.Error(err))
 	}
 	return true
+}
+
+// startedBefore reports whether an earlier delivery of j's message is
+// known to have started its task: the result backend counted an earlier
+// redelivered copy about to start (n counts the copies that started,
+// this one included), or holds STARTED (task_track_started). A message
+// that was only prefetched when its connection closed is redelivered too,
+// and its first redelivery is counted alike: then nothing says that a run
+// died.
+func startedBefore(j *job, n int, source string) bool {
+	return (source == "result backend" && n >= 2) || j.storedState == result.Started
 }
 
 // redeliveryCount returns how often j's message was redelivered, and from

@@ -1,8 +1,11 @@
 package worker
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"github.com/gworker/gworker/config"
 )
 
 // pool runs jobs on a bounded number of goroutines, its slots, fed by one
@@ -18,6 +21,7 @@ type pool struct {
 
 	mu      sync.Mutex
 	size    int
+	max     int // the largest size; 0: config.DefaultMaxConcurrency
 	started bool
 }
 
@@ -67,7 +71,15 @@ func (p *pool) resize(n int) (int, error) {
 	p.mu.Lock()
 	if p.size+n < 1 {
 		p.mu.Unlock()
-		return 0, ErrPoolSize
+		return 0, fmt.Errorf("%w: %d slots %+d", ErrPoolSize, p.size, n)
+	}
+	limit := p.max
+	if limit <= 0 {
+		limit = config.DefaultMaxConcurrency
+	}
+	if n > 0 && p.size+n > limit {
+		p.mu.Unlock()
+		return 0, fmt.Errorf("%w: %d slots %+d would pass %d", ErrPoolLimit, p.size, n, limit)
 	}
 	p.size += n
 	size, started := p.size, p.started

@@ -102,6 +102,9 @@ func (e *executor) finish(j *job, late bool) {
 			return
 		}
 		j.ack(e.log)
+		// Remembered whether or not the ack failed: a lost ack need not
+		// fail here.
+		e.finished.add(finishedKey(j.msg.ID, j.msg.Retries))
 	} else if !stored && j.final != nil && e.results.backend != nil {
 		// Acknowledged already: the broker has no copy to deliver again,
 		// so keep the result until the store is back.

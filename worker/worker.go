@@ -41,6 +41,10 @@ type Config struct {
 	// Concurrency is the number of tasks run at once; default 8... as
 	// Celery, the number of CPUs when 0.
 	Concurrency int
+	// MaxConcurrency caps the pool size, also when pool_grow commands add
+	// up (Controls.ResizePool); default config.DefaultMaxConcurrency.
+	// Concurrency must not exceed it.
+	MaxConcurrency int
 	// PrefetchMultiplier × Concurrency messages are prefetched; default 4.
 	// A negative value asks the broker for no limit.
 	PrefetchMultiplier int
@@ -52,6 +56,10 @@ type Config struct {
 	Accept []string
 	// MaxBodySize caps decompressed bodies (default 16 MiB).
 	MaxBodySize int
+	// MaxBodyValues caps the values a body decodes to (default
+	// protocol.DefaultMaxValues; negative: no cap). Beyond either cap a
+	// message is rejected with a log line that gives the reason.
+	MaxBodyValues int
 	// ResultExtended stores name, args, kwargs, worker, retries and queue.
 	ResultExtended bool
 	// TrackStarted stores STARTED before running tasks.
@@ -147,6 +155,12 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = defaultConcurrency()
 	}
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = config.DefaultMaxConcurrency
+	}
+	if cfg.Concurrency > cfg.MaxConcurrency {
+		return nil, fmt.Errorf("worker: Concurrency %d passes MaxConcurrency %d", cfg.Concurrency, cfg.MaxConcurrency)
+	}
 	if cfg.PrefetchMultiplier == 0 {
 		cfg.PrefetchMultiplier = config.DefaultPrefetchMultiplier
 	}
@@ -181,7 +195,7 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	w := &Worker{
 		cfg:    cfg,
 		log:    log,
-		decode: protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize},
+		decode: protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: cfg.MaxBodySize, MaxValues: cfg.MaxBodyValues},
 		pid:    os.Getpid(),
 		ready:  make(chan struct{}),
 		limits: newRateLimits(),
@@ -208,6 +222,7 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
 		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
 	w.pool = newPool(cfg.Concurrency, func(j *job) { w.exec.execute(j); w.inflight.Done() }, w.handBack)
+	w.pool.max = cfg.MaxConcurrency
 	w.active = newActiveTasks(cfg.Hostname, w.pid)
 	w.results = &resultWriter{backend: cfg.Backend, hostname: cfg.Hostname, pid: w.pid,
 		extended: cfg.ResultExtended, log: log, stop: w.base.Done()}
@@ -222,6 +237,7 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 		runner:  &runner{hostname: cfg.Hostname, log: log, base: w.base, limits: w.timeLimits, active: w.active},
 		results: w.results, pending: w.pending, followups: w.followups, events: w.events, counts: &w.counts}
 	w.exec.redeliveries, _ = cfg.Backend.(result.RedeliveryCounter)
+	w.exec.finished = newFinishedIDs(config.DefaultRememberFinished)
 	w.inspector = Inspector{pid: w.pid, active: w.active, pool: w.pool, hold: w.hold, consumers: w.consumers,
 		counts: &w.counts, results: w.results, pending: w.pending}
 	w.controls = Controls{registry: cfg.Registry, log: log, prefetchMultiplier: cfg.PrefetchMultiplier,
@@ -446,6 +462,7 @@ func (w *Worker) due(j *job, horizon bool) {
 	if horizon {
 		if err := w.cfg.Followups.Republish(context.Background(), j.msg, j.d.Raw()); err != nil {
 			w.log.Warn("republish of a far ETA failed; keeping it held", zap.String("id", j.msg.ID), zap.Error(err))
+			j.keepHeld = true
 			w.hold.eta(j, time.Until(*j.msg.ETA), false)
 			return
 		}
