@@ -203,6 +203,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func(), late *lateSources)
 		MaxBodySize:        a.cfg.MaxMessageSize,
 		MaxBodyValues:      a.cfg.MaxMessageValues,
 		ETAHorizon:         a.cfg.ETAHorizon,
+		MaxHeldETA:         a.cfg.ETATaskLimit,
 		Hostname:           ExpandHostname(a.cfg.Hostname),
 		Accept:             accept,
 		ResultExtended:     a.cfg.ResultExtended,

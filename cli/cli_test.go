@@ -40,9 +40,9 @@ func parse(t *testing.T, args ...string) (config.Config, *workerFlags, []string)
 func TestRabbitMQWorkerFlags(t *testing.T) {
 	cfg, _, _ := parse(t, "worker", "--broker", "amqp://u:p@n1//;amqp://u:p@n2//", "--default-queue-type", "quorum",
 		"--max-redeliveries", "3", "--broker-heartbeat", "10", "--max-message-size", "65536", "--eta-horizon", "600",
-		"--max-message-values", "5000")
+		"--max-message-values", "5000", "--eta-task-limit", "50")
 	if cfg.DefaultQueueType != "quorum" || cfg.MaxRedeliveries != 3 || cfg.BrokerHeartbeat != 10*time.Second ||
-		cfg.MaxMessageSize != 65536 || cfg.ETAHorizon != 10*time.Minute || cfg.MaxMessageValues != 5000 {
+		cfg.MaxMessageSize != 65536 || cfg.ETAHorizon != 10*time.Minute || cfg.MaxMessageValues != 5000 || cfg.ETATaskLimit != 50 {
 		t.Errorf("config: %+v", cfg)
 	}
 	bad := cfg

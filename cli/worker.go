@@ -111,6 +111,7 @@ func parseWorkerFlags(cfg *config.Config, g *globalFlags, args []string, stdout 
 	fs.IntVar(&cfg.MaxRedeliveries, "max-redeliveries", cfg.MaxRedeliveries, "deliveries after the first of an acks_late task that never finished, before it fails with WorkerLostError (0: 5, negative: no cap)")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", cfg.MaxMessageSize, "largest task message body, in bytes after decompression; a larger one is rejected (0: 16 MiB)")
 	fs.IntVar(&cfg.MaxMessageValues, "max-message-values", cfg.MaxMessageValues, "most values (numbers, strings, lists, maps) a task message body may decode to; a larger one is rejected (0: 2097152, negative: no cap)")
+	fs.IntVar(&cfg.ETATaskLimit, "eta-task-limit", cfg.ETATaskLimit, "ETA/countdown tasks held in memory at most; past it they wait on the broker (worker_eta_task_limit; 0: 10000)")
 	fs.Var(secondsValue{&cfg.ETAHorizon}, "eta-horizon", "seconds an ETA or countdown message is held at most before it is published again; keep it below RabbitMQ's consumer_timeout (0: 1500)")
 	fs.StringVar(&cfg.DefaultQueueType, "default-queue-type", cfg.DefaultQueueType, "type of the queues gworker creates: classic or quorum (task_default_queue_type)")
 	fs.StringVar(&cfg.DefaultExchangeType, "default-exchange-type", cfg.DefaultExchangeType, "type of the exchange of each task queue gworker declares: direct, topic or fanout (task_default_exchange_type; native delayed delivery needs topic or fanout)")

@@ -91,6 +91,12 @@ type Config struct {
 	// consumer_timeout (30 minutes by default): the broker does not tell
 	// its consumers that setting, so a worker cannot check it.
 	ETAHorizon time.Duration
+	// ETATaskLimit is Celery 5.6's worker_eta_task_limit: at most this
+	// many ETA and countdown messages are held in memory raising the
+	// prefetch window; past it they wait in the window, on at most half of
+	// it, and then on the broker (sent back, through native delayed
+	// delivery where the queue has it). 0 means DefaultMaxHeldETA.
+	ETATaskLimit int
 	// DefaultQueueType is the type of the queues the App creates:
 	// QueueTypeClassic (default) or QueueTypeQuorum (Celery 5.5's
 	// task_default_queue_type). Queues that exist are used whatever their
@@ -266,6 +272,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxMessageSize < 0 {
 		p = append(p, fmt.Sprintf("MaxMessageSize %d is negative", c.MaxMessageSize))
+	}
+	if c.ETATaskLimit < 0 {
+		p = append(p, "ETATaskLimit must not be negative")
 	}
 	if c.ETAHorizon < 0 {
 		p = append(p, "ETAHorizon must not be negative")
