@@ -32,26 +32,31 @@ type ConsumerConfig struct {
 // Consumer takes messages from one or more queues as kombu's Redis channel
 // does. Create it with Broker.NewConsumer.
 type Consumer struct {
-	b     *Broker
-	cfg   ConsumerConfig
-	log   *zap.Logger
-	out   chan transport.Delivery
-	wake  chan struct{}
-	keys  []string       // unacked, index, then the lists by queue and step
-	byKey map[string]int // list key -> queue index
-	order []int          // queue cycle (fetch loop only)
-	// queueJSON are the queue names as JSON strings, by queue index: the
-	// routing keys of the unacked entries the fetch script writes.
-	queueJSON []any
+	b    *Broker
+	cfg  ConsumerConfig
+	log  *zap.Logger
+	out  chan transport.Delivery
+	wake chan struct{}
+	// unackedKey and indexKey are kombu's unacked hash and index.
+	unackedKey, indexKey string
+	// reconf tells the fetch loop that a queue was cancelled.
+	reconf chan struct{}
 
 	acks acker
 
-	mu       sync.Mutex
-	owned    map[string]*Delivery // taken from Redis, not settled
-	seq      uint64
-	prefetch int
-	canceled bool
-	closed   bool
+	mu sync.Mutex
+	// qs are the consumed queues, replaced whole when one is added or
+	// cancelled; every fetch takes the set current when it starts.
+	qs    *queueSet
+	order []int // queue cycle, indexes into qs.names
+	// cancelWait are closed once the fetch loop has put back what it
+	// took from cancelled queues.
+	cancelWait []chan struct{}
+	owned      map[string]*Delivery // taken from Redis, not settled
+	seq        uint64
+	prefetch   int
+	canceled   bool
+	closed     bool
 
 	cancelReq  chan struct{}
 	cancelOnce sync.Once
@@ -120,37 +125,193 @@ func (b *Broker) NewConsumer(ctx context.Context, cfg ConsumerConfig) (*Consumer
 // newConsumer builds a consumer of cfg.Queues without starting it.
 func (b *Broker) newConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	c := &Consumer{
-		b:         b,
-		cfg:       cfg,
-		log:       b.log.Named("consumer").With(zap.Strings("queues", cfg.Queues)),
-		out:       make(chan transport.Delivery),
-		wake:      make(chan struct{}, 1),
-		byKey:     map[string]int{},
-		owned:     map[string]*Delivery{},
-		prefetch:  cfg.Prefetch,
-		cancelReq: make(chan struct{}),
-		loopDone:  make(chan struct{}),
+		b:          b,
+		cfg:        cfg,
+		log:        b.log.Named("consumer").With(zap.Strings("queues", cfg.Queues)),
+		out:        make(chan transport.Delivery),
+		wake:       make(chan struct{}, 1),
+		reconf:     make(chan struct{}, 1),
+		unackedKey: b.key(b.cfg.UnackedKey),
+		indexKey:   b.key(b.cfg.UnackedIndexKey),
+		owned:      map[string]*Delivery{},
+		prefetch:   cfg.Prefetch,
+		cancelReq:  make(chan struct{}),
+		loopDone:   make(chan struct{}),
 	}
-	c.keys = []string{b.key(b.cfg.UnackedKey), b.key(b.cfg.UnackedIndexKey)}
+	var names []string
+	var queueJSON []any
 	for _, q := range cfg.Queues {
+		if slices.Contains(names, q) {
+			continue
+		}
 		j, err := protocol.MarshalJSON(q)
 		if err != nil {
 			return nil, fmt.Errorf("%w: queue %q: %v", ErrInvalidConfig, q, err)
 		}
-		c.queueJSON = append(c.queueJSON, string(j))
+		names = append(names, q)
+		queueJSON = append(queueJSON, string(j))
 	}
-	for qi, q := range cfg.Queues {
-		for _, s := range b.cfg.PrioritySteps {
-			k := b.key(b.QueueKey(q, s))
-			c.keys = append(c.keys, k)
-			c.byKey[k] = qi
-		}
+	c.qs = c.newQueueSet(names, queueJSON)
+	for qi := range names {
 		c.order = append(c.order, qi)
 	}
-	if b.cfg.QueueOrderStrategy == Sorted {
-		slices.SortStableFunc(c.order, func(x, y int) int { return cmp.Compare(cfg.Queues[x], cfg.Queues[y]) })
-	}
+	c.sortOrder()
 	return c, nil
+}
+
+// queueSet is the set of queues a fetch takes from. It is not changed once
+// built: adding or cancelling a queue builds a new one.
+type queueSet struct {
+	names []string
+	keys  []string       // unacked, index, then the lists by queue and step
+	byKey map[string]int // list key -> queue index
+	// queueJSON are the queue names as JSON strings, by queue index: the
+	// routing keys of the unacked entries the fetch script writes.
+	queueJSON []any
+}
+
+func (c *Consumer) newQueueSet(names []string, queueJSON []any) *queueSet {
+	qs := &queueSet{names: names, queueJSON: queueJSON, byKey: map[string]int{},
+		keys: []string{c.unackedKey, c.indexKey}}
+	for qi, q := range names {
+		for _, s := range c.b.cfg.PrioritySteps {
+			k := c.b.key(c.b.QueueKey(q, s))
+			qs.keys = append(qs.keys, k)
+			qs.byKey[k] = qi
+		}
+	}
+	return qs
+}
+
+// sortOrder sorts the cycle by queue name under the sorted strategy. c.mu
+// is held (or c is not shared yet).
+func (c *Consumer) sortOrder() {
+	if c.b.cfg.QueueOrderStrategy == Sorted {
+		slices.SortStableFunc(c.order, func(x, y int) int { return cmp.Compare(c.qs.names[x], c.qs.names[y]) })
+	}
+}
+
+// Queues returns the queues the consumer takes messages from.
+func (c *Consumer) Queues() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.qs.names)
+}
+
+// AddQueue binds the queue to its exchange (unless NoDeclare) and takes
+// its messages too, on the same fetch loop and BRPOP as the other queues,
+// at the end of the cycle and within the same prefetch bound
+// (transport.QueueAdder). The queue is taken from the next fetch on: a
+// BRPOP under way ends within Config.PollTimeout. Adding a consumed queue
+// is not an error.
+func (c *Consumer) AddQueue(ctx context.Context, name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: queue without a name", ErrInvalidConfig)
+	}
+	j, err := protocol.MarshalJSON(name)
+	if err != nil {
+		return fmt.Errorf("%w: queue %q: %v", ErrInvalidConfig, name, err)
+	}
+	c.mu.Lock()
+	stopped, has := c.canceled, slices.Contains(c.qs.names, name)
+	c.mu.Unlock()
+	if has {
+		return nil
+	}
+	if stopped {
+		return ErrClosed
+	}
+	if !c.cfg.NoDeclare {
+		if err := c.b.DeclareTaskQueue(ctx, name); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if slices.Contains(c.qs.names, name) {
+		return nil
+	}
+	if c.canceled {
+		return ErrClosed
+	}
+	c.qs = c.newQueueSet(append(slices.Clone(c.qs.names), name), append(slices.Clone(c.qs.queueJSON), string(j)))
+	c.order = append(c.order, len(c.qs.names)-1)
+	c.sortOrder()
+	return nil
+}
+
+// CancelQueue stops taking messages from the queue (transport.QueueAdder).
+// It returns once the fetch under way has ended (within
+// Config.PollTimeout) and the messages it took from the queue and did not
+// hand over are back at the head of the queue, or when ctx ends.
+// Deliveries already handed over stay valid. The last queue cannot be
+// cancelled: Cancel the consumer instead.
+func (c *Consumer) CancelQueue(ctx context.Context, name string) error {
+	c.mu.Lock()
+	qi := slices.Index(c.qs.names, name)
+	if qi < 0 {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %q", transport.ErrNotConsuming, name)
+	}
+	if len(c.qs.names) == 1 {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %q is the last queue of the consumer", ErrInvalidConfig, name)
+	}
+	c.qs = c.newQueueSet(slices.Delete(slices.Clone(c.qs.names), qi, qi+1),
+		slices.Delete(slices.Clone(c.qs.queueJSON), qi, qi+1))
+	order := c.order[:0:0]
+	for _, q := range c.order {
+		switch {
+		case q < qi:
+			order = append(order, q)
+		case q > qi:
+			order = append(order, q-1)
+		}
+	}
+	c.order = order
+	done := make(chan struct{})
+	c.cancelWait = append(c.cancelWait, done)
+	c.mu.Unlock()
+	select {
+	case c.reconf <- struct{}{}:
+	default:
+	}
+	select {
+	case <-done:
+		return nil
+	case <-c.loopDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// dropCancelled puts back at the head of their queues the messages in buf
+// whose queue was cancelled, and returns the others (fetch loop only).
+func (c *Consumer) dropCancelled(buf []*Delivery) []*Delivery {
+	c.mu.Lock()
+	names, waiters := c.qs.names, c.cancelWait
+	c.cancelWait = nil
+	var keep, drop []*Delivery
+	for _, d := range buf {
+		if slices.Contains(names, d.Queue) {
+			keep = append(keep, d)
+			continue
+		}
+		d.settled.Store(true)
+		d.stale.Store(true)
+		drop = append(drop, d)
+	}
+	c.mu.Unlock()
+	if len(drop) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), c.b.cfg.SettleTimeout)
+		_ = c.restoreHead(ctx, drop)
+		cancel()
+	}
+	for _, w := range waiters {
+		close(w)
+	}
+	return keep
 }
 
 // Deliveries is closed after Cancel or Close, once the messages taken but
@@ -280,10 +441,18 @@ func (c *Consumer) loop(ctx context.Context) {
 	var buf []*Delivery
 	bo := c.b.backoff()
 	for !c.stopping() && ctx.Err() == nil {
+		select {
+		case <-c.reconf:
+			buf = c.dropCancelled(buf)
+			continue
+		default:
+		}
 		if len(buf) > 0 {
 			select {
 			case c.out <- buf[0]:
 				buf = buf[1:]
+			case <-c.reconf:
+				buf = c.dropCancelled(buf)
 			case <-c.cancelReq:
 			}
 			continue
@@ -292,6 +461,8 @@ func (c *Consumer) loop(ctx context.Context) {
 		if n <= 0 {
 			select {
 			case <-c.wake:
+			case <-c.reconf:
+				buf = c.dropCancelled(buf)
 			case <-c.cancelReq:
 			}
 			continue
@@ -337,15 +508,18 @@ const FetchBatchBytes = 1 << 20
 // recorded is put back at the head of its queue at once rather than left
 // for the visibility timeout.
 func (c *Consumer) fetch(ctx context.Context, n int) ([]*Delivery, error) {
+	c.mu.Lock()
+	qs, order := c.qs, slices.Clone(c.order)
+	c.mu.Unlock()
 	ns := len(c.b.cfg.PrioritySteps)
-	args := make([]any, 0, 6+len(c.order)+n+len(c.cfg.Queues))
+	args := make([]any, 0, 6+len(order)+n+len(qs.names))
 	now := float64(time.Now().UnixMicro()) / 1e6
 	rot := "0"
 	if c.b.cfg.QueueOrderStrategy == RoundRobin {
 		rot = "1"
 	}
-	args = append(args, n, fmt.Sprintf("%f", now), ns, rot, FetchBatchBytes, len(c.order))
-	for _, q := range c.order {
+	args = append(args, n, fmt.Sprintf("%f", now), ns, rot, FetchBatchBytes, len(order))
+	for _, q := range order {
 		args = append(args, q)
 	}
 	tags := make([]string, n)
@@ -353,8 +527,8 @@ func (c *Consumer) fetch(ctx context.Context, n int) ([]*Delivery, error) {
 		tags[i] = newTag()
 		args = append(args, tags[i])
 	}
-	args = append(args, c.queueJSON...)
-	res, err := fetchScript.Run(ctx, c.b.client, c.keys, args...).Slice()
+	args = append(args, qs.queueJSON...)
+	res, err := fetchScript.Run(ctx, c.b.client, qs.keys, args...).Slice()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		// The script may have run and recorded messages whose reply
 		// never came: put them back now.
@@ -366,8 +540,9 @@ func (c *Consumer) fetch(ctx context.Context, n int) ([]*Delivery, error) {
 		qi, _ := res[i].(int64)
 		item, _ := res[i+1].(string)
 		tag, _ := res[i+2].(string)
-		c.rotate(int(qi))
-		if d := c.take(ctx, int(qi), []byte(item), tag); d != nil {
+		queue := qs.names[qi]
+		c.rotate(queue)
+		if d := c.take(ctx, queue, []byte(item), tag); d != nil {
 			out = append(out, d)
 		}
 	}
@@ -375,10 +550,10 @@ func (c *Consumer) fetch(ctx context.Context, n int) ([]*Delivery, error) {
 		return out, nil
 	}
 	// Nothing waiting: block like kombu, every queue's lists in cycle order.
-	keys := make([]string, 0, ns*len(c.order))
+	keys := make([]string, 0, ns*len(order))
 	for s := range ns {
-		for _, q := range c.order {
-			keys = append(keys, c.keys[2+q*ns+s])
+		for _, q := range order {
+			keys = append(keys, qs.keys[2+q*ns+s])
 		}
 	}
 	kv, err := c.b.client.BRPop(ctx, c.b.cfg.PollTimeout, keys...).Result()
@@ -388,9 +563,9 @@ func (c *Consumer) fetch(ctx context.Context, n int) ([]*Delivery, error) {
 	if err != nil {
 		return nil, err
 	}
-	qi := c.byKey[kv[0]]
-	c.rotate(qi)
-	if d := c.take(ctx, qi, []byte(kv[1]), ""); d != nil {
+	queue := qs.names[qs.byKey[kv[0]]]
+	c.rotate(queue)
+	if d := c.take(ctx, queue, []byte(kv[1]), ""); d != nil {
 		out = append(out, d)
 	}
 	return out, nil
@@ -418,11 +593,14 @@ func (c *Consumer) restoreLost(tags []string) {
 }
 
 // rotate replays the round_robin move of the served queue to the end.
-func (c *Consumer) rotate(qi int) {
+func (c *Consumer) rotate(queue string) {
 	if c.b.cfg.QueueOrderStrategy != RoundRobin {
 		return
 	}
-	if i := slices.Index(c.order, qi); i >= 0 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	qi := slices.Index(c.qs.names, queue)
+	if i := slices.Index(c.order, qi); qi >= 0 && i >= 0 {
 		c.order = append(append(c.order[:i:i], c.order[i+1:]...), qi)
 	}
 }
@@ -430,8 +608,7 @@ func (c *Consumer) rotate(qi int) {
 // take turns one popped item into a Delivery. tag is empty when the
 // unacked entry is not written yet. A bad envelope is moved to the
 // dead-letter list and nil returned.
-func (c *Consumer) take(ctx context.Context, qi int, item []byte, tag string) *Delivery {
-	queue := c.cfg.Queues[qi]
+func (c *Consumer) take(ctx context.Context, queue string, item []byte, tag string) *Delivery {
 	env, err := decodeEnvelope(item)
 	if err == nil && tag == "" {
 		tag = newTag()
@@ -439,8 +616,8 @@ func (c *Consumer) take(ctx context.Context, qi int, item []byte, tag string) *D
 		score := float64(time.Now().UnixMicro()) / 1e6
 		err = c.b.retry(ctx, func(ctx context.Context) error {
 			_, err := c.b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.ZAdd(ctx, c.keys[1], redis.Z{Score: score, Member: tag})
-				p.HSet(ctx, c.keys[0], tag, entry)
+				p.ZAdd(ctx, c.indexKey, redis.Z{Score: score, Member: tag})
+				p.HSet(ctx, c.unackedKey, tag, entry)
 				return nil
 			})
 			return err
@@ -458,7 +635,7 @@ func (c *Consumer) take(ctx context.Context, qi int, item []byte, tag string) *D
 		c.log.Error("bad message moved to the dead-letter list",
 			zap.String("queue", queue), zap.String("list", c.b.cfg.DeadLetterKey), zap.Error(err))
 		_ = c.b.retry(context.WithoutCancel(ctx), func(ctx context.Context) error {
-			return asideScript.Run(ctx, c.b.client, []string{c.keys[0], c.keys[1], c.b.key(c.b.cfg.DeadLetterKey)}, tag, item).Err()
+			return asideScript.Run(ctx, c.b.client, []string{c.unackedKey, c.indexKey, c.b.key(c.b.cfg.DeadLetterKey)}, tag, item).Err()
 		})
 		return nil
 	}
@@ -528,7 +705,7 @@ func (c *Consumer) refreshLoop(ctx context.Context) {
 		for i, tag := range tags {
 			zs[i] = redis.Z{Score: score, Member: tag}
 		}
-		if err := c.b.client.ZAddXX(ctx, c.keys[1], zs...).Err(); err != nil && ctx.Err() == nil {
+		if err := c.b.client.ZAddXX(ctx, c.indexKey, zs...).Err(); err != nil && ctx.Err() == nil {
 			c.log.Warn("refreshing unacked messages failed", zap.Error(err))
 		}
 	}
@@ -578,8 +755,8 @@ func (a *acker) ack(ctx context.Context, c *Consumer, tag string) error {
 		}
 		err := c.b.retry(ctx, func(ctx context.Context) error {
 			_, err := c.b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.ZRem(ctx, c.keys[1], members...)
-				p.HDel(ctx, c.keys[0], tags...)
+				p.ZRem(ctx, c.indexKey, members...)
+				p.HDel(ctx, c.unackedKey, tags...)
 				return nil
 			})
 			return err

@@ -38,8 +38,8 @@
 //
 // What only some brokers can do is an optional interface checked with a type
 // assertion, in the style of database/sql/driver: DeliveryCounter and
-// StaleChecker on a Delivery, ReconnectCounter, StaleAckCounter and
-// DelayPublisher on a Broker.
+// StaleChecker on a Delivery, QueueAdder on a Consumer, ReconnectCounter,
+// StaleAckCounter and DelayPublisher on a Broker.
 package transport
 
 import (
@@ -96,6 +96,27 @@ type Consumer interface {
 	// Close ends consumption; unacknowledged messages return to the queue.
 	Close() error
 }
+
+// QueueAdder is an optional interface of Consumer, for transports that can
+// change the queues a running consumer takes messages from (Celery's
+// add_consumer and cancel_consumer). Added queues share the consumer's
+// connection and its prefetch window, as kombu multiplexes every consumed
+// queue on one channel: adding many queues costs no connection and does not
+// multiply the messages held unsettled.
+type QueueAdder interface {
+	// AddQueue declares the task queue name (or adopts it as it exists)
+	// and starts taking its messages. Adding a consumed queue is not an
+	// error.
+	AddQueue(ctx context.Context, name string) error
+	// CancelQueue stops taking messages from the queue name. Messages of
+	// that queue taken but not handed over return to it; deliveries
+	// already handed over stay valid. It fails with ErrNotConsuming when
+	// the consumer does not take name.
+	CancelQueue(ctx context.Context, name string) error
+}
+
+// ErrNotConsuming: the consumer does not take messages from that queue.
+var ErrNotConsuming = errors.New("transport: not consuming from that queue")
 
 // QueueSpec describes a queue bound to an exchange, as kombu declares the
 // pidbox and reply queues: non-durable and auto-delete unless Durable or
