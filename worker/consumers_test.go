@@ -7,14 +7,9 @@ import (
 	"reflect"
 	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/gworker/gworker/internal/testing/testenv"
-	"github.com/gworker/gworker/protocol"
-	"github.com/gworker/gworker/redistransport"
 	"github.com/gworker/gworker/transport"
 )
 
@@ -231,95 +226,5 @@ func TestConsumersAddToTheMainConsumer(t *testing.T) {
 	c.closeAdded()
 	if cancels, closes := main.ended(); cancels != 0 || closes != 0 {
 		t.Errorf("the main consumer was cancelled %d, closed %d times: the worker ends it", cancels, closes)
-	}
-}
-
-// countingBroker counts the consumers started.
-type countingBroker struct {
-	Broker
-	mu       sync.Mutex
-	consumes int
-}
-
-func (b *countingBroker) Consume(ctx context.Context, queues []string, prefetch int) (Consumer, error) {
-	b.mu.Lock()
-	b.consumes++
-	b.mu.Unlock()
-	return b.Broker.Consume(ctx, queues, prefetch)
-}
-
-// TestConsumersManyAddedQueuesOnRedis: 80 queues added on the Redis
-// broker are taken by the main consumer's one fetch loop, so they do not
-// hold the pool's connections and the broker keeps answering.
-func TestConsumersManyAddedQueuesOnRedis(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	prefix := "gwt-" + testenv.Suffix() + ":"
-	rb, err := redistransport.Dial(ctx, redistransport.Config{URL: testenv.RedisURL(), Logger: zaptest.NewLogger(t),
-		GlobalKeyPrefix: prefix, MaxConnections: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := testenv.Redis(t)
-	t.Cleanup(func() {
-		_ = rb.Close()
-		if keys, _ := rc.Keys(context.Background(), prefix+"*").Result(); len(keys) > 0 {
-			rc.Del(context.Background(), keys...)
-		}
-	})
-	b := &countingBroker{Broker: rb}
-	got := make(chan Delivery, 100)
-	c := newConsumers(b, zap.NewNop(), []string{"startup"}, func(ds <-chan Delivery) {
-		for d := range ds {
-			got <- d
-		}
-	})
-	main, err := b.Consume(ctx, []string{"startup"}, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.start(main)
-	dispatched := make(chan struct{})
-	go func() { defer close(dispatched); c.dispatch(main.Deliveries()) }()
-	t.Cleanup(func() {
-		c.stop()
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := main.Cancel(cctx); err != nil {
-			t.Error(err)
-		}
-		c.cancelAdded(cctx)
-		<-dispatched
-		_ = main.Close()
-		c.closeAdded()
-	})
-	const n = 80
-	for i := range n {
-		if err := c.add(ctx, fmt.Sprint("added", i), 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if b.consumes != 1 {
-		t.Fatalf("%d consumers started for %d queues: each added queue holds a connection", b.consumes, n+1)
-	}
-	for i := range n {
-		msg := &protocol.RawMessage{Headers: map[string]any{"id": fmt.Sprint(i), "task": "t"},
-			ContentType: "application/json", ContentEncoding: "utf-8", Body: []byte("[[], {}, {}]")}
-		if err := rb.Publish(ctx, "", fmt.Sprint("added", i), msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range n {
-		if err := recv(t, got, "delivery").Ack(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := rb.QueueLength(ctx, "startup"); err != nil {
-		t.Fatal(err)
-	}
-	st := rb.Client().PoolStats()
-	t.Logf("pool: %d connections, %d idle, %d waits timed out", st.TotalConns, st.IdleConns, st.Timeouts)
-	if st.Timeouts != 0 || st.TotalConns >= 10 {
-		t.Fatalf("pool %+v: the added queues hold connections", st)
 	}
 }
