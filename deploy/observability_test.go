@@ -3,12 +3,14 @@ package deploy_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http/httptest"
 	"os"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gworker/gworker/gworkertest"
 	"github.com/gworker/gworker/metrics"
@@ -40,21 +42,25 @@ func scrape(t *testing.T) string {
 	}
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
-	resp, err := srv.Client().Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
+	// The task's event reaches the metrics just after its result is
+	// stored: scrape until its runtime is counted.
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := srv.Client().Get(srv.URL + "/metrics")
 		if err != nil {
-			break
+			t.Fatal(err)
 		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = string(b)
+		if strings.Contains(body, "gworker_task_runtime_seconds_bucket") || time.Now().After(deadline) {
+			return body
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return b.String()
 }
 
 // checkNames fails for every gworker_ metric an expression names that the

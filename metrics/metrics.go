@@ -59,11 +59,12 @@ type Config struct {
 // Metrics counts task events and serves the metrics and probe endpoints.
 // It is a worker.EventSink.
 type Metrics struct {
-	cfg     Config
-	reg     *prometheus.Registry
-	tasks   *prometheus.CounterVec
-	runtime *prometheus.HistogramVec
-	worker  workerRef
+	cfg      Config
+	reg      *prometheus.Registry
+	tasks    *prometheus.CounterVec
+	runtime  *prometheus.HistogramVec
+	received *prometheus.CounterVec
+	worker   workerRef
 
 	// draining: a shutdown began; /readyz answers 503 from then on.
 	draining atomic.Bool
@@ -111,12 +112,14 @@ func New(cfg Config) *Metrics {
 	m.tasks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "tasks_total",
 		Help: "Tasks by name and how they ended (SUCCESS, FAILURE, RETRY, REVOKED, REJECTED)."}, []string{"task", "state"})
 	m.runtime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "task_runtime_seconds",
-		Help: "Runtime of tasks that succeeded.", Buckets: cfg.RuntimeBuckets}, []string{"task"})
+		Help: "Runtime of tasks that ran, by how they ended (SUCCESS or FAILURE).", Buckets: cfg.RuntimeBuckets}, []string{"task", "state"})
+	m.received = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "tasks_received_total",
+		Help: "Task messages received, by task."}, []string{"task"})
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
 		Help:        "Always 1; the labels say which gworker and Go built this worker.",
 		ConstLabels: prometheus.Labels{"version": version.Version, "goversion": runtime.Version()}})
 	buildInfo.Set(1)
-	m.reg.MustRegister(m.tasks, m.runtime, buildInfo,
+	m.reg.MustRegister(m.tasks, m.runtime, m.received, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gauge := func(name, help string, f func(w *worker.Worker) float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, func() float64 {
@@ -134,12 +137,6 @@ func New(cfg Config) *Metrics {
 	gauge("tasks_held_eta", "Tasks held until their ETA or countdown.", func(w *worker.Worker) float64 { return float64(len(w.Inspector().Scheduled())) })
 	gauge("concurrency", "Pool size.", func(w *worker.Worker) float64 { return float64(w.Inspector().Concurrency()) })
 	gauge("pending_results", "Results waiting in memory for the result store.", func(w *worker.Worker) float64 { return float64(w.Stats().PendingResults) })
-	counter("tasks_received_total", "Task messages received.", func() float64 {
-		if w := m.worker.get(); w != nil {
-			return float64(w.Stats().Received)
-		}
-		return 0
-	})
 	counter("result_store_retries_total", "Result writes tried again after the result store failed.", func() float64 {
 		if w := m.worker.get(); w != nil {
 			return float64(w.Stats().StoreRetries)
@@ -185,11 +182,16 @@ func (m *Metrics) taskLabel(name string) string {
 func (m *Metrics) TaskEvent(ev *worker.TaskEvent) {
 	state := ""
 	switch ev.Type {
+	case worker.EventTaskReceived:
+		m.received.WithLabelValues(m.taskLabel(ev.Message.Task)).Inc()
 	case worker.EventTaskSucceeded:
 		state = "SUCCESS"
-		m.runtime.WithLabelValues(m.taskLabel(ev.Message.Task)).Observe(ev.Runtime.Seconds())
+		m.runtime.WithLabelValues(m.taskLabel(ev.Message.Task), state).Observe(ev.Runtime.Seconds())
 	case worker.EventTaskFailed:
 		state = "FAILURE"
+		if ev.Runtime > 0 { // it ran: not a message refused before running
+			m.runtime.WithLabelValues(m.taskLabel(ev.Message.Task), state).Observe(ev.Runtime.Seconds())
+		}
 	case worker.EventTaskRetried:
 		state = "RETRY"
 	case worker.EventTaskRevoked:

@@ -79,14 +79,17 @@ func TestScrapeAndProbes(t *testing.T) {
 	if code, body := get(t, srv, "/readyz"); code != 503 || !strings.Contains(body, "broker unreachable") {
 		t.Fatalf("readyz with a failing check: %d %s", code, body)
 	}
-	_, body := get(t, srv, "/metrics")
-	for _, want := range []string{
+	// A task's event reaches the metrics just after its result is stored,
+	// so scrape until the last one is counted.
+	wants := []string{
 		`gworker_tasks_total{state="SUCCESS",task="tasks.add"} 2`,
 		`gworker_tasks_total{state="FAILURE",task="tasks.fail"} 1`,
-		`gworker_task_runtime_seconds_count{task="tasks.add"} 2`,
+		`gworker_task_runtime_seconds_count{state="SUCCESS",task="tasks.add"} 2`,
+		`gworker_task_runtime_seconds_count{state="FAILURE",task="tasks.fail"} 1`,
+		`gworker_tasks_received_total{task="tasks.add"} 2`,
+		`gworker_tasks_received_total{task="tasks.fail"} 1`,
 		`gworker_tasks_total{state="FAILURE",task="unregistered"} 1`,
 		`gworker_build_info{goversion="go`,
-		`gworker_tasks_received_total 4`,
 		`gworker_tasks_active 0`,
 		`gworker_tasks_held_eta 0`,
 		`gworker_tasks_reserved 0`,
@@ -95,7 +98,22 @@ func TestScrapeAndProbes(t *testing.T) {
 		`gworker_events_dropped_total 7`,
 		`gworker_result_store_retries_total 0`,
 		`go_goroutines`,
-	} {
+	}
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, body = get(t, srv, "/metrics")
+		missing := 0
+		for _, want := range wants {
+			if !strings.Contains(body, want) {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range wants {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

@@ -26,7 +26,8 @@ type TaskEvent struct {
 	Message *protocol.Message
 	// Result is the return value (task-succeeded).
 	Result any
-	// Runtime is how long the task ran (task-succeeded).
+	// Runtime is how long the task ran (task-succeeded, and task-failed
+	// when the task ran; Celery's task-failed event carries none).
 	Runtime time.Duration
 	// Exception and Traceback describe a failure or a retry's reason
 	// (task-failed, task-retried).

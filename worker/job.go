@@ -26,6 +26,9 @@ type job struct {
 	// keepHeld: publishing the ETA message again failed; the hold keeps
 	// it rather than try again at once.
 	keepHeld bool
+	// runtime is how long the task ran, for a task that failed after it
+	// ran (0 when it never ran).
+	runtime time.Duration
 	// storedState is the task's state in the result backend, read for a
 	// redelivered acks_late message before it starts ("" when not read).
 	storedState result.State

@@ -48,6 +48,7 @@ func (e *executor) settle(j *job, late bool, out outcome) {
 	case out.exc == nil:
 		e.succeed(ctx, j, &out)
 	default:
+		j.runtime = out.runtime
 		e.fail(ctx, j, out.exc, out.traceback, out.hardLimit, out.req.Children())
 	}
 	e.finish(j, late)
@@ -139,7 +140,7 @@ func (e *executor) fail(ctx context.Context, j *job, exc *protocol.Exception, tb
 	e.followups.afterFailure(ctx, msg, exc, tb)
 	e.followups.chordPart(ctx, msg, result.Failure, exc.Value())
 	if e.events.on() {
-		e.events.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb})
+		e.events.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb, Runtime: j.runtime})
 	}
 	if hard {
 		e.log.Error(fmt.Sprintf("Hard time limit (%v) exceeded for %s[%s]", exc.Args[0], msg.Name(), msg.ID))
