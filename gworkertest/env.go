@@ -171,16 +171,33 @@ func New(tb testing.TB) *Env {
 // Queue returns the producer's default queue.
 func (e *Env) Queue() string { return e.queue }
 
-// Start builds the worker from the registry as it is now and runs it in
-// the background until ctx ends, Stop or Close.
+// Start builds the worker from the registry as it is now, runs it in the
+// background until ctx ends, Stop or Close, and returns once it consumes
+// (or with the error that stopped it first).
 func (e *Env) Start(ctx context.Context) error {
+	w, done, err := e.start(ctx)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-w.Ready():
+		return nil
+	case <-done:
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.runErr
+	}
+}
+
+// start builds and starts the worker under the Env's lock.
+func (e *Env) start(ctx context.Context) (*worker.Worker, chan struct{}, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return ErrClosed
+		return nil, nil, ErrClosed
 	}
 	if e.w != nil {
-		return ErrStarted
+		return nil, nil, ErrStarted
 	}
 	wc := e.cfg.Worker
 	wc.Registry, wc.Broker, wc.Backend = e.Registry, e.Broker, e.Backend
@@ -201,18 +218,19 @@ func (e *Env) Start(ctx context.Context) error {
 	}
 	w, err := worker.New(wc)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	e.w, e.cancel, e.done = w, cancel, make(chan struct{})
+	done := make(chan struct{})
+	e.w, e.cancel, e.done = w, cancel, done
 	go func() {
 		err := w.Run(rctx)
 		e.mu.Lock()
 		e.runErr = err
 		e.mu.Unlock()
-		close(e.done)
+		close(done)
 	}()
-	return nil
+	return w, done, nil
 }
 
 // Worker returns the running worker (nil before Start).
