@@ -523,23 +523,7 @@ func (b *Backend) WaitReady(ctx context.Context, ids []string, fn func(*result.M
 
 // Forget deletes a task's row.
 func (b *Backend) Forget(ctx context.Context, taskID string) error {
-	return b.exec(ctx, "forget "+taskID, "DELETE FROM "+b.taskTable+" WHERE task_id = ?", taskID)
-}
-
-func (b *Backend) exec(ctx context.Context, what, q string, args ...any) error {
-	db, err := b.c.conn(ctx)
-	if err != nil {
-		return err
-	}
-	q = b.c.sqlText(q)
-	err = b.c.retry(ctx, what, func(ctx context.Context) error {
-		_, err := db.ExecContext(ctx, q, args...)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("sqlbackend: %s: %w", what, err)
-	}
-	return nil
+	return b.c.exec(ctx, "forget "+taskID, "DELETE FROM "+b.taskTable+" WHERE task_id = ?", taskID)
 }
 
 // Cleanup deletes the tasks and groups that finished more than
@@ -735,7 +719,7 @@ func (b *Backend) SaveGroup(ctx context.Context, groupID string, tuple any) erro
 	} else {
 		q += " ON DUPLICATE KEY UPDATE result = VALUES(result), date_done = VALUES(date_done)"
 	}
-	return b.exec(ctx, "save group "+groupID, q, groupID, data, utc(time.Now()))
+	return b.c.exec(ctx, "save group "+groupID, q, groupID, data, utc(time.Now()))
 }
 
 // RestoreGroup reads a group saved by Celery or by SaveGroup back as its
@@ -770,5 +754,5 @@ func (b *Backend) RestoreGroup(ctx context.Context, groupID string) (any, error)
 
 // DeleteGroup deletes a saved group.
 func (b *Backend) DeleteGroup(ctx context.Context, groupID string) error {
-	return b.exec(ctx, "delete group "+groupID, "DELETE FROM "+b.groupTable+" WHERE taskset_id = ?", groupID)
+	return b.c.exec(ctx, "delete group "+groupID, "DELETE FROM "+b.groupTable+" WHERE taskset_id = ?", groupID)
 }

@@ -189,6 +189,24 @@ func (c *core) close() error {
 	return nil
 }
 
+// exec runs one statement (written with ? placeholders), retrying
+// transient errors as retry does; what names it in the error.
+func (c *core) exec(ctx context.Context, what, q string, args ...any) error {
+	db, err := c.conn(ctx)
+	if err != nil {
+		return err
+	}
+	q = c.sqlText(q)
+	err = c.retry(ctx, what, func(ctx context.Context) error {
+		_, err := db.ExecContext(ctx, q, args...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlbackend: %s: %w", what, err)
+	}
+	return nil
+}
+
 // retry runs fn until it succeeds, fails with an error that is not
 // transient, RetryFor has passed since the first failure, or ctx ends.
 // Pauses grow from 50 ms to 2 s, with jitter.

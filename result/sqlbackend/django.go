@@ -331,23 +331,7 @@ func decodeContent(ctype, cenc, s string) (any, error) {
 
 // Forget deletes a task's row.
 func (b *DjangoBackend) Forget(ctx context.Context, taskID string) error {
-	return b.exec(ctx, "forget "+taskID, "DELETE FROM "+b.taskTable+" WHERE task_id = ?", taskID)
-}
-
-func (b *DjangoBackend) exec(ctx context.Context, what, q string, args ...any) error {
-	db, err := b.c.conn(ctx)
-	if err != nil {
-		return err
-	}
-	q = b.c.sqlText(q)
-	err = b.c.retry(ctx, what, func(ctx context.Context) error {
-		_, err := db.ExecContext(ctx, q, args...)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("sqlbackend: %s: %w", what, err)
-	}
-	return nil
+	return b.c.exec(ctx, "forget "+taskID, "DELETE FROM "+b.taskTable+" WHERE task_id = ?", taskID)
 }
 
 // Cleanup deletes the task and group results whose date_done is more
@@ -371,7 +355,7 @@ func (b *DjangoBackend) SaveGroup(ctx context.Context, groupID string, tuple any
 	} else {
 		q += " ON DUPLICATE KEY UPDATE result = VALUES(result), date_done = VALUES(date_done), content_type = VALUES(content_type), content_encoding = VALUES(content_encoding)"
 	}
-	return b.exec(ctx, "save group "+groupID, q, groupID, now, now, djangoContentType, djangoContentEncoding, string(data))
+	return b.c.exec(ctx, "save group "+groupID, q, groupID, now, now, djangoContentType, djangoContentEncoding, string(data))
 }
 
 // RestoreGroup returns the saved tuple, or an error wrapping
@@ -404,7 +388,7 @@ func (b *DjangoBackend) RestoreGroup(ctx context.Context, groupID string) (any, 
 
 // DeleteGroup deletes a saved group.
 func (b *DjangoBackend) DeleteGroup(ctx context.Context, groupID string) error {
-	return b.exec(ctx, "delete group "+groupID, "DELETE FROM "+b.groupTable+" WHERE group_id = ?", groupID)
+	return b.c.exec(ctx, "delete group "+groupID, "DELETE FROM "+b.groupTable+" WHERE group_id = ?", groupID)
 }
 
 // AddChordPart records a finished chord header part as
