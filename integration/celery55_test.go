@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,34 +60,7 @@ func startPy55Worker(t testing.TB, broker string, conf map[string]any, queues ..
 	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), "GW_BROKER="+broker, "GW_BACKEND="+backendURL,
 		"GW_CONF="+string(confJSON), "PYTHONPATH="+dir+":"+testenv.Celery55Site(t), "PYTHONDONTWRITEBYTECODE=1")
-	ownGroup(cmd)
-	p := &gworkerProc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), name: name}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start celery 5.5 worker: %v", err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if p.alive() {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(15 * time.Second):
-			}
-		}
-		p.kill()
-		if t.Failed() {
-			t.Logf("celery 5.5 worker\nstdout:\n%s\nstderr:\n%s", p.stdout.String(), p.stderr.String())
-		}
-		trackTasksNow(p.taskIDs())
-	})
-	if !p.waitLog(" ready.", 90*time.Second) {
-		t.Fatalf("celery 5.5 worker did not log \"ready.\"\nstdout:\n%s\nstderr:\n%s", p.stdout.String(), p.stderr.String())
-	}
-	return &pyWorker{p}
+	return runPyWorker(t, cmd, name, "celery 5.5 worker", 90*time.Second)
 }
 
 // celery55CLI runs Celery 5.5.3's command line with args and returns its

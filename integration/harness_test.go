@@ -887,6 +887,41 @@ type pyWorker struct {
 
 // startPyWorker starts `celery worker` (solo pool) on queues, with the
 // settings in conf, and waits until it is ready.
+// runPyWorker starts a Celery worker's command in its own process group,
+// stops it (SIGTERM, then SIGKILL) when t ends, and waits until it logs
+// "ready." within ready; label names it in failures.
+func runPyWorker(t testing.TB, cmd *exec.Cmd, name, label string, ready time.Duration) *pyWorker {
+	t.Helper()
+	ownGroup(cmd)
+	p := &gworkerProc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), name: name}
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", label, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if p.alive() {
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(15 * time.Second):
+			}
+		}
+		p.kill()
+		if t.Failed() {
+			t.Logf("%s\nstdout:\n%s\nstderr:\n%s", label, p.stdout.String(), p.stderr.String())
+		}
+		trackTasksNow(p.taskIDs())
+	})
+	if !p.waitLog(" ready.", ready) {
+		t.Fatalf("%s did not log \"ready.\"\nstdout:\n%s\nstderr:\n%s", label, p.stdout.String(), p.stderr.String())
+	}
+	return &pyWorker{p}
+}
+
 func startPyWorker(t testing.TB, backend string, conf map[string]any, queues ...string) *pyWorker {
 	t.Helper()
 	dir := t.TempDir()
@@ -907,32 +942,5 @@ func startPyWorker(t testing.TB, backend string, conf map[string]any, queues ...
 	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), "GW_BROKER="+env.brokerURL, "GW_BACKEND="+backend,
 		"GW_CONF="+string(confJSON), "PYTHONPATH="+dir, "PYTHONDONTWRITEBYTECODE=1")
-	ownGroup(cmd)
-	p := &gworkerProc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), name: name}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start celery worker: %v", err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if p.alive() {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(15 * time.Second):
-			}
-		}
-		p.kill()
-		if t.Failed() {
-			t.Logf("celery worker\nstdout:\n%s\nstderr:\n%s", p.stdout.String(), p.stderr.String())
-		}
-		trackTasksNow(p.taskIDs())
-	})
-	if !p.waitLog(" ready.", 60*time.Second) {
-		t.Fatalf("celery worker did not log \"ready.\"\nstdout:\n%s\nstderr:\n%s", p.stdout.String(), p.stderr.String())
-	}
-	return &pyWorker{p}
+	return runPyWorker(t, cmd, name, "celery worker", 60*time.Second)
 }
