@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
@@ -41,14 +42,18 @@ func queueArgType(args map[string]any) string {
 // inequivalentRe reads the broker's PRECONDITION_FAILED text for a
 // redeclaration with another x-queue-type, e.g. "inequivalent arg
 // 'x-queue-type' for queue 'q' in vhost '/': received none but current is
-// the value 'quorum' of type 'longstr'".
-var inequivalentRe = regexp.MustCompile(`inequivalent arg 'x-queue-type' .* but current is (?:the value '([a-z]+)'|none)`)
+// the value 'quorum' of type 'longstr'". Compiled on first use: only a
+// refused declaration needs it, and a worker should not pay for it at
+// start.
+var inequivalentRe = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`inequivalent arg 'x-queue-type' .* but current is (?:the value '([a-z]+)'|none)`)
+})
 
 // typeFromMismatch returns the queue type the broker reports in a
 // PRECONDITION_FAILED about x-queue-type, or "" when the text is about
 // another argument.
 func typeFromMismatch(reason string) string {
-	m := inequivalentRe.FindStringSubmatch(reason)
+	m := inequivalentRe().FindStringSubmatch(reason)
 	if m == nil {
 		return ""
 	}
@@ -77,14 +82,17 @@ type declared struct {
 // exchangeTypeRe reads the broker's PRECONDITION_FAILED text for an
 // exchange redeclared with another type, e.g. "inequivalent arg 'type' for
 // exchange 'x' in vhost '/': received 'direct' but current is 'topic'".
-var exchangeTypeRe = regexp.MustCompile(`inequivalent arg 'type' for exchange .* but current is '([a-z-]+)'`)
+// Compiled on first use, as inequivalentRe.
+var exchangeTypeRe = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`inequivalent arg 'type' for exchange .* but current is '([a-z-]+)'`)
+})
 
 // exchangeTypeFromRefusal returns the type of an exchange whose
 // declaration as wanted the broker refused with reason: the type it
 // reports, wanted when the refusal is about another argument (the broker
 // compares the type first), "" when the text says neither.
 func exchangeTypeFromRefusal(reason, wanted string) string {
-	if m := exchangeTypeRe.FindStringSubmatch(reason); m != nil {
+	if m := exchangeTypeRe().FindStringSubmatch(reason); m != nil {
 		return m[1]
 	}
 	if strings.Contains(reason, "inequivalent arg '") {
