@@ -89,6 +89,7 @@ type options struct {
 	keepLogs           bool
 	latencyN           int
 	latencyWarmup      int
+	latencyInterleave  bool
 	// brokerURL is the broker of the run (set by bench).
 	brokerURL string
 }
@@ -104,6 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&modes, "modes", "", "modes to run (prefill, e2e, latency); default prefill and e2e on amqp, prefill on redis")
 	fs.IntVar(&o.latencyN, "latency-n", 1000, "round trips of the Python client per run in latency mode")
 	fs.IntVar(&o.latencyWarmup, "latency-warmup", 20, "round trips before the measured ones in latency mode")
+	fs.BoolVar(&o.latencyInterleave, "latency-interleave", false, "latency mode: run the workers at once, each on its queue, and send each call to every queue in turn (one client), so that they are measured over the same stretch of time; without it each worker runs on its own, one after the other")
 	fs.StringVar(&o.transport, "transport", "amqp", "broker under test: amqp (RabbitMQ) or redis (kombu's Redis transport)")
 	fs.StringVar(&o.redisBroker, "redis-broker", "redis://127.0.0.1:6379/0", "Redis URL of the broker with -transport redis")
 	fs.IntVar(&o.conc, "c", 16, "concurrency of gworker and of the minimal loop")
@@ -392,6 +394,16 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 		k := (r - 1) % len(order)
 		order = append(order[k:], order[:k]...)
 		for _, mode := range o.modes {
+			var interleaved []sample
+			if mode == "latency" && o.latencyInterleave {
+				var sps []workerSpec
+				for _, w := range order {
+					if !specs[w].noResults {
+						sps = append(sps, specs[w])
+					}
+				}
+				interleaved = runLatencyInterleaved(ctx, o, bb, sps, tmp, r)
+			}
 			for _, w := range order {
 				if ctx.Err() != nil {
 					return fmt.Errorf("interrupted: %w", context.Cause(ctx))
@@ -399,7 +411,13 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				if mode == "latency" && specs[w].noResults {
 					continue // nothing to wait for
 				}
-				s := runOne(ctx, o, bb, rdb, rs, specs[w], tmp, r, mode)
+				var s sample
+				if interleaved != nil {
+					i := slices.IndexFunc(interleaved, func(s sample) bool { return s.Worker == w })
+					s = interleaved[i]
+				} else {
+					s = runOne(ctx, o, bb, rdb, rs, specs[w], tmp, r, mode)
+				}
 				samples = append(samples, s)
 				if s.Err != "" {
 					failed++

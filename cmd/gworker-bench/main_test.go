@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +78,47 @@ func TestBenchBareAckAndLatency(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "latency bare-ack") || strings.Contains(out.String(), "FAILED") {
 		t.Error("bare-ack ran in latency mode, or a run failed")
+	}
+}
+
+// TestBenchLatencyInterleaved runs latency mode with -latency-interleave
+// in its smallest form: gworker and the minimal loop at once, one client
+// calling each in turn. The client checks that every queue got its round
+// trips; both workers must be reported from the one run.
+func TestBenchLatencyInterleaved(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("latency mode needs Celery's Python")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	js := filepath.Join(t.TempDir(), "runs.json")
+	code := run(ctx, []string{"-rounds", "1", "-workers", "gworker,minloop", "-modes", "latency", "-latency-interleave",
+		"-latency-n", "20", "-latency-warmup", "2", "-timeout", "60s", "-json", js}, &out, &errb)
+	t.Log(out.String())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs []sample
+	if err := json.Unmarshal(b, &runs); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]sample{}
+	for _, s := range runs {
+		got[s.Worker] = s
+	}
+	for _, w := range []string{"gworker", "minloop"} {
+		s, ok := got[w]
+		if !ok || s.Err != "" || s.Mode != "latency" || s.Tasks != 20 || s.P50us <= 0 || s.RSSMB <= 0 {
+			t.Errorf("%s: %+v", w, s)
+		}
+	}
+	if len(runs) != 2 || !strings.Contains(out.String(), "gworker/minloop round-trip p50") {
+		t.Errorf("%d runs reported, or no ratio", len(runs))
 	}
 }
 

@@ -153,10 +153,11 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 			return fail(fmt.Errorf("%w:\n%s", err, p.tail()))
 		}
 		cpu0, cnt0, srv0 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
-		rt, err := runLatencyClient(ctx, o, logDir, queue)
+		rts, err := runLatencyClient(ctx, o, logDir, queue)
 		if err != nil {
 			return fail(err)
 		}
+		rt := rts[queue]
 		cpu1, cnt1, srv1 = treeCPU(p.pid()), treeCounters(p.pid()), serversCPU()
 		s.Tasks = len(rt)
 		s.P50us, s.P90us, s.P99us = percentile(rt, 50), percentile(rt, 90), percentile(rt, 99)
