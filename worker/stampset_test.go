@@ -161,3 +161,16 @@ func TestRequestStamps(t *testing.T) {
 		t.Errorf("stamps of an unstamped task %v", got)
 	}
 }
+
+// With result_extended, the stored meta carries the task's stamps, as
+// Celery 5.5's does; without, it does not.
+func TestExtendedMetaCarriesStamps(t *testing.T) {
+	j := stamped(testJob(t, "t", "m", nil, TaskOptions{}), map[string]any{"k": "v", "l": []any{int64(1)}}, "l", "k")
+	m := (&resultWriter{extended: true}).meta(j.msg, result.Success, nil, "", nil)
+	if !reflect.DeepEqual(m.StampedHeaders, []string{"l", "k"}) || !reflect.DeepEqual(m.Stamps, map[string]any{"k": "v", "l": []any{int64(1)}}) {
+		t.Errorf("extended meta stamps %v %v", m.StampedHeaders, m.Stamps)
+	}
+	if m := (&resultWriter{}).meta(j.msg, result.Success, nil, "", nil); m.StampedHeaders != nil || m.Stamps != nil {
+		t.Errorf("meta without result_extended has stamps %v %v", m.StampedHeaders, m.Stamps)
+	}
+}
