@@ -31,6 +31,8 @@ func TestRevokeByStampedHeadersRepliesAsCelery(t *testing.T) {
 			`ok:headers {'k': 'w', 'j': 'a'} flagged as revoked, but not terminated`},
 		{map[string]any{"headers": protocol.Dict{{Key: "z", Value: []any{"a", "b"}}, {Key: "a", Value: "x"}}, "terminate": false, "signal": "TERM"},
 			`ok:headers {'z': ['a', 'b'], 'a': 'x'} flagged as revoked, but not terminated`},
+		{map[string]any{"headers": []any{}, "terminate": false, "signal": nil},
+			`ok:headers {} flagged as revoked, but not terminated`},
 		{map[string]any{"headers": []any{"k=v"}, "terminate": true, "signal": "TERM"},
 			`ok:headers {'k': 'v'} were not terminated`},
 		{map[string]any{"headers": []any{"novalue"}, "terminate": false, "signal": nil},
