@@ -240,3 +240,36 @@ emit(retried=send('tasks.retry_later', (1, 120), queue=%s, stamped_headers=['bat
 	}
 	gw.requireAlive()
 }
+
+// Both halves together: a stamp revoked while the first task of a
+// Celery 5.5.3 stamped chain runs on gworker lets that task finish (no
+// terminate) and revokes the next link, which gworker itself publishes
+// with the chain's stamps, when it arrives.
+func TestRevokedStampStopsAChainGworkerContinues(t *testing.T) {
+	t.Parallel()
+	q := uniqueQueue(t, "stamp-chain")
+	node := "go-" + testenv.Suffix() + "@stampchain"
+	gw := startWorker(t, workerOptions{Queues: []string{q}, Name: node})
+	var ids struct{ First, Next string }
+	py55(t, "", nil).run(t, fmt.Sprintf("QG, QP = %s, None\n", pyString(q))+stampPrelude+`
+r = stamped(chain(S('tasks.sleep', 8), S('tasks.add', 2))).apply_async()
+track(r)
+emit(ids={'First': r.parent.id, 'Next': r.id})
+`).get(t, "ids", &ids)
+	if !gw.waitLog("Task tasks.sleep["+ids.First+"] received", defaultWait) {
+		t.Fatalf("the chain's first task did not arrive:\n%s", gw.log())
+	}
+	out, err := celery55CLI(t, 60*time.Second, "-b", env.brokerURL, "control", "revoke_by_stamped_headers", "mystamp=m1", "-d", node, "-t", "5")
+	if err != nil || cliReplyOf(t, out) != "OK headers {'mystamp': 'm1'} flagged as revoked, but not terminated" {
+		t.Fatalf("revoke_by_stamped_headers: %v\n%s", err, out)
+	}
+	if m := waitMeta(t, ids.First, defaultWait, "SUCCESS", "REVOKED"); m.Status != "SUCCESS" {
+		t.Errorf("the running first task is %s; without terminate it runs to the end", m.Status)
+	}
+	if m := waitMeta(t, ids.Next, defaultWait, "SUCCESS", "REVOKED"); m.Status != "REVOKED" {
+		t.Errorf("the next link is %s, want REVOKED by its stamp", m.Status)
+	}
+	if !gw.waitLog("Discarding revoked task: tasks.add["+ids.Next+"] (revoked by header: {'mystamp': 'm1'})", 10*time.Second) {
+		t.Errorf("no discard line:\n%s", gw.log())
+	}
+}
