@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
@@ -51,17 +52,19 @@ func (a *applier) send(ctx context.Context, task string, args []any, kwargs map[
 }
 
 // merge is Celery's Signature._merge: options override the signature's
-// except an existing group_id; nil options are dropped; partial args are
-// prepended unless the signature is immutable.
+// except an existing group_id, stamped_headers and the stamps it names;
+// nil options are dropped; partial args are prepended unless the signature
+// is immutable.
 func merge(sig protocol.Signature, partial []any, options map[string]any) ([]any, map[string]any) {
 	opts := make(map[string]any, len(sig.Options)+len(options))
 	maps.Copy(opts, sig.Options)
+	stamped := protocol.StampNames(sig.Options[protocol.OptionStampedHeaders])
 	for k, v := range options {
 		if v == nil {
 			continue
 		}
-		if k == "group_id" {
-			if _, ok := sig.Options["group_id"]; ok {
+		if k == "group_id" || k == protocol.OptionStampedHeaders || slices.Contains(stamped, k) {
+			if _, ok := sig.Options[k]; ok {
 				continue
 			}
 		}

@@ -14,8 +14,16 @@ import (
 // signature's options, to producer options. Options set to None are
 // ignored (Celery dismisses them); unknown options are ignored, as Celery
 // passes them to the transport as properties it does not use.
+//
+// Stamps (the stamped_headers option and the option of each name it
+// lists) become the stamped_headers and stamps headers, as Celery 5.5's
+// as_task_v2 writes them; a headers option is applied after them, so that
+// its keys win, as in Celery.
 func producerOptions(opts map[string]any) ([]producer.Option, error) {
 	var out []producer.Option
+	if h, ok := protocol.StampHeadersFromOptions(opts); ok {
+		out = append(out, producer.Headers(h))
+	}
 	for k, v := range opts {
 		if v == nil {
 			continue

@@ -211,7 +211,7 @@ func TestParseSeconds(t *testing.T) {
 // A method celery's command line does not offer is refused before
 // anything is sent, with celery's message, and --help lists the methods.
 func TestRemoteMethodsAsCelery(t *testing.T) {
-	for kind, first := range map[string]string{"inspect": "'report', 'conf'", "control": "'revoke', 'terminate'"} {
+	for kind, first := range map[string]string{"inspect": "'report', 'conf'", "control": "'revoke', 'revoke_by_stamped_headers'"} {
 		var out, errb bytes.Buffer
 		code := Run(context.Background(), newFakeApp(), []string{kind, "bogus"}, &out, &errb)
 		if code != 2 || !strings.Contains(errb.String(), "Error: Invalid value for '{") || !strings.Contains(errb.String(), "'bogus' is not one of "+first) {

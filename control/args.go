@@ -45,6 +45,9 @@ var commandParams = map[string][]Param{
 	"pool_grow":       {{Name: "n", Kind: KindInt}},
 	"pool_shrink":     {{Name: "n", Kind: KindInt}},
 	"autoscale":       {{Name: "max", Kind: KindInt}, {Name: "min", Kind: KindInt}},
+
+	// Celery 5.3 and later.
+	"revoke_by_stamped_headers": {{Name: "headers", Kind: KindStr, Variadic: true}},
 }
 
 // The methods `celery inspect` and `celery control` accept, in Celery's
@@ -53,7 +56,7 @@ var commandParams = map[string][]Param{
 var (
 	inspectMethods = []string{"report", "conf", "query_task", "clock", "ping", "stats", "scheduled", "reserved",
 		"active", "revoked", "registered", "objgraph", "memsample", "memdump", "active_queues"}
-	controlMethods = []string{"revoke", "terminate", "rate_limit", "time_limit", "election", "enable_events",
+	controlMethods = []string{"revoke", "revoke_by_stamped_headers", "terminate", "rate_limit", "time_limit", "election", "enable_events",
 		"disable_events", "heartbeat", "pool_grow", "pool_shrink", "pool_restart", "autoscale", "shutdown",
 		"add_consumer", "cancel_consumer"}
 )

@@ -66,6 +66,9 @@ func (n *Node) commands() map[string]command {
 		"heartbeat":       n.heartbeat,
 		"shutdown":        n.shutdown,
 		"election":        func(context.Context, args) (any, error) { return nil, nil },
+
+		// Celery 5.3 and later.
+		"revoke_by_stamped_headers": n.revokeByStampedHeaders,
 	}
 	// Celery's aliases.
 	for alias, name := range map[string]string{"dump_conf": "conf", "dump_schedule": "scheduled", "dump_reserved": "reserved",

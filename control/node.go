@@ -232,6 +232,7 @@ func decodeRequest(m *protocol.RawMessage) (*request, string, error) {
 	default:
 		return nil, "arguments", fmt.Errorf("arguments is a %s, not an object", protocol.TypeName(a))
 	}
+	keepArgumentOrder(r, m.Body)
 	switch d := body["destination"].(type) {
 	case nil:
 	case string:

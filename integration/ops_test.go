@@ -67,7 +67,7 @@ func TestCeleryCLISeesAndSteersGworker(t *testing.T) {
 	// A method celery's command line does not offer is refused before
 	// anything is sent, as celery's is (a node would answer KeyError).
 	stdout, stderr, code = runGworker(t, 60*time.Second, "control", "nosuch", "-b", broker, "-d", node, "--timeout", "5")
-	if code != 2 || !strings.Contains(stderr, "'nosuch' is not one of 'revoke', 'terminate'") {
+	if code != 2 || !strings.Contains(stderr, "'nosuch' is not one of 'revoke', 'revoke_by_stamped_headers'") {
 		t.Fatalf("gworker control nosuch: %d\n%s\n%s", code, stdout, stderr)
 	}
 	metricsURL := metricsBase(t, w)

@@ -18,7 +18,8 @@ var ErrBadMeta = errors.New("invalid task meta")
 //
 //	{"status", "result", "traceback", "children", "date_done",
 //	 ["group_id"], ["parent_id"],
-//	 [name, args, kwargs, worker, retries, queue when Extended], "task_id"}
+//	 [name, args, kwargs, worker, retries, queue when Extended,
+//	  [stamped_headers, each stamp when stamped]], "task_id"}
 //
 // A *protocol.Exception given as Result is written as its exception dict.
 // Nil Children are written as [].
@@ -94,10 +95,48 @@ func EncodeMeta(m *Meta) ([]byte, error) {
 		b = strconv.AppendInt(b, int64(m.Retries), 10)
 		b = append(b, `, "queue": `...)
 		b = appendNullString(b, m.Queue)
+		if len(m.StampedHeaders) > 0 {
+			if b, err = appendStamps(b, m); err != nil {
+				return nil, err
+			}
+		}
 	}
 	b = append(b, `, "task_id": `...)
 	b = protocol.AppendJSONString(b, m.TaskID)
 	return append(b, '}'), nil
+}
+
+// metaMembers are the members EncodeMeta writes itself; a stamp of one of
+// these names is left out rather than written twice.
+var metaMembers = []string{"status", "result", "traceback", "children", "date_done", "group_id",
+	"parent_id", "name", "args", "kwargs", "worker", "retries", "queue", "stamped_headers", "task_id"}
+
+// appendStamps appends the stamps of an extended meta as Celery 5.5's
+// _get_result_meta does: "stamped_headers", then each stamp by name.
+func appendStamps(b []byte, m *Meta) ([]byte, error) {
+	names := make([]any, len(m.StampedHeaders))
+	for i, n := range m.StampedHeaders {
+		names[i] = n
+	}
+	b = append(b, `, "stamped_headers": `...)
+	b, err := member(b, m, names)
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool, len(m.StampedHeaders))
+	for _, n := range m.StampedHeaders {
+		if seen[n] || slices.Contains(metaMembers, n) {
+			continue
+		}
+		seen[n] = true
+		b = append(b, ", "...)
+		b = protocol.AppendJSONString(b, n)
+		b = append(b, ": "...)
+		if b, err = member(b, m, m.Stamps[n]); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // metaBufSize is the buffer EncodeMeta starts with besides the task id:
@@ -194,6 +233,13 @@ func DecodeMeta(data []byte) (*Meta, error) {
 		}
 		if r, ok := obj["retries"].(int64); ok {
 			m.Retries = int(r)
+		}
+		if names := protocol.StampNames(obj["stamped_headers"]); len(names) > 0 {
+			m.StampedHeaders = names
+			m.Stamps = make(map[string]any, len(names))
+			for _, n := range names {
+				m.Stamps[n] = obj[n]
+			}
 		}
 	}
 	return m, nil

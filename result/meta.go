@@ -50,6 +50,11 @@ type Meta struct {
 	Worker   string
 	Retries  int
 	Queue    string
+	// StampedHeaders and Stamps are the task's stamps (Celery 5.3+),
+	// written after Queue as Celery 5.5 writes them: "stamped_headers",
+	// then each stamp as a member of its own name.
+	StampedHeaders []string
+	Stamps         map[string]any
 
 	// ReplyTo and CorrelationID come from the task message; the RPC
 	// backend sends results there. Other backends ignore them.

@@ -64,6 +64,9 @@ func (r *resultWriter) meta(msg *protocol.Message, st result.State, value any, t
 		m.Worker = r.hostname
 		m.Retries = msg.Retries
 		m.Queue = msg.RoutingKey
+		if names := msg.StampedHeaders(); len(names) > 0 {
+			m.StampedHeaders, m.Stamps = names, msg.Stamps()
+		}
 	}
 	return m
 }

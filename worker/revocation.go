@@ -6,15 +6,18 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
 
 // revocation keeps tasks that must not run from running: those whose id
-// is in the revoked set and those whose message expired. It revokes ids
-// at run time, ending the waits of held ones and terminating running
-// ones, and announces every task it discards as Celery does.
+// is in the revoked set, those stamped with a revoked stamp value, and
+// those whose message expired. It revokes ids and stamps at run time,
+// ending the waits of held ones and terminating running ones, and
+// announces every task it discards as Celery does.
 type revocation struct {
 	set       *RevokedSet
+	stamps    *revokedStamps
 	hold      *hold
 	active    *activeTasks
 	results   *resultWriter
@@ -74,13 +77,20 @@ func (r *revocation) markRevoked(ids []string) {
 	}
 }
 
-// discardIfRevoked stores REVOKED for a task whose id was revoked and
-// acknowledges its message, as Celery does for a revoked task it receives.
+// discardIfRevoked stores REVOKED for a task whose id was revoked, or
+// that carries a revoked stamp value, and acknowledges its message, as
+// Celery does for a revoked task it receives.
 func (r *revocation) discardIfRevoked(j *job) bool {
-	if !r.set.Contains(j.msg.ID) {
+	if r.set.Contains(j.msg.ID) {
+		r.announce(j, "revoked", false, "")
+		return true
+	}
+	name, value, ok := r.stamps.match(j.msg)
+	if !ok {
 		return false
 	}
-	r.announce(j, "revoked", false, "")
+	note := " (revoked by header: " + protocol.PyRepr(protocol.Dict{{Key: name, Value: value}}) + ")"
+	r.announceNoted(j, "revoked", false, "", note)
 	return true
 }
 
@@ -97,9 +107,14 @@ func (r *revocation) discardIfExpired(j *job) bool {
 // announce is Celery's Request._announce_revoked: REVOKED with
 // TaskRevokedError(reason), chord part counted, task-revoked event, ack.
 func (r *revocation) announce(j *job, reason string, terminated bool, signal string) {
+	r.announceNoted(j, reason, terminated, signal, "")
+}
+
+// announceNoted is announce with note appended to the log line.
+func (r *revocation) announceNoted(j *job, reason string, terminated bool, signal, note string) {
 	r.counts.revoked.Add(1)
 	msg := j.msg
-	r.log.Info("Discarding revoked task: "+msg.Name()+"["+msg.ID+"]", zap.String("reason", reason))
+	r.log.Info("Discarding revoked task: "+msg.Name()+"["+msg.ID+"]"+note, zap.String("reason", reason))
 	if r.events.on() {
 		r.events.emit(&TaskEvent{Type: EventTaskRevoked, Message: msg, Terminated: terminated, Signal: signal, Expired: reason == "expired"})
 	}

@@ -24,6 +24,7 @@ func newTestRevocation() *testRevocation {
 	log := zap.NewNop()
 	r := &revocation{
 		set:       NewRevokedSet(0, 0),
+		stamps:    newRevokedStamps(0),
 		hold:      newHold(log, 4, 10, -1, 0, false, newRateLimits(), p.hooks()),
 		active:    newActiveTasks("celery@h", 1),
 		results:   &resultWriter{backend: b, log: log, stop: make(chan struct{})},

@@ -230,7 +230,7 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	w.followups = &followupSender{f: cfg.Followups, log: log}
 	w.events = newTaskEvents(cfg.Events)
 	w.timeLimits = newTimeLimits(cfg.TimeLimit, cfg.SoftTimeLimit)
-	w.revocation = &revocation{set: revoked, hold: w.hold, active: w.active, results: w.results,
+	w.revocation = &revocation{set: revoked, stamps: newRevokedStamps(DefaultRevokedStampsMax), hold: w.hold, active: w.active, results: w.results,
 		followups: w.followups, events: w.events, counts: &w.counts, log: log}
 	w.exec = &executor{log: log, base: w.base, acksLate: cfg.AcksLate, trackStarted: cfg.TrackStarted,
 		maxRedeliveries: cfg.MaxRedeliveries, revocation: w.revocation, active: w.active,
