@@ -19,7 +19,15 @@ import (
 // acks_late task could not keep its promise. The result of an
 // early-acknowledged task that the store refused waits in memory.
 func (e *executor) settle(j *job, late bool, out outcome) {
-	msg, task := j.msg, j.task
+	j.late = late
+	e.settleIn(context.Background(), j, out)
+}
+
+// settleIn is settle under ctx, which carries what middleware put in the
+// task's context (never its cancellation): the follow-ups are published
+// under it.
+func (e *executor) settleIn(ctx context.Context, j *job, out outcome) {
+	msg, task, late := j.msg, j.task, j.late
 	if out.terminated {
 		// Terminated by a revoke: whatever the task returned is dropped.
 		e.revocation.announce(j, "terminated", true, j.signal)
@@ -41,7 +49,6 @@ func (e *executor) settle(j *job, late bool, out outcome) {
 		}
 	}
 
-	ctx := context.Background()
 	switch {
 	case out.retry != nil:
 		e.retry(ctx, j, out.retry, out.req.Children())
@@ -135,6 +142,7 @@ func (e *executor) giveBack(j *job) {
 func (e *executor) fail(ctx context.Context, j *job, exc *protocol.Exception, tb string, hard bool, children []any) {
 	msg := j.msg
 	e.counts.failed.Add(1)
+	j.failure = exc
 	j.final = e.results.meta(msg, result.Failure, exc.Value(), tb, children)
 	j.storeErr = e.results.store(ctx, j.final)
 	e.followups.afterFailure(ctx, msg, exc, tb)
