@@ -37,7 +37,7 @@ func (e *executor) run(j *job) outcome { return e.runIn(nil, nil, j) }
 func (e *executor) runIn(ctx context.Context, req *Request, j *job) outcome {
 	e.active.start(j)
 	if e.events.on() {
-		e.events.emit(&TaskEvent{Type: EventTaskStarted, Message: j.msg})
+		e.events.emit(&TaskEvent{Type: EventTaskStarted, Message: j.msg, Queue: queueOf(j), Received: j.received, Published: publishedAt(j)})
 	}
 	if (e.trackStarted || j.task.Options.TrackStarted) && !j.ignoresResult() {
 		e.results.store(context.Background(), e.results.started(j.msg))

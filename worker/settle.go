@@ -80,7 +80,8 @@ func (e *executor) succeed(ctx context.Context, j *job, out *outcome) {
 	}
 	e.followups.chordPart(ctx, msg, result.Success, out.value)
 	if e.events.on() {
-		e.events.emit(&TaskEvent{Type: EventTaskSucceeded, Message: msg, Result: out.value, Runtime: out.runtime})
+		e.events.emit(&TaskEvent{Type: EventTaskSucceeded, Message: msg, Result: out.value, Runtime: out.runtime,
+			Queue: queueOf(j), Received: j.received, Published: publishedAt(j)})
 	}
 	if j.storeErr != nil {
 		e.log.Error(fmt.Sprintf("Task %s[%s] ran in %.6fs but its result could not be stored: %v", msg.Name(), msg.ID, out.runtime.Seconds(), j.storeErr))
@@ -148,7 +149,8 @@ func (e *executor) fail(ctx context.Context, j *job, exc *protocol.Exception, tb
 	e.followups.afterFailure(ctx, msg, exc, tb)
 	e.followups.chordPart(ctx, msg, result.Failure, exc.Value())
 	if e.events.on() {
-		e.events.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb, Runtime: j.runtime})
+		e.events.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb, Runtime: j.runtime,
+			Queue: queueOf(j), Received: j.received, Published: publishedAt(j)})
 	}
 	if hard {
 		e.log.Error(fmt.Sprintf("Hard time limit (%v) exceeded for %s[%s]", exc.Args[0], msg.Name(), msg.ID))
@@ -200,7 +202,7 @@ func (e *executor) retry(ctx context.Context, j *job, r *RetryError, children []
 	}
 	e.counts.retried.Add(1)
 	if e.events.on() {
-		ev := &TaskEvent{Type: EventTaskRetried, Message: msg}
+		ev := &TaskEvent{Type: EventTaskRetried, Message: msg, Queue: queueOf(j)}
 		if r.Err != nil {
 			ev.Exception = ToException(r.Err)
 			ev.Traceback = traceback(task.Name, ev.Exception)

@@ -453,7 +453,7 @@ func (w *Worker) receive(d Delivery) {
 // announceReceived sends task-received for j.
 func (w *Worker) announceReceived(j *job) {
 	if w.events.on() {
-		w.events.emit(&TaskEvent{Type: EventTaskReceived, Message: j.msg, Time: j.received})
+		w.events.emit(&TaskEvent{Type: EventTaskReceived, Message: j.msg, Time: j.received, Queue: queueOf(j)})
 	}
 }
 
