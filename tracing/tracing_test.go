@@ -1,3 +1,5 @@
+//go:build !gworker_nootlp
+
 package tracing_test
 
 import (
