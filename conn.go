@@ -100,7 +100,7 @@ func dial(ctx context.Context, cfg Config, reg registries, log *zap.Logger, r ro
 	}
 	c.producer = producer.New(b, producer.Options{
 		Backend: c.backend, DefaultQueue: cfg.DefaultQueue, ReplyTo: replyTo,
-		Serializer: cfg.Serializer, Logger: log,
+		Serializer: cfg.Serializer, Logger: log, Middleware: reg.publish,
 	})
 	c.followups = followup.NewFollowups(c.producer, c.backend, log)
 	return c, nil

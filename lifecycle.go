@@ -213,6 +213,7 @@ func (a *App) newWorker(ctx context.Context, shutdown func(), late *lateSources)
 		Logger:             log,
 		Events:             sink,
 		Revoked:            plane.Revoked(),
+		Middleware:         a.reg.middleware,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -2,12 +2,14 @@ package gworker
 
 import (
 	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/redistransport"
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/result/rpcbackend"
 	"github.com/gworker/gworker/result/sqlbackend"
 	"github.com/gworker/gworker/transport"
+	"github.com/gworker/gworker/worker"
 )
 
 // DefaultTransports returns a new registry of the brokers gworker speaks:
@@ -36,10 +38,13 @@ func DefaultResultBackends() *result.Registry {
 	return r
 }
 
-// registries are the App's transports and result backends.
+// registries are the App's transports and result backends, and the
+// middleware its Options gave it.
 type registries struct {
 	transports *transport.Registry
 	backends   *result.Registry
+	middleware []worker.Middleware
+	publish    []producer.Middleware
 }
 
 // An Option changes what an App is built with, beside its Config.
@@ -55,6 +60,23 @@ func WithTransports(r *transport.Registry) Option {
 // DefaultResultBackends().
 func WithResultBackends(r *result.Registry) Option {
 	return func(g *registries) { g.backends = r }
+}
+
+// WithMiddleware wraps the running of every task the App's worker runs in
+// mw, the first one outermost: Celery's task_prerun, task_postrun and
+// task_failure signals, for tracing, error reporting or audit logs. See
+// worker.Middleware.
+func WithMiddleware(mw ...worker.Middleware) Option {
+	return func(g *registries) { g.middleware = append(g.middleware, mw...) }
+}
+
+// WithPublishMiddleware wraps every message the App publishes in mw, the
+// first one outermost: tasks it sends, and the callbacks, chain links,
+// chord bodies, errbacks and retries its worker sends after a task (Celery's
+// before_task_publish and after_task_publish signals). See
+// producer.Middleware.
+func WithPublishMiddleware(mw ...producer.Middleware) Option {
+	return func(g *registries) { g.publish = append(g.publish, mw...) }
 }
 
 func newRegistries(opts []Option) registries {

@@ -214,6 +214,9 @@ type Delivery struct {
 	Message protocol.RawMessage
 	// Queue is the queue the message was consumed from.
 	Queue string
+	// Timestamp is the message's timestamp property (zero when absent;
+	// Celery sets none).
+	Timestamp time.Time
 	// DeliveryTag and ConsumerTag identify the delivery on its channel.
 	DeliveryTag uint64
 	ConsumerTag string
@@ -236,6 +239,12 @@ type round struct {
 
 // Raw returns the message (transport.Delivery).
 func (d *Delivery) Raw() *protocol.RawMessage { return &d.Message }
+
+// ConsumedFrom returns the queue the message came from (transport.QueueOf).
+func (d *Delivery) ConsumedFrom() string { return d.Queue }
+
+// PublishedAt returns the timestamp property (transport.Published).
+func (d *Delivery) PublishedAt() time.Time { return d.Timestamp }
 
 // Epoch identifies the channel the delivery arrived on; it increases with
 // every channel the consumer opens.
@@ -845,6 +854,7 @@ func (c *Consumer) forward(gen *chanGen, r *round, tag, queue string, in <-chan 
 		dv := &Delivery{
 			Message:     rawFromDelivery(&d),
 			Queue:       queue,
+			Timestamp:   d.Timestamp,
 			DeliveryTag: d.DeliveryTag,
 			ConsumerTag: tag,
 			gen:         gen,

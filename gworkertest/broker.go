@@ -609,6 +609,9 @@ func (d *Delivery) DeliveryCount() (int, bool) { return d.count, true }
 // Raw returns the message with its delivery information.
 func (d *Delivery) Raw() *protocol.RawMessage { return &d.raw }
 
+// ConsumedFrom returns the queue the message came from.
+func (d *Delivery) ConsumedFrom() string { return d.m.queue }
+
 // Ack acknowledges the message: it leaves the broker.
 func (d *Delivery) Ack() error {
 	return d.settle(func() {})

@@ -1,6 +1,7 @@
 // Package metrics exposes a worker to Prometheus and to Kubernetes probes:
-// /metrics (tasks by name and final state, task runtimes, received, active,
-// reserved and held counts, broker reconnects, stale acknowledgements,
+// /metrics (tasks by name and final state, task runtimes, queue waits and
+// end-to-end latencies, received, active, reserved and held counts, by
+// queue too, free pool slots, broker reconnects, stale acknowledgements,
 // result-store retries, events dropped), /healthz (the process answers)
 // and /readyz (the worker consumes and its broker and backend answer).
 package metrics
@@ -30,6 +31,11 @@ const Namespace = "gworker"
 // DefaultRuntimeBuckets are the task runtime histogram buckets, in seconds.
 var DefaultRuntimeBuckets = []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
 
+// DefaultLatencyBuckets are the buckets of the queue wait and end-to-end
+// latency histograms, in seconds: from a message taken at once to one
+// that waited an hour behind a backlog.
+var DefaultLatencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
+
 // Config configures the metrics. Every source is optional.
 type Config struct {
 	// Worker is read at each scrape for its counts.
@@ -53,6 +59,9 @@ type Config struct {
 	// RuntimeBuckets are the runtime histogram buckets in seconds;
 	// default DefaultRuntimeBuckets.
 	RuntimeBuckets []float64
+	// LatencyBuckets are the queue wait and latency histogram buckets in
+	// seconds; default DefaultLatencyBuckets.
+	LatencyBuckets []float64
 	Logger         *zap.Logger
 }
 
@@ -64,6 +73,8 @@ type Metrics struct {
 	tasks    *prometheus.CounterVec
 	runtime  *prometheus.HistogramVec
 	received *prometheus.CounterVec
+	wait     *prometheus.HistogramVec
+	latency  *prometheus.HistogramVec
 	worker   workerRef
 
 	// draining: a shutdown began; /readyz answers 503 from then on.
@@ -98,6 +109,9 @@ func New(cfg Config) *Metrics {
 	if cfg.RuntimeBuckets == nil {
 		cfg.RuntimeBuckets = DefaultRuntimeBuckets
 	}
+	if cfg.LatencyBuckets == nil {
+		cfg.LatencyBuckets = DefaultLatencyBuckets
+	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 5 * time.Second
 	}
@@ -115,11 +129,17 @@ func New(cfg Config) *Metrics {
 		Help: "Runtime of tasks that ran, by how they ended (SUCCESS or FAILURE).", Buckets: cfg.RuntimeBuckets}, []string{"task", "state"})
 	m.received = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "tasks_received_total",
 		Help: "Task messages received, by task."}, []string{"task"})
+	m.wait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "task_queue_wait_seconds",
+		Help:    "Time from a task's publish (the AMQP timestamp property when its producer set one, else its receipt by the worker) or its ETA, when later, to its start, by queue.",
+		Buckets: cfg.LatencyBuckets}, []string{"queue"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "task_latency_seconds",
+		Help:    "Time from a task's publish (or receipt, as for the queue wait) or its ETA, when later, to its end, by task and queue.",
+		Buckets: cfg.LatencyBuckets}, []string{"task", "queue"})
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
 		Help:        "Always 1; the labels say which gworker and Go built this worker.",
 		ConstLabels: prometheus.Labels{"version": version.Version, "goversion": runtime.Version()}})
 	buildInfo.Set(1)
-	m.reg.MustRegister(m.tasks, m.runtime, m.received, buildInfo,
+	m.reg.MustRegister(m.tasks, m.runtime, m.received, m.wait, m.latency, buildInfo, &loadCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gauge := func(name, help string, f func(w *worker.Worker) float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, func() float64 {
@@ -136,6 +156,7 @@ func New(cfg Config) *Metrics {
 	gauge("tasks_reserved", "Tasks received and waiting for a pool slot or their rate limit.", func(w *worker.Worker) float64 { return float64(len(w.Inspector().Reserved())) })
 	gauge("tasks_held_eta", "Tasks held until their ETA or countdown.", func(w *worker.Worker) float64 { return float64(len(w.Inspector().Scheduled())) })
 	gauge("concurrency", "Pool size.", func(w *worker.Worker) float64 { return float64(w.Inspector().Concurrency()) })
+	gauge("pool_free_slots", "Pool slots no task runs in.", func(w *worker.Worker) float64 { return float64(w.Inspector().FreeSlots()) })
 	gauge("pending_results", "Results waiting in memory for the result store.", func(w *worker.Worker) float64 { return float64(w.Stats().PendingResults) })
 	counter("result_store_retries_total", "Result writes tried again after the result store failed.", func() float64 {
 		if w := m.worker.get(); w != nil {
@@ -178,19 +199,54 @@ func (m *Metrics) taskLabel(name string) string {
 	return UnregisteredTask
 }
 
-// TaskEvent counts final states and runtimes, then passes ev on.
+// OtherQueue is the queue label of a message from a queue the worker does
+// not consume (any more), so that the label takes consumed queues only.
+const OtherQueue = "other"
+
+// queueLabel is the queue label of q: itself when the worker consumes it.
+func (m *Metrics) queueLabel(q string) string {
+	if w := m.worker.get(); w != nil && w.Inspector().Consumes(q) {
+		return q
+	}
+	return OtherQueue
+}
+
+// since is how long ago, at end, a task's message was published (else
+// received), or its ETA came when that is later.
+func since(ev *worker.TaskEvent, end time.Time) (time.Duration, bool) {
+	from := ev.Received
+	if !ev.Published.IsZero() && ev.Published.Before(from) {
+		from = ev.Published
+	}
+	if eta := ev.Message.ETA; eta != nil && eta.After(from) {
+		from = *eta
+	}
+	if from.IsZero() {
+		return 0, false
+	}
+	return max(end.Sub(from), 0), true
+}
+
+// TaskEvent counts final states, runtimes, queue waits and latencies,
+// then passes ev on.
 func (m *Metrics) TaskEvent(ev *worker.TaskEvent) {
 	state := ""
 	switch ev.Type {
 	case worker.EventTaskReceived:
 		m.received.WithLabelValues(m.taskLabel(ev.Message.Task)).Inc()
+	case worker.EventTaskStarted:
+		if d, ok := since(ev, ev.Time); ok {
+			m.wait.WithLabelValues(m.queueLabel(ev.Queue)).Observe(d.Seconds())
+		}
 	case worker.EventTaskSucceeded:
 		state = "SUCCESS"
 		m.runtime.WithLabelValues(m.taskLabel(ev.Message.Task), state).Observe(ev.Runtime.Seconds())
+		m.observeLatency(ev)
 	case worker.EventTaskFailed:
 		state = "FAILURE"
 		if ev.Runtime > 0 { // it ran: not a message refused before running
 			m.runtime.WithLabelValues(m.taskLabel(ev.Message.Task), state).Observe(ev.Runtime.Seconds())
+			m.observeLatency(ev)
 		}
 	case worker.EventTaskRetried:
 		state = "RETRY"
@@ -204,6 +260,47 @@ func (m *Metrics) TaskEvent(ev *worker.TaskEvent) {
 	}
 	if m.cfg.Next != nil {
 		m.cfg.Next.TaskEvent(ev)
+	}
+}
+
+func (m *Metrics) observeLatency(ev *worker.TaskEvent) {
+	if d, ok := since(ev, ev.Time); ok {
+		m.latency.WithLabelValues(m.taskLabel(ev.Message.Task), m.queueLabel(ev.Queue)).Observe(d.Seconds())
+	}
+}
+
+// loadCollector reports the worker's load by queue at each scrape.
+type loadCollector struct{ m *Metrics }
+
+var queueTasksDesc = prometheus.NewDesc(Namespace+"_queue_tasks",
+	"Tasks the worker holds, by the queue they came from and where they are: reserved (prefetched, waiting for a pool slot or their rate limit), held (until their ETA) or active (running).",
+	[]string{"queue", "state"}, nil)
+
+func (c *loadCollector) Describe(ch chan<- *prometheus.Desc) { ch <- queueTasksDesc }
+
+func (c *loadCollector) Collect(ch chan<- prometheus.Metric) {
+	w := c.m.worker.get()
+	if w == nil {
+		return
+	}
+	in := w.Inspector()
+	load := in.Load()
+	for _, q := range in.Queues() {
+		load[q] = load[q] // every consumed queue, also an idle one
+	}
+	byLabel := map[string]worker.QueueLoad{}
+	for q, l := range load {
+		label := c.m.queueLabel(q)
+		t := byLabel[label]
+		t.Reserved += l.Reserved
+		t.Held += l.Held
+		t.Active += l.Active
+		byLabel[label] = t
+	}
+	for q, l := range byLabel {
+		ch <- prometheus.MustNewConstMetric(queueTasksDesc, prometheus.GaugeValue, float64(l.Reserved), q, "reserved")
+		ch <- prometheus.MustNewConstMetric(queueTasksDesc, prometheus.GaugeValue, float64(l.Held), q, "held")
+		ch <- prometheus.MustNewConstMetric(queueTasksDesc, prometheus.GaugeValue, float64(l.Active), q, "active")
 	}
 }
 

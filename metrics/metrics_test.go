@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/gworker/gworker/gworkertest"
 	"github.com/gworker/gworker/metrics"
+	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/worker"
 )
 
@@ -174,4 +176,100 @@ func TestServe(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("server still answers after ctx ended")
+}
+
+// value returns the value of the series line that starts with series in
+// a /metrics body, or -1.
+func value(body, series string) float64 {
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+// scrapeUntil scrapes /metrics until every series has its value.
+func scrapeUntil(t *testing.T, srv *httptest.Server, want map[string]float64) string {
+	t.Helper()
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, body = get(t, srv, "/metrics")
+		ok := true
+		for s, v := range want {
+			if value(body, s) != v {
+				ok = false
+			}
+		}
+		if ok {
+			return body
+		}
+		if time.Now().After(deadline) {
+			for s, v := range want {
+				if got := value(body, s); got != v {
+					t.Errorf("%s = %v, want %v", s, got, v)
+				}
+			}
+			t.FailNow()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestQueueWaitLatencyAndLoadByQueue(t *testing.T) {
+	m := metrics.New(metrics.Config{})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	release := make(chan struct{})
+	reg := worker.NewRegistry()
+	reg.MustRegister("tasks.block", func() int { <-release; return 0 })
+	reg.MustRegister("tasks.add", func(a, b int64) int64 { return a + b })
+	env := gworkertest.NewEnv(t, gworkertest.Config{Registry: reg, Queue: "mq",
+		Worker: worker.Config{Events: m, Concurrency: 1}})
+	ctx := context.Background()
+	if err := env.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.SetWorker(env.Worker())
+	send := func(name string, args []any, opts ...producer.Option) string {
+		r, err := env.SendTask(ctx, name, args, nil, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.ID()
+	}
+	block := send("tasks.block", nil)
+	adds := []string{send("tasks.add", []any{1, 2}), send("tasks.add", []any{3, 4})}
+	send("tasks.add", []any{5, 6}, producer.Countdown(time.Hour))
+	scrapeUntil(t, srv, map[string]float64{
+		`gworker_queue_tasks{queue="mq",state="active"}`:   1,
+		`gworker_queue_tasks{queue="mq",state="reserved"}`: 2,
+		`gworker_queue_tasks{queue="mq",state="held"}`:     1,
+		`gworker_pool_free_slots`:                          0,
+	})
+	// The two adds wait behind the blocking task for at least this long.
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	for _, id := range append(adds, block) {
+		if _, err := env.Wait(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := scrapeUntil(t, srv, map[string]float64{
+		`gworker_task_queue_wait_seconds_count{queue="mq"}`:                 3,
+		`gworker_task_latency_seconds_count{queue="mq",task="tasks.add"}`:   2,
+		`gworker_task_latency_seconds_count{queue="mq",task="tasks.block"}`: 1,
+		`gworker_queue_tasks{queue="mq",state="active"}`:                    0,
+		`gworker_queue_tasks{queue="mq",state="reserved"}`:                  0,
+		`gworker_pool_free_slots`:                                           1,
+	})
+	if n := value(body, `gworker_task_queue_wait_seconds_bucket{queue="mq",le="0.1"}`); n > 1 {
+		t.Errorf("%v tasks waited under 0.1 s; the adds waited 0.2 s at least", n)
+	}
+	if s := value(body, `gworker_task_latency_seconds_sum{queue="mq",task="tasks.add"}`); s < 0.4 {
+		t.Errorf("latency sum of the adds %v s, want 0.4 s at least", s)
+	}
 }

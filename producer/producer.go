@@ -77,6 +77,9 @@ type Options struct {
 	Now func() time.Time
 	// NewID generates task and group ids; NewID (UUID4) when nil.
 	NewID func() string
+	// Middleware wraps every publish (see Middleware), the first one
+	// outermost.
+	Middleware []Middleware
 }
 
 // Producer sends task messages. It is safe for concurrent use.
@@ -84,6 +87,7 @@ type Producer struct {
 	pub    Publisher
 	opts   Options
 	origin string
+	send   PublishFunc // publish wrapped in Options.Middleware
 
 	mu       sync.Mutex
 	declared map[string]bool
@@ -120,7 +124,9 @@ func New(pub Publisher, opts Options) *Producer {
 	if origin == "" {
 		origin = "gen" + strconv.Itoa(os.Getpid()) + "@" + opts.Hostname
 	}
-	return &Producer{pub: pub, opts: opts, origin: origin, declared: map[string]bool{}}
+	p := &Producer{pub: pub, opts: opts, origin: origin, declared: map[string]bool{}}
+	p.send = chainPublish(opts.Middleware, p.publish)
+	return p
 }
 
 // Backend returns the result backend given in Options (may be nil).
@@ -351,7 +357,7 @@ func (p *Producer) PublishMessage(ctx context.Context, msg Message) error {
 	if msg.Message == nil {
 		return fmt.Errorf("%w: empty message", ErrInvalidOption)
 	}
-	return p.publish(ctx, msg)
+	return p.send(ctx, msg)
 }
 
 // Encode encodes a built message into what the transport publishes.

@@ -714,6 +714,9 @@ func (c *Consumer) refreshLoop(ctx context.Context) {
 // Raw returns the message (transport.Delivery).
 func (d *Delivery) Raw() *protocol.RawMessage { return &d.Message }
 
+// ConsumedFrom returns the queue the message came from (transport.QueueOf).
+func (d *Delivery) ConsumedFrom() string { return d.Queue }
+
 // Ack acknowledges the delivery: its unacked entry and index score are
 // removed (kombu: ZREM + HDEL). Connection failures are retried up to
 // Config.SettleTimeout.

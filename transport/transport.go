@@ -83,6 +83,21 @@ type StaleChecker interface {
 	Stale() bool
 }
 
+// QueueOf is an optional interface of Delivery, for transports that tell
+// which of the consumed queues a message came from; without it the worker
+// takes the delivery's routing key for the queue.
+type QueueOf interface {
+	ConsumedFrom() string
+}
+
+// Published is an optional interface of Delivery, for brokers whose
+// messages may carry the time their producer published them (the AMQP
+// timestamp property). Celery's producers set none; PublishedAt is then
+// zero.
+type Published interface {
+	PublishedAt() time.Time
+}
+
 // Consumer is a running consumption of task queues.
 type Consumer interface {
 	// Deliveries is closed when the consumer is cancelled or closed.

@@ -66,6 +66,18 @@ func (c *consumers) list() []string {
 	return append([]string(nil), c.queues...)
 }
 
+// has reports whether q is consumed.
+func (c *consumers) has(q string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, name := range c.queues {
+		if name == q {
+			return true
+		}
+	}
+	return false
+}
+
 // add starts consuming a queue: on the main consumer, within its prefetch
 // window, when it is a transport.QueueAdder, else on a consumer of its
 // own with the given prefetch window. Consuming a queue already consumed

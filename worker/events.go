@@ -40,6 +40,13 @@ type TaskEvent struct {
 	// Requeue tells whether a rejected message went back to its queue
 	// (task-rejected).
 	Requeue bool
+	// Queue is the queue the message was consumed from (task-received,
+	// -started, -succeeded, -failed and -retried).
+	Queue string
+	// Received is when the worker received the message, and Published
+	// when its producer published it, zero when the broker does not tell
+	// (task-started, -succeeded and -failed of a task that ran).
+	Received, Published time.Time
 }
 
 // EventSink receives task events. TaskEvent is called on the task's own

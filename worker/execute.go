@@ -33,6 +33,8 @@ type executor struct {
 	followups  *followupSender
 	events     *taskEvents
 	counts     *counters
+	// chain runs a task through Config.Middleware; nil without any.
+	chain RunFunc
 }
 
 // execute runs one task and does everything that follows it.
@@ -43,6 +45,11 @@ func (e *executor) execute(j *job) {
 	}
 	if late {
 		defer e.endRun(j)
+	}
+	if e.chain != nil {
+		j.late = late
+		e.runChain(j)
+		return
 	}
 	e.settle(j, late, e.run(j))
 }

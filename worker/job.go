@@ -23,12 +23,17 @@ type job struct {
 	final    *result.Meta
 	// requeued: the message went back to the queue after the run.
 	requeued bool
+	// late: acknowledged after the run; handled: the middleware's next
+	// ran it (or its outcome was decided without it).
+	late, handled bool
 	// keepHeld: publishing the ETA message again failed; the hold keeps
 	// it rather than try again at once.
 	keepHeld bool
 	// runtime is how long the task ran, for a task that failed after it
 	// ran (0 when it never ran).
 	runtime time.Duration
+	// failure is the exception the task failed with, once settled.
+	failure *protocol.Exception
 	// storedState is the task's state in the result backend, read for a
 	// redelivered acks_late message before it starts ("" when not read).
 	storedState result.State

@@ -35,6 +35,8 @@ type Request struct {
 
 	mu       sync.Mutex
 	children []any
+	// job is the job the request is of, for the middleware's next.
+	job *job
 
 	// log is the worker's logger; taskLog, built from it on first use,
 	// adds the task's name and id.

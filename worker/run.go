@@ -30,16 +30,20 @@ type outcome struct {
 // run is the executor's second stage: it records j as running, announces
 // its start (and stores STARTED when tracked), has the runner call it, and
 // records its end.
-func (e *executor) run(j *job) outcome {
+func (e *executor) run(j *job) outcome { return e.runIn(nil, nil, j) }
+
+// runIn is run with the task's context and request that middleware saw
+// (nil, nil without middleware).
+func (e *executor) runIn(ctx context.Context, req *Request, j *job) outcome {
 	e.active.start(j)
 	if e.events.on() {
-		e.events.emit(&TaskEvent{Type: EventTaskStarted, Message: j.msg})
+		e.events.emit(&TaskEvent{Type: EventTaskStarted, Message: j.msg, Queue: queueOf(j), Received: j.received, Published: publishedAt(j)})
 	}
 	if (e.trackStarted || j.task.Options.TrackStarted) && !j.ignoresResult() {
 		e.results.store(context.Background(), e.results.started(j.msg))
 	}
 	start := time.Now()
-	out := e.runner.run(j)
+	out := e.runner.runIn(ctx, req, j)
 	out.runtime = time.Since(start)
 	out.terminated = e.active.end(j)
 	return out
@@ -55,17 +59,31 @@ type runner struct {
 	active   *activeTasks // told how to terminate the task
 }
 
-// run calls j's handler and returns how it ended.
-func (r *runner) run(j *job) outcome {
+// request builds the Request of j.
+func (r *runner) request(j *job) *Request {
 	msg := j.msg
-	req := &Request{
+	return &Request{
 		ID: msg.ID, Task: msg.Task, Args: msg.Args, Kwargs: msg.Kwargs, Retries: msg.Retries,
 		RootID: msg.RootID, ParentID: msg.ParentID, GroupID: msg.GroupID, GroupIndex: msg.GroupIndex,
 		ETA: msg.ETA, Expires: msg.Expires, Headers: msg.Headers, ReplyTo: msg.ReplyTo,
 		CorrelationID: msg.CorrelationID, Hostname: r.hostname, Message: msg,
 		DeliveryInfo: DeliveryInfo{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Priority: msg.Priority, Redelivered: msg.Redelivered},
+		job:          j,
 	}
-	ctx, cancel := context.WithCancelCause(withRequest(r.base, req, r.log))
+}
+
+// run calls j's handler and returns how it ended.
+func (r *runner) run(j *job) outcome { return r.runIn(nil, nil, j) }
+
+// runIn is run under parent, the context carrying req that middleware
+// passed on; without middleware (nil, nil) the runner makes both.
+func (r *runner) runIn(parent context.Context, req *Request, j *job) outcome {
+	msg := j.msg
+	if req == nil {
+		req = r.request(j)
+		parent = withRequest(r.base, req, r.log)
+	}
+	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	r.active.setCancel(j, cancel)
 	ctx = result.MarkTask(ctx)

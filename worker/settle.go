@@ -19,7 +19,15 @@ import (
 // acks_late task could not keep its promise. The result of an
 // early-acknowledged task that the store refused waits in memory.
 func (e *executor) settle(j *job, late bool, out outcome) {
-	msg, task := j.msg, j.task
+	j.late = late
+	e.settleIn(context.Background(), j, out)
+}
+
+// settleIn is settle under ctx, which carries what middleware put in the
+// task's context (never its cancellation): the follow-ups are published
+// under it.
+func (e *executor) settleIn(ctx context.Context, j *job, out outcome) {
+	msg, task, late := j.msg, j.task, j.late
 	if out.terminated {
 		// Terminated by a revoke: whatever the task returned is dropped.
 		e.revocation.announce(j, "terminated", true, j.signal)
@@ -41,7 +49,6 @@ func (e *executor) settle(j *job, late bool, out outcome) {
 		}
 	}
 
-	ctx := context.Background()
 	switch {
 	case out.retry != nil:
 		e.retry(ctx, j, out.retry, out.req.Children())
@@ -73,7 +80,8 @@ func (e *executor) succeed(ctx context.Context, j *job, out *outcome) {
 	}
 	e.followups.chordPart(ctx, msg, result.Success, out.value)
 	if e.events.on() {
-		e.events.emit(&TaskEvent{Type: EventTaskSucceeded, Message: msg, Result: out.value, Runtime: out.runtime})
+		e.events.emit(&TaskEvent{Type: EventTaskSucceeded, Message: msg, Result: out.value, Runtime: out.runtime,
+			Queue: queueOf(j), Received: j.received, Published: publishedAt(j)})
 	}
 	if j.storeErr != nil {
 		e.log.Error(fmt.Sprintf("Task %s[%s] ran in %.6fs but its result could not be stored: %v", msg.Name(), msg.ID, out.runtime.Seconds(), j.storeErr))
@@ -135,12 +143,14 @@ func (e *executor) giveBack(j *job) {
 func (e *executor) fail(ctx context.Context, j *job, exc *protocol.Exception, tb string, hard bool, children []any) {
 	msg := j.msg
 	e.counts.failed.Add(1)
+	j.failure = exc
 	j.final = e.results.meta(msg, result.Failure, exc.Value(), tb, children)
 	j.storeErr = e.results.store(ctx, j.final)
 	e.followups.afterFailure(ctx, msg, exc, tb)
 	e.followups.chordPart(ctx, msg, result.Failure, exc.Value())
 	if e.events.on() {
-		e.events.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb, Runtime: j.runtime})
+		e.events.emit(&TaskEvent{Type: EventTaskFailed, Message: msg, Exception: exc, Traceback: tb, Runtime: j.runtime,
+			Queue: queueOf(j), Received: j.received, Published: publishedAt(j)})
 	}
 	if hard {
 		e.log.Error(fmt.Sprintf("Hard time limit (%v) exceeded for %s[%s]", exc.Args[0], msg.Name(), msg.ID))
@@ -192,7 +202,7 @@ func (e *executor) retry(ctx context.Context, j *job, r *RetryError, children []
 	}
 	e.counts.retried.Add(1)
 	if e.events.on() {
-		ev := &TaskEvent{Type: EventTaskRetried, Message: msg}
+		ev := &TaskEvent{Type: EventTaskRetried, Message: msg, Queue: queueOf(j)}
 		if r.Err != nil {
 			ev.Exception = ToException(r.Err)
 			ev.Traceback = traceback(task.Name, ev.Exception)

@@ -100,6 +100,10 @@ type Config struct {
 	// Revoked is the set of revoked task ids; nil starts an empty one
 	// with Celery's limits. Share one to persist or merge it.
 	Revoked *RevokedSet
+	// Middleware wraps the running of every task (tracing, error
+	// reporting, audit logs); the first one is the outermost. See
+	// Middleware.
+	Middleware []Middleware
 }
 
 // Worker consumes task messages and runs them. It is made of parts, each
@@ -236,6 +240,7 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 		maxRedeliveries: cfg.MaxRedeliveries, revocation: w.revocation, active: w.active,
 		runner:  &runner{hostname: cfg.Hostname, log: log, base: w.base, limits: w.timeLimits, active: w.active},
 		results: w.results, pending: w.pending, followups: w.followups, events: w.events, counts: &w.counts}
+	w.exec.chain = chain(cfg.Middleware, w.exec.runNext)
 	w.exec.redeliveries, _ = cfg.Backend.(result.RedeliveryCounter)
 	w.exec.finished = newFinishedIDs(config.DefaultRememberFinished)
 	w.inspector = Inspector{pid: w.pid, active: w.active, pool: w.pool, hold: w.hold, consumers: w.consumers,
@@ -448,7 +453,7 @@ func (w *Worker) receive(d Delivery) {
 // announceReceived sends task-received for j.
 func (w *Worker) announceReceived(j *job) {
 	if w.events.on() {
-		w.events.emit(&TaskEvent{Type: EventTaskReceived, Message: j.msg, Time: j.received})
+		w.events.emit(&TaskEvent{Type: EventTaskReceived, Message: j.msg, Time: j.received, Queue: queueOf(j)})
 	}
 }
 

@@ -99,6 +99,14 @@ func BenchmarkWorkerHandle(b *testing.B) {
 			benchHandle(b, zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), lvl)), nil)
 		})
 	}
+	// With one middleware that only calls next: the cost of the seam
+	// once something is installed (none is added without).
+	b.Run("WARNING-middleware", func(b *testing.B) {
+		pass := func(next worker.RunFunc) worker.RunFunc { return next }
+		benchHandle(b, zap.NewNop(), nil, func(next worker.RunFunc) worker.RunFunc {
+			return func(ctx context.Context, req *worker.Request) error { return next(ctx, req) }
+		}, pass)
+	})
 	// With task events on (-E): three events per task built, queued and
 	// batched by the dispatcher; only the publish is left out.
 	b.Run("WARNING-events", func(b *testing.B) {
@@ -121,14 +129,14 @@ func (discardPublisher) Publish(context.Context, string, string, *protocol.RawMe
 	return nil
 }
 
-func benchHandle(b *testing.B, log *zap.Logger, sink worker.EventSink) {
+func benchHandle(b *testing.B, log *zap.Logger, sink worker.EventSink, mw ...worker.Middleware) {
 	reg := worker.NewRegistry()
 	if err := demo.Register(reg); err != nil {
 		b.Fatal(err)
 	}
 	br := &memBroker{ch: make(chan worker.Delivery, 64)}
 	var wg sync.WaitGroup
-	w, err := worker.New(worker.Config{Registry: reg, Broker: br, Backend: encodingBackend{&wg}, DisableFollowups: true, Concurrency: 16, Hostname: "celery@bench", Logger: log, Events: sink})
+	w, err := worker.New(worker.Config{Registry: reg, Broker: br, Backend: encodingBackend{&wg}, DisableFollowups: true, Concurrency: 16, Hostname: "celery@bench", Logger: log, Events: sink, Middleware: mw})
 	if err != nil {
 		b.Fatal(err)
 	}
