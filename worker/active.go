@@ -154,3 +154,14 @@ func (a *activeTasks) info(j *job) TaskInfo {
 	}
 	return ti
 }
+
+// running returns the running jobs.
+func (a *activeTasks) running() []*job {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*job, 0, len(a.jobs))
+	for j := range a.jobs {
+		out = append(out, j)
+	}
+	return out
+}

@@ -39,17 +39,6 @@ func (in *Inspector) Consumes(q string) bool { return in.consumers.has(q) }
 // FreeSlots returns how many pool slots no task runs in.
 func (in *Inspector) FreeSlots() int { return max(in.pool.concurrency()-in.active.count(), 0) }
 
-// running returns the running jobs.
-func (a *activeTasks) running() []*job {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]*job, 0, len(a.jobs))
-	for j := range a.jobs {
-		out = append(out, j)
-	}
-	return out
-}
-
 // queueOf is the queue j's message was consumed from.
 func queueOf(j *job) string {
 	if q, ok := j.d.(transport.QueueOf); ok {

@@ -250,17 +250,6 @@ func (r *revocation) revokeStamps(headers map[string][]any, terminate bool, sign
 	return out
 }
 
-// running returns the running tasks' jobs.
-func (a *activeTasks) running() []*job {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]*job, 0, len(a.jobs))
-	for j := range a.jobs {
-		out = append(out, j)
-	}
-	return out
-}
-
 // RevokeByStamps is Celery's revoke_by_stamped_headers: it revokes the
 // given values of each stamp (headers maps a stamp name to its values). A
 // task stamped with one of them is not run when it is received later, and
