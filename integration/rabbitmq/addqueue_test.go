@@ -1,0 +1,239 @@
+package rabbitmq_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/amqptransport"
+	"github.com/gworker/gworker/internal/testing/testenv"
+	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/worker"
+)
+
+// countingBroker counts the consumers a worker starts.
+type countingBroker struct {
+	*amqptransport.Broker
+	mu       sync.Mutex
+	consumes int
+}
+
+func (b *countingBroker) Consume(ctx context.Context, queues []string, prefetch int) (worker.Consumer, error) {
+	b.mu.Lock()
+	b.consumes++
+	b.mu.Unlock()
+	return b.Broker.Consume(ctx, queues, prefetch)
+}
+
+// consumerChannels returns, for the connection named name, the number of
+// consumers and of unacknowledged messages of each of its channels that
+// has consumers, as rabbitmqctl lists them.
+func consumerChannels(t *testing.T, name string) (consumers, unacked []int) {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl list_connections: %v\n%s", err, out)
+	}
+	pid := ""
+	for _, line := range strings.Split(string(out), "\n") {
+		if m := lostAckConnRe.FindStringSubmatch(line); m != nil && m[2] == name {
+			pid = m[1]
+		}
+	}
+	if pid == "" {
+		return nil, nil
+	}
+	out, err = exec.Command("rabbitmqctl", "-q", "list_channels", "connection", "consumer_count", "messages_unacknowledged").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl list_channels: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == pid && f[1] != "0" {
+			n, _ := strconv.Atoi(f[1])
+			u, _ := strconv.Atoi(f[2])
+			consumers = append(consumers, n)
+			unacked = append(unacked, u)
+		}
+	}
+	return consumers, unacked
+}
+
+// Queues added to a worker on RabbitMQ (add_consumer) are consumed on the
+// channel of its start-up queue and share its prefetch window: with 10
+// added queues full of acks_late tasks that wait, the broker holds at most
+// concurrency × prefetch multiplier messages unacknowledged for the
+// worker, where a consumer per added queue held that many for each queue.
+// The added queues' tasks run, go on running after the connection is
+// closed under the worker, and a cancelled queue (cancel_consumer) gets no
+// more of them.
+func TestAddedQueuesShareThePrefetchWindow(t *testing.T) {
+	e := newPoisonEnv(t, "", "")
+	const added, perQueue, slots, multiplier = 10, 5, 2, 2
+	const window = slots * multiplier
+	connName := "gworker-addq-" + testenv.Suffix()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	wb, err := amqptransport.Dial(ctx, amqptransport.Config{URL: e.url, ConnectionName: connName,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wb.Close() })
+
+	release := make(chan struct{})
+	ran := make(chan string, added*perQueue+10)
+	reg := worker.NewRegistry()
+	reg.MustRegister("addq.wait", func(ctx context.Context, queue string) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		ran <- queue
+		return nil
+	})
+	b := &countingBroker{Broker: wb}
+	// A classic queue the worker declares: its channel uses global QoS.
+	// (The env's queue, declared with other arguments, is adopted as a
+	// queue of unknown type, consumed with per-consumer QoS, where each
+	// queue's consumer gets the count, as with kombu.)
+	w, err := worker.New(worker.Config{Registry: reg, Broker: b, Queues: []string{"addq-startup"}, Concurrency: slots,
+		PrefetchMultiplier: multiplier, AcksLate: true, DisableFollowups: true, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(wctx) }()
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+		stop()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case <-w.Ready():
+	case <-ctx.Done():
+		t.Fatal("the worker did not start")
+	}
+	queues := make([]string, added)
+	for i := range queues {
+		queues[i] = fmt.Sprint("added", i)
+		if err := w.Controls().AddQueue(ctx, queues[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.mu.Lock()
+	consumes := b.consumes
+	b.mu.Unlock()
+	if consumes != 1 {
+		t.Fatalf("%d consumers started for %d queues", consumes, added+1)
+	}
+	publish := func(queue string, n int) {
+		t.Helper()
+		for i := range n {
+			msg := &protocol.RawMessage{
+				Headers:     map[string]any{"id": fmt.Sprintf("%s-%d-%s", queue, i, testenv.Suffix()), "task": "addq.wait", "lang": "py"},
+				ContentType: "application/json", ContentEncoding: "utf-8", DeliveryMode: 2,
+				Body: []byte(fmt.Sprintf(`[[%q], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]`, queue))}
+			if err := e.broker.Publish(ctx, "", queue, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, q := range queues {
+		publish(q, perQueue)
+	}
+
+	// The tasks wait: the worker holds what the window lets it take. Look
+	// at the broker's count a few times as it settles.
+	maxUnacked := 0
+	for range 5 {
+		cons, un := consumerChannels(t, connName)
+		if len(cons) != 1 || cons[0] != added+1 {
+			t.Fatalf("consumers per channel %v, want one channel with %d", cons, added+1)
+		}
+		maxUnacked = max(maxUnacked, un[0])
+		if un[0] > window {
+			t.Fatalf("%d messages unacknowledged with a window of %d (%d queues)", un[0], window, added+1)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if maxUnacked != window {
+		t.Fatalf("at most %d messages unacknowledged, want the whole window of %d taken", maxUnacked, window)
+	}
+	t.Logf("%d added queues of %d waiting tasks, window %d: at most %d unacknowledged", added, perQueue, window, maxUnacked)
+	close(release)
+	released = true
+	got := map[string]int{}
+	for i := range added * perQueue {
+		select {
+		case q := <-ran:
+			got[q]++
+		case <-ctx.Done():
+			t.Fatalf("%d of %d tasks ran: %v", i, added*perQueue, got)
+		}
+	}
+	for _, q := range queues {
+		if got[q] != perQueue {
+			t.Errorf("queue %s: %d tasks ran, want %d", q, got[q], perQueue)
+		}
+	}
+
+	// A forced close: the added queues are consumed again.
+	if closeConnection(t, connName) == 0 {
+		t.Fatalf("no connection named %s to close", connName)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if cons, _ := consumerChannels(t, connName); len(cons) == 1 && cons[0] == added+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not consume its queues again after the connection closed")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	publish(queues[3], 1)
+	select {
+	case q := <-ran:
+		if q != queues[3] {
+			t.Fatalf("task of %s ran, want %s", q, queues[3])
+		}
+	case <-ctx.Done():
+		t.Fatal("the added queue's task did not run after the reconnect")
+	}
+
+	// cancel_consumer: the queue keeps its messages.
+	if err := w.Controls().CancelQueue(ctx, queues[0]); err != nil {
+		t.Fatal(err)
+	}
+	publish(queues[0], 2)
+	publish(queues[1], 1)
+	select {
+	case q := <-ran:
+		if q != queues[1] {
+			t.Fatalf("task of %s ran after its queue was cancelled", q)
+		}
+	case <-ctx.Done():
+		t.Fatal("the added queue's task did not run")
+	}
+	if n, err := wb.QueueLength(ctx, queues[0]); err != nil || n != 2 {
+		t.Fatalf("cancelled queue %s: %d ready (%v), want 2", queues[0], n, err)
+	}
+	if n, err := wb.QueueConsumers(ctx, queues[0]); err != nil || n != 0 {
+		t.Fatalf("cancelled queue %s: %d consumers (%v), want 0", queues[0], n, err)
+	}
+}
