@@ -56,7 +56,9 @@ func (c *Consumer) Queues() []string {
 // the number of messages held unsettled. A quorum queue (or one whose type
 // the broker did not tell) cannot be consumed on such a channel, as
 // RabbitMQ refuses global QoS for it and closes the connection: AddQueue
-// returns ErrGlobalQoS and consumes nothing. With per-consumer QoS (one of
+// returns ErrGlobalQoS, which matches transport.ErrSeparateConsumer too,
+// and consumes nothing (the worker then consumes it with a consumer, and a
+// window, of its own). With per-consumer QoS (one of
 // the start-up queues is a quorum queue) the added queue's consumer gets
 // the count of the channel's other consumers, as kombu's consumers each do
 // (see ConsumerConfig.GlobalQoS): the window is then per queue.
@@ -102,9 +104,9 @@ func (c *Consumer) AddQueue(ctx context.Context, name string) error {
 			if typ == "" {
 				typ = "unknown"
 			}
-			c.log.Error("queue not added: it refuses global QoS; consume it from the start (a start-up queue) instead",
+			c.log.Warn("queue not added to the consumer: it refuses global QoS",
 				zap.String("queue", name), zap.String("queue_type", typ))
-			return fmt.Errorf("%w: queue %q (type %s); consume it from the start instead", ErrGlobalQoS, name, typ)
+			return fmt.Errorf("%w (%w): queue %q (type %s)", ErrGlobalQoS, transport.ErrSeparateConsumer, name, typ)
 		}
 		if c.cfg.DelayedDelivery {
 			t := delayTarget{q: q, exchangeType: d.exchangeType, quorum: quorum}

@@ -255,8 +255,8 @@ func TestAddQuorumQueue(t *testing.T) {
 		}
 		c := tc.(*Consumer)
 		defer c.Close()
-		if err := c.AddQueue(ctx, "q-quorum"); !errors.Is(err, ErrGlobalQoS) {
-			t.Fatalf("AddQueue of a quorum queue: %v, want ErrGlobalQoS", err)
+		if err := c.AddQueue(ctx, "q-quorum"); !errors.Is(err, ErrGlobalQoS) || !errors.Is(err, transport.ErrSeparateConsumer) {
+			t.Fatalf("AddQueue of a quorum queue: %v, want ErrGlobalQoS and transport.ErrSeparateConsumer", err)
 		}
 		if qs := c.Queues(); len(qs) != 1 {
 			t.Fatalf("queues %v after a refused AddQueue", qs)

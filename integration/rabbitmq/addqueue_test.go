@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
 	"github.com/gworker/gworker/amqptransport"
@@ -48,12 +49,18 @@ func consumerChannels(t *testing.T, name string) (consumers, unacked []int) {
 		}
 	}
 	if pid == "" {
+		t.Logf("no connection named %s listed:\n%s", name, out)
 		return nil, nil
 	}
 	out, err = exec.Command("rabbitmqctl", "-q", "list_channels", "connection", "consumer_count", "messages_unacknowledged").CombinedOutput()
 	if err != nil {
 		t.Fatalf("rabbitmqctl list_channels: %v\n%s", err, out)
 	}
+	defer func() {
+		if len(consumers) == 0 {
+			t.Logf("no channel of %s with consumers listed:\n%s", pid, out)
+		}
+	}()
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 3 && f[0] == pid && f[1] != "0" {
@@ -79,7 +86,7 @@ func TestAddedQueuesShareThePrefetchWindow(t *testing.T) {
 	const added, perQueue, slots, multiplier = 10, 5, 2, 2
 	const window = slots * multiplier
 	connName := "gworker-addq-" + testenv.Suffix()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	wb, err := amqptransport.Dial(ctx, amqptransport.Config{URL: e.url, ConnectionName: connName,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond})
@@ -160,8 +167,15 @@ func TestAddedQueuesShareThePrefetchWindow(t *testing.T) {
 	// The tasks wait: the worker holds what the window lets it take. Look
 	// at the broker's count a few times as it settles.
 	maxUnacked := 0
-	for range 5 {
+	for samples, tries := 0, 0; samples < 5; tries++ {
 		cons, un := consumerChannels(t, connName)
+		if len(cons) == 0 && tries < 20 {
+			// rabbitmqctl lists nothing now and then while the node is
+			// busy; ask again.
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		samples++
 		if len(cons) != 1 || cons[0] != added+1 {
 			t.Fatalf("consumers per channel %v, want one channel with %d", cons, added+1)
 		}
@@ -235,5 +249,34 @@ func TestAddedQueuesShareThePrefetchWindow(t *testing.T) {
 	}
 	if n, err := wb.QueueConsumers(ctx, queues[0]); err != nil || n != 0 {
 		t.Fatalf("cancelled queue %s: %d consumers (%v), want 0", queues[0], n, err)
+	}
+
+	// A quorum queue refuses the channel's global QoS: it gets a consumer
+	// (and a channel) of its own, and its tasks run.
+	ch, err := e.conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if _, err := ch.QueueDeclare("addq-quorum", true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Controls().AddQueue(ctx, "addq-quorum"); err != nil {
+		t.Fatal(err)
+	}
+	publish("addq-quorum", 1)
+	select {
+	case q := <-ran:
+		if q != "addq-quorum" {
+			t.Fatalf("task of %s ran, want addq-quorum", q)
+		}
+	case <-ctx.Done():
+		t.Fatal("the quorum queue's task did not run")
+	}
+	if cons, _ := consumerChannels(t, connName); len(cons) != 2 {
+		t.Errorf("consumers per channel %v, want the quorum queue on a channel of its own", cons)
+	}
+	if r := wb.Reconnects(); r != 1 {
+		t.Errorf("%d reconnects, want the forced one only", r)
 	}
 }
