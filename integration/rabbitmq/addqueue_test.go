@@ -16,21 +16,89 @@ import (
 	"github.com/gworker/gworker/amqptransport"
 	"github.com/gworker/gworker/internal/testing/testenv"
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/transport"
 	"github.com/gworker/gworker/worker"
 )
 
-// countingBroker counts the consumers a worker starts.
+// countingBroker counts the consumers a worker starts, and the deliveries
+// the worker holds unsettled: what the broker may hand out is bounded by
+// the prefetch window.
 type countingBroker struct {
 	*amqptransport.Broker
 	mu       sync.Mutex
 	consumes int
+	held     int // deliveries handed to the worker and not settled
+	peak     int // the most held at once
 }
 
 func (b *countingBroker) Consume(ctx context.Context, queues []string, prefetch int) (worker.Consumer, error) {
+	c, err := b.Broker.Consume(ctx, queues, prefetch)
+	if err != nil {
+		return nil, err
+	}
 	b.mu.Lock()
 	b.consumes++
 	b.mu.Unlock()
-	return b.Broker.Consume(ctx, queues, prefetch)
+	cc := &countingConsumer{Consumer: c.(*amqptransport.Consumer), b: b,
+		out: make(chan transport.Delivery), closed: make(chan struct{})}
+	go cc.forward()
+	return cc, nil
+}
+
+func (b *countingBroker) add(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.held += n
+	b.peak = max(b.peak, b.held)
+}
+
+// countingConsumer is the transport's consumer (AddQueue and CancelQueue
+// included) whose deliveries are counted.
+type countingConsumer struct {
+	*amqptransport.Consumer
+	b      *countingBroker
+	out    chan transport.Delivery
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *countingConsumer) Deliveries() <-chan transport.Delivery { return c.out }
+
+func (c *countingConsumer) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Consumer.Close()
+}
+
+func (c *countingConsumer) forward() {
+	defer close(c.out)
+	for d := range c.Consumer.Deliveries() {
+		c.b.add(1)
+		select {
+		case c.out <- &countedDelivery{Delivery: d, b: c.b}:
+		case <-c.closed:
+			for range c.Consumer.Deliveries() {
+			}
+			return
+		}
+	}
+}
+
+type countedDelivery struct {
+	transport.Delivery
+	b    *countingBroker
+	once sync.Once
+}
+
+func (d *countedDelivery) settled() { d.once.Do(func() { d.b.add(-1) }) }
+
+func (d *countedDelivery) Ack() error {
+	d.settled()
+	return d.Delivery.Ack()
+}
+
+func (d *countedDelivery) Reject(requeue bool) error {
+	d.settled()
+	return d.Delivery.Reject(requeue)
 }
 
 // consumerChannels returns, for the connection named name, the number of
@@ -164,31 +232,40 @@ func TestAddedQueuesShareThePrefetchWindow(t *testing.T) {
 		publish(q, perQueue)
 	}
 
-	// The tasks wait: the worker holds what the window lets it take. Look
-	// at the broker's count a few times as it settles.
-	maxUnacked := 0
-	for samples, tries := 0, 0; samples < 5; tries++ {
+	// The tasks wait: the worker holds what the window lets it take.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b.mu.Lock()
+		held := b.held
+		b.mu.Unlock()
+		if held >= window {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker holds %d messages, want its window of %d", held, window)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The broker's count, when rabbitmqctl answers (a busy node lists
+	// nothing now and then): one channel, the window taken.
+	for tries := 0; tries < 5; tries++ {
 		cons, un := consumerChannels(t, connName)
-		if len(cons) == 0 && tries < 20 {
-			// rabbitmqctl lists nothing now and then while the node is
-			// busy; ask again.
-			time.Sleep(200 * time.Millisecond)
+		if len(cons) == 0 {
 			continue
 		}
-		samples++
-		if len(cons) != 1 || cons[0] != added+1 {
-			t.Fatalf("consumers per channel %v, want one channel with %d", cons, added+1)
+		if len(cons) != 1 || cons[0] != added+1 || un[0] > window {
+			t.Fatalf("consumers per channel %v, unacknowledged %v; want one channel with %d, at most %d", cons, un, added+1, window)
 		}
-		maxUnacked = max(maxUnacked, un[0])
-		if un[0] > window {
-			t.Fatalf("%d messages unacknowledged with a window of %d (%d queues)", un[0], window, added+1)
-		}
-		time.Sleep(200 * time.Millisecond)
+		t.Logf("rabbitmqctl: one channel, %d consumers, %d unacknowledged", cons[0], un[0])
+		break
 	}
-	if maxUnacked != window {
-		t.Fatalf("at most %d messages unacknowledged, want the whole window of %d taken", maxUnacked, window)
+	b.mu.Lock()
+	peak := b.peak
+	b.mu.Unlock()
+	if peak > window {
+		t.Fatalf("the worker held %d messages at once with a window of %d (%d queues)", peak, window, added+1)
 	}
-	t.Logf("%d added queues of %d waiting tasks, window %d: at most %d unacknowledged", added, perQueue, window, maxUnacked)
+	t.Logf("%d added queues of %d waiting tasks, window %d: at most %d held", added, perQueue, window, peak)
 	close(release)
 	released = true
 	got := map[string]int{}
@@ -210,15 +287,12 @@ func TestAddedQueuesShareThePrefetchWindow(t *testing.T) {
 	if closeConnection(t, connName) == 0 {
 		t.Fatalf("no connection named %s to close", connName)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if cons, _ := consumerChannels(t, connName); len(cons) == 1 && cons[0] == added+1 {
-			break
-		}
+	deadline = time.Now().Add(30 * time.Second)
+	for wb.Reconnects() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the worker did not consume its queues again after the connection closed")
+			t.Fatal("the worker did not reconnect")
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	publish(queues[3], 1)
 	select {
@@ -273,8 +347,11 @@ func TestAddedQueuesShareThePrefetchWindow(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the quorum queue's task did not run")
 	}
-	if cons, _ := consumerChannels(t, connName); len(cons) != 2 {
-		t.Errorf("consumers per channel %v, want the quorum queue on a channel of its own", cons)
+	b.mu.Lock()
+	consumes = b.consumes
+	b.mu.Unlock()
+	if consumes != 2 {
+		t.Errorf("%d consumers started, want the quorum queue on one of its own", consumes)
 	}
 	if r := wb.Reconnects(); r != 1 {
 		t.Errorf("%d reconnects, want the forced one only", r)
