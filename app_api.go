@@ -52,7 +52,8 @@ func (a *App) Control(ctx context.Context) (*control.Client, error) {
 
 // ColdShutdown turns a shutdown cold, as a second SIGINT or SIGTERM does
 // to celery worker: the running tasks get Config.SoftShutdownTimeout to
-// finish, then their contexts are cancelled. It returns when they have
+// finish, then their contexts are cancelled. An idle worker skips that
+// wait unless Config.EnableSoftShutdownOnIdle. It returns when they have
 // finished or been cancelled. It does not stop the consumer, which Stop
 // does; before Start it does nothing.
 func (a *App) ColdShutdown() { a.coldShutdown() }

@@ -39,7 +39,7 @@ func removeQueue(name string) {
 	_, _ = b.DeleteQueue(ctx, name)
 }
 
-func newTestApp(t *testing.T, cfg gworker.Config) (*gworker.App, string) {
+func newTestApp(t *testing.T, cfg gworker.Config, opts ...gworker.Option) (*gworker.App, string) {
 	t.Helper()
 	queue := "gworker.app.test." + testenv.Suffix()
 	t.Cleanup(func() { removeQueue(queue) })
@@ -51,7 +51,7 @@ func newTestApp(t *testing.T, cfg gworker.Config) (*gworker.App, string) {
 	if cfg.Logger == nil {
 		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	}
-	app, err := gworker.NewApp(cfg)
+	app, err := gworker.NewApp(cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,6 +70,7 @@ func celeryConf(cfg Config, brokerURL, backendURL string, queues []string) proto
 		{Key: "worker_prefetch_multiplier", Value: int64(cfg.PrefetchMultiplier)},
 		{Key: "worker_send_task_events", Value: cfg.TaskEvents},
 		{Key: "worker_soft_shutdown_timeout", Value: cfg.SoftShutdownTimeout.Seconds()},
+		{Key: "worker_enable_soft_shutdown_on_idle", Value: cfg.EnableSoftShutdownOnIdle},
 		{Key: "worker_state_db", Value: nullable(cfg.StateDB)},
 		{Key: "worker_hostname", Value: ExpandHostname(cfg.Hostname)},
 		{Key: "task_queues", Value: qs},

@@ -16,7 +16,8 @@ import (
 func TestInspectConfShowsTheSettings(t *testing.T) {
 	node := "gw-conf-" + testenv.Suffix() + "@test"
 	app, queue := newTestApp(t, gworker.Config{Hostname: node, Concurrency: 3, AcksLate: true,
-		RateLimits: map[string]string{"t.x": "10/s"}})
+		RateLimits: map[string]string{"t.x": "10/s"}, SoftShutdownTimeout: 1500 * time.Millisecond,
+		EnableSoftShutdownOnIdle: true})
 	app.MustRegister("t.x", func() {})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -38,6 +39,7 @@ func TestInspectConfShowsTheSettings(t *testing.T) {
 	}
 	for key, want := range map[string]any{
 		"worker_concurrency": int64(3), "task_acks_late": true, "task_default_queue": queue, "worker_hostname": node,
+		"worker_soft_shutdown_timeout": 1.5, "worker_enable_soft_shutdown_on_idle": true,
 	} {
 		if conf[key] != want {
 			t.Errorf("%s = %v, want %v", key, conf[key], want)

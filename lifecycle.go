@@ -310,7 +310,10 @@ func (a *App) Stats() worker.Stats {
 }
 
 // coldShutdown gives running tasks the soft shutdown timeout, then
-// cancels them.
+// cancels them. As Celery 5.5, an idle worker skips the soft shutdown
+// unless Config.EnableSoftShutdownOnIdle; idle means no task runs and, as
+// gworker holds finished tasks' results while the result store is down,
+// no result waits to be stored.
 func (a *App) coldShutdown() {
 	a.mu.Lock()
 	r := a.running
@@ -318,7 +321,10 @@ func (a *App) coldShutdown() {
 	if r == nil || r.w == nil {
 		return
 	}
-	if d := a.cfg.SoftShutdownTimeout; d > 0 {
+	idle := r.w.Inspector().ActiveCount() == 0 && r.w.Stats().PendingResults == 0
+	if d := a.cfg.SoftShutdownTimeout; d > 0 && idle && !a.cfg.EnableSoftShutdownOnIdle {
+		a.log().Info("worker: Soft shutdown skipped: no task is running (worker_enable_soft_shutdown_on_idle is off)")
+	} else if d > 0 {
 		a.log().Warn("worker: Soft shutdown: running tasks have "+d.String()+" to finish", zap.Duration("timeout", d))
 		t := time.NewTimer(d)
 		defer t.Stop()

@@ -25,7 +25,9 @@ const MaxPrefetch = 65535
 type ConsumerConfig struct {
 	// Queues to consume from, all on one channel. They are declared (with
 	// their exchanges and bindings) before consuming, and again after every
-	// reconnect, unless NoDeclare is set.
+	// reconnect, unless NoDeclare is set. Consumer.AddQueue and
+	// Consumer.CancelQueue change the consumer's own list; this slice is not
+	// modified.
 	Queues []Queue
 	// NoDeclare skips declarations: the queues must exist (a reply queue
 	// created by its client, for instance).
@@ -61,7 +63,9 @@ type ConsumerConfig struct {
 	// stay valid across such a restart (nothing is requeued), and as the
 	// earlier consumers' deliveries are settled the window is topped up
 	// the same way. Each queue's consumer gets the count, so a channel
-	// consuming several queues may hold that many per queue.
+	// consuming several queues may hold that many per queue, as kombu's
+	// consumers do with per-consumer QoS; that includes queues added with
+	// AddQueue.
 	GlobalQoS bool
 
 	// ConsumerTag is the prefix of the consumer tags; empty means
@@ -97,7 +101,18 @@ type Consumer struct {
 
 	prefetch atomic.Int64
 
-	mu        sync.Mutex
+	// change serializes AddQueue and CancelQueue.
+	change sync.Mutex
+
+	mu sync.Mutex
+	// queues are the queues consumed, start-up ones first; replaced, never
+	// modified in place, so a copy of the slice is a snapshot.
+	queues []Queue
+	// added names the queues added with AddQueue (bounded by
+	// MaxAddedQueues).
+	added map[string]bool
+	// global: the channel last opened uses global QoS.
+	global    bool
 	gen       *chanGen
 	genSeq    uint64
 	canceling bool
@@ -126,11 +141,13 @@ type chanGen struct {
 	global bool
 	// maxPrefetch caps the per-consumer count (quorum queues); 0: none.
 	maxPrefetch int
-	// quorum names the consumed queues known to be quorum queues.
+	// quorum names the consumed queues known to be quorum queues; filled
+	// before the channel is shared, then under tmu.
 	quorum map[string]bool
 
-	// tmu guards the consumer tags and rounds.
+	// tmu guards the consumer tags, rounds and quorum.
 	tmu       sync.Mutex
+	tagSeq    uint64            // consumer tags made on the channel
 	queues    map[string]string // live consumer tag -> queue name
 	cancelled map[string]bool   // tags this consumer cancelled to restart
 	cur       *round            // the live consumers' round
@@ -267,8 +284,13 @@ func (d *Delivery) DeliveryCount() (n int, ok bool) {
 	case float64:
 		return int(v), true
 	}
-	if d.gen != nil && d.gen.quorum[d.Queue] {
-		return 0, true
+	if d.gen != nil {
+		d.gen.tmu.Lock()
+		q := d.gen.quorum[d.Queue]
+		d.gen.tmu.Unlock()
+		if q {
+			return 0, true
+		}
 	}
 	return 0, false
 }
@@ -369,6 +391,8 @@ func (b *Broker) NewConsumer(ctx context.Context, cfg ConsumerConfig) (*Consumer
 		cancelReq: make(chan struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
+		queues:    slices.Clone(cfg.Queues),
+		added:     map[string]bool{},
 	}
 	c.prefetch.Store(int64(cfg.Prefetch))
 	c.stopCtx, c.stopCancel = context.WithCancel(context.Background())
@@ -506,7 +530,7 @@ func perConsumerCount(window, held, max int) int {
 // it starts are never added to a WaitGroup already at zero (fwdDone
 // closed, or being closed, under the supervisor).
 func (c *Consumer) rebalance(gen *chanGen) {
-	defer gen.fwd.Done()
+	defer gen.releaseFwd()
 	for {
 		select {
 		case <-gen.kick:
@@ -575,7 +599,8 @@ func (c *Consumer) restart(gen *chanGen, old *round, n int) error {
 		return err
 	}
 	r := &round{seq: old.seq + 1, n: n}
-	chans, tags, err := c.consumeAll(gen, r)
+	qs := c.queueList()
+	chans, tags, err := c.consumeAll(gen, qs)
 	if err != nil {
 		return err
 	}
@@ -593,7 +618,7 @@ func (c *Consumer) restart(gen *chanGen, old *round, n int) error {
 	gen.retired = append(gen.retired, old)
 	gen.cur = r
 	gen.tmu.Unlock()
-	c.startForwarders(gen, r, chans, tags)
+	c.startForwarders(gen, r, chans, tags, qs)
 	for _, tag := range oldTags {
 		if err := gen.rpc(func() error { return gen.ch.Cancel(tag, false) }); err != nil {
 			return fmt.Errorf("amqptransport: cancel consumer %s: %w", tag, err)
@@ -677,10 +702,11 @@ func (c *Consumer) Close() error {
 func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	global, maxPrefetch := c.cfg.GlobalQoS, 0
 	quorum := map[string]bool{}
+	qs := c.queueList()
 	if !c.cfg.NoDeclare {
 		var nonClassic []string
-		targets := make([]delayTarget, 0, len(c.cfg.Queues))
-		for _, q := range c.cfg.Queues {
+		targets := make([]delayTarget, 0, len(qs))
+		for _, q := range qs {
 			d, err := c.b.declareOrAdopt(ctx, s.conn, q)
 			if err != nil {
 				return nil, err
@@ -721,7 +747,7 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	gen := &chanGen{
 		ch: ch, seq: c.genSeq, connEpoch: s.epoch,
 		global: global, maxPrefetch: maxPrefetch, quorum: quorum,
-		queues:       make(map[string]string, len(c.cfg.Queues)),
+		queues:       make(map[string]string, len(qs)),
 		cancelled:    make(map[string]bool),
 		closed:       make(chan struct{}),
 		fwdDone:      make(chan struct{}),
@@ -754,7 +780,7 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 			return err
 		}
 		var err error
-		chans, tags, err = c.consumeAll(gen, r)
+		chans, tags, err = c.consumeAll(gen, qs)
 		return err
 	})
 	if err != nil {
@@ -772,18 +798,33 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 		return nil, ErrClosed
 	}
 	c.gen = gen
+	c.global = global
 	c.mu.Unlock()
 
-	if gen.kick != nil {
-		gen.fwd.Add(1) // released when the rebalancer ends
-	}
-	c.startForwarders(gen, r, chans, tags)
+	// One count of gen.fwd is held while the channel is in use, by the
+	// rebalancer or a keeper, so that the forwarders of queues added later
+	// are never added to a WaitGroup already at zero.
+	gen.fwd.Add(1)
+	c.startForwarders(gen, r, chans, tags, qs)
 	go func() {
 		gen.fwd.Wait()
 		close(gen.fwdDone)
 	}()
 	if gen.kick != nil {
 		go c.rebalance(gen)
+	} else {
+		go func() {
+			select {
+			case <-gen.closed:
+			case <-c.loopCtx.Done():
+			}
+			gen.releaseFwd()
+		}()
+	}
+	// Queues added or cancelled while the channel was being opened.
+	if err := c.reconcile(gen); err != nil && !c.quiet() {
+		c.log.Warn("cannot consume the added queues; reopening the channel", zap.Error(err))
+		gen.closeChannel()
 	}
 	// A SetPrefetch that ran while the channel was being opened did not
 	// see it; apply the latest value.
@@ -799,39 +840,62 @@ func (c *Consumer) open(ctx context.Context, s *session) (*chanGen, error) {
 	return gen, nil
 }
 
-// consumeAll starts one consumer per queue for round r.
-func (c *Consumer) consumeAll(gen *chanGen, r *round) ([]<-chan amqp.Delivery, []string, error) {
+// consumeAll starts one consumer for each of qs.
+func (c *Consumer) consumeAll(gen *chanGen, qs []Queue) ([]<-chan amqp.Delivery, []string, error) {
 	var chans []<-chan amqp.Delivery
 	var tags []string
-	for i, q := range c.cfg.Queues {
-		tag := c.cfg.ConsumerTag + "." + strconv.FormatUint(gen.connEpoch, 10) + "." +
-			strconv.FormatUint(gen.seq, 10) + "." + strconv.Itoa(i)
-		if r.seq > 1 {
-			tag += "." + strconv.Itoa(r.seq)
-		}
-		var d <-chan amqp.Delivery
-		err := gen.rpc(func() error {
-			var err error
-			d, err = gen.ch.Consume(q.Name, tag, c.cfg.NoAck, c.cfg.Exclusive, false, false, nil)
-			return err
-		})
+	for _, q := range qs {
+		d, tag, err := c.consumeOne(gen, q.Name)
 		if err != nil {
-			return nil, nil, fmt.Errorf("amqptransport: consume queue %q: %w", q.Name, err)
+			return nil, nil, err
 		}
-		gen.tmu.Lock()
-		gen.queues[tag] = q.Name
-		gen.tmu.Unlock()
 		tags = append(tags, tag)
 		chans = append(chans, d)
 	}
 	return chans, tags, nil
 }
 
-func (c *Consumer) startForwarders(gen *chanGen, r *round, chans []<-chan amqp.Delivery, tags []string) {
+// consumeOne starts a consumer of queue on the channel, under a tag unique
+// to the channel (prefix.connection.channel.n): a tag reused while its
+// first consumer lives makes the broker close the connection.
+func (c *Consumer) consumeOne(gen *chanGen, queue string) (<-chan amqp.Delivery, string, error) {
+	gen.tmu.Lock()
+	gen.tagSeq++
+	tag := c.cfg.ConsumerTag + "." + strconv.FormatUint(gen.connEpoch, 10) + "." +
+		strconv.FormatUint(gen.seq, 10) + "." + strconv.FormatUint(gen.tagSeq, 10)
+	gen.tmu.Unlock()
+	var d <-chan amqp.Delivery
+	err := gen.rpc(func() error {
+		var err error
+		d, err = gen.ch.Consume(queue, tag, c.cfg.NoAck, c.cfg.Exclusive, false, false, nil)
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("amqptransport: consume queue %q: %w", queue, err)
+	}
+	gen.tmu.Lock()
+	gen.queues[tag] = queue
+	gen.tmu.Unlock()
+	return d, tag, nil
+}
+
+// startForwarders forwards the deliveries of chans, consumed from qs under
+// tags, for round r.
+func (c *Consumer) startForwarders(gen *chanGen, r *round, chans []<-chan amqp.Delivery, tags []string, qs []Queue) {
 	for i, d := range chans {
 		gen.fwd.Add(1)
-		go c.forward(gen, r, tags[i], c.cfg.Queues[i].Name, d)
+		go c.forward(gen, r, tags[i], qs[i].Name, d)
 	}
+}
+
+// releaseFwd gives back the count of gen.fwd held while the channel is in
+// use, under restartMu, so that reconcile, which adds forwarders under
+// restartMu after checking the channel is in use, never adds one to a
+// WaitGroup at zero.
+func (g *chanGen) releaseFwd() {
+	g.restartMu.Lock()
+	defer g.restartMu.Unlock()
+	g.fwd.Done()
 }
 
 func (c *Consumer) forward(gen *chanGen, r *round, tag, queue string, in <-chan amqp.Delivery) {
@@ -907,7 +971,7 @@ func (c *Consumer) run(gen *chanGen) {
 			}
 			if needSweep {
 				needSweep = false
-				c.b.sweep(c.stopCtx, c.cfg.Queues, c.log)
+				c.b.sweep(c.stopCtx, c.queueList(), c.log)
 			}
 			gen, err = c.open(c.loopCtx, s)
 			if err != nil {

@@ -112,6 +112,15 @@ func TestCeleryWorkerCommandLine(t *testing.T) {
 		t.Errorf("want one warning per ignored flag, got %d:\n%s", len(warns), joined)
 	}
 
+	// Celery 5.5's soft shutdown settings.
+	cfg, _, _ = parse(t, "worker", "--soft-shutdown-timeout", "2.5", "--enable-soft-shutdown-on-idle")
+	if cfg.SoftShutdownTimeout != 2500*time.Millisecond || !cfg.EnableSoftShutdownOnIdle {
+		t.Errorf("soft shutdown flags: %v %v", cfg.SoftShutdownTimeout, cfg.EnableSoftShutdownOnIdle)
+	}
+	if cfg, _, _ = parse(t, "worker"); cfg.EnableSoftShutdownOnIdle != config.DefaultEnableSoftShutdownOnIdle {
+		t.Errorf("EnableSoftShutdownOnIdle defaults to %v", cfg.EnableSoftShutdownOnIdle)
+	}
+
 	// Global flags before the command; a Go duration for --result-expires;
 	// 0 keeps results forever.
 	cfg, _, _ = parse(t, "-b", "amqp://x//", "--result-backend", "redis://r/1", "worker", "--result-expires", "90s")

@@ -129,6 +129,7 @@ func parseWorkerFlags(cfg *config.Config, g *globalFlags, args []string, stdout 
 	fs.Var(secondsValue{&cfg.ResultExpires}, "result-expires", "how long results are kept, in seconds or as 1h30m (result_expires); 0 keeps them forever")
 	fs.Var(f.rateLimits, "rate-limit", "TASK=RATE: a task's rate limit (10/s, 100/m, 1000/h); repeatable")
 	fs.Var(secondsValue{&cfg.SoftShutdownTimeout}, "soft-shutdown-timeout", "on a cold shutdown, seconds running tasks get to finish (worker_soft_shutdown_timeout)")
+	fs.BoolVar(&cfg.EnableSoftShutdownOnIdle, "enable-soft-shutdown-on-idle", cfg.EnableSoftShutdownOnIdle, "on a cold shutdown, wait the soft shutdown timeout even when no task runs (worker_enable_soft_shutdown_on_idle)")
 	rest, err := parseArgs(fs, args)
 	if err != nil {
 		return nil, fs, err

@@ -145,6 +145,16 @@ type Config struct {
 	// when a cold shutdown starts (a second signal), running tasks get this
 	// long to finish before their contexts are cancelled. 0: at once.
 	SoftShutdownTimeout time.Duration
+	// EnableSoftShutdownOnIdle, as Celery 5.5's
+	// worker_enable_soft_shutdown_on_idle: a cold shutdown of an idle
+	// worker (no task runs and no result waits to be stored) skips the
+	// soft shutdown and cancels at once, unless this is set; then an idle
+	// worker too gets up to SoftShutdownTimeout to end its warm shutdown.
+	// Celery needs it to requeue held ETA tasks on Redis; gworker returns
+	// held ETA and prefetched messages to the broker either way, and the
+	// wait lets the broker confirm the consumer's cancellation first.
+	// Default DefaultEnableSoftShutdownOnIdle.
+	EnableSoftShutdownOnIdle bool
 	// Purge discards the waiting messages of the consumed queues before
 	// the worker starts (celery worker --purge).
 	Purge bool

@@ -51,6 +51,9 @@ const (
 	// DefaultStopTimeout bounds how long a warm shutdown waits for the
 	// broker to confirm the consumer's cancellation.
 	DefaultStopTimeout = 5 * time.Second
+	// DefaultEnableSoftShutdownOnIdle: an idle worker skips the soft
+	// shutdown, as Celery 5.5 (worker_enable_soft_shutdown_on_idle).
+	DefaultEnableSoftShutdownOnIdle = false
 	// DefaultMaxConcurrency caps a worker's pool size, however often
 	// pool_grow is sent: each slot is a goroutine and raises the prefetch
 	// window by the prefetch multiplier.

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"syscall"
@@ -191,6 +192,60 @@ emit(id=send('tasks.sleep', (30,)).id)
 				t.Errorf("the task did not go back to the broker; log:\n%s", w2.log())
 			}
 			w2.kill()
+		})
+	}
+}
+
+// An idle worker on Redis holding an ETA task gets SIGQUIT with
+// --soft-shutdown-timeout: as Celery 5.5, the soft shutdown is skipped
+// (no task runs) unless --enable-soft-shutdown-on-idle
+// (worker_enable_soft_shutdown_on_idle). Either way the held message is
+// back in its Redis list when the worker has exited, not left in the
+// unacked hash until the visibility timeout, which is what Celery needs
+// the setting for.
+func TestSoftShutdownOnIdleRequeuesETATasks(t *testing.T) {
+	for _, onIdle := range []bool{false, true} {
+		t.Run(map[bool]string{false: "skipped", true: "on idle"}[onIdle], func(t *testing.T) {
+			q := uniqueQueue(t, "idle-eta")
+			prefix := "gwt-" + q + ":"
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if keys, _ := env.rdb.Keys(ctx, prefix+"*").Result(); len(keys) > 0 {
+					env.rdb.Del(ctx, keys...)
+				}
+			})
+			extra := []string{"--broker-transport-option", "global_keyprefix=" + prefix, "--soft-shutdown-timeout", "3"}
+			if onIdle {
+				extra = append(extra, "--enable-soft-shutdown-on-idle")
+			}
+			w := startWorker(t, workerOptions{Queues: []string{q}, Concurrency: 1, Broker: backendURL, Extra: extra})
+			pyClient{Broker: backendURL, Conf: map[string]any{"task_default_queue": q,
+				"broker_transport_options": map[string]any{"global_keyprefix": prefix}}}.run(t, `
+emit(id=send('tasks.add', (1, 2), countdown=600).id)
+`)
+			if !eventually(defaultWait, func() bool { return w.countLog("tasks.add[", "] received") >= 1 }) {
+				t.Fatalf("worker did not receive the task; log:\n%s", w.log())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if n, err := env.rdb.LLen(ctx, prefix+q).Result(); err != nil || n != 0 {
+				t.Fatalf("%s holds %d messages (%v) while the worker holds the ETA task", q, n, err)
+			}
+			w.signal(syscall.SIGQUIT)
+			if err := w.wait(defaultWait); err != nil && !strings.Contains(err.Error(), "exit status") {
+				t.Fatalf("worker did not exit: %v", err)
+			}
+			log := w.log()
+			if skipped := strings.Contains(log, "Soft shutdown skipped"); skipped == onIdle {
+				t.Errorf("soft shutdown skipped: %v, want %v; log:\n%s", skipped, !onIdle, log)
+			}
+			if n, err := env.rdb.LLen(ctx, prefix+q).Result(); err != nil || n != 1 {
+				t.Errorf("after the worker exited %s holds %d messages (%v), want the ETA task back", q, n, err)
+			}
+			if n, err := env.rdb.HLen(ctx, prefix+"unacked").Result(); err != nil || n != 0 {
+				t.Errorf("%d messages left in the unacked hash (%v)", n, err)
+			}
 		})
 	}
 }

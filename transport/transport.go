@@ -121,7 +121,9 @@ type Consumer interface {
 type QueueAdder interface {
 	// AddQueue declares the task queue name (or adopts it as it exists)
 	// and starts taking its messages. Adding a consumed queue is not an
-	// error.
+	// error. It fails with ErrSeparateConsumer when the queue cannot share
+	// the consumer (a RabbitMQ quorum queue refuses the global QoS of a
+	// channel of classic queues): the caller may consume it apart.
 	AddQueue(ctx context.Context, name string) error
 	// CancelQueue stops taking messages from the queue name. Messages of
 	// that queue taken but not handed over return to it; deliveries
@@ -132,6 +134,11 @@ type QueueAdder interface {
 
 // ErrNotConsuming: the consumer does not take messages from that queue.
 var ErrNotConsuming = errors.New("transport: not consuming from that queue")
+
+// ErrSeparateConsumer: QueueAdder.AddQueue cannot add that queue to the
+// consumer, which goes on as it was; a consumer of its own (Consume) can
+// take it.
+var ErrSeparateConsumer = errors.New("transport: the queue needs a consumer of its own")
 
 // QueueSpec describes a queue bound to an exchange, as kombu declares the
 // pidbox and reply queues: non-durable and auto-delete unless Durable or

@@ -79,8 +79,8 @@ func (c *consumers) has(q string) bool {
 }
 
 // add starts consuming a queue: on the main consumer, within its prefetch
-// window, when it is a transport.QueueAdder, else on a consumer of its
-// own with the given prefetch window. Consuming a queue already consumed
+// window, when it is a transport.QueueAdder that takes it, else on a
+// consumer of its own with the given prefetch window. Consuming a queue already consumed
 // is not an error; beyond MaxAddedQueues added queues it is
 // ErrTooManyQueues.
 func (c *consumers) add(ctx context.Context, name string, prefetch int) error {
@@ -105,7 +105,12 @@ func (c *consumers) add(ctx context.Context, name string, prefetch int) error {
 	}
 	c.mu.Unlock()
 	if adder, ok := main.(transport.QueueAdder); ok {
-		return c.addShared(ctx, adder, name)
+		err := c.addShared(ctx, adder, name)
+		if !errors.Is(err, transport.ErrSeparateConsumer) {
+			return err
+		}
+		c.log.Warn("queue "+name+" cannot share the main consumer; consuming it on a consumer, and a prefetch window, of its own",
+			zap.Error(err))
 	}
 	cons, err := c.broker.Consume(ctx, []string{name}, prefetch)
 	if err != nil {

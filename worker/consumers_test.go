@@ -144,11 +144,17 @@ type adderConsumer struct {
 	*testConsumer
 	mu     sync.Mutex
 	queues []string
+	// apart names the queues AddQueue refuses with
+	// transport.ErrSeparateConsumer.
+	apart map[string]bool
 }
 
 func (c *adderConsumer) AddQueue(_ context.Context, name string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.apart[name] {
+		return fmt.Errorf("refused: %w", transport.ErrSeparateConsumer)
+	}
 	c.queues = append(c.queues, name)
 	return nil
 }
@@ -227,4 +233,45 @@ func TestConsumersAddToTheMainConsumer(t *testing.T) {
 	if cancels, closes := main.ended(); cancels != 0 || closes != 0 {
 		t.Errorf("the main consumer was cancelled %d, closed %d times: the worker ends it", cancels, closes)
 	}
+}
+
+// A queue the main consumer cannot take (a quorum queue beside classic
+// ones on RabbitMQ) is consumed on a consumer of its own, as every added
+// queue was before the main consumer could take them.
+func TestConsumersAddApartWhatTheMainConsumerRefuses(t *testing.T) {
+	b := newTestBroker()
+	c, got := testConsumers(b)
+	ctx := context.Background()
+	main := &adderConsumer{testConsumer: newTestConsumer(), apart: map[string]bool{"quorum": true}}
+	c.start(main)
+	if err := c.add(ctx, "quorum", 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.add(ctx, "classic", 8); err != nil {
+		t.Fatal(err)
+	}
+	own := b.consumer("quorum")
+	if own == nil || b.prefetch["quorum"] != 8 {
+		t.Fatalf("no consumer of its own for the refused queue (prefetch %d)", b.prefetch["quorum"])
+	}
+	if b.consumer("classic") != nil || !reflect.DeepEqual(main.list(), []string{"classic"}) {
+		t.Fatalf("the main consumer takes %v", main.list())
+	}
+	if got := c.list(); !reflect.DeepEqual(got, []string{"startup", "quorum", "classic"}) {
+		t.Errorf("queues %v", got)
+	}
+	d := &testDelivery{}
+	own.ch <- d
+	if recv(t, got, "delivery") != d {
+		t.Fatal("the refused queue's delivery was not dispatched")
+	}
+	if err := c.cancel(ctx, "quorum"); err != nil {
+		t.Fatal(err)
+	}
+	if cancels, _ := own.ended(); cancels != 1 {
+		t.Errorf("its consumer was cancelled %d times", cancels)
+	}
+	c.stop()
+	c.cancelAdded(ctx)
+	c.closeAdded()
 }
