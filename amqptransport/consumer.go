@@ -323,6 +323,73 @@ func (d *Delivery) settle(send func(*amqp.Channel) error) error {
 	return nil
 }
 
+// Park returns a handle that settles the delivery without keeping its
+// message (transport.Parker): the message's header table and body are left
+// to the caller, which holds a compact copy while the message waits for its
+// ETA. d must not be used after.
+func (d *Delivery) Park() transport.Parked {
+	p := &parkedDelivery{queue: d.Queue, consumerTag: d.ConsumerTag}
+	p.d.DeliveryTag, p.d.gen, p.d.round, p.d.b, p.d.noAck = d.DeliveryTag, d.gen, d.round, d.b, d.noAck
+	p.d.settled.Store(d.settled.Load())
+	return p
+}
+
+// parkedDelivery is a Delivery without its message, its queue and consumer
+// tag kept aside: the settling part of it is what d holds. Its Ack and
+// Reject may be called from any goroutine, once between them.
+type parkedDelivery struct {
+	d                  settleHandle
+	queue, consumerTag string
+}
+
+// settleHandle is the part of a Delivery that settles it.
+type settleHandle struct {
+	DeliveryTag uint64
+	gen         *chanGen
+	round       *round
+	b           *Broker
+	noAck       bool
+	settled     atomic.Bool
+}
+
+// full returns a Delivery for p, unsettled.
+func (p *parkedDelivery) full() *Delivery {
+	return &Delivery{Queue: p.queue, DeliveryTag: p.d.DeliveryTag, ConsumerTag: p.consumerTag,
+		gen: p.d.gen, round: p.d.round, b: p.d.b, noAck: p.d.noAck}
+}
+
+// settle settles p once through a Delivery, as Delivery.settle does.
+func (p *parkedDelivery) settle(send func(d *Delivery) error) error {
+	if !p.d.settled.CompareAndSwap(false, true) {
+		if p.d.noAck {
+			return ErrNoAck
+		}
+		return ErrAlreadySettled
+	}
+	d := p.full()
+	err := send(d)
+	if !d.settled.Load() {
+		p.d.settled.Store(false) // not sent: stale, or no acknowledgements
+	}
+	return err
+}
+
+// Ack acknowledges the parked delivery (Delivery.Ack).
+func (p *parkedDelivery) Ack() error { return p.settle((*Delivery).Ack) }
+
+// Reject rejects the parked delivery (Delivery.Reject).
+func (p *parkedDelivery) Reject(requeue bool) error {
+	return p.settle(func(d *Delivery) error { return d.Reject(requeue) })
+}
+
+// Unpark returns the delivery with m as its message.
+func (p *parkedDelivery) Unpark(m *protocol.RawMessage) transport.Delivery {
+	d := p.full()
+	d.settled.Store(p.d.settled.Load())
+	d.Message = *m
+	return d
+}
+
 // NewConsumer starts consuming. The first channel is opened, its queues declared
 // and consumed before NewConsumer returns, so configuration errors (a queue
 // declared elsewhere with other flags, a missing queue with NoDeclare) are
