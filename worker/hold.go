@@ -53,23 +53,32 @@ type hold struct {
 	cons      Consumer             // whose window is raised; nil before start
 }
 
-// heldETA is a message waiting for its ETA.
+// heldETA is a message waiting for its ETA, in 80 bytes besides the
+// packed message.
 type heldETA struct {
-	// id is the task id, read in packed (or the decoded message's when
-	// the delivery keeps the message).
-	id string
-	// packed is the message (packRaw) when the delivery is parked; nil
-	// when the delivery keeps its message.
-	packed []byte
+	// packed is the message (packRaw, as a string: never written) when
+	// the delivery is parked; else the task id.
+	packed string
 	// d is the Delivery, or its transport.Parked.
 	d        any
 	task     *Task
 	at       time.Duration // when it is due, since hold.epoch
 	received int64         // when it was received, Unix nanoseconds
-	size     int64         // body bytes it raised the window by
-	index    int           // in hold.held; -1 once out of it
-	raised   bool          // it raised the prefetch window
-	horizon  bool          // due at the ETA horizon, not at its ETA
+	size     int32         // body bytes it raised the window by
+	index    int32         // in hold.held; -1 once out of it
+	// idAt and idLen locate the task id in packed.
+	idAt, idLen uint16
+	raised      bool // it raised the prefetch window
+	horizon     bool // due at the ETA horizon, not at its ETA
+	isPacked    bool
+}
+
+// id returns the task id.
+func (e *heldETA) id() string {
+	if !e.isPacked {
+		return e.packed
+	}
+	return e.packed[e.idAt : int(e.idAt)+int(e.idLen)]
 }
 
 // notArmed is the due time of a message listed but not yet armed.
@@ -82,11 +91,11 @@ func (h etaHeap) Len() int           { return len(h) }
 func (h etaHeap) Less(i, k int) bool { return h[i].at < h[k].at }
 func (h etaHeap) Swap(i, k int) {
 	h[i], h[k] = h[k], h[i]
-	h[i].index, h[k].index = i, k
+	h[i].index, h[k].index = int32(i), int32(k)
 }
 func (h *etaHeap) Push(x any) {
 	e := x.(*heldETA)
-	e.index = len(*h)
+	e.index = int32(len(*h))
 	*h = append(*h, e)
 }
 func (h *etaHeap) Pop() any {
@@ -153,7 +162,7 @@ func (h *hold) eta(j *job, delay time.Duration, listed bool) {
 	}
 	// What the message holds in memory is its body after decompression:
 	// a small zlib body can inflate to the body size limit.
-	size := int64(max(len(j.d.Raw().Body), j.msg.BodySize))
+	size := int64(min(max(len(j.d.Raw().Body), j.msg.BodySize), math.MaxInt32))
 	raise := h.prefetch > 0 && h.rise < h.maxRise &&
 		(h.maxRiseBytes < 0 || h.riseBytes+size <= h.maxRiseBytes)
 	if !raise && h.republish && !j.keepHeld && h.prefetch > 0 && h.inWindow >= h.prefetch/2 {
@@ -184,7 +193,7 @@ func (h *hold) eta(j *job, delay time.Duration, listed bool) {
 	if raise {
 		h.rise++
 		h.riseBytes += size
-		e.size = size
+		e.size = int32(size)
 	} else {
 		h.inWindow++
 	}
@@ -207,7 +216,7 @@ func (h *hold) eta(j *job, delay time.Duration, listed bool) {
 	h.mu.Lock()
 	if e.index >= 0 && e.at == notArmed {
 		e.at = time.Since(h.epoch) + wait
-		heap.Fix(&h.held, e.index)
+		heap.Fix(&h.held, int(e.index))
 		h.armLocked()
 	}
 	h.mu.Unlock()
@@ -222,32 +231,31 @@ func (h *hold) eta(j *job, delay time.Duration, listed bool) {
 // parks deliveries, its message packed and its delivery parked; otherwise
 // its delivery with its message.
 func (h *hold) shrink(j *job) *heldETA {
-	e := &heldETA{id: j.msg.ID, d: j.d, task: j.task, received: j.received.UnixNano()}
+	e := &heldETA{packed: j.msg.ID, d: j.d, task: j.task, received: j.received.UnixNano()}
 	p, ok := j.d.(transport.Parker)
 	if !ok {
 		return e
 	}
 	packed, idAt, idLen, err := packRaw(j.d.Raw())
-	if err != nil {
-		// A header value of a type packRaw does not know: the message
-		// stays as it is.
+	if err != nil || idLen < 0 || idAt+idLen > math.MaxUint16 || string(packed[idAt:idAt+idLen]) != j.msg.ID {
+		// A header value of a type packRaw does not know, or the id not
+		// in the headers (protocol 1): the message stays as it is.
 		h.log.Debug("held message kept unpacked", zap.String("id", j.msg.ID), zap.Error(err))
 		return e
 	}
-	e.packed, e.d = packed, p.Park()
-	if idLen >= 0 && string(packed[idAt:idAt+idLen]) == j.msg.ID {
-		// The id read in place: packed is never written again.
-		e.id = unsafe.String(&packed[idAt], idLen)
-	}
+	// packed is never written again: it is read as a string.
+	e.packed, e.isPacked = unsafe.String(unsafe.SliceData(packed), len(packed)), true
+	e.idAt, e.idLen = uint16(idAt), uint16(idLen)
+	e.d = p.Park()
 	return e
 }
 
 // raw returns e's message, unpacked when it was packed.
 func (e *heldETA) raw() (*protocol.RawMessage, error) {
-	if e.packed == nil {
+	if !e.isPacked {
 		return e.d.(Delivery).Raw(), nil
 	}
-	return unpackRaw(e.packed)
+	return unpackRaw(unsafe.Slice(unsafe.StringData(e.packed), len(e.packed)))
 }
 
 // restore turns e back into a job: its delivery unparked and its message
@@ -269,7 +277,7 @@ func (h *hold) restore(e *heldETA, reject bool) *job {
 		msg, err = protocol.Decode(raw, h.decode)
 	}
 	if err != nil {
-		h.log.Error("a held ETA message no longer decodes", zap.String("id", e.id), zap.Error(err))
+		h.log.Error("a held ETA message no longer decodes", zap.String("id", e.id()), zap.Error(err))
 		if reject {
 			h.hooks.invalid(d, raw, err)
 			return nil
@@ -301,7 +309,7 @@ func (h *hold) fire() {
 		e := heap.Pop(&h.held).(*heldETA)
 		if e.raised {
 			h.rise--
-			h.riseBytes -= e.size
+			h.riseBytes -= int64(e.size)
 			lowered = true
 		} else {
 			h.inWindow--
@@ -357,7 +365,7 @@ func (h *hold) expedite(ids map[string]bool) {
 	defer h.mu.Unlock()
 	found := false
 	for _, e := range h.held {
-		if ids[e.id] {
+		if ids[e.id()] {
 			e.at, found = 0, true
 		}
 	}
@@ -431,7 +439,7 @@ func (h *hold) scheduled() []*job {
 			msg, err = protocol.Decode(raw, h.decode)
 		}
 		if err != nil {
-			h.log.Error("a held ETA message no longer decodes", zap.String("id", e.id), zap.Error(err))
+			h.log.Error("a held ETA message no longer decodes", zap.String("id", e.id()), zap.Error(err))
 			continue
 		}
 		out = append(out, &job{d: listedDelivery{raw}, msg: msg, task: e.task, received: time.Unix(0, e.received)})

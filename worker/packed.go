@@ -35,6 +35,7 @@ const (
 	tagList   // uvarint count, values
 	tagMap    // uvarint count, (key, value) pairs; keys are tagString or tagCommon
 	tagSameID // the string of the "id" header, again (a root_id, say)
+	tagISO    // a string that is a time as Python's isoformat writes it: varints of Unix microseconds and UTC offset minutes
 )
 
 // packCommon are the strings Celery's messages repeat: protocol 2 header
@@ -114,6 +115,12 @@ type packer struct {
 func (p *packer) str(s string) {
 	if i, ok := packCommonIndex[s]; ok {
 		p.buf = append(p.buf, tagCommon, i)
+		return
+	}
+	if us, offMin, ok := parseISO(s); ok {
+		p.buf = append(p.buf, tagISO)
+		p.buf = binary.AppendVarint(p.buf, us)
+		p.buf = binary.AppendVarint(p.buf, offMin)
 		return
 	}
 	p.buf = append(p.buf, tagString)
@@ -286,6 +293,18 @@ func (u *unpacker) value(depth int) (any, error) {
 			return nil, ErrPackedMessage
 		}
 		return *u.id, nil
+	case tagISO:
+		us, k := binary.Varint(u.b)
+		if k <= 0 {
+			return nil, ErrPackedMessage
+		}
+		u.b = u.b[k:]
+		offMin, k := binary.Varint(u.b)
+		if k <= 0 || offMin < -24*60 || offMin > 24*60 {
+			return nil, ErrPackedMessage
+		}
+		u.b = u.b[k:]
+		return formatISO(us, offMin), nil
 	case tagCommon:
 		if len(u.b) == 0 || int(u.b[0]) >= len(packCommon) {
 			return nil, ErrPackedMessage
@@ -376,4 +395,39 @@ func (u *unpacker) count() (int, error) {
 	}
 	u.b = u.b[k:]
 	return int(n), nil
+}
+
+// parseISO reads s as a time written by Python's datetime.isoformat() with
+// a UTC offset, as Celery writes an eta or expires header
+// (2026-12-06T09:09:17.293988+00:00, no fraction when it is 0), only when
+// formatISO writes it back byte for byte.
+func parseISO(s string) (us, offMin int64, ok bool) {
+	if (len(s) != 25 && len(s) != 32) || s[4] != '-' || s[10] != 'T' {
+		return 0, 0, false
+	}
+	t, err := time.Parse("2006-01-02T15:04:05.999999-07:00", s)
+	if err != nil || t.Nanosecond()%1000 != 0 {
+		return 0, 0, false
+	}
+	_, off := t.Zone()
+	if off%60 != 0 {
+		return 0, 0, false
+	}
+	us, offMin = t.UnixMicro(), int64(off/60)
+	if formatISO(us, offMin) != s {
+		return 0, 0, false
+	}
+	return us, offMin, true
+}
+
+// formatISO writes a time as Python's isoformat() does.
+func formatISO(us, offMin int64) string {
+	t := time.UnixMicro(us).In(time.FixedZone("", int(offMin)*60))
+	b := make([]byte, 0, 32)
+	b = t.AppendFormat(b, "2006-01-02T15:04:05")
+	if micro := t.Nanosecond() / 1000; micro != 0 {
+		b = fmt.Appendf(b, ".%06d", micro)
+	}
+	b = t.AppendFormat(b, "-07:00")
+	return string(b)
 }

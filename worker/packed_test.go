@@ -56,6 +56,38 @@ func TestPackRawRoundTrip(t *testing.T) {
 	}
 }
 
+// Times as Python's isoformat writes them pack as numbers and come back
+// byte for byte; other spellings stay strings, unchanged.
+func TestPackRawISOTimes(t *testing.T) {
+	empty, _, _, err := packRaw(&protocol.RawMessage{Headers: map[string]any{"eta": ""}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{
+		"2026-12-06T09:09:17.293988+00:00", "2026-12-06T09:09:17+00:00", "2026-12-06T09:09:17.000001-05:30",
+		"1969-12-31T23:59:59.999999+14:00",
+		"2026-12-06T09:09:17.000000+00:00", "2026-12-06T09:09:17.29398+00:00", "2026-12-06T09:09:17.293988Z",
+		"2026-12-06 09:09:17.293988+00:00", "2026-13-06T09:09:17.293988+00:00", "2026-12-06T09:09:17.293988+00:00x",
+	} {
+		m := &protocol.RawMessage{Headers: map[string]any{"eta": v}}
+		b, _, _, err := packRaw(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := unpackRaw(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Headers["eta"] != v {
+			t.Errorf("%q came back as %q", v, got.Headers["eta"])
+		}
+		// The empty string takes 2 bytes; a time as a number at most 16.
+		if _, _, iso := parseISO(v); iso != (len(b)-len(empty) <= 14) {
+			t.Errorf("%q: packed in %d bytes more than \"\" (as a number: %v)", v, len(b)-len(empty), iso)
+		}
+	}
+}
+
 // A value no transport gives is refused, and the hold then keeps the
 // message unpacked.
 func TestPackRawRefusesUnknownValues(t *testing.T) {
