@@ -223,7 +223,13 @@ type Delivery struct {
 	b       *Broker // counts stale acknowledgements
 	noAck   bool
 	settled atomic.Bool
+	// origin is Queue and ConsumerTag, shared by the deliveries of one
+	// consumer, for Park; nil: Park makes one.
+	origin *deliveryOrigin
 }
+
+// deliveryOrigin is the queue and consumer tag of deliveries.
+type deliveryOrigin struct{ queue, consumerTag string }
 
 // round is one set of consumers of a channel started with the same
 // per-consumer prefetch count.
@@ -328,18 +334,23 @@ func (d *Delivery) settle(send func(*amqp.Channel) error) error {
 // to the caller, which holds a compact copy while the message waits for its
 // ETA. d must not be used after.
 func (d *Delivery) Park() transport.Parked {
-	p := &parkedDelivery{queue: d.Queue, consumerTag: d.ConsumerTag}
+	o := d.origin
+	if o == nil || o.queue != d.Queue || o.consumerTag != d.ConsumerTag {
+		o = &deliveryOrigin{queue: d.Queue, consumerTag: d.ConsumerTag}
+	}
+	p := &parkedDelivery{origin: o}
 	p.d.DeliveryTag, p.d.gen, p.d.round, p.d.b, p.d.noAck = d.DeliveryTag, d.gen, d.round, d.b, d.noAck
 	p.d.settled.Store(d.settled.Load())
 	return p
 }
 
 // parkedDelivery is a Delivery without its message, its queue and consumer
-// tag kept aside: the settling part of it is what d holds. Its Ack and
-// Reject may be called from any goroutine, once between them.
+// tag shared with the other deliveries of its consumer: the settling part
+// of it is what d holds. Its Ack and Reject may be called from any
+// goroutine, once between them.
 type parkedDelivery struct {
-	d                  settleHandle
-	queue, consumerTag string
+	d      settleHandle
+	origin *deliveryOrigin
 }
 
 // settleHandle is the part of a Delivery that settles it.
@@ -354,8 +365,8 @@ type settleHandle struct {
 
 // full returns a Delivery for p, unsettled.
 func (p *parkedDelivery) full() *Delivery {
-	return &Delivery{Queue: p.queue, DeliveryTag: p.d.DeliveryTag, ConsumerTag: p.consumerTag,
-		gen: p.d.gen, round: p.d.round, b: p.d.b, noAck: p.d.noAck}
+	return &Delivery{Queue: p.origin.queue, DeliveryTag: p.d.DeliveryTag, ConsumerTag: p.origin.consumerTag,
+		gen: p.d.gen, round: p.d.round, b: p.d.b, noAck: p.d.noAck, origin: p.origin}
 }
 
 // settle settles p once through a Delivery, as Delivery.settle does.
@@ -894,6 +905,7 @@ func (c *Consumer) startForwarders(gen *chanGen, r *round, chans []<-chan amqp.D
 
 func (c *Consumer) forward(gen *chanGen, r *round, tag, queue string, in <-chan amqp.Delivery) {
 	defer gen.fwd.Done()
+	origin := &deliveryOrigin{queue: queue, consumerTag: tag}
 	for {
 		d, ok := <-in
 		if !ok {
@@ -917,6 +929,7 @@ func (c *Consumer) forward(gen *chanGen, r *round, tag, queue string, in <-chan 
 			gen:         gen,
 			b:           c.b,
 			noAck:       c.cfg.NoAck,
+			origin:      origin,
 		}
 		if !c.cfg.NoAck {
 			dv.round = r
