@@ -233,7 +233,12 @@ func heldOne(parent context.Context, stdout io.Writer, o *heldOptions, conn *amq
 	if err := declareQueue(conn, queue); err != nil {
 		return fail(err)
 	}
-	defer deleteQueue(conn, queue)
+	if o.vhost != "" {
+		// In a vhost of its own, the queue goes with it: deleting it here
+		// waits for the broker to take back every held message first,
+		// which a busy RabbitMQ does slowly.
+		defer deleteQueue(conn, queue)
+	}
 	b, err := buildBatch(queue, total, producer.Countdown(o.countdown))
 	if err != nil {
 		return fail(err)
