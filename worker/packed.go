@@ -61,7 +61,14 @@ var packCommonIndex = func() map[string]byte {
 const (
 	packHasPriority = 1 << iota
 	packRedelivered
+	// packEmptyEmbed: the body ended with emptyEmbed, left out.
+	packEmptyEmbed
 )
+
+// emptyEmbed ends the JSON body of most protocol 2 messages, as Celery
+// writes it: the embed of a task without callbacks, errbacks, chain or
+// chord.
+const emptyEmbed = `, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]`
 
 // packRaw packs m. idAt and idLen locate the value of the "id" header in
 // the result (idLen -1 when it has none as a string), so that the id can
@@ -76,6 +83,11 @@ func packRaw(m *protocol.RawMessage) (b []byte, idAt, idLen int, err error) {
 	if m.Redelivered {
 		flags |= packRedelivered
 	}
+	body := m.Body
+	if len(body) >= len(emptyEmbed) && string(body[len(body)-len(emptyEmbed):]) == emptyEmbed {
+		flags |= packEmptyEmbed
+		body = body[:len(body)-len(emptyEmbed)]
+	}
 	p.buf = append(p.buf, flags, m.DeliveryMode, m.Priority)
 	for _, s := range [...]string{m.ContentType, m.ContentEncoding, m.CorrelationID, m.ReplyTo,
 		m.Expiration, m.Exchange, m.RoutingKey} {
@@ -86,8 +98,8 @@ func packRaw(m *protocol.RawMessage) (b []byte, idAt, idLen int, err error) {
 	} else if err := p.dict(m.Headers, 0, true); err != nil {
 		return nil, 0, 0, err
 	}
-	p.buf = binary.AppendUvarint(p.buf, uint64(len(m.Body)))
-	p.buf = append(p.buf, m.Body...)
+	p.buf = binary.AppendUvarint(p.buf, uint64(len(body)))
+	p.buf = append(p.buf, body...)
 	// Held for long: allocated to its size (the guess is generous).
 	return append(make([]byte, 0, len(p.buf)), p.buf...), p.idAt, p.idLen, nil
 }
@@ -249,7 +261,11 @@ func unpackRaw(b []byte) (*protocol.RawMessage, error) {
 	}
 	// The body is copied: a decoded message may keep slices of it (raw
 	// JSON values) and must not keep the whole packed message alive.
-	m.Body = append([]byte(nil), u.b...)
+	if flags&packEmptyEmbed != 0 {
+		m.Body = append(append(make([]byte, 0, len(u.b)+len(emptyEmbed)), u.b...), emptyEmbed...)
+	} else {
+		m.Body = append([]byte(nil), u.b...)
+	}
 	return m, nil
 }
 

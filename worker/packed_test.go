@@ -35,6 +35,11 @@ func TestPackRawRoundTrip(t *testing.T) {
 		// without headers.
 		{Headers: map[string]any{"id": "py", "root_id": "py"}},
 		{Headers: map[string]any{}, Body: []byte(`{"task": "t", "id": "x"}`)},
+		// The embed Celery writes for a task without callbacks, alone and
+		// at the end of a body; almost it.
+		{Body: []byte(emptyEmbed)},
+		{Body: []byte(`[[1, 2], {}` + emptyEmbed)},
+		{Body: []byte(`[[1, 2], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": 0}]`)},
 	} {
 		b, idAt, idLen, err := packRaw(m)
 		if err != nil {
