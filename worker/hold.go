@@ -178,18 +178,9 @@ func (h *hold) eta(j *job, delay time.Duration, listed bool) {
 		h.hooks.due(j, true)
 		return
 	}
-	h.mu.Unlock()
+	// Packed under the lock (a few microseconds), so that the window's
+	// accounting stays the one decided above.
 	e := h.shrink(j)
-	h.mu.Lock()
-	if h.closed {
-		// Closed while j was packed: it goes back as it came.
-		h.mu.Unlock()
-		if listed {
-			h.hooks.listed(j)
-		}
-		h.hooks.back(h.restore(e, false))
-		return
-	}
 	if raise {
 		h.rise++
 		h.riseBytes += size

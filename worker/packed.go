@@ -17,9 +17,9 @@ import (
 // process: a tag byte per value, lengths as uvarints, and the names and
 // values Celery's messages repeat (header keys, content types) as one byte.
 
-// ErrPackedMessage: a packed message is truncated or malformed (a bug:
+// errPackedMessage: a packed message is truncated or malformed (a bug:
 // only packRaw writes them).
-var ErrPackedMessage = errors.New("worker: malformed packed message")
+var errPackedMessage = errors.New("worker: malformed packed message")
 
 // Value tags.
 const (
@@ -228,7 +228,7 @@ func (p *packer) value(v any, depth int) error {
 func unpackRaw(b []byte) (*protocol.RawMessage, error) {
 	u := unpacker{b: b}
 	if len(b) < 3 {
-		return nil, ErrPackedMessage
+		return nil, errPackedMessage
 	}
 	flags := b[0]
 	m := &protocol.RawMessage{DeliveryMode: b[1], Priority: b[2],
@@ -242,7 +242,7 @@ func unpackRaw(b []byte) (*protocol.RawMessage, error) {
 		}
 		str, ok := v.(string)
 		if !ok {
-			return nil, ErrPackedMessage
+			return nil, errPackedMessage
 		}
 		*s = str
 	}
@@ -252,12 +252,12 @@ func unpackRaw(b []byte) (*protocol.RawMessage, error) {
 	}
 	if h != nil {
 		if m.Headers, _ = h.(map[string]any); m.Headers == nil {
-			return nil, ErrPackedMessage
+			return nil, errPackedMessage
 		}
 	}
 	n, err := u.len()
 	if err != nil || n != len(u.b) {
-		return nil, ErrPackedMessage
+		return nil, errPackedMessage
 	}
 	// The body is copied: a decoded message may keep slices of it (raw
 	// JSON values) and must not keep the whole packed message alive.
@@ -277,7 +277,7 @@ type unpacker struct {
 func (u *unpacker) len() (int, error) {
 	n, k := binary.Uvarint(u.b)
 	if k <= 0 || n > uint64(len(u.b)-k) {
-		return 0, ErrPackedMessage
+		return 0, errPackedMessage
 	}
 	u.b = u.b[k:]
 	return int(n), nil
@@ -285,7 +285,7 @@ func (u *unpacker) len() (int, error) {
 
 func (u *unpacker) value(depth int) (any, error) {
 	if len(u.b) == 0 || depth > 65 {
-		return nil, ErrPackedMessage
+		return nil, errPackedMessage
 	}
 	tag := u.b[0]
 	u.b = u.b[1:]
@@ -306,24 +306,24 @@ func (u *unpacker) value(depth int) (any, error) {
 		return s, nil
 	case tagSameID:
 		if u.id == nil {
-			return nil, ErrPackedMessage
+			return nil, errPackedMessage
 		}
 		return *u.id, nil
 	case tagISO:
 		us, k := binary.Varint(u.b)
 		if k <= 0 {
-			return nil, ErrPackedMessage
+			return nil, errPackedMessage
 		}
 		u.b = u.b[k:]
 		offMin, k := binary.Varint(u.b)
 		if k <= 0 || offMin < -24*60 || offMin > 24*60 {
-			return nil, ErrPackedMessage
+			return nil, errPackedMessage
 		}
 		u.b = u.b[k:]
 		return formatISO(us, offMin), nil
 	case tagCommon:
 		if len(u.b) == 0 || int(u.b[0]) >= len(packCommon) {
-			return nil, ErrPackedMessage
+			return nil, errPackedMessage
 		}
 		s := packCommon[u.b[0]]
 		u.b = u.b[1:]
@@ -331,13 +331,13 @@ func (u *unpacker) value(depth int) (any, error) {
 	case tagInt:
 		v, k := binary.Varint(u.b)
 		if k <= 0 {
-			return nil, ErrPackedMessage
+			return nil, errPackedMessage
 		}
 		u.b = u.b[k:]
 		return v, nil
 	case tagFloat:
 		if len(u.b) < 8 {
-			return nil, ErrPackedMessage
+			return nil, errPackedMessage
 		}
 		v := math.Float64frombits(binary.BigEndian.Uint64(u.b))
 		u.b = u.b[8:]
@@ -349,7 +349,7 @@ func (u *unpacker) value(depth int) (any, error) {
 		}
 		var t time.Time
 		if err := t.UnmarshalBinary(u.b[:n]); err != nil {
-			return nil, ErrPackedMessage
+			return nil, errPackedMessage
 		}
 		u.b = u.b[n:]
 		return t, nil
@@ -386,7 +386,7 @@ func (u *unpacker) value(depth int) (any, error) {
 			}
 			ks, ok := k.(string)
 			if !ok {
-				return nil, ErrPackedMessage
+				return nil, errPackedMessage
 			}
 			v, err := u.value(depth + 1)
 			if err != nil {
@@ -399,7 +399,7 @@ func (u *unpacker) value(depth int) (any, error) {
 		}
 		return m, nil
 	}
-	return nil, ErrPackedMessage
+	return nil, errPackedMessage
 }
 
 // count reads the element count of a list or map: each element takes at
@@ -407,7 +407,7 @@ func (u *unpacker) value(depth int) (any, error) {
 func (u *unpacker) count() (int, error) {
 	n, k := binary.Uvarint(u.b)
 	if k <= 0 || n > uint64(len(u.b)-k) {
-		return 0, ErrPackedMessage
+		return 0, errPackedMessage
 	}
 	u.b = u.b[k:]
 	return int(n), nil

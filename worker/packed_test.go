@@ -101,7 +101,7 @@ func TestPackRawRefusesUnknownValues(t *testing.T) {
 	}
 }
 
-// Truncated or corrupt packed messages fail with ErrPackedMessage, never
+// Truncated or corrupt packed messages fail with errPackedMessage, never
 // panic.
 func TestUnpackRawMalformed(t *testing.T) {
 	b, _, _, err := packRaw(&protocol.RawMessage{Headers: map[string]any{"id": "abc", "l": []any{int64(1), "s"}},
@@ -110,13 +110,13 @@ func TestUnpackRawMalformed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range len(b) {
-		if _, err := unpackRaw(b[:i]); !errors.Is(err, ErrPackedMessage) {
+		if _, err := unpackRaw(b[:i]); !errors.Is(err, errPackedMessage) {
 			t.Errorf("truncated to %d bytes: %v", i, err)
 		}
 	}
 	bad := append([]byte(nil), b...)
 	bad[3] = 0xEE // the first property's tag
-	if _, err := unpackRaw(bad); !errors.Is(err, ErrPackedMessage) {
+	if _, err := unpackRaw(bad); !errors.Is(err, errPackedMessage) {
 		t.Errorf("bad tag: %v", err)
 	}
 }
