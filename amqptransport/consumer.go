@@ -223,13 +223,21 @@ type Delivery struct {
 	b       *Broker // counts stale acknowledgements
 	noAck   bool
 	settled atomic.Bool
-	// origin is Queue and ConsumerTag, shared by the deliveries of one
-	// consumer, for Park; nil: Park makes one.
+	// origin is what the deliveries of one consumer on one channel share,
+	// for Park; nil: Park makes one.
 	origin *deliveryOrigin
 }
 
-// deliveryOrigin is the queue and consumer tag of deliveries.
-type deliveryOrigin struct{ queue, consumerTag string }
+// deliveryOrigin is what the deliveries of one consumer on one channel
+// share: their queue and consumer tag, and what settling them needs
+// besides their tag.
+type deliveryOrigin struct {
+	queue, consumerTag string
+	gen                *chanGen
+	round              *round
+	b                  *Broker
+	noAck              bool
+}
 
 // round is one set of consumers of a channel started with the same
 // per-consumer prefetch count.
@@ -335,44 +343,36 @@ func (d *Delivery) settle(send func(*amqp.Channel) error) error {
 // ETA. d must not be used after.
 func (d *Delivery) Park() transport.Parked {
 	o := d.origin
-	if o == nil || o.queue != d.Queue || o.consumerTag != d.ConsumerTag {
-		o = &deliveryOrigin{queue: d.Queue, consumerTag: d.ConsumerTag}
+	if o == nil || o.queue != d.Queue || o.consumerTag != d.ConsumerTag || o.gen != d.gen ||
+		o.round != d.round || o.b != d.b || o.noAck != d.noAck {
+		o = &deliveryOrigin{queue: d.Queue, consumerTag: d.ConsumerTag, gen: d.gen, round: d.round, b: d.b, noAck: d.noAck}
 	}
-	p := &parkedDelivery{origin: o}
-	p.d.DeliveryTag, p.d.gen, p.d.round, p.d.b, p.d.noAck = d.DeliveryTag, d.gen, d.round, d.b, d.noAck
-	p.d.settled.Store(d.settled.Load())
+	p := &parkedDelivery{tag: d.DeliveryTag, origin: o}
+	p.settled.Store(d.settled.Load())
 	return p
 }
 
-// parkedDelivery is a Delivery without its message, its queue and consumer
-// tag shared with the other deliveries of its consumer: the settling part
-// of it is what d holds. Its Ack and Reject may be called from any
-// goroutine, once between them.
+// parkedDelivery is a Delivery without its message, in 24 bytes: its tag
+// and settle state, and what it shares with the other deliveries of its
+// consumer's channel. Its Ack and Reject may be called from any goroutine,
+// once between them.
 type parkedDelivery struct {
-	d      settleHandle
-	origin *deliveryOrigin
-}
-
-// settleHandle is the part of a Delivery that settles it.
-type settleHandle struct {
-	DeliveryTag uint64
-	gen         *chanGen
-	round       *round
-	b           *Broker
-	noAck       bool
-	settled     atomic.Bool
+	tag     uint64
+	origin  *deliveryOrigin
+	settled atomic.Bool
 }
 
 // full returns a Delivery for p, unsettled.
 func (p *parkedDelivery) full() *Delivery {
-	return &Delivery{Queue: p.origin.queue, DeliveryTag: p.d.DeliveryTag, ConsumerTag: p.origin.consumerTag,
-		gen: p.d.gen, round: p.d.round, b: p.d.b, noAck: p.d.noAck, origin: p.origin}
+	o := p.origin
+	return &Delivery{Queue: o.queue, DeliveryTag: p.tag, ConsumerTag: o.consumerTag,
+		gen: o.gen, round: o.round, b: o.b, noAck: o.noAck, origin: o}
 }
 
 // settle settles p once through a Delivery, as Delivery.settle does.
 func (p *parkedDelivery) settle(send func(d *Delivery) error) error {
-	if !p.d.settled.CompareAndSwap(false, true) {
-		if p.d.noAck {
+	if !p.settled.CompareAndSwap(false, true) {
+		if p.origin.noAck {
 			return ErrNoAck
 		}
 		return ErrAlreadySettled
@@ -380,7 +380,7 @@ func (p *parkedDelivery) settle(send func(d *Delivery) error) error {
 	d := p.full()
 	err := send(d)
 	if !d.settled.Load() {
-		p.d.settled.Store(false) // not sent: stale, or no acknowledgements
+		p.settled.Store(false) // not sent: stale, or no acknowledgements
 	}
 	return err
 }
@@ -396,7 +396,7 @@ func (p *parkedDelivery) Reject(requeue bool) error {
 // Unpark returns the delivery with m as its message.
 func (p *parkedDelivery) Unpark(m *protocol.RawMessage) transport.Delivery {
 	d := p.full()
-	d.settled.Store(p.d.settled.Load())
+	d.settled.Store(p.settled.Load())
 	d.Message = *m
 	return d
 }
@@ -905,7 +905,10 @@ func (c *Consumer) startForwarders(gen *chanGen, r *round, chans []<-chan amqp.D
 
 func (c *Consumer) forward(gen *chanGen, r *round, tag, queue string, in <-chan amqp.Delivery) {
 	defer gen.fwd.Done()
-	origin := &deliveryOrigin{queue: queue, consumerTag: tag}
+	origin := &deliveryOrigin{queue: queue, consumerTag: tag, gen: gen, b: c.b, noAck: c.cfg.NoAck}
+	if !c.cfg.NoAck {
+		origin.round = r
+	}
 	for {
 		d, ok := <-in
 		if !ok {

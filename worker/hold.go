@@ -53,29 +53,51 @@ type hold struct {
 	cons      Consumer             // whose window is raised; nil before start
 }
 
-// heldETA is a message waiting for its ETA, in 80 bytes besides the
+// heldETA is a message waiting for its ETA, in 64 bytes besides the
 // packed message.
 type heldETA struct {
 	// packed is the message (packRaw, as a string: never written) when
 	// the delivery is parked; else the task id.
 	packed string
 	// d is the Delivery, or its transport.Parked.
-	d        any
-	task     *Task
-	at       time.Duration // when it is due, since hold.epoch
-	received int64         // when it was received, Unix nanoseconds
-	size     int32         // body bytes it raised the window by
-	index    int32         // in hold.held; -1 once out of it
+	d    any
+	task *Task
+	at   time.Duration // when it is due, since hold.epoch
+	// received is when it was received, in whole seconds since
+	// hold.epoch (task-received was sent with the exact time).
+	received int32
+	size     int32 // body bytes it raised the window by
+	index    int32 // in hold.held; -1 once out of it
 	// idAt and idLen locate the task id in packed.
-	idAt, idLen uint16
-	raised      bool // it raised the prefetch window
-	horizon     bool // due at the ETA horizon, not at its ETA
-	isPacked    bool
+	idAt  uint16
+	idLen uint8
+	flags heldFlags
+}
+
+// heldFlags are a heldETA's booleans.
+type heldFlags uint8
+
+const (
+	heldRaised  heldFlags = 1 << iota // it raised the prefetch window
+	heldHorizon                       // due at the ETA horizon, not at its ETA
+	heldPacked                        // packed is the message
+)
+
+func (e *heldETA) raised() bool   { return e.flags&heldRaised != 0 }
+func (e *heldETA) horizon() bool  { return e.flags&heldHorizon != 0 }
+func (e *heldETA) isPacked() bool { return e.flags&heldPacked != 0 }
+
+func (e *heldETA) set(f heldFlags, on bool) {
+	if on {
+		e.flags |= f
+	} else {
+		e.flags &^= f
+	}
 }
 
 // id returns the task id.
 func (e *heldETA) id() string {
-	if !e.isPacked {
+	if !e.isPacked() {
 		return e.packed
 	}
 	return e.packed[e.idAt : int(e.idAt)+int(e.idLen)]
@@ -188,11 +210,11 @@ func (h *hold) eta(j *job, delay time.Duration, listed bool) {
 	} else {
 		h.inWindow++
 	}
-	e.raised = raise
+	e.set(heldRaised, raise)
 	window := h.prefetch + h.rise
-	e.horizon = delay > h.horizon && h.republish
+	e.set(heldHorizon, delay > h.horizon && h.republish)
 	wait := delay
-	if e.horizon {
+	if e.horizon() {
 		wait = h.horizon
 	}
 	e.at = notArmed
@@ -222,28 +244,30 @@ func (h *hold) eta(j *job, delay time.Duration, listed bool) {
 // parks deliveries, its message packed and its delivery parked; otherwise
 // its delivery with its message.
 func (h *hold) shrink(j *job) *heldETA {
-	e := &heldETA{packed: j.msg.ID, d: j.d, task: j.task, received: j.received.UnixNano()}
+	e := &heldETA{packed: j.msg.ID, d: j.d, task: j.task,
+		received: int32(min(max(j.received.Sub(h.epoch)/time.Second, 0), math.MaxInt32))}
 	p, ok := j.d.(transport.Parker)
 	if !ok {
 		return e
 	}
 	packed, idAt, idLen, err := packRaw(j.d.Raw())
-	if err != nil || idLen < 0 || idAt+idLen > math.MaxUint16 || string(packed[idAt:idAt+idLen]) != j.msg.ID {
+	if err != nil || idLen < 0 || idAt > math.MaxUint16 || idLen > math.MaxUint8 || string(packed[idAt:idAt+idLen]) != j.msg.ID {
 		// A header value of a type packRaw does not know, or the id not
 		// in the headers (protocol 1): the message stays as it is.
 		h.log.Debug("held message kept unpacked", zap.String("id", j.msg.ID), zap.Error(err))
 		return e
 	}
 	// packed is never written again: it is read as a string.
-	e.packed, e.isPacked = unsafe.String(unsafe.SliceData(packed), len(packed)), true
-	e.idAt, e.idLen = uint16(idAt), uint16(idLen)
+	e.packed = unsafe.String(unsafe.SliceData(packed), len(packed))
+	e.set(heldPacked, true)
+	e.idAt, e.idLen = uint16(idAt), uint8(idLen)
 	e.d = p.Park()
 	return e
 }
 
 // raw returns e's message, unpacked when it was packed.
 func (e *heldETA) raw() (*protocol.RawMessage, error) {
-	if !e.isPacked {
+	if !e.isPacked() {
 		return e.d.(Delivery).Raw(), nil
 	}
 	return unpackRaw(unsafe.Slice(unsafe.StringData(e.packed), len(e.packed)))
@@ -274,7 +298,12 @@ func (h *hold) restore(e *heldETA, reject bool) *job {
 			return nil
 		}
 	}
-	return &job{d: d, msg: msg, task: e.task, received: time.Unix(0, e.received)}
+	return &job{d: d, msg: msg, task: e.task, received: h.received(e)}
+}
+
+// received returns when e was received, to the second.
+func (h *hold) received(e *heldETA) time.Time {
+	return h.epoch.Add(time.Duration(e.received) * time.Second)
 }
 
 // armLocked sets the timer for the soonest held message; h.mu is held.
@@ -298,7 +327,7 @@ func (h *hold) fire() {
 	lowered := false
 	for len(h.held) > 0 && h.held[0].at <= now {
 		e := heap.Pop(&h.held).(*heldETA)
-		if e.raised {
+		if e.raised() {
 			h.rise--
 			h.riseBytes -= int64(e.size)
 			lowered = true
@@ -318,7 +347,7 @@ func (h *hold) fire() {
 	}
 	for _, e := range due {
 		if j := h.restore(e, true); j != nil {
-			h.hooks.due(j, e.horizon)
+			h.hooks.due(j, e.horizon())
 		}
 	}
 }
@@ -433,7 +462,7 @@ func (h *hold) scheduled() []*job {
 			h.log.Error("a held ETA message no longer decodes", zap.String("id", e.id()), zap.Error(err))
 			continue
 		}
-		out = append(out, &job{d: listedDelivery{raw}, msg: msg, task: e.task, received: time.Unix(0, e.received)})
+		out = append(out, &job{d: listedDelivery{raw}, msg: msg, task: e.task, received: h.received(e)})
 	}
 	return out
 }
