@@ -346,8 +346,15 @@ func (h *hold) fire() {
 		}
 	}
 	for _, e := range due {
-		if j := h.restore(e, true); j != nil {
-			h.hooks.due(j, e.horizon())
+		j := h.restore(e, true)
+		switch {
+		case j == nil:
+		case e.horizon():
+			// Published again: a broker round trip each, which the others
+			// due now need not wait for.
+			go h.hooks.due(j, true)
+		default:
+			h.hooks.due(j, false)
 		}
 	}
 }
