@@ -11,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/gworker/gworker/internal/testing/testenv"
+	"github.com/gworker/gworker/transport"
 )
 
 // kombuDeclare declares a queue the way a Celery worker declares its
@@ -599,4 +600,61 @@ func TestConsumeNoAckReplyQueue(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A parked delivery settles as the delivery it was, once, and unparks with
+// the message it is given; the batched acknowledgements and the consumer's
+// count of unsettled deliveries see it as one delivery.
+func TestParkedDeliverySettles(t *testing.T) {
+	f := newFixture(t)
+	q := f.queue()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := f.b.NewConsumer(ctx, ConsumerConfig{Queues: []Queue{q}, Prefetch: 10, GlobalQoS: true, BatchAcks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f.publishN(ctx, q.Name, 3)
+	got := map[int64]*Delivery{}
+	for i := 0; i < 3; i++ {
+		d := recv(t, c, 10*time.Second)
+		got[headerInt(t, d, "n")] = d
+	}
+	var _ transport.Parker = got[0]
+	// 0: parked, acknowledged.
+	p0 := got[0].Park()
+	if qo, ok := p0.(transport.QueueOf); !ok || qo.ConsumedFrom() != q.Name {
+		t.Fatalf("a parked delivery does not tell its queue %q", q.Name)
+	}
+	if err := p0.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p0.Ack(); !errors.Is(err, ErrAlreadySettled) {
+		t.Fatalf("double ack: %v", err)
+	}
+	// 1: parked, requeued.
+	if err := got[1].Park().Reject(true); err != nil {
+		t.Fatal(err)
+	}
+	// 2: parked, unparked with its message, acknowledged.
+	raw := got[2].Message
+	u := got[2].Park().Unpark(&raw)
+	if u.Raw().Headers["n"] != int64(2) || u.(*Delivery).Queue != q.Name {
+		t.Fatalf("unparked %+v", u)
+	}
+	if err := u.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	d := recv(t, c, 10*time.Second)
+	if headerInt(t, d, "n") != 1 || !d.Raw().Redelivered {
+		t.Fatalf("requeued delivery: n=%v redelivered=%v", d.Raw().Headers["n"], d.Raw().Redelivered)
+	}
+	if err := d.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "queue drained", func() bool {
+		r, u := f.counts(q.Name)
+		return r == 0 && u == 0
+	})
 }

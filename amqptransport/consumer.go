@@ -243,6 +243,20 @@ type Delivery struct {
 	b       *Broker // counts stale acknowledgements
 	noAck   bool
 	settled atomic.Bool
+	// origin is what the deliveries of one consumer on one channel share,
+	// for Park; nil: Park makes one.
+	origin *deliveryOrigin
+}
+
+// deliveryOrigin is what the deliveries of one consumer on one channel
+// share: their queue and consumer tag, and what settling them needs
+// besides their tag.
+type deliveryOrigin struct {
+	queue, consumerTag string
+	gen                *chanGen
+	round              *round
+	b                  *Broker
+	noAck              bool
 }
 
 // round is one set of consumers of a channel started with the same
@@ -352,6 +366,73 @@ func (d *Delivery) settle(send func(*amqp.Channel) error) error {
 		return fmt.Errorf("amqptransport: settle delivery %d: %w", d.DeliveryTag, err)
 	}
 	return nil
+}
+
+// Park returns a handle that settles the delivery without keeping its
+// message (transport.Parker): the message's header table and body are left
+// to the caller, which holds a compact copy while the message waits for its
+// ETA. d must not be used after.
+func (d *Delivery) Park() transport.Parked {
+	o := d.origin
+	if o == nil || o.queue != d.Queue || o.consumerTag != d.ConsumerTag || o.gen != d.gen ||
+		o.round != d.round || o.b != d.b || o.noAck != d.noAck {
+		o = &deliveryOrigin{queue: d.Queue, consumerTag: d.ConsumerTag, gen: d.gen, round: d.round, b: d.b, noAck: d.noAck}
+	}
+	p := &parkedDelivery{tag: d.DeliveryTag, origin: o}
+	p.settled.Store(d.settled.Load())
+	return p
+}
+
+// parkedDelivery is a Delivery without its message, in 24 bytes: its tag
+// and settle state, and what it shares with the other deliveries of its
+// consumer's channel. Its Ack and Reject may be called from any goroutine,
+// once between them.
+type parkedDelivery struct {
+	tag     uint64
+	origin  *deliveryOrigin
+	settled atomic.Bool
+}
+
+// full returns a Delivery for p, unsettled.
+func (p *parkedDelivery) full() *Delivery {
+	o := p.origin
+	return &Delivery{Queue: o.queue, DeliveryTag: p.tag, ConsumerTag: o.consumerTag,
+		gen: o.gen, round: o.round, b: o.b, noAck: o.noAck, origin: o}
+}
+
+// settle settles p once through a Delivery, as Delivery.settle does.
+func (p *parkedDelivery) settle(send func(d *Delivery) error) error {
+	if !p.settled.CompareAndSwap(false, true) {
+		if p.origin.noAck {
+			return ErrNoAck
+		}
+		return ErrAlreadySettled
+	}
+	d := p.full()
+	err := send(d)
+	if !d.settled.Load() {
+		p.settled.Store(false) // not sent: stale, or no acknowledgements
+	}
+	return err
+}
+
+// Ack acknowledges the parked delivery (Delivery.Ack).
+func (p *parkedDelivery) Ack() error { return p.settle((*Delivery).Ack) }
+
+// Reject rejects the parked delivery (Delivery.Reject).
+func (p *parkedDelivery) Reject(requeue bool) error {
+	return p.settle(func(d *Delivery) error { return d.Reject(requeue) })
+}
+
+// ConsumedFrom returns the queue the message came from (transport.QueueOf).
+func (p *parkedDelivery) ConsumedFrom() string { return p.origin.queue }
+
+// Unpark returns the delivery with m as its message.
+func (p *parkedDelivery) Unpark(m *protocol.RawMessage) transport.Delivery {
+	d := p.full()
+	d.settled.Store(p.settled.Load())
+	d.Message = *m
+	return d
 }
 
 // NewConsumer starts consuming. The first channel is opened, its queues declared
@@ -900,6 +981,10 @@ func (g *chanGen) releaseFwd() {
 
 func (c *Consumer) forward(gen *chanGen, r *round, tag, queue string, in <-chan amqp.Delivery) {
 	defer gen.fwd.Done()
+	origin := &deliveryOrigin{queue: queue, consumerTag: tag, gen: gen, b: c.b, noAck: c.cfg.NoAck}
+	if !c.cfg.NoAck {
+		origin.round = r
+	}
 	for {
 		d, ok := <-in
 		if !ok {
@@ -924,6 +1009,7 @@ func (c *Consumer) forward(gen *chanGen, r *round, tag, queue string, in <-chan 
 			gen:         gen,
 			b:           c.b,
 			noAck:       c.cfg.NoAck,
+			origin:      origin,
 		}
 		if !c.cfg.NoAck {
 			dv.round = r

@@ -154,7 +154,7 @@ func New(cfg Config) *Metrics {
 	}
 	gauge("tasks_active", "Tasks running now.", func(w *worker.Worker) float64 { return float64(w.Inspector().ActiveCount()) })
 	gauge("tasks_reserved", "Tasks received and waiting for a pool slot or their rate limit.", func(w *worker.Worker) float64 { return float64(len(w.Inspector().Reserved())) })
-	gauge("tasks_held_eta", "Tasks held until their ETA or countdown.", func(w *worker.Worker) float64 { return float64(len(w.Inspector().Scheduled())) })
+	gauge("tasks_held_eta", "Tasks held until their ETA or countdown.", func(w *worker.Worker) float64 { return float64(w.Inspector().ScheduledCount()) })
 	gauge("concurrency", "Pool size.", func(w *worker.Worker) float64 { return float64(w.Inspector().Concurrency()) })
 	gauge("pool_free_slots", "Pool slots no task runs in.", func(w *worker.Worker) float64 { return float64(w.Inspector().FreeSlots()) })
 	gauge("pending_results", "Results waiting in memory for the result store.", func(w *worker.Worker) float64 { return float64(w.Stats().PendingResults) })

@@ -717,6 +717,29 @@ func (d *Delivery) Raw() *protocol.RawMessage { return &d.Message }
 // ConsumedFrom returns the queue the message came from (transport.QueueOf).
 func (d *Delivery) ConsumedFrom() string { return d.Queue }
 
+// Park drops the delivery's message while it waits to be settled
+// (transport.Parker): settling needs only its tag, the message stays in
+// the unacked hash. Unpark gives it a message back.
+func (d *Delivery) Park() transport.Parked {
+	d.Message = protocol.RawMessage{}
+	return parkedDelivery{d}
+}
+
+// parkedDelivery is a Delivery whose message was dropped (Park).
+type parkedDelivery struct{ d *Delivery }
+
+func (p parkedDelivery) Ack() error                { return p.d.Ack() }
+func (p parkedDelivery) Reject(requeue bool) error { return p.d.Reject(requeue) }
+
+// ConsumedFrom returns the queue the message came from (transport.QueueOf).
+func (p parkedDelivery) ConsumedFrom() string { return p.d.Queue }
+
+// Unpark returns the delivery with m as its message.
+func (p parkedDelivery) Unpark(m *protocol.RawMessage) transport.Delivery {
+	p.d.Message = *m
+	return p.d
+}
+
 // Ack acknowledges the delivery: its unacked entry and index score are
 // removed (kombu: ZREM + HDEL). Connection failures are retried up to
 // Config.SettleTimeout.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/gworker/gworker/transport"
 )
 
 func ids(ds []*Delivery) []string {
@@ -74,6 +76,57 @@ func TestPublishConsumeAck(t *testing.T) {
 	}
 	if n, _ := rc.ZCard(ctx, b.key("unacked_index")).Result(); n != 0 {
 		t.Fatalf("unacked_index holds %d after settling", n)
+	}
+}
+
+// A parked delivery drops its message and still settles; unparked, it has
+// the message it is given.
+func TestParkedDelivery(t *testing.T) {
+	b := newTestBroker(t, nil)
+	ctx := ctxT(t)
+	rc := b.client
+	if err := b.DeclareTaskQueue(ctx, "q1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := b.Publish(ctx, "", "q1", task(id, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := b.NewConsumer(ctx, ConsumerConfig{Queues: []string{"q1"}, Prefetch: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d1, d2 := recv(t, c), recv(t, c)
+	var _ transport.Parker = d1
+	raw := d1.Message
+	p1 := d1.Park()
+	if qo, ok := p1.(transport.QueueOf); !ok || qo.ConsumedFrom() != "q1" {
+		t.Fatal("a parked delivery does not tell its queue")
+	}
+	if d1.Message.Body != nil || d1.Message.Headers != nil {
+		t.Fatal("the parked delivery keeps its message")
+	}
+	u := p1.Unpark(&raw)
+	if string(u.Raw().Body) != string(raw.Body) {
+		t.Fatalf("unparked body %q", u.Raw().Body)
+	}
+	if err := u.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Park().Reject(true); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := rc.HLen(ctx, b.key("unacked")).Result(); n != 0 {
+		t.Fatalf("unacked holds %d after settling", n)
+	}
+	d := recv(t, c)
+	if got := ids([]*Delivery{d}); got[0] != "b" || !d.Raw().Redelivered {
+		t.Fatalf("requeued %v, redelivered %v: want b, redelivered", got, d.Raw().Redelivered)
+	}
+	if err := d.Ack(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -37,9 +37,9 @@
 //     the readiness probe, and Close.
 //
 // What only some brokers can do is an optional interface checked with a type
-// assertion, in the style of database/sql/driver: DeliveryCounter and
-// StaleChecker on a Delivery, QueueAdder on a Consumer, ReconnectCounter,
-// StaleAckCounter and DelayPublisher on a Broker.
+// assertion, in the style of database/sql/driver: DeliveryCounter,
+// StaleChecker and Parker on a Delivery, QueueAdder on a Consumer,
+// ReconnectCounter, StaleAckCounter and DelayPublisher on a Broker.
 package transport
 
 import (
@@ -96,6 +96,26 @@ type QueueOf interface {
 // zero.
 type Published interface {
 	PublishedAt() time.Time
+}
+
+// Parker is an optional interface of Delivery, for transports that can keep
+// a delivery that waits long to be settled (an ETA message the worker holds
+// until it is due) in less memory than the delivered message takes: the
+// worker keeps its own compact copy of the message meanwhile. Park returns
+// a handle that settles the message, or gives it back as a Delivery; the
+// Delivery Park was called on must not be used after.
+type Parker interface {
+	Park() Parked
+}
+
+// Parked is a delivery without its message (see Parker). Ack and Reject are
+// those of the Delivery it was; after Unpark, only the Delivery Unpark
+// returned may be used.
+type Parked interface {
+	Ack() error
+	Reject(requeue bool) error
+	// Unpark returns the delivery again, with m as its message (Raw).
+	Unpark(m *protocol.RawMessage) Delivery
 }
 
 // Consumer is a running consumption of task queues.

@@ -27,7 +27,7 @@ func testControls(t *testing.T) (*Controls, *testConsumer, *testBroker) {
 		limits:     limits,
 		timeLimits: newTimeLimits(0, 0),
 		pool:       newPool(2, func(*job) {}, func(*job) {}),
-		hold:       newHold(log, 8, 10, -1, 0, false, limits, newHoldProbe().hooks()),
+		hold:       newHold(log, 8, 10, -1, 0, false, limits, protocol.DecodeOptions{}, newHoldProbe().hooks()),
 		consumers:  newConsumers(b, log, []string{"startup"}, func(ds <-chan Delivery) {}),
 	}
 	main := newTestConsumer()

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/gworker/gworker/protocol"
 	"github.com/gworker/gworker/result"
 )
 
@@ -32,7 +33,7 @@ func newTestExecutor(t *testing.T, tweak func(*executor)) *testExecutor {
 	events := newTaskEvents(ev)
 	counts := &counters{}
 	active := newActiveTasks("celery@h", 1)
-	hold := newHold(zap.NewNop(), 4, 10, -1, 0, false, newRateLimits(), newHoldProbe().hooks())
+	hold := newHold(zap.NewNop(), 4, 10, -1, 0, false, newRateLimits(), protocol.DecodeOptions{}, newHoldProbe().hooks())
 	e := &executor{
 		log: log, base: base, maxRedeliveries: DefaultMaxRedeliveries,
 		revocation: &revocation{set: NewRevokedSet(0, 0), hold: hold, active: active, results: results,

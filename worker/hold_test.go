@@ -1,11 +1,15 @@
 package worker
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/transport"
 )
 
 // holdProbe records what a hold calls back.
@@ -32,8 +36,14 @@ func (p *holdProbe) hooks() holdHooks {
 	}
 }
 
+// sameMessage reports whether a is the job of b's message and delivery: the
+// hold keeps a held message, not its job, and gives back another job.
+func sameMessage(a, b *job) bool {
+	return a != nil && b != nil && a.d == b.d && a.msg != nil && a.msg.ID == b.msg.ID && a.task == b.task
+}
+
 func testHold(p *holdProbe, prefetch, maxRise int, maxBytes int64, horizon time.Duration) *hold {
-	return newHold(zap.NewNop(), prefetch, maxRise, maxBytes, horizon, horizon > 0, newRateLimits(), p.hooks())
+	return newHold(zap.NewNop(), prefetch, maxRise, maxBytes, horizon, horizon > 0, newRateLimits(), protocol.DecodeOptions{}, p.hooks())
 }
 
 func TestHoldRaisesTheWindowWhileAMessageWaitsForItsETA(t *testing.T) {
@@ -46,7 +56,7 @@ func TestHoldRaisesTheWindowWhileAMessageWaitsForItsETA(t *testing.T) {
 	if got := recv(t, p.listed, "listed"); got != j {
 		t.Fatal("another job listed")
 	}
-	if d := recv(t, p.due, "due"); d.j != j || d.horizon {
+	if d := recv(t, p.due, "due"); !sameMessage(d.j, j) || d.horizon {
 		t.Fatalf("due %+v", d)
 	}
 	if got := cons.windows(); !reflect.DeepEqual(got, []int{5, 4}) {
@@ -105,17 +115,17 @@ func TestHoldKeepsAFarETAOnlyUntilTheHorizon(t *testing.T) {
 	h := testHold(p, 4, 10, -1, 10*time.Millisecond)
 	j := testJob(t, "t", "far", nil, TaskOptions{})
 	h.eta(j, time.Hour, false)
-	if d := recv(t, p.due, "due"); d.j != j || !d.horizon {
+	if d := recv(t, p.due, "due"); !sameMessage(d.j, j) || !d.horizon {
 		t.Fatalf("due %+v, want the horizon", d)
 	}
 
 	// Without a way to publish it again, there is no horizon.
-	h = newHold(zap.NewNop(), 4, 10, -1, 10*time.Millisecond, false, newRateLimits(), p.hooks())
+	h = newHold(zap.NewNop(), 4, 10, -1, 10*time.Millisecond, false, newRateLimits(), protocol.DecodeOptions{}, p.hooks())
 	h.eta(j, time.Hour, false)
 	if got := h.scheduled(); len(got) != 1 {
 		t.Fatalf("scheduled %d", len(got))
 	}
-	if got := h.close(); len(got) != 1 || got[0] != j {
+	if got := h.close(); len(got) != 1 || !sameMessage(got[0], j) {
 		t.Fatalf("close returned %v", got)
 	}
 	select {
@@ -168,13 +178,13 @@ func TestHoldExpediteEndsTheWaitsOfTheGivenIDs(t *testing.T) {
 		t.Fatal("not throttled")
 	}
 	h.expedite(map[string]bool{"x": true})
-	if d := recv(t, p.due, "due"); d.j != held {
+	if d := recv(t, p.due, "due"); !sameMessage(d.j, held) {
 		t.Fatal("another job due")
 	}
 	if got := recv(t, p.ready, "ready"); got != limited {
 		t.Fatal("another job ready")
 	}
-	if got := h.close(); len(got) != 1 || got[0] != other {
+	if got := h.close(); len(got) != 1 || !sameMessage(got[0], other) {
 		t.Errorf("close returned %v, want only y", got)
 	}
 }
@@ -268,4 +278,121 @@ func TestHoldWithoutRepublishWaitsInTheWindow(t *testing.T) {
 		t.Errorf("%d held, want 4", n)
 	}
 	h.close()
+}
+
+// parkingDelivery is a testDelivery whose transport parks it: parked, it
+// forgets its message and only settles; unparked, it has the message it
+// is given.
+type parkingDelivery struct {
+	*testDelivery
+	parked, unparked int
+}
+
+func (d *parkingDelivery) Park() transport.Parked {
+	d.parked++
+	d.raw = nil
+	return parkedTest{d}
+}
+
+type parkedTest struct{ d *parkingDelivery }
+
+func (p parkedTest) Ack() error                { return p.d.Ack() }
+func (p parkedTest) Reject(requeue bool) error { return p.d.Reject(requeue) }
+func (p parkedTest) Unpark(m *protocol.RawMessage) transport.Delivery {
+	p.d.unparked++
+	p.d.raw = m
+	return p.d
+}
+
+// parkingJob is a held-ETA job of a message as Celery sends it, on a
+// delivery that parks.
+func parkingJob(t *testing.T, id string) (*job, *parkingDelivery) {
+	t.Helper()
+	eta := time.Date(2030, 1, 2, 3, 4, 5, 678901000, time.UTC)
+	msg := &protocol.Message{ID: id, Task: "tasks.add", Args: []any{int64(1), "two"}, Kwargs: map[string]any{"k": 3.5},
+		ETA: &eta, RootID: id, Origin: "gen1@host", ArgsRepr: "(1, 'two')", KwargsRepr: "{'k': 3.5}"}
+	raw, err := protocol.Encode(msg, protocol.EncodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Exchange, raw.RoutingKey, raw.Priority, raw.HasPriority, raw.Redelivered = "ex", "celery", 3, true, true
+	decoded, err := protocol.Decode(raw, protocol.DecodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &parkingDelivery{testDelivery: &testDelivery{raw: raw}}
+	return &job{d: d, msg: decoded, task: &Task{Name: "tasks.add"}, received: time.Now()}, d
+}
+
+// With a transport that parks deliveries, a held message keeps neither its
+// delivery's message nor its decoded one: it is listed, made due and
+// handed back from its packed copy, the same message as received.
+func TestHoldParksAndUnpacksTheSameMessage(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 4, 10, -1, 0)
+	j, d := parkingJob(t, "parked-1")
+	want := *j.d.Raw()
+	wantMsg := *j.msg
+	h.eta(j, time.Hour, false)
+	if d.parked != 1 || d.raw != nil {
+		t.Fatalf("parked %d times, message kept: %v", d.parked, d.raw != nil)
+	}
+
+	// Listed for inspect scheduled: the request's fields, no unparking.
+	listed := h.scheduled()
+	if len(listed) != 1 || d.unparked != 0 {
+		t.Fatalf("listed %d, unparked %d", len(listed), d.unparked)
+	}
+	if l := listed[0]; !reflect.DeepEqual(*l.msg, wantMsg) || !reflect.DeepEqual(*l.d.Raw(), want) {
+		t.Errorf("listed\n %+v\nwant\n %+v", *l.msg, wantMsg)
+	}
+	if err := listed[0].d.Ack(); !errors.Is(err, errListedOnly) {
+		t.Errorf("a listed job settled: %v", err)
+	}
+	if h.scheduledCount() != 1 {
+		t.Errorf("count %d", h.scheduledCount())
+	}
+
+	// Due (revoked, say): unparked with the message as received.
+	h.expedite(map[string]bool{"parked-1": true})
+	got := recv(t, p.due, "due").j
+	if d.unparked != 1 || got.d != d || !reflect.DeepEqual(*got.d.Raw(), want) || !reflect.DeepEqual(*got.msg, wantMsg) {
+		t.Fatalf("due: unparked %d, raw %+v, msg %+v", d.unparked, got.d.Raw(), got.msg)
+	}
+	// Received is kept to the second.
+	if got.task != j.task || got.received.After(j.received) || j.received.Sub(got.received) >= time.Second {
+		t.Errorf("task %v, received %v: want %v, %v", got.task, got.received, j.task, j.received)
+	}
+
+	// Handed back at shutdown: requeued through the parked delivery.
+	j2, d2 := parkingJob(t, "parked-2")
+	h.eta(j2, time.Hour, false)
+	back := h.close()
+	if len(back) != 1 || back[0].msg.ID != "parked-2" || back[0].d != d2 {
+		t.Fatalf("close returned %v", back)
+	}
+	requeue(zap.NewNop(), back[0].d)
+	if got := d2.outcome(); !reflect.DeepEqual(got, []string{"requeue"}) {
+		t.Errorf("settled %v", got)
+	}
+}
+
+// A held message due later than the next one is released after it: one
+// timer serves them all, soonest first.
+func TestHoldReleasesInETAOrder(t *testing.T) {
+	p := newHoldProbe()
+	h := testHold(p, 4, 10, -1, 0)
+	late, _ := parkingJob(t, "late")
+	soon := testJob(t, "t", "soon", nil, TaskOptions{})
+	h.eta(late, 60*time.Millisecond, false)
+	h.eta(soon, 20*time.Millisecond, false)
+	if first := recv(t, p.due, "due").j; first.msg.ID != "soon" {
+		t.Fatalf("%s due first", first.msg.ID)
+	}
+	if second := recv(t, p.due, "due").j; second.msg.ID != "late" {
+		t.Fatalf("%s due second", second.msg.ID)
+	}
+	if h.scheduledCount() != 0 {
+		t.Errorf("%d still held", h.scheduledCount())
+	}
 }

@@ -92,6 +92,10 @@ func (in *Inspector) Scheduled() []ScheduledTask {
 	return out
 }
 
+// ScheduledCount returns how many tasks are held until their ETA, without
+// listing them.
+func (in *Inspector) ScheduledCount() int { return in.hold.scheduledCount() }
+
 // QueryTasks tells where each known id is; unknown ids are left out.
 func (in *Inspector) QueryTasks(ids ...string) map[string]TaskState {
 	want := make(map[string]bool, len(ids))

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/gworker/gworker/protocol"
 )
 
 // testInspector is an Inspector over parts the test fills by hand.
@@ -17,7 +19,7 @@ func testInspector(t *testing.T) *Inspector {
 		pid:       9,
 		active:    newActiveTasks("celery@h", 9),
 		pool:      newPool(3, func(*job) {}, func(*job) {}),
-		hold:      newHold(log, 12, 10, -1, 0, false, newRateLimits(), newHoldProbe().hooks()),
+		hold:      newHold(log, 12, 10, -1, 0, false, newRateLimits(), protocol.DecodeOptions{}, newHoldProbe().hooks()),
 		consumers: newConsumers(newTestBroker(), log, []string{"a", "b"}, func(<-chan Delivery) {}),
 		counts:    &counters{},
 		results:   &resultWriter{backend: b, log: log},

@@ -28,7 +28,11 @@ func (in *Inspector) Load() map[string]QueueLoad {
 	}
 	add(in.pool.queued(), func(l *QueueLoad) { l.Reserved++ })
 	add(in.hold.throttled(), func(l *QueueLoad) { l.Reserved++ })
-	add(in.hold.scheduled(), func(l *QueueLoad) { l.Held++ })
+	in.hold.scheduledQueues(func(q string) {
+		l := out[q]
+		l.Held++
+		out[q] = l
+	})
 	add(in.active.running(), func(l *QueueLoad) { l.Active++ })
 	return out
 }

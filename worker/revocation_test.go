@@ -25,7 +25,7 @@ func newTestRevocation() *testRevocation {
 	r := &revocation{
 		set:       NewRevokedSet(0, 0),
 		stamps:    newRevokedStamps(0),
-		hold:      newHold(log, 4, 10, -1, 0, false, newRateLimits(), p.hooks()),
+		hold:      newHold(log, 4, 10, -1, 0, false, newRateLimits(), protocol.DecodeOptions{}, p.hooks()),
 		active:    newActiveTasks("celery@h", 1),
 		results:   &resultWriter{backend: b, log: log, stop: make(chan struct{})},
 		followups: &followupSender{f: f, log: log},
@@ -99,7 +99,7 @@ func TestRevocationRevokeEndsWaitsAndTerminates(t *testing.T) {
 	if !r.set.Contains("held") || !r.set.Contains("running") {
 		t.Error("ids not in the revoked set")
 	}
-	if d := recv(t, r.probe.due, "due"); d.j != held {
+	if d := recv(t, r.probe.due, "due"); !sameMessage(d.j, held) {
 		t.Error("the held message's wait did not end")
 	}
 	if got := r.revoke([]string{"running"}, true, "SIGTERM"); !reflect.DeepEqual(got, []string{"running"}) {

@@ -17,6 +17,14 @@ func stamped(j *job, stamps map[string]any, names ...string) *job {
 		list[i] = n
 	}
 	j.msg.Headers = map[string]any{"stamped_headers": list, "stamps": stamps}
+	if d, ok := j.d.(*testDelivery); ok {
+		// The hold keeps the raw message, not the decoded one.
+		raw, err := protocol.Encode(j.msg, protocol.EncodeOptions{})
+		if err != nil {
+			panic(err)
+		}
+		d.raw = raw
+	}
 	return j
 }
 
@@ -123,7 +131,7 @@ func TestRevocationRevokeStampsEndsWaitsAndTerminates(t *testing.T) {
 	if got := r.revokeStamps(map[string][]any{"k": {"v"}}, false, ""); got.Terminated != nil || got.Matched != nil {
 		t.Fatalf("terminated %+v without terminate", got)
 	}
-	if d := recv(t, r.probe.due, "due"); d.j != held {
+	if d := recv(t, r.probe.due, "due"); d.j.msg.ID != held.msg.ID {
 		t.Errorf("the wait of %s ended, want held", d.j.msg.ID)
 	}
 	select {

@@ -223,8 +223,8 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	}
 
 	w.consumers = newConsumers(cfg.Broker, log, cfg.Queues, w.dispatch)
-	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits,
-		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack})
+	w.hold = newHold(log, prefetch, cfg.MaxHeldETA, cfg.MaxHeldETABytes, cfg.ETAHorizon, cfg.Followups != nil, w.limits, w.decode,
+		holdHooks{listed: w.announceReceived, due: w.due, ready: w.enqueue, back: w.handBack, invalid: w.rejectHeld})
 	w.pool = newPool(cfg.Concurrency, func(j *job) { w.exec.execute(j); w.inflight.Done() }, w.handBack)
 	w.pool.max = cfg.MaxConcurrency
 	w.active = newActiveTasks(cfg.Hostname, w.pid)
@@ -500,6 +500,12 @@ func (w *Worker) enqueue(j *job) {
 // handBack returns a job that will not run to its queue.
 func (w *Worker) handBack(j *job) {
 	requeue(w.log, j.d)
+	w.inflight.Done()
+}
+
+// rejectHeld rejects a held message that no longer decodes when due.
+func (w *Worker) rejectHeld(d Delivery, raw *protocol.RawMessage, err error) {
+	w.rejectInvalid(d, raw, err)
 	w.inflight.Done()
 }
 

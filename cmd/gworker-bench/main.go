@@ -61,6 +61,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "bare-ack" {
 		os.Exit(runBareAck(os.Args[2:], os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "held" {
+		os.Exit(heldMain(os.Args[2:]))
+	}
 	// Interrupted, the bench stops its workers and deletes what it
 	// created before exiting.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,5 +217,43 @@ func TestBenchRedisSmall(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "prefill minloop") || !strings.Contains(out.String(), "prefill gworker") || strings.Contains(out.String(), "FAILED") {
 		t.Error("the run did not succeed")
+	}
+}
+
+// TestHeldSmall runs the held mode in a small form (100 countdown tasks in
+// two steps) against the real RabbitMQ, so that it keeps working: the
+// worker must reach every step and the slope be reported. Nothing is
+// asserted on the figures.
+func TestHeldSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var out, errb bytes.Buffer
+	code := runHeld(ctx, []string{"-steps", "50,100", "-settle", "100ms", "-metrics-addr", addr, "-timeout", "2m"}, &out, &errb)
+	t.Log(out.String())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"     0 held", "    50 held", "   100 held", "KB RSS per held task"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
+func TestHeldFlags(t *testing.T) {
+	for _, steps := range []string{"10,5", "0,10", "a", ""} {
+		if _, err := parseHeldFlags([]string{"-steps", steps}, io.Discard); err == nil {
+			t.Errorf("-steps %q accepted", steps)
+		}
+	}
+	o, err := parseHeldFlags(nil, io.Discard)
+	if err != nil || !slices.Equal(o.steps, []int{1000, 5000, 10000, 20000}) {
+		t.Errorf("defaults: %+v, %v", o, err)
 	}
 }

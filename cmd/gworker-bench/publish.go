@@ -27,15 +27,15 @@ type batch struct {
 // producer sends them (the messages Celery 5.2.6's add.apply_async(queue=)
 // sends; the producer's encoding is checked against captured ones). The
 // ids are random UUID4s whose first 8 hex digits are the same for the
-// whole batch.
-func buildBatch(queue string, n int) (*batch, error) {
+// whole batch. opts are added to every call (a countdown, say).
+func buildBatch(queue string, n int, opts ...producer.Option) (*batch, error) {
 	prefix := producer.NewID()[:8]
 	p := producer.New(nil, producer.Options{
 		NewID: func() string { return prefix + producer.NewID()[8:] },
 	})
 	b := &batch{key: queue, prefix: prefix}
 	for i := 0; i < n; i++ {
-		m, err := p.Build("tasks.add", []any{int64(i), int64(i)}, nil, producer.Queue(queue))
+		m, err := p.Build("tasks.add", []any{int64(i), int64(i)}, nil, append([]producer.Option{producer.Queue(queue)}, opts...)...)
 		if err != nil {
 			return nil, err
 		}
