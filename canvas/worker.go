@@ -5,6 +5,8 @@ import (
 
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/worker"
 )
 
 // ApplyOptions are the apply_async options a worker adds when it applies a
@@ -141,4 +143,33 @@ func ApplyChainNext(ctx context.Context, p *producer.Producer, chain []protocol.
 	next := chain[len(chain)-1]
 	opts.Chain = append([]protocol.Signature{}, chain[:len(chain)-1]...)
 	return ApplyFromMessage(ctx, p, next, []any{retval}, opts)
+}
+
+// ApplyInTask sends sig from inside a running task, as Celery's
+// apply_async does in a worker: the sent tasks get the running task's id
+// as parent_id and its root_id (or id) as root_id unless sig sets them,
+// and the result is recorded among the running task's children. Outside a
+// task it is sig.ApplyAsync.
+func ApplyInTask(ctx context.Context, p *producer.Producer, sig *Signature) (*result.AsyncResult, error) {
+	req, inTask := worker.RequestFromContext(ctx)
+	if !inTask {
+		return sig.ApplyAsync(ctx, p)
+	}
+	c := sig.Clone()
+	if _, ok := c.Options["parent_id"]; !ok {
+		c.Options["parent_id"] = req.ID
+	}
+	if _, ok := c.Options["root_id"]; !ok {
+		root := req.RootID
+		if root == "" {
+			root = req.ID
+		}
+		c.Options["root_id"] = root
+	}
+	res, err := c.ApplyAsync(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	req.AddChild(res.AsTuple())
+	return res, nil
 }

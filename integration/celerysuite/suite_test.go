@@ -1,0 +1,381 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gworker/gworker/internal/testing/testenv"
+)
+
+// TestCelerySuite runs Celery's own integration suite (test_canvas.py,
+// test_tasks.py, test_inspect.py of each release in shared/celery-suite)
+// against this package's worker, one worker start per release, and prints
+// per-file counts. Every test that passes against Celery's own worker
+// (reference-RELEASE.txt) must pass, except those listed with a reason in
+// known-failures-RELEASE.txt. -short skips it.
+//
+// Environment:
+//
+//	CELERYSUITE_DIR       the suite (default: shared/celery-suite beside the checkout)
+//	CELERYSUITE_RELEASES  releases to run, comma-separated (default 5.2.6,5.5.3)
+//	CELERYSUITE_WORKER    "celery" runs Celery's own worker instead (the reference row)
+//	CELERYSUITE_UPDATE    "1" rewrites reference-RELEASE.txt (with the celery worker) or
+//	                      known-failures-RELEASE.txt (with gworker) from this run
+//	CELERYSUITE_REDIS_DB  Redis database of the result backend (default 9); it is
+//	                      flushed before and after each release
+//	CELERYSUITE_TIMEOUT   per-test timeout cap in seconds (default 60)
+//	CELERYSUITE_K         a pytest -k expression, to run part of the suite
+func TestCelerySuite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Celery's integration suite takes minutes; skipped with -short")
+	}
+	suiteDir := suiteRoot(t)
+	py := testenv.Python()
+	if out, err := exec.Command(py, "-c", "import pytest, pytest_timeout, pytest_rerunfailures, pytest_subtests, pydantic, celery").CombinedOutput(); err != nil {
+		t.Fatalf("%s cannot import pytest and its plugins (%v: %s); run .ci/run, which installs python3-pytest, -timeout, -rerunfailures, -subtests and python3-pydantic",
+			py, err, strings.TrimSpace(string(out)))
+	}
+	releases := []string{"5.2.6", "5.5.3"}
+	if v := os.Getenv("CELERYSUITE_RELEASES"); v != "" {
+		releases = strings.Split(v, ",")
+	}
+	bin := ""
+	if os.Getenv("CELERYSUITE_WORKER") != "celery" {
+		bin = filepath.Join(t.TempDir(), "celerysuite")
+		build := exec.Command("go", "build", "-o", bin, ".")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+	}
+	for _, rel := range releases {
+		t.Run(rel, func(t *testing.T) { runRelease(t, suiteDir, rel, bin) })
+	}
+}
+
+func suiteRoot(t *testing.T) string {
+	if d := os.Getenv("CELERYSUITE_DIR"); d != "" {
+		return d
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p := filepath.Join(dir, "shared", "celery-suite")
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("Celery's integration suite is required: set CELERYSUITE_DIR to the directory holding 5.2.6/ and 5.5.3/ (shared/celery-suite)")
+		}
+		dir = parent
+	}
+}
+
+func rabbitmqctl(args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput()
+}
+
+func runRelease(t *testing.T, suiteDir, rel, bin string) {
+	start := time.Now()
+	relDir := filepath.Join(suiteDir, rel)
+	if _, err := os.Stat(filepath.Join(relDir, "t", "integration", "test_canvas.py")); err != nil {
+		t.Fatalf("suite of %s: %v", rel, err)
+	}
+	pluginDir, err := filepath.Abs("pytest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pythonPath := pluginDir + string(os.PathListSeparator) + relDir
+	if strings.HasPrefix(rel, "5.5.") {
+		pythonPath += string(os.PathListSeparator) + testenv.Celery55Site(t)
+	}
+
+	vhost := "celerysuite-" + testenv.Suffix()
+	if out, err := rabbitmqctl("add_vhost", vhost); err != nil {
+		t.Fatalf("rabbitmqctl add_vhost: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = rabbitmqctl("delete_vhost", vhost) })
+	if out, err := rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"); err != nil {
+		t.Fatalf("rabbitmqctl set_permissions: %v\n%s", err, out)
+	}
+	db := 9
+	if v := os.Getenv("CELERYSUITE_REDIS_DB"); v != "" {
+		if db, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("CELERYSUITE_REDIS_DB: %v", err)
+		}
+	}
+	opts := testenv.RedisOptions(t)
+	opts.DB = db
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { rdb.FlushDB(context.Background()); rdb.Close() })
+	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatalf("Redis: %v", err)
+	}
+	host, port := "127.0.0.1", "6379"
+	if h, p, ok := strings.Cut(opts.Addr, ":"); ok {
+		host, port = h, p
+	}
+	broker := "amqp://guest:guest@127.0.0.1:5672/" + vhost
+	backend := fmt.Sprintf("redis://%s:%s/%d", host, port, db)
+	nodename := "celerysuite-" + testenv.Suffix() + "@localhost"
+	env := append(os.Environ(),
+		"TEST_BROKER="+broker, "TEST_BACKEND="+backend, "REDIS_HOST="+host, "REDIS_PORT="+port,
+		"PYTHONPATH="+pythonPath, "PYTHONDONTWRITEBYTECODE=1", "CELERYSUITE_NODENAME="+nodename)
+	extended := strings.HasPrefix(rel, "5.5.") // the 5.5 conftest sets result_extended
+
+	// The worker, started once for the release.
+	var worker *exec.Cmd
+	if bin == "" {
+		worker = exec.Command(testenv.Python(), "-m", "reference_worker", nodename)
+		worker.Dir = relDir
+		if extended {
+			worker.Env = append(env, "CELERYSUITE_RESULT_EXTENDED=1")
+		} else {
+			worker.Env = env
+		}
+	} else {
+		args := []string{"worker", "-b", broker, "--result-backend", backend, "-n", nodename, "-c", "1", "-l", "INFO"}
+		if extended {
+			args = append(args, "--result-extended")
+		}
+		worker = exec.Command(bin, args...)
+		worker.Env = env
+	}
+	logPath := filepath.Join(t.TempDir(), "worker.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	worker.Stdout, worker.Stderr = logf, logf
+	worker.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := worker.Start(); err != nil {
+		t.Fatalf("start worker: %v", err)
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		_ = syscall.Kill(-worker.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = worker.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-worker.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}
+	defer stop()
+
+	results := filepath.Join(t.TempDir(), "results.tsv")
+	timeout := "60"
+	if v := os.Getenv("CELERYSUITE_TIMEOUT"); v != "" {
+		timeout = v
+	}
+	pyArgs := []string{"-m", "pytest", "-p", "gworker_suite_plugin", "-p", "celery.contrib.pytest", "-p", "no:cacheprovider",
+		"-o", "python_classes=test_*", "-o", "xfail_strict=true", "--timeout=" + timeout, "-q", "-rfE", "--color=no",
+		"t/integration/test_canvas.py", "t/integration/test_tasks.py", "t/integration/test_inspect.py"}
+	if k := os.Getenv("CELERYSUITE_K"); k != "" {
+		pyArgs = append(pyArgs, "-k", k)
+	}
+	pytest := exec.Command(testenv.Python(), pyArgs...)
+	pytest.Dir = relDir
+	pytest.Env = append(env, "CELERYSUITE_RESULTS="+results, "CELERYSUITE_TIMEOUT="+timeout)
+	out, _ := pytest.CombinedOutput() // failing tests make a non-zero status
+	stop()
+	outcomes, err := readOutcomes(results)
+	if err != nil {
+		t.Fatalf("pytest wrote no results (%v):\n%s", err, tail(string(out), 8000))
+	}
+	workerName := "gworker"
+	if bin == "" {
+		workerName = "celery"
+	}
+	t.Logf("Celery %s against %s: %s (%.0fs)", rel, workerName, countsTable(outcomes), time.Since(start).Seconds())
+	t.Logf("pytest summary:\n%s", tail(string(out), 6000))
+
+	update := os.Getenv("CELERYSUITE_UPDATE") == "1"
+	refPath := "reference-" + rel + ".txt"
+	knownPath := "known-failures-" + rel + ".txt"
+	if bin == "" {
+		if update {
+			if err := writeReference(refPath, rel, outcomes); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return
+	}
+	reference, err := readList(refPath)
+	if err != nil {
+		t.Fatalf("reference list: %v (record it with CELERYSUITE_WORKER=celery CELERYSUITE_UPDATE=1)", err)
+	}
+	known, err := readList(knownPath)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	if update {
+		if err := writeKnown(knownPath, rel, reference, known, outcomes); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	var regressions, fixed []string
+	for id := range reference {
+		_, isKnown := known[id]
+		switch passed := outcomes[id] == "passed"; {
+		case !passed && !isKnown:
+			regressions = append(regressions, id+" ("+orNone(outcomes[id])+")")
+		case passed && isKnown:
+			fixed = append(fixed, id)
+		}
+	}
+	sort.Strings(regressions)
+	sort.Strings(fixed)
+	if len(fixed) > 0 {
+		t.Logf("%d tests of %s now pass and can leave it:\n  %s", len(fixed), knownPath, strings.Join(fixed, "\n  "))
+	}
+	if len(regressions) > 0 {
+		t.Errorf("%d tests pass against Celery's worker but not against gworker and are not in %s:\n  %s\nworker log:\n%s",
+			len(regressions), knownPath, strings.Join(regressions, "\n  "), tailFile(logPath, 20000))
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "not run"
+	}
+	return s
+}
+
+// readOutcomes reads the plugin's "nodeid<TAB>outcome" lines.
+func readOutcomes(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if id, o, ok := strings.Cut(sc.Text(), "\t"); ok {
+			out[id] = o
+		}
+	}
+	return out, sc.Err()
+}
+
+// readList reads a list file: one test id a line, optionally followed by a
+// tab and a reason; # starts a comment line.
+func readList(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimRight(line, " \r")
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		id, reason, _ := strings.Cut(line, "\t")
+		out[id] = reason
+	}
+	return out, nil
+}
+
+func writeReference(path, rel string, outcomes map[string]string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Tests of Celery %s's integration suite that pass against Celery's own worker\n", rel)
+	fmt.Fprintf(&b, "# (prefork, one process), run by TestCelerySuite with CELERYSUITE_WORKER=celery.\n")
+	for _, id := range sortedKeys(outcomes) {
+		if outcomes[id] == "passed" {
+			b.WriteString(id + "\n")
+		}
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func writeKnown(path, rel string, reference, known, outcomes map[string]string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Tests of Celery %s's suite that pass against Celery's worker but not (yet)\n", rel)
+	fmt.Fprintf(&b, "# against gworker: test id, a tab, the reason.\n")
+	for _, id := range sortedKeys(reference) {
+		if outcomes[id] == "passed" {
+			continue
+		}
+		reason := known[id]
+		if reason == "" {
+			reason = "fails against gworker: " + orNone(outcomes[id])
+		}
+		b.WriteString(id + "\t" + reason + "\n")
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// countsTable is the per-file counts of outcomes.
+func countsTable(outcomes map[string]string) string {
+	files := map[string]map[string]int{}
+	for id, o := range outcomes {
+		file, _, _ := strings.Cut(id, "::")
+		file = filepath.Base(file)
+		if files[file] == nil {
+			files[file] = map[string]int{}
+		}
+		files[file][o]++
+	}
+	var b strings.Builder
+	names := make([]string, 0, len(files))
+	for f := range files {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	for _, f := range names {
+		c := files[f]
+		fmt.Fprintf(&b, "\n  %-16s passed %3d  failed %3d  error %2d  skipped %2d  xfailed %2d  xpassed %2d",
+			f, c["passed"], c["failed"], c["error"], c["skipped"], c["xfailed"], c["xpassed"])
+	}
+	return b.String()
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+func tailFile(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return tail(string(data), n)
+}
