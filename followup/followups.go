@@ -231,3 +231,9 @@ func (f *celeryFollowups) chordFromSavedGroup(ctx context.Context, msg *protocol
 	}
 	return nil
 }
+
+// Replace sends sig in place of the task of msg, as Celery's Task.replace
+// does (canvas.Replace).
+func (f *celeryFollowups) Replace(ctx context.Context, msg *protocol.Message, sig protocol.Signature) ([]any, error) {
+	return canvas.Replace(ctx, f.p, canvas.ReplacedFrom(msg), sig)
+}

@@ -20,6 +20,7 @@ type outcome struct {
 	exc       *protocol.Exception // failure to store
 	traceback string
 	retry     *RetryError
+	replace   *ReplaceError // the task asked to be replaced
 	hardLimit bool
 	req       *Request
 	runtime   time.Duration
@@ -138,6 +139,11 @@ func classify(ctx context.Context, j *job, out outcome) outcome {
 	var r *RetryError
 	if errors.As(err, &r) {
 		out.retry = r
+		return out
+	}
+	var rp *ReplaceError
+	if errors.As(err, &rp) {
+		out.replace = rp
 		return out
 	}
 	if cause := context.Cause(ctx); cause == ErrSoftTimeLimitExceeded &&

@@ -45,6 +45,8 @@ func (e *executor) settle(j *job, late bool, out outcome) {
 	switch {
 	case out.retry != nil:
 		e.retry(ctx, j, out.retry, out.req.Children())
+	case out.replace != nil:
+		e.replace(ctx, j, out.replace)
 	case out.exc == nil:
 		e.succeed(ctx, j, &out)
 	default:
