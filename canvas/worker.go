@@ -119,9 +119,10 @@ func ApplyCallbacks(ctx context.Context, p *producer.Producer, callbacks []proto
 
 // ApplyErrbacks sends a failed task's errbacks as Celery sends "old style"
 // errbacks: together as one group, with the failed task's id prepended to
-// their args, parent_id = that id. Celery runs errbacks whose Python
-// function takes (request, exc, traceback) inline instead; a Go worker
-// cannot, so every errback is sent this way.
+// their args, parent_id = that id. Celery runs errbacks whose function
+// takes (request, exc, traceback) inline instead: a worker's Followups
+// first take those registered with worker.RegisterErrback out
+// (worker.CallInlineErrbacks) and send the others here.
 func ApplyErrbacks(ctx context.Context, p *producer.Producer, errbacks []protocol.Signature, failedTaskID string, opts ApplyOptions) ([]any, error) {
 	if len(errbacks) == 0 {
 		return nil, nil

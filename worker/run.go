@@ -59,13 +59,7 @@ type runner struct {
 // run calls j's handler and returns how it ended.
 func (r *runner) run(j *job) outcome {
 	msg := j.msg
-	req := &Request{
-		ID: msg.ID, Task: msg.Task, Args: msg.Args, Kwargs: msg.Kwargs, Retries: msg.Retries,
-		RootID: msg.RootID, ParentID: msg.ParentID, GroupID: msg.GroupID, GroupIndex: msg.GroupIndex,
-		ETA: msg.ETA, Expires: msg.Expires, Headers: msg.Headers, ReplyTo: msg.ReplyTo,
-		CorrelationID: msg.CorrelationID, Hostname: r.hostname, Message: msg,
-		DeliveryInfo: DeliveryInfo{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Priority: msg.Priority, Redelivered: msg.Redelivered},
-	}
+	req := requestOf(msg, r.hostname)
 	ctx, cancel := context.WithCancelCause(withRequest(r.base, req, r.log))
 	defer cancel(nil)
 	r.active.setCancel(j, cancel)

@@ -402,9 +402,9 @@ func (s *suite) register(app *gworker.App) error {
 	reg("errback_old_style", func(ctx context.Context, requestID string) (string, error) {
 		return requestID, s.redis().Incr(ctx, requestID).Err()
 	}, params("request_id"))
-	handle(mod+".errback_new_style", func(context.Context, []any, map[string]any) (any, error) {
-		return nil, worker.PyError("NotImplementedError", "a new-style errback runs inline in the failed task's worker")
-	})
+	errs = append(errs, r.RegisterErrback(mod+".errback_new_style", func(ctx context.Context, req *worker.Request, _ *protocol.Exception, _ string) (any, error) {
+		return req.ID, s.redis().Incr(ctx, req.ID).Err()
+	}))
 	reg("replaced_with_me", func() bool { return true })
 	reg("add_pydantic", func(data map[string]any) (map[string]any, error) {
 		v, err := pyAdd(data["x"], data["y"])

@@ -37,6 +37,8 @@ import (
 //	                      flushed before and after each release
 //	CELERYSUITE_TIMEOUT   per-test timeout cap in seconds (default 60)
 //	CELERYSUITE_K         a pytest -k expression, to run part of the suite
+//	CELERYSUITE_OUT       a directory to keep each release's worker.log, pytest.out
+//	                      and results.tsv in
 func TestCelerySuite(t *testing.T) {
 	if testing.Short() {
 		t.Skip("Celery's integration suite takes minutes; skipped with -short")
@@ -157,7 +159,14 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 		worker = exec.Command(bin, args...)
 		worker.Env = env
 	}
-	logPath := filepath.Join(t.TempDir(), "worker.log")
+	outDir := t.TempDir()
+	if d := os.Getenv("CELERYSUITE_OUT"); d != "" {
+		outDir = filepath.Join(d, rel)
+		if err := os.MkdirAll(outDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logPath := filepath.Join(outDir, "worker.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +195,7 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 	}
 	defer stop()
 
-	results := filepath.Join(t.TempDir(), "results.tsv")
+	results := filepath.Join(outDir, "results.tsv")
 	timeout := "60"
 	if v := os.Getenv("CELERYSUITE_TIMEOUT"); v != "" {
 		timeout = v
@@ -202,6 +211,7 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 	pytest.Env = append(env, "CELERYSUITE_RESULTS="+results, "CELERYSUITE_TIMEOUT="+timeout)
 	out, _ := pytest.CombinedOutput() // failing tests make a non-zero status
 	stop()
+	_ = os.WriteFile(filepath.Join(outDir, "pytest.out"), out, 0o644)
 	outcomes, err := readOutcomes(results)
 	if err != nil {
 		t.Fatalf("pytest wrote no results (%v):\n%s", err, tail(string(out), 8000))
