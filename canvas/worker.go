@@ -2,6 +2,7 @@ package canvas
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
@@ -166,6 +167,46 @@ func ApplyInTask(ctx context.Context, p *producer.Producer, sig *Signature) (*re
 			root = req.ID
 		}
 		c.Options["root_id"] = root
+	}
+	res, err := c.ApplyAsync(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	req.AddChild(res.AsTuple())
+	return res, nil
+}
+
+// AddToChord adds sig to the chord the running task is a header part of,
+// as Celery's task.add_to_chord: sig takes the task's group, group index,
+// chord body and root id, the backend (a result.ChordExtender: Redis)
+// counts one more part, and sig is sent with the task as parent. The
+// chord body then waits for sig's result too. Outside such a task it
+// returns Python's ValueError("Current task is not member of any chord")
+// as a *protocol.Exception; on a backend that cannot grow a chord, an
+// error wrapping ErrChordNotSupported.
+func AddToChord(ctx context.Context, p *producer.Producer, sig *Signature) (*result.AsyncResult, error) {
+	req, inTask := worker.RequestFromContext(ctx)
+	if !inTask || req.Message == nil || req.Message.Chord == nil || req.GroupID == "" {
+		return nil, protocol.NewException("ValueError", "Current task is not member of any chord")
+	}
+	ext, ok := p.Backend().(result.ChordExtender)
+	if !ok {
+		return nil, fmt.Errorf("add_to_chord: %w (the result backend cannot grow a chord)", ErrChordNotSupported)
+	}
+	c := sig.Clone()
+	c.Options["group_id"] = req.GroupID
+	if req.GroupIndex != nil {
+		c.Options["group_index"] = int64(*req.GroupIndex)
+	}
+	c.Options["chord"] = sigValue(*req.Message.Chord)
+	root := req.RootID
+	if root == "" {
+		root = req.ID
+	}
+	c.Options["root_id"] = root
+	c.Options["parent_id"] = req.ID
+	if err := ext.AddToChord(ctx, req.GroupID); err != nil {
+		return nil, err
 	}
 	res, err := c.ApplyAsync(ctx, p)
 	if err != nil {

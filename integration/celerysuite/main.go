@@ -431,9 +431,8 @@ func (s *suite) addToChord(ctx context.Context, c *canvas.Signature) error {
 	if err != nil {
 		return err
 	}
-	_ = p
-	_ = c
-	return worker.PyError("ValueError", "add_to_chord is not supported")
+	_, err = canvas.AddToChord(ctx, p, c)
+	return err
 }
 
 // rebuild is rebuild_signature's body: Signature.from_dict, then every
