@@ -553,7 +553,7 @@ func TestAddToChord(t *testing.T) {
 			t.Fatalf("part %d: done %v, %d parts, %v", i, done, len(parts), err)
 		}
 	}
-	if err := bd.b.AddToChord(ctx, "not an id"); err == nil {
-		t.Error("bad group id accepted")
+	if err := bd.b.AddToChord(ctx, ""); err == nil {
+		t.Error("empty group id accepted")
 	}
 }
