@@ -298,7 +298,9 @@ func (s *suite) register(app *gworker.App) error {
 				return ret(r), nil
 			}
 			countdown := 100 * time.Millisecond
-			if c, ok := kwargs["countdown"]; ok {
+			if c, ok := kwargs["countdown"]; ok && c == nil {
+				countdown = -1 // the task's default retry delay
+			} else if ok {
 				d, err := seconds(c)
 				if err != nil {
 					return nil, err
