@@ -170,3 +170,26 @@ func TestReplaceRefusesWhatCeleryRefuses(t *testing.T) {
 		t.Errorf("no task name: err %v, want ErrInvalidSignature", err)
 	}
 }
+
+// kombu 5.3+ writes datetimes in a signature's options as typed JSON
+// ({"__type__": "datetime", "__value__": isoformat}); eta and expires
+// read them, other dicts stay refused.
+func TestTypedDatetimeOptions(t *testing.T) {
+	rec := &recorder{}
+	p := newProducer(rec, producer.Options{})
+	s := sig("tasks.add", 1)
+	s.Options["eta"] = map[string]any{"__type__": "datetime", "__value__": "2026-12-06T10:00:00.500000+00:00"}
+	s.Options["expires"] = map[string]any{"__type__": "datetime", "__value__": "2026-12-06T11:00:00+00:00"}
+	if _, err := canvas.ApplyFromMessage(context.Background(), p, s, nil, canvas.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h := rec.published()[0].msg.Headers
+	if h["eta"] != "2026-12-06T10:00:00.500000+00:00" || h["expires"] != "2026-12-06T11:00:00+00:00" {
+		t.Errorf("eta %v, expires %v", h["eta"], h["expires"])
+	}
+	bad := sig("tasks.add", 1)
+	bad.Options["eta"] = map[string]any{"__type__": "bytes", "__value__": "x"}
+	if _, err := canvas.ApplyFromMessage(context.Background(), p, bad, nil, canvas.ApplyOptions{}); !errors.Is(err, canvas.ErrInvalidSignature) {
+		t.Errorf("bytes as eta: %v", err)
+	}
+}
