@@ -1,3 +1,6 @@
+//go:build unix
+
+// The suite runs the worker in a process group of its own (unix only).
 package main
 
 import (
