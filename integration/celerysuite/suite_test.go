@@ -1,7 +1,8 @@
 //go:build unix
 
-// The suite runs the worker in a process group of its own (unix only).
 package main
+
+// The runner starts the worker in a process group of its own: unix only.
 
 import (
 	"bufio"
