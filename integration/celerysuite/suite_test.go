@@ -274,8 +274,12 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 		}
 		return
 	}
+	partial := os.Getenv("CELERYSUITE_K") != ""
 	var regressions, fixed []string
 	for id := range reference {
+		if _, ran := outcomes[id]; partial && !ran {
+			continue // left out by CELERYSUITE_K
+		}
 		_, isKnown := known[id]
 		switch passed := outcomes[id] == "passed"; {
 		case !passed && !isKnown:
