@@ -51,7 +51,6 @@ func (e *executor) replace(ctx context.Context, j *job, r *ReplaceError) {
 		e.fail(ctx, j, exc, traceback(j.task.Name, exc), false, nil)
 		return
 	}
-	e.counts.succeeded.Add(1)
 	e.log.Info(fmt.Sprintf("Task %s[%s] replaced by %s", msg.Name(), msg.ID, replacementName(r.Sig)),
 		zap.String("id", msg.ID))
 }
