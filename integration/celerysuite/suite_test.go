@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +46,8 @@ import (
 //	CELERYSUITE_ALL       "1" runs every test against gworker, not only those
 //	                      expected to pass
 //	CELERYSUITE_K         a pytest -k expression, to run part of the suite
+//	CELERYSUITE_SHARED_REDIS "1" runs the 5.5 suite on the shared Redis too (by
+//	                      default it gets a private redis-server on port 7651)
 //	CELERYSUITE_OUT       a directory to keep each release's worker.log, pytest.out
 //	                      and results.tsv in
 func TestCelerySuite(t *testing.T) {
@@ -131,6 +134,13 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 		}
 	}
 	opts := testenv.RedisOptions(t)
+	if strings.HasPrefix(rel, "5.5.") && os.Getenv("CELERYSUITE_SHARED_REDIS") != "1" {
+		// Some tests assert that the Redis server has no pub/sub channel
+		// open: on the shared server other tests' result waiters would
+		// be seen. The 5.5 suite reads REDIS_PORT (5.2.6's does not), so
+		// it gets a private server.
+		opts.Addr = privateRedis(t)
+	}
 	opts.DB = db
 	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { rdb.FlushDB(context.Background()); rdb.Close() })
@@ -418,4 +428,38 @@ func tailFile(path string, n int) string {
 		return err.Error()
 	}
 	return tail(string(data), n)
+}
+
+// privateRedisPort is the port of the private redis-server of the 5.5
+// suite.
+const privateRedisPort = "7651"
+
+// privateRedis starts a redis-server of the suite's own, without
+// persistence, stopped when t ends, and returns its address.
+func privateRedis(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("redis-server", "--port", privateRedisPort, "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", dir)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("redis-server is required (run .ci/run, which installs it): %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := "127.0.0.1:" + privateRedisPort
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("private redis-server on %s: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
