@@ -74,6 +74,15 @@ func celeryConf(cfg Config, brokerURL, backendURL string, queues []string) proto
 		{Key: "worker_state_db", Value: nullable(cfg.StateDB)},
 		{Key: "worker_hostname", Value: ExpandHostname(cfg.Hostname)},
 		{Key: "task_queues", Value: qs},
+		// Settings every Celery node reports (Celery's own integration
+		// suite reads them); gworker's values are fixed: it works in UTC,
+		// sets up no Python logging and imports no modules.
+		{Key: "enable_utc", Value: true},
+		{Key: "timezone", Value: "UTC"},
+		{Key: "worker_hijack_root_logger", Value: false},
+		{Key: "worker_log_color", Value: false},
+		{Key: "deprecated_settings", Value: []any{}},
+		{Key: "include", Value: []any{}},
 	}
 }
 

@@ -40,9 +40,15 @@ func TestInspectConfShowsTheSettings(t *testing.T) {
 	for key, want := range map[string]any{
 		"worker_concurrency": int64(3), "task_acks_late": true, "task_default_queue": queue, "worker_hostname": node,
 		"worker_soft_shutdown_timeout": 1.5, "worker_enable_soft_shutdown_on_idle": true,
+		"enable_utc": true, "timezone": "UTC", "worker_hijack_root_logger": false, "worker_log_color": false,
 	} {
 		if conf[key] != want {
 			t.Errorf("%s = %v, want %v", key, conf[key], want)
+		}
+	}
+	for _, key := range []string{"deprecated_settings", "include", "accept_content", "broker_heartbeat", "result_backend"} {
+		if _, ok := conf[key]; !ok {
+			t.Errorf("%s missing (every Celery node reports it)", key)
 		}
 	}
 	if u, _ := conf["broker_url"].(string); !strings.HasPrefix(u, "amqp://") || (strings.Contains(testenv.AMQPURL(), ":guest@") && strings.Contains(u, ":guest@")) {

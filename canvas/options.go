@@ -70,6 +70,10 @@ func producerOption(key string, v any) (producer.Option, error) {
 		t, err := timeOf(v)
 		return producer.ETA(t), err
 	case "expires":
+		if m, ok := v.(map[string]any); ok {
+			t, err := timeOf(m)
+			return producer.Expires(t), err
+		}
 		if s, ok := v.(string); ok {
 			t, err := protocol.ParseTime(s)
 			return producer.Expires(t), err
@@ -227,6 +231,12 @@ func timeOf(v any) (time.Time, error) {
 		return protocol.ParseTime(x)
 	case time.Time:
 		return x, nil
+	case map[string]any:
+		// kombu 5.3+ writes a datetime inside a signature's options as
+		// {"__type__": "datetime", "__value__": isoformat}.
+		if s, ok := x["__value__"].(string); ok && x["__type__"] == "datetime" && len(x) == 2 {
+			return protocol.ParseTime(s)
+		}
 	}
 	return time.Time{}, fmt.Errorf("%T is not a time", v)
 }

@@ -2,9 +2,12 @@ package canvas
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/protocol"
+	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/worker"
 )
 
 // ApplyOptions are the apply_async options a worker adds when it applies a
@@ -117,9 +120,10 @@ func ApplyCallbacks(ctx context.Context, p *producer.Producer, callbacks []proto
 
 // ApplyErrbacks sends a failed task's errbacks as Celery sends "old style"
 // errbacks: together as one group, with the failed task's id prepended to
-// their args, parent_id = that id. Celery runs errbacks whose Python
-// function takes (request, exc, traceback) inline instead; a Go worker
-// cannot, so every errback is sent this way.
+// their args, parent_id = that id. Celery runs errbacks whose function
+// takes (request, exc, traceback) inline instead: a worker's Followups
+// first take those registered with worker.RegisterErrback out
+// (worker.CallInlineErrbacks) and send the others here.
 func ApplyErrbacks(ctx context.Context, p *producer.Producer, errbacks []protocol.Signature, failedTaskID string, opts ApplyOptions) ([]any, error) {
 	if len(errbacks) == 0 {
 		return nil, nil
@@ -141,4 +145,73 @@ func ApplyChainNext(ctx context.Context, p *producer.Producer, chain []protocol.
 	next := chain[len(chain)-1]
 	opts.Chain = append([]protocol.Signature{}, chain[:len(chain)-1]...)
 	return ApplyFromMessage(ctx, p, next, []any{retval}, opts)
+}
+
+// ApplyInTask sends sig from inside a running task, as Celery's
+// apply_async does in a worker: the sent tasks get the running task's id
+// as parent_id and its root_id (or id) as root_id unless sig sets them,
+// and the result is recorded among the running task's children. Outside a
+// task it is sig.ApplyAsync.
+func ApplyInTask(ctx context.Context, p *producer.Producer, sig *Signature) (*result.AsyncResult, error) {
+	req, inTask := worker.RequestFromContext(ctx)
+	if !inTask {
+		return sig.ApplyAsync(ctx, p)
+	}
+	c := sig.Clone()
+	if _, ok := c.Options["parent_id"]; !ok {
+		c.Options["parent_id"] = req.ID
+	}
+	if _, ok := c.Options["root_id"]; !ok {
+		root := req.RootID
+		if root == "" {
+			root = req.ID
+		}
+		c.Options["root_id"] = root
+	}
+	res, err := c.ApplyAsync(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	req.AddChild(res.AsTuple())
+	return res, nil
+}
+
+// AddToChord adds sig to the chord the running task is a header part of,
+// as Celery's task.add_to_chord: sig takes the task's group, group index,
+// chord body and root id, the backend (a result.ChordExtender: Redis)
+// counts one more part, and sig is sent with the task as parent. The
+// chord body then waits for sig's result too. Outside such a task it
+// returns Python's ValueError("Current task is not member of any chord")
+// as a *protocol.Exception; on a backend that cannot grow a chord, an
+// error wrapping ErrChordNotSupported.
+func AddToChord(ctx context.Context, p *producer.Producer, sig *Signature) (*result.AsyncResult, error) {
+	req, inTask := worker.RequestFromContext(ctx)
+	if !inTask || req.Message == nil || req.Message.Chord == nil || req.GroupID == "" {
+		return nil, protocol.NewException("ValueError", "Current task is not member of any chord")
+	}
+	ext, ok := p.Backend().(result.ChordExtender)
+	if !ok {
+		return nil, fmt.Errorf("add_to_chord: %w (the result backend cannot grow a chord)", ErrChordNotSupported)
+	}
+	c := sig.Clone()
+	c.Options["group_id"] = req.GroupID
+	if req.GroupIndex != nil {
+		c.Options["group_index"] = int64(*req.GroupIndex)
+	}
+	c.Options["chord"] = sigValue(*req.Message.Chord)
+	root := req.RootID
+	if root == "" {
+		root = req.ID
+	}
+	c.Options["root_id"] = root
+	c.Options["parent_id"] = req.ID
+	if err := ext.AddToChord(ctx, req.GroupID); err != nil {
+		return nil, err
+	}
+	res, err := c.ApplyAsync(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	req.AddChild(res.AsTuple())
+	return res, nil
 }

@@ -24,8 +24,10 @@ const ChordUnlockTask = "celery.chord_unlock"
 // body], kwargs {interval, max_retries, result}). It polls the header's
 // results, retrying itself every interval (1 s by default) until all are
 // ready, then sends the body with the ordered results or stores ChordError
-// under the body's id. When b has a Cleanup method (the SQL backends) it
-// also registers celery.backend_cleanup, which calls it.
+// under the body's id. It also registers celery.accumulate (unless the
+// registry has it), the body of the chord a group replacing a task becomes.
+// When b has a Cleanup method (the SQL backends) it also registers
+// celery.backend_cleanup, which calls it.
 func RegisterBuiltins(r *worker.Registry, p *producer.Producer, b result.Backend, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
@@ -33,6 +35,11 @@ func RegisterBuiltins(r *worker.Registry, p *producer.Producer, b result.Backend
 	f := &celeryFollowups{p: p, backend: b, log: log}
 	if err := r.Handle(ChordUnlockTask, f.chordUnlock, worker.WithOptions(worker.TaskOptions{IgnoreResult: true, MaxRetries: ptr(-1)})); err != nil {
 		return err
+	}
+	if _, err := r.Lookup(canvas.AccumulateTask); err != nil {
+		if err := r.Handle(canvas.AccumulateTask, accumulate); err != nil {
+			return err
+		}
 	}
 	if c, ok := b.(backendCleaner); ok {
 		if _, err := r.Lookup(BackendCleanupTask); err != nil {
@@ -44,6 +51,27 @@ func RegisterBuiltins(r *worker.Registry, p *producer.Producer, b result.Backend
 		}
 	}
 	return nil
+}
+
+// accumulate is Celery's celery.accumulate: args[index], or all args
+// when no index is given. A group that replaces a task becomes a chord
+// with accumulate(index=0) as its body.
+func accumulate(_ context.Context, args []any, kwargs map[string]any) (any, error) {
+	idx, ok := kwargs["index"]
+	if !ok || idx == nil {
+		return args, nil
+	}
+	i, isInt := idx.(int64)
+	if !isInt {
+		return nil, worker.PyError("TypeError", fmt.Sprintf("list indices must be integers or slices, not %T", idx))
+	}
+	if i < 0 {
+		i += int64(len(args))
+	}
+	if i < 0 || i >= int64(len(args)) {
+		return nil, worker.PyError("IndexError", "tuple index out of range")
+	}
+	return args[i], nil
 }
 
 // BackendCleanupTask is Celery's builtin that deletes expired results

@@ -6,7 +6,9 @@
 //     return value prepended to its arguments (canvas.ApplyCallbacks,
 //     canvas.ApplyChainNext);
 //   - on failure, the failure stored under every later chain element's id
-//     and old-style errbacks called with the failed task's id;
+//     and errbacks: those registered with worker.RegisterErrback called
+//     inline with (request, exc, traceback), the others sent with the failed
+//     task's id;
 //   - chord parts counted in a result.ChordBackend and, when the last one
 //     completes, the body sent with the ordered results, or ChordError
 //     stored under the body's id when a part failed;

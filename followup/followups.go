@@ -76,7 +76,8 @@ func (f *celeryFollowups) AfterFailure(ctx context.Context, msg *protocol.Messag
 			errs = append(errs, f.ChordPart(ctx, em, result.Failure, exc.Value()))
 		}
 	}
-	_, err := canvas.ApplyErrbacks(ctx, f.p, msg.Errbacks, msg.ID, canvas.ApplyOptions{ParentID: msg.ID, RootID: rootOf(msg)})
+	errbacks := worker.CallInlineErrbacks(ctx, msg, msg.Errbacks, exc, tb)
+	_, err := canvas.ApplyErrbacks(ctx, f.p, errbacks, msg.ID, canvas.ApplyOptions{ParentID: msg.ID, RootID: rootOf(msg)})
 	errs = append(errs, err)
 	return errors.Join(errs...)
 }
@@ -154,7 +155,11 @@ func (f *celeryFollowups) chordError(ctx context.Context, msg *protocol.Message,
 			Traceback: fmt.Sprintf("Traceback (most recent call last):\n  chord %s\n%s\n", msg.GroupID, exc.Error()),
 			DateDone:  &now,
 		}))
-		_, err := canvas.ApplyErrbacks(ctx, f.p, linkErrors(body), id, canvas.ApplyOptions{ParentID: msg.ID, RootID: rootOf(msg)})
+		// New-style errbacks get the request Celery makes up for the body
+		// (chord_error_from_stack): its id, name and arguments.
+		fake := &protocol.Message{ID: id, Task: body.Task, Args: body.Args, Kwargs: body.Kwargs, RootID: rootOf(msg), GroupID: msg.GroupID}
+		errbacks := worker.CallInlineErrbacks(ctx, fake, linkErrors(body), exc, "")
+		_, err := canvas.ApplyErrbacks(ctx, f.p, errbacks, id, canvas.ApplyOptions{ParentID: msg.ID, RootID: rootOf(msg)})
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -230,4 +235,10 @@ func (f *celeryFollowups) chordFromSavedGroup(ctx context.Context, msg *protocol
 		return f.chordError(ctx, msg, body, fmt.Sprintf("Callback error: %v", err))
 	}
 	return nil
+}
+
+// Replace sends sig in place of the task of msg, as Celery's Task.replace
+// does (canvas.Replace).
+func (f *celeryFollowups) Replace(ctx context.Context, msg *protocol.Message, sig protocol.Signature) ([]any, error) {
+	return canvas.Replace(ctx, f.p, canvas.ReplacedFrom(msg), sig)
 }

@@ -47,6 +47,7 @@ var (
 type chordState struct {
 	size  int
 	sized bool
+	extra int // parts added by AddToChord
 	parts []chordMember
 }
 
@@ -265,6 +266,18 @@ func (b *Backend) chord(groupID string) *chordState {
 	return c
 }
 
+// AddToChord counts one more part of the chord of groupID, as the Redis
+// backend's INCR of <gid>.t (result.ChordExtender).
+func (b *Backend) AddToChord(ctx context.Context, groupID string) error {
+	if err := b.usable(ctx); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.chord(groupID).extra++
+	b.mu.Unlock()
+	return nil
+}
+
 // AddChordPart records a finished header part as the Redis backend does:
 // the part is stored as the JSON [1, task_id, state, result], ordered by
 // its group index; when the count reaches the chord's size the parts are
@@ -289,7 +302,7 @@ func (b *Backend) AddChordPart(ctx context.Context, groupID string, groupIndex *
 	if !slices.ContainsFunc(c.parts, func(p chordMember) bool { return bytes.Equal(p.member, member) }) {
 		c.parts = append(c.parts, chordMember{score: score, member: member})
 	}
-	if !c.sized || len(c.parts) != c.size {
+	if !c.sized || len(c.parts) != c.size+c.extra {
 		b.mu.Unlock()
 		return false, nil, nil
 	}

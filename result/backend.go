@@ -55,6 +55,13 @@ type ChordCounter interface {
 	AddChordPart(ctx context.Context, groupID string, groupIndex *int, part ChordPart) (complete bool, parts []ChordPart, err error)
 }
 
+// ChordExtender is implemented by backends whose chords can grow while
+// their header runs (Celery's add_to_chord, Redis only): AddToChord
+// counts one more header part to wait for (<gid>.t += 1).
+type ChordExtender interface {
+	AddToChord(ctx context.Context, groupID string) error
+}
+
 // ChordPoller is implemented by backends that count no chord parts and
 // whose chords are completed by celery.chord_unlock, which a client sends
 // with the header's results and which polls them (Celery's

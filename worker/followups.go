@@ -45,6 +45,9 @@ type Followups interface {
 type followupSender struct {
 	f   Followups // nil: nothing is sent
 	log *zap.Logger
+	// errbacks lets Followups call new-style errbacks inline
+	// (CallInlineErrbacks); nil: none are.
+	errbacks *inlineErrbacks
 }
 
 // afterSuccess applies callbacks and the next chain element and returns
@@ -65,7 +68,7 @@ func (s *followupSender) afterFailure(ctx context.Context, msg *protocol.Message
 	if s.f == nil || (len(msg.Errbacks) == 0 && len(msg.Chain) == 0) {
 		return
 	}
-	if err := s.f.AfterFailure(ctx, msg, exc, tb); err != nil {
+	if err := s.f.AfterFailure(withInlineErrbacks(ctx, s.errbacks), msg, exc, tb); err != nil {
 		s.log.Error("applying errbacks failed", zap.String("id", msg.ID), zap.Error(err))
 	}
 }
@@ -75,7 +78,7 @@ func (s *followupSender) chordPart(ctx context.Context, msg *protocol.Message, s
 	if s.f == nil || msg.Chord == nil {
 		return
 	}
-	if err := s.f.ChordPart(ctx, msg, st, value); err != nil {
+	if err := s.f.ChordPart(withInlineErrbacks(ctx, s.errbacks), msg, st, value); err != nil {
 		s.log.Error("chord bookkeeping failed", zap.String("id", msg.ID), zap.String("group", msg.GroupID), zap.Error(err))
 	}
 }

@@ -22,6 +22,8 @@ type Task struct {
 	Name    string
 	Handler Handler
 	Options TaskOptions
+
+	errback ErrbackFunc // set by RegisterErrback
 }
 
 // TaskOptions are per-task settings, as Celery's task attributes.

@@ -20,6 +20,7 @@ type outcome struct {
 	exc       *protocol.Exception // failure to store
 	traceback string
 	retry     *RetryError
+	replace   *ReplaceError // the task asked to be replaced
 	hardLimit bool
 	req       *Request
 	runtime   time.Duration
@@ -62,14 +63,9 @@ type runner struct {
 // request builds the Request of j.
 func (r *runner) request(j *job) *Request {
 	msg := j.msg
-	return &Request{
-		ID: msg.ID, Task: msg.Task, Args: msg.Args, Kwargs: msg.Kwargs, Retries: msg.Retries,
-		RootID: msg.RootID, ParentID: msg.ParentID, GroupID: msg.GroupID, GroupIndex: msg.GroupIndex,
-		ETA: msg.ETA, Expires: msg.Expires, Headers: msg.Headers, ReplyTo: msg.ReplyTo,
-		CorrelationID: msg.CorrelationID, Hostname: r.hostname, Message: msg,
-		DeliveryInfo: DeliveryInfo{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Priority: msg.Priority, Redelivered: msg.Redelivered},
-		job:          j,
-	}
+	req := requestOf(msg, r.hostname)
+	req.job = j
+	return req
 }
 
 // run calls j's handler and returns how it ended.
@@ -156,6 +152,11 @@ func classify(ctx context.Context, j *job, out outcome) outcome {
 	var r *RetryError
 	if errors.As(err, &r) {
 		out.retry = r
+		return out
+	}
+	var rp *ReplaceError
+	if errors.As(err, &rp) {
+		out.replace = rp
 		return out
 	}
 	if cause := context.Cause(ctx); cause == ErrSoftTimeLimitExceeded &&

@@ -52,6 +52,8 @@ func (e *executor) settleIn(ctx context.Context, j *job, out outcome) {
 	switch {
 	case out.retry != nil:
 		e.retry(ctx, j, out.retry, out.req.Children())
+	case out.replace != nil:
+		e.replace(ctx, j, out.replace)
 	case out.exc == nil:
 		e.succeed(ctx, j, &out)
 	default:

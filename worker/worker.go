@@ -231,7 +231,8 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	w.results = &resultWriter{backend: cfg.Backend, hostname: cfg.Hostname, pid: w.pid,
 		extended: cfg.ResultExtended, log: log, stop: w.base.Done()}
 	w.pending = newPendingResults(cfg.Backend, max(cfg.MaxPendingResults, 0), log)
-	w.followups = &followupSender{f: cfg.Followups, log: log}
+	w.followups = &followupSender{f: cfg.Followups, log: log,
+		errbacks: &inlineErrbacks{registry: cfg.Registry, hostname: cfg.Hostname, log: log}}
 	w.events = newTaskEvents(cfg.Events)
 	w.timeLimits = newTimeLimits(cfg.TimeLimit, cfg.SoftTimeLimit)
 	w.revocation = &revocation{set: revoked, stamps: newRevokedStamps(DefaultRevokedStampsMax), hold: w.hold, active: w.active, results: w.results,

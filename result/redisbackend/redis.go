@@ -368,6 +368,27 @@ func (b *Backend) SetChordSize(ctx context.Context, groupID string, size int) er
 	return nil
 }
 
+// AddToChord counts one more header part of the chord of groupID, as
+// Celery's add_to_chord does: INCR celery-taskset-meta-<gid>.t (with
+// TTL); AddChordPart then waits for int(.s) + int(.t) parts.
+func (b *Backend) AddToChord(ctx context.Context, groupID string) error {
+	if err := protocol.CheckID(groupID); err != nil {
+		return fmt.Errorf("redisbackend: group id: %w", err)
+	}
+	key := b.GroupKey(groupID) + ".t"
+	_, err := b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Incr(ctx, key)
+		if b.ttl > 0 {
+			p.Expire(ctx, key, time.Duration(b.ttlSeconds())*time.Second)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redisbackend: add to chord %s: %w", groupID, err)
+	}
+	return nil
+}
+
 // AddChordPart records a finished chord header part as Celery's
 // on_chord_part_return does: in one MULTI/EXEC, ZADD the part
 // [1, task_id, state, result] to <gid>.j scored by its group index (+inf

@@ -527,3 +527,33 @@ func TestOpenErrorHidesPassword(t *testing.T) {
 		}
 	}
 }
+
+// AddToChord counts one more part in <gid>.t, as Celery's add_to_chord:
+// a chord of size 1 grown twice completes at its third part.
+func TestAddToChord(t *testing.T) {
+	bd := setup(t, redisbackend.Options{})
+	ctx := testCtx(t)
+	gid := testenv.UUID()
+	base := "celery-taskset-meta-" + gid
+	bd.cleanup(t, base+".j", base+".t", base+".s")
+	if err := bd.b.SetChordSize(ctx, gid, 1); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := bd.b.AddToChord(ctx, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := bd.client.Get(ctx, base+".t").Val(); v != "2" {
+		t.Errorf(".t = %q, want 2", v)
+	}
+	for i := range 3 {
+		done, parts, err := bd.b.AddChordPart(ctx, gid, nil, result.ChordPart{TaskID: testenv.UUID(), Status: result.Success, Result: int64(i)})
+		if err != nil || done != (i == 2) || (done && len(parts) != 3) {
+			t.Fatalf("part %d: done %v, %d parts, %v", i, done, len(parts), err)
+		}
+	}
+	if err := bd.b.AddToChord(ctx, ""); err == nil {
+		t.Error("empty group id accepted")
+	}
+}
