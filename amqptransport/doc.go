@@ -170,7 +170,9 @@
 //
 // Properties: RawMessage.HasPriority false sends no priority; amqp091-go
 // also sends none for priority 0, and on delivery cannot tell an absent
-// priority from 0, so HasPriority is reported as Priority != 0.
+// priority from 0. Deliveries report HasPriority true, priority 0 when
+// absent: kombu's producers always send one (0 by default), so Celery's
+// worker reports 0 for them, and so does gworker.
 //
 // # NOTES: the 'L' header trap and the quarantine sweep
 //

@@ -215,9 +215,10 @@ func rawFromDelivery(d *amqp.Delivery) protocol.RawMessage {
 		Body:            d.Body,
 		CorrelationID:   d.CorrelationId,
 		ReplyTo:         d.ReplyTo,
+		AppID:           d.AppId,
 		DeliveryMode:    d.DeliveryMode,
 		Priority:        d.Priority,
-		HasPriority:     d.Priority != 0,
+		HasPriority:     true, // see the package doc: kombu always sends one
 		Expiration:      d.Expiration,
 		Exchange:        d.Exchange,
 		RoutingKey:      d.RoutingKey,
@@ -232,7 +233,7 @@ func publishingFromRaw(m *protocol.RawMessage) (amqp.Publishing, error) {
 	}
 	for name, s := range map[string]string{
 		"content_type": m.ContentType, "content_encoding": m.ContentEncoding,
-		"correlation_id": m.CorrelationID, "reply_to": m.ReplyTo, "expiration": m.Expiration,
+		"correlation_id": m.CorrelationID, "reply_to": m.ReplyTo, "expiration": m.Expiration, "app_id": m.AppID,
 	} {
 		if len(s) > 255 {
 			return amqp.Publishing{}, fmt.Errorf("%w: property %s of %d bytes (max 255)", ErrInvalidMessage, name, len(s))
@@ -254,6 +255,7 @@ func publishingFromRaw(m *protocol.RawMessage) (amqp.Publishing, error) {
 		DeliveryMode:    m.DeliveryMode,
 		CorrelationId:   m.CorrelationID,
 		ReplyTo:         m.ReplyTo,
+		AppId:           m.AppID,
 		Expiration:      m.Expiration,
 		Body:            m.Body,
 	}

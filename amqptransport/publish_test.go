@@ -31,7 +31,7 @@ func TestPublishPropertiesAndHeadersRoundTrip(t *testing.T) {
 			"big": int64(1) << 40, "neg": -7, "nested": map[string]any{"k": []any{"v", true}},
 		},
 		ContentType: protocol.ContentTypeJSON, ContentEncoding: "utf-8",
-		Body: []byte(`[[2, 2], {}, {}]`), CorrelationID: "cid", ReplyTo: "rq",
+		Body: []byte(`[[2, 2], {}, {}]`), CorrelationID: "cid", ReplyTo: "rq", AppID: "app-1",
 		DeliveryMode: 2, Priority: 3, HasPriority: true, Expiration: "60000",
 	}
 	if err := f.b.Publish(ctx, "", q.Name, msg); err != nil {
@@ -42,7 +42,7 @@ func TestPublishPropertiesAndHeadersRoundTrip(t *testing.T) {
 	r := d.Raw()
 	if r.ContentType != msg.ContentType || r.ContentEncoding != "utf-8" || string(r.Body) != string(msg.Body) ||
 		r.CorrelationID != "cid" || r.ReplyTo != "rq" || r.DeliveryMode != 2 || r.Priority != 3 ||
-		!r.HasPriority || r.Expiration != "60000" {
+		!r.HasPriority || r.Expiration != "60000" || r.AppID != "app-1" {
 		t.Fatalf("properties: %+v", r)
 	}
 	h := r.Headers

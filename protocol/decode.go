@@ -112,6 +112,7 @@ func Decode(raw *RawMessage, opts DecodeOptions) (*Message, error) {
 		Headers:         hdrs,
 		ReplyTo:         raw.ReplyTo,
 		CorrelationID:   raw.CorrelationID,
+		AppID:           raw.AppID,
 		ContentType:     raw.ContentType,
 		ContentEncoding: raw.ContentEncoding,
 		Priority:        raw.Priority,

@@ -25,7 +25,9 @@ type RawMessage struct {
 
 	CorrelationID string
 	ReplyTo       string
-	DeliveryMode  uint8
+	// AppID is the app_id property (kombu's apply_async(app_id=...)).
+	AppID        string
+	DeliveryMode uint8
 	// Priority is the message priority; HasPriority is false when the
 	// property was absent (Celery treats that as 0).
 	Priority    uint8
@@ -84,6 +86,7 @@ type Message struct {
 	// Properties and delivery information copied from the RawMessage.
 	ReplyTo         string
 	CorrelationID   string
+	AppID           string
 	ContentType     string
 	ContentEncoding string
 	Priority        uint8

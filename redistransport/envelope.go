@@ -76,6 +76,7 @@ func decodeEnvelope(item []byte) (*envelope, error) {
 	}
 	r.CorrelationID, _ = props["correlation_id"].(string)
 	r.ReplyTo, _ = props["reply_to"].(string)
+	r.AppID, _ = props["app_id"].(string)
 	if n, ok := intValue(props["delivery_mode"]); ok && n >= 0 && n <= 255 {
 		r.DeliveryMode = uint8(n)
 	}

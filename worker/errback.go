@@ -99,7 +99,7 @@ func requestOf(msg *protocol.Message, hostname string) *Request {
 		ID: msg.ID, Task: msg.Task, Args: msg.Args, Kwargs: msg.Kwargs, Retries: msg.Retries,
 		RootID: msg.RootID, ParentID: msg.ParentID, GroupID: msg.GroupID, GroupIndex: msg.GroupIndex,
 		ETA: msg.ETA, Expires: msg.Expires, Headers: msg.Headers, ReplyTo: msg.ReplyTo,
-		CorrelationID: msg.CorrelationID, Hostname: hostname, Message: msg,
+		CorrelationID: msg.CorrelationID, AppID: msg.AppID, Hostname: hostname, Message: msg,
 		DeliveryInfo: DeliveryInfo{Exchange: msg.Exchange, RoutingKey: msg.RoutingKey, Priority: msg.Priority, Redelivered: msg.Redelivered},
 	}
 }

@@ -90,7 +90,7 @@ func packRaw(m *protocol.RawMessage) (b []byte, idAt, idLen int, err error) {
 	}
 	p.buf = append(p.buf, flags, m.DeliveryMode, m.Priority)
 	for _, s := range [...]string{m.ContentType, m.ContentEncoding, m.CorrelationID, m.ReplyTo,
-		m.Expiration, m.Exchange, m.RoutingKey} {
+		m.AppID, m.Expiration, m.Exchange, m.RoutingKey} {
 		p.str(s)
 	}
 	if m.Headers == nil {
@@ -235,7 +235,7 @@ func unpackRaw(b []byte) (*protocol.RawMessage, error) {
 		HasPriority: flags&packHasPriority != 0, Redelivered: flags&packRedelivered != 0}
 	u.b = b[3:]
 	for _, s := range [...]*string{&m.ContentType, &m.ContentEncoding, &m.CorrelationID, &m.ReplyTo,
-		&m.Expiration, &m.Exchange, &m.RoutingKey} {
+		&m.AppID, &m.Expiration, &m.Exchange, &m.RoutingKey} {
 		v, err := u.value(0)
 		if err != nil {
 			return nil, err

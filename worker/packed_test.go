@@ -28,7 +28,7 @@ func TestPackRawRoundTrip(t *testing.T) {
 			},
 			Body:        []byte(`[[1, 2], {}, {"callbacks": null}]`),
 			ContentType: "application/json", ContentEncoding: "utf-8",
-			CorrelationID: id, ReplyTo: "reply-queue", DeliveryMode: 2, Priority: 7, HasPriority: true,
+			CorrelationID: id, ReplyTo: "reply-queue", AppID: "app-x", DeliveryMode: 2, Priority: 7, HasPriority: true,
 			Expiration: "60000", Exchange: "ex", RoutingKey: "celery", Redelivered: true,
 		},
 		// An id that is one of the common strings, and a protocol 1 body

@@ -28,8 +28,11 @@ type Request struct {
 	Headers       map[string]any
 	ReplyTo       string
 	CorrelationID string
-	Hostname      string
-	DeliveryInfo  DeliveryInfo
+	// AppID is the message's app_id property (in Celery's
+	// request.properties).
+	AppID        string
+	Hostname     string
+	DeliveryInfo DeliveryInfo
 	// Message is the decoded task message.
 	Message *protocol.Message
 

@@ -369,7 +369,7 @@ func (s *suite) register(app *gworker.App) error {
 	})
 	reg("return_properties", func(ctx context.Context) map[string]any {
 		r := request(ctx)
-		return map[string]any{"correlation_id": r.CorrelationID, "reply_to": r.ReplyTo}
+		return map[string]any{"correlation_id": r.CorrelationID, "reply_to": r.ReplyTo, "app_id": r.AppID}
 	})
 	errs = append(errs, r.Register("auto_retry_class_task", func(ctx context.Context) (int64, error) {
 		if n := request(ctx).Retries; n > 0 {
