@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,7 +101,9 @@ var (
 //     JSON peer may write 3); 2.5, NaN or a value out of the kind's range
 //     is refused; bool is not an int;
 //   - a float kind takes a float or an int (float32 must hold it);
-//   - a string takes a str; []byte takes bytes or a str; bool a bool;
+//   - a string takes a str; []byte takes bytes, a str, or bytes as kombu
+//     5.3+ writes them in JSON ({"__type__": "bytes" or "base64",
+//     "__value__": str}); bool a bool;
 //   - a slice takes a list (item by item), an array a list of its length,
 //     a map with string or integer keys a dict, a struct a dict by the
 //     names FromGo writes (json tags, embedded structs; an exact name, else
@@ -306,6 +309,14 @@ func assign(v any, dst reflect.Value, depth int) error {
 			case string:
 				dst.SetBytes([]byte(x))
 				return nil
+			case map[string]any:
+				if b, ok, err := typedBytes(x); ok {
+					if err != nil {
+						return err
+					}
+					dst.SetBytes(b)
+					return nil
+				}
 			}
 			return mismatch(v, t)
 		}
@@ -520,4 +531,29 @@ func fieldForSet(v reflect.Value, index []int) (reflect.Value, bool) {
 		v = v.Field(x)
 	}
 	return v, v.CanSet()
+}
+
+// typedBytes reads bytes as kombu 5.3+ writes them in JSON: {"__type__":
+// "bytes", "__value__": the UTF-8 text} or, for bytes that are not UTF-8,
+// {"__type__": "base64", "__value__": their base64}. ok is false when m is
+// no such object (it stays a dict: kombu 5.2 has no typed JSON).
+func typedBytes(m map[string]any) (b []byte, ok bool, err error) {
+	if len(m) != 2 {
+		return nil, false, nil
+	}
+	v, isStr := m["__value__"].(string)
+	if !isStr {
+		return nil, false, nil
+	}
+	switch m["__type__"] {
+	case "bytes":
+		return []byte(v), true, nil
+	case "base64":
+		b, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return nil, true, convertErr("must be base64 bytes: %v", err)
+		}
+		return b, true, nil
+	}
+	return nil, false, nil
 }

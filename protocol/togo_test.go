@@ -222,3 +222,33 @@ func FuzzToGo(f *testing.F) {
 		}
 	})
 }
+
+// kombu 5.3+ writes bytes in JSON as typed objects; a []byte parameter
+// takes them, other parameters see the dict as it came.
+func TestToGoKombuTypedBytes(t *testing.T) {
+	for _, c := range []struct {
+		v    map[string]any
+		want []byte
+	}{
+		{map[string]any{"__type__": "bytes", "__value__": "héllo"}, []byte("héllo")},
+		{map[string]any{"__type__": "base64", "__value__": "AAH/"}, []byte{0, 1, 255}},
+	} {
+		got, err := to[[]byte](t, c.v)
+		if err != nil || string(got) != string(c.want) {
+			t.Errorf("%v: %q, %v; want %q", c.v, got, err, c.want)
+		}
+	}
+	for _, v := range []map[string]any{
+		{"__type__": "base64", "__value__": "not base64!"},
+		{"__type__": "datetime", "__value__": "2024-01-02T03:04:05"},
+		{"__type__": "bytes", "__value__": int64(1)},
+		{"__type__": "bytes", "__value__": "x", "extra": true},
+	} {
+		if got, err := to[[]byte](t, v); err == nil {
+			t.Errorf("%v: %q, want an error", v, got)
+		}
+	}
+	if got, err := to[map[string]any](t, map[string]any{"__type__": "bytes", "__value__": "x"}); err != nil || got["__value__"] != "x" {
+		t.Errorf("as a dict: %v, %v", got, err)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -319,6 +320,13 @@ func (s *suite) register(app *gworker.App) error {
 	handle(mod+".retry_once_priority", retryOnce(func(r *worker.Request) any { return int64(r.DeliveryInfo.Priority) }), retryOpts)
 	handle(mod+".retry_once_headers", retryOnce(func(r *worker.Request) any { return r.Headers }), retryOpts)
 	reg("redis_echo", func(ctx context.Context, message any, key string) error {
+		// Python's body pushes str or bytes as they are; kombu 5.3+
+		// sends bytes as typed JSON, which a []byte takes.
+		if m, ok := message.(map[string]any); ok {
+			if b, err := protocol.ToGo(m, reflect.TypeFor[[]byte]()); err == nil {
+				return s.redis().RPush(ctx, key, b.Bytes()).Err()
+			}
+		}
 		return s.redis().RPush(ctx, key, pyStr(message)).Err()
 	}, params("message", "redis_key"), def("redis_key", "redis-echo"))
 	reg("redis_echo_group_id", func(ctx context.Context, _ any, key string) error {
