@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"go.uber.org/zap"
@@ -36,6 +37,21 @@ func (r *Registry) RegisterErrback(name string, fn ErrbackFunc, opts ...Option) 
 		return nil, PyError("TypeError", fmt.Sprintf("%s() missing required positional arguments: 'request', 'exc' and 'traceback' (a new-style errback runs inline in the worker where the task failed)", name))
 	}
 	return r.add(&Task{Name: name, Handler: h, Options: c.opts, errback: fn})
+}
+
+// InlineErrback makes a task also a new-style errback: sent as a message
+// it runs as the task it is, and listed among a failing task's errbacks it
+// is called inline as fn, as Celery calls a Python task whose function
+// takes more than one positional argument (or *args) when it is an
+// errback, instead of sending it the failed task's id.
+func InlineErrback(fn ErrbackFunc) Option {
+	return func(c *taskConfig) error {
+		if fn == nil {
+			return errors.New("worker: InlineErrback needs a function")
+		}
+		c.errback = fn
+		return nil
+	}
 }
 
 type errbacksKey struct{}

@@ -62,3 +62,36 @@ func TestNewStyleErrbackIsCalledInline(t *testing.T) {
 	_, err := e.get(e.send("t.on_error", []any{"some-id"}, nil))
 	wantException(t, err, "TypeError")
 }
+
+// A task registered with InlineErrback runs as a task when it is sent, and
+// inline when it is an errback, as a Python task taking *args does.
+func TestInlineErrbackOfARegisteredTask(t *testing.T) {
+	inline := make(chan string, 1)
+	e := newEnv(t, func(_ *worker.Config, r *worker.Registry) {
+		r.MustRegister("t.both", func(x int64) int64 { return x * 2 }, worker.Params("x"),
+			worker.InlineErrback(func(_ context.Context, req *worker.Request, _ *protocol.Exception, _ string) (any, error) {
+				inline <- req.ID
+				return nil, nil
+			}))
+	})
+	e.start()
+	r := e.send("tasks.raise_error", nil, map[string]any{"message": "x"},
+		producer.LinkError(protocol.Signature{Task: "t.both"}))
+	if _, err := e.get(r); err == nil {
+		t.Fatal("raise_error succeeded")
+	}
+	select {
+	case id := <-inline:
+		if id != r.ID() {
+			t.Errorf("inline errback got request %q, want %q", id, r.ID())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the errback was not called inline")
+	}
+	if v, err := e.get(e.send("t.both", []any{int64(21)}, nil)); err != nil || v != int64(42) {
+		t.Errorf("as a task: %v, %v", v, err)
+	}
+	if err := worker.InlineErrback(nil)(nil); err == nil {
+		t.Error("InlineErrback(nil) accepted")
+	}
+}

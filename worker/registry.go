@@ -57,6 +57,7 @@ type taskConfig struct {
 	params   []string
 	defaults map[string]any
 	opts     TaskOptions
+	errback  ErrbackFunc
 }
 
 // Params names the parameters of a plain Go function, in order (without the
@@ -103,7 +104,7 @@ func (r *Registry) Handle(name string, h Handler, opts ...Option) error {
 			return err
 		}
 	}
-	return r.add(&Task{Name: name, Handler: h, Options: c.opts})
+	return r.add(&Task{Name: name, Handler: h, Options: c.opts, errback: c.errback})
 }
 
 // Register registers a plain Go function under name. The function may take
@@ -129,7 +130,7 @@ func (r *Registry) Register(name string, fn any, opts ...Option) error {
 	if err != nil {
 		return err
 	}
-	return r.add(&Task{Name: name, Handler: b.call, Options: c.opts})
+	return r.add(&Task{Name: name, Handler: b.call, Options: c.opts, errback: c.errback})
 }
 
 // MustRegister is Register that panics on error, for use at start-up.

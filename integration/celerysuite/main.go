@@ -316,9 +316,14 @@ func (s *suite) register(app *gworker.App) error {
 		}
 	}
 	retryOpts := worker.WithOptions(worker.TaskOptions{MaxRetries: &one})
-	handle(mod+".retry_once", retryOnce(func(r *worker.Request) any { return int64(r.Retries) }), retryOpts)
-	handle(mod+".retry_once_priority", retryOnce(func(r *worker.Request) any { return int64(r.DeliveryInfo.Priority) }), retryOpts)
-	handle(mod+".retry_once_headers", retryOnce(func(r *worker.Request) any { return r.Headers }), retryOpts)
+	// They take *args, so as errbacks Celery calls them inline, where
+	// self.retry() only raises: nothing is sent.
+	calledDirectly := worker.InlineErrback(func(context.Context, *worker.Request, *protocol.Exception, string) (any, error) {
+		return nil, worker.PyError("Retry", "Task can be retried")
+	})
+	handle(mod+".retry_once", retryOnce(func(r *worker.Request) any { return int64(r.Retries) }), retryOpts, calledDirectly)
+	handle(mod+".retry_once_priority", retryOnce(func(r *worker.Request) any { return int64(r.DeliveryInfo.Priority) }), retryOpts, calledDirectly)
+	handle(mod+".retry_once_headers", retryOnce(func(r *worker.Request) any { return r.Headers }), retryOpts, calledDirectly)
 	reg("redis_echo", func(ctx context.Context, message any, key string) error {
 		// Python's body pushes str or bytes as they are; kombu 5.3+
 		// sends bytes as typed JSON, which a []byte takes.
