@@ -7,7 +7,6 @@ import (
 	"github.com/gworker/gworker/result"
 	"github.com/gworker/gworker/result/redisbackend"
 	"github.com/gworker/gworker/result/rpcbackend"
-	"github.com/gworker/gworker/result/sqlbackend"
 	"github.com/gworker/gworker/transport"
 	"github.com/gworker/gworker/worker"
 )
@@ -25,16 +24,26 @@ func DefaultTransports() *transport.Registry {
 }
 
 // DefaultResultBackends returns a new registry of the result backends
-// gworker has: Redis (redis://, rediss://), rpc:// (replies on the AMQP
-// broker), and the SQL backends: Celery's database tables (db+postgresql://,
-// db+mysql://) and django-celery-results' (django-db+postgresql://,
-// django-db+mysql://). disabled:// is understood by the App itself: no
+// every program gets: Redis (redis://, rediss://) and rpc:// (replies on
+// the AMQP broker). disabled:// is understood by the App itself: no
 // backend.
+//
+// The SQL backends, Celery's database tables (db+postgresql://,
+// db+mysql://) and django-celery-results' (django-db+postgresql://,
+// django-db+mysql://), are an opt-in, as they are in Celery (its
+// sqlalchemy extra) and as database/sql's drivers are: they bring two
+// database drivers into the program, which a worker that keeps its
+// results in Redis would carry for nothing. A program that wants them
+// registers them:
+//
+//	app := gworker.New(cfg, gworker.WithResultBackend(sqlbackend.Register))
+//
+// Without them, a db+ or django-db+ URL is refused at start with an
+// ErrUnsupportedBackend that says so. Command gworker has them.
 func DefaultResultBackends() *result.Registry {
 	r := result.NewRegistry()
 	redisbackend.Register(r)
 	rpcbackend.Register(r)
-	sqlbackend.Register(r)
 	return r
 }
 
@@ -43,6 +52,7 @@ func DefaultResultBackends() *result.Registry {
 type registries struct {
 	transports *transport.Registry
 	backends   *result.Registry
+	extra      []func(*result.Registry)
 	middleware []worker.Middleware
 	publish    []producer.Middleware
 }
@@ -60,6 +70,14 @@ func WithTransports(r *transport.Registry) Option {
 // DefaultResultBackends().
 func WithResultBackends(r *result.Registry) Option {
 	return func(g *registries) { g.backends = r }
+}
+
+// WithResultBackend registers more result backends beside the App's
+// (DefaultResultBackends, or those of WithResultBackends): register is a
+// package's Register function, such as sqlbackend.Register for Celery's
+// and django-celery-results' SQL tables.
+func WithResultBackend(register ...func(*result.Registry)) Option {
+	return func(g *registries) { g.extra = append(g.extra, register...) }
 }
 
 // WithMiddleware wraps the running of every task the App's worker runs in
@@ -89,6 +107,9 @@ func newRegistries(opts []Option) registries {
 	}
 	if g.backends == nil {
 		g.backends = DefaultResultBackends()
+	}
+	for _, register := range g.extra {
+		register(g.backends)
 	}
 	return g
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/gworker/gworker"
+	"github.com/gworker/gworker/result/sqlbackend"
 	"github.com/gworker/gworker/transport"
 )
 
@@ -50,12 +51,18 @@ func TestSQLBackendURLs(t *testing.T) {
 		"db+mysql://root@127.0.0.1/app", "db+mysql+pymysql://u:p@h/app", "DB+PostgreSQL://u@h/app",
 		"django-db+postgresql://u@h/app", "django-db+mysql://u@h/app",
 	} {
-		if _, err := gworker.NewApp(gworker.Config{ResultBackend: u}); err != nil {
+		if _, err := gworker.NewApp(gworker.Config{ResultBackend: u}, gworker.WithResultBackend(sqlbackend.Register)); err != nil {
 			t.Errorf("NewApp(%s): %v", u, err)
+		}
+		// Not registered: refused, with the way to register them.
+		_, err := gworker.NewApp(gworker.Config{ResultBackend: u})
+		if !errors.Is(err, gworker.ErrInvalidConfig) || !strings.Contains(err.Error(), gworker.ErrUnsupportedBackend.Error()) ||
+			!strings.Contains(err.Error(), "gworker.WithResultBackend(sqlbackend.Register)") {
+			t.Errorf("NewApp(%s) without the SQL backends = %v, want ErrInvalidConfig naming sqlbackend.Register", u, err)
 		}
 	}
 	for _, u := range []string{"db+sqlite:///x.db", "db+postgresql://h", "django-db://h/app", "db+oracle://u@h/x"} {
-		_, err := gworker.NewApp(gworker.Config{ResultBackend: u})
+		_, err := gworker.NewApp(gworker.Config{ResultBackend: u}, gworker.WithResultBackend(sqlbackend.Register))
 		if !errors.Is(err, gworker.ErrInvalidConfig) || !strings.Contains(err.Error(), gworker.ErrUnsupportedBackend.Error()) {
 			t.Errorf("NewApp(%s) = %v, want ErrInvalidConfig for an unsupported backend", u, err)
 		}

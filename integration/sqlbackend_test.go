@@ -471,7 +471,8 @@ func TestSQLBackendGoChord(t *testing.T) {
 			url := sqlURL("db", server, name)
 			q := uniqueQueue(t, "sqlgochord")
 			startWorker(t, workerOptions{Queues: []string{q}, Backend: url, Concurrency: 4})
-			app, err := gworker.NewApp(gworker.Config{BrokerURL: env.brokerURL, ResultBackend: url, DefaultQueue: q, Logger: zap.NewNop()})
+			app, err := gworker.NewApp(gworker.Config{BrokerURL: env.brokerURL, ResultBackend: url, DefaultQueue: q, Logger: zap.NewNop()},
+				gworker.WithResultBackend(sqlbackend.Register))
 			if err != nil {
 				t.Fatal(err)
 			}

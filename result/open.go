@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -90,8 +91,17 @@ func (r *Registry) Check(url string) error {
 }
 
 func (r *Registry) unsupported(url string) error {
-	return fmt.Errorf("%w: scheme %q (%s)", ErrUnsupportedBackend, schemes.Of(url), r.openers.List())
+	scheme := schemes.Of(url)
+	if strings.HasPrefix(scheme, "db+") || strings.HasPrefix(scheme, "django-db+") {
+		return fmt.Errorf("%w: scheme %q is served by package %s, which this program does not register (%s): "+
+			"add it with gworker.WithResultBackend(sqlbackend.Register)", ErrUnsupportedBackend, scheme, sqlPackage, r.openers.List())
+	}
+	return fmt.Errorf("%w: scheme %q (%s)", ErrUnsupportedBackend, scheme, r.openers.List())
 }
+
+// sqlPackage is the import path of the SQL backends, which programs
+// register themselves.
+const sqlPackage = "github.com/gworker/gworker/result/sqlbackend"
 
 // Schemes lists the registered schemes, sorted.
 func (r *Registry) Schemes() []string { return r.openers.Names() }

@@ -7,10 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/sdk/resource"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // The environment variables FromEnv reads itself; the OTLP exporters and
@@ -57,11 +54,12 @@ var (
 //
 // Other values are refused with ErrBadEnv. Shutdown flushes the exporter.
 //
-// The OTLP exporters link gRPC and the OTLP protocol buffers into the
-// program, which cost it about 18 MB of binary and 5 MB of resident memory
-// even when they are not used; a program built with -tags gworker_nootlp
-// has none of them: it passes the trace context on and records nothing,
-// and FromEnv refuses an exporter with ErrNoOTLP.
+// The OTLP exporters and the SDK link gRPC and the OTLP protocol buffers
+// into the program, which cost it about 19 MB of binary and 5 MB of
+// resident memory even when they are not used; a program built with -tags
+// gworker_nootlp has none of them, only OpenTelemetry's API: it passes the
+// trace context on and records nothing, and FromEnv refuses an exporter
+// with ErrNoOTLP.
 func FromEnv(ctx context.Context) (*Tracing, error) {
 	prop, err := propagatorFromEnv()
 	if err != nil {
@@ -78,19 +76,12 @@ func FromEnv(ctx context.Context) (*Tracing, error) {
 	if proto != "http/protobuf" && proto != "grpc" {
 		return nil, fmt.Errorf("%w: %s=%q (http/protobuf or grpc)", ErrBadEnv, EnvProtocol, proto)
 	}
-	exp, err := newOTLPExporter(ctx, proto)
+	tp, shutdown, err := newOTLPProvider(ctx, proto)
 	if err != nil {
-		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
+		return nil, err
 	}
-	res, err := resource.New(ctx,
-		resource.WithAttributes(attribute.String("service.name", DefaultServiceName)),
-		resource.WithTelemetrySDK(), resource.WithFromEnv())
-	if err != nil && res == nil {
-		return nil, fmt.Errorf("tracing: resource: %w", err)
-	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	t := New(Config{TracerProvider: tp, Propagator: prop})
-	t.shutdown = tp.Shutdown
+	t.shutdown = shutdown
 	return t, nil
 }
 

@@ -4,11 +4,13 @@ package tracing
 
 import (
 	"context"
+	"fmt"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
-// newOTLPExporter refuses: the program was built without the exporters.
-func newOTLPExporter(context.Context, string) (sdktrace.SpanExporter, error) {
-	return nil, ErrNoOTLP
+// newOTLPProvider refuses: the program was built without the exporters
+// and the SDK.
+func newOTLPProvider(context.Context, string) (trace.TracerProvider, func(context.Context) error, error) {
+	return nil, nil, fmt.Errorf("tracing: OTLP exporter: %w", ErrNoOTLP)
 }

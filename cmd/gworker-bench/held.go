@@ -32,6 +32,7 @@ type heldOptions struct {
 	vhost          string
 	redisURL       string
 	gworker        string
+	gworkerTags    string
 	baseline       string
 	metricsAddr    string
 	countdown      time.Duration
@@ -100,7 +101,8 @@ func parseHeldFlags(args []string, stderr io.Writer) (*heldOptions, error) {
 	fs.StringVar(&o.amqpBase, "amqp", "amqp://guest:guest@127.0.0.1:5672", "RabbitMQ URL without the vhost")
 	fs.StringVar(&o.vhost, "vhost", "", "existing vhost to use; empty creates (and deletes) one with rabbitmqctl")
 	fs.StringVar(&o.redisURL, "redis", "redis://127.0.0.1:6379/0", "result backend of the worker (nothing is stored)")
-	fs.StringVar(&o.gworker, "gworker", "", "gworker binary; default: next to this program, else built with go build")
+	fs.StringVar(&o.gworker, "gworker", "", "gworker binary; default: next to this program, else built with go build as the Dockerfile builds it (CGO_ENABLED=0)")
+	fs.StringVar(&o.gworkerTags, "gworker-tags", "", "build tags of the gworker built when -gworker is not given and none is next to this program")
 	fs.StringVar(&o.baseline, "baseline", "", "another gworker binary (e.g. built from an older commit) run as worker \"baseline\" in every round")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9839", "address the worker serves /metrics on (the held count is read there)")
 	fs.DurationVar(&o.countdown, "countdown", time.Hour, "countdown of the messages; the worker's ETA horizon is set beyond it")
@@ -166,7 +168,7 @@ func benchHeld(ctx context.Context, o *heldOptions, stdout io.Writer) (err error
 
 	bins := map[string]string{}
 	workers := []string{"gworker"}
-	if bins["gworker"], err = gworkerBinary(ctx, o.gworker, tmp); err != nil {
+	if bins["gworker"], err = gworkerBinary(ctx, o.gworker, o.gworkerTags, tmp); err != nil {
 		return err
 	}
 	if o.baseline != "" {

@@ -141,7 +141,7 @@ func runLatencyInterleaved(parent context.Context, o *options, bb benchBroker, s
 			}
 			peak := rss[i].Stop()
 			if samples[i].RSSMB == 0 {
-				samples[i].RSSMB = float64(peak) / (1 << 20)
+				samples[i].RSSMB, samples[i].AnonMB = float64(peak)/(1<<20), float64(rss[i].PeakAnon())/(1<<20)
 			}
 			if err := p.stop(30 * time.Second); err != nil && samples[i].Err == "" {
 				samples[i].Err = err.Error()

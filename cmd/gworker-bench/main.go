@@ -84,6 +84,7 @@ type options struct {
 	redisBroker        string
 	vhost              string
 	gworker, python    string
+	gworkerTags        string
 	baseline           string
 	loglevel           string
 	timeout            time.Duration
@@ -118,7 +119,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis URL (result backend)")
 	fs.StringVar(&o.resultBackend, "result-backend", "", "result backend of every worker instead of -redis: db+postgresql://user@host/db (Celery's database tables; the database must exist)")
 	fs.StringVar(&o.vhost, "vhost", "", "existing vhost to use; empty creates (and deletes) one with rabbitmqctl")
-	fs.StringVar(&o.gworker, "gworker", "", "gworker binary; default: next to this program, else built with go build")
+	fs.StringVar(&o.gworker, "gworker", "", "gworker binary; default: next to this program, else built with go build as the Dockerfile builds it (CGO_ENABLED=0)")
+	fs.StringVar(&o.gworkerTags, "gworker-tags", "", "build tags of the gworker built when -gworker is not given and none is next to this program, e.g. gworker_nosql,gworker_nootlp")
 	fs.StringVar(&o.baseline, "baseline", "", "another gworker binary to run as worker \"baseline\" (e.g. built from an older commit), to measure a change")
 	fs.StringVar(&o.python, "python", "/usr/bin/python3", "Python with Celery 5.2.6")
 	fs.StringVar(&o.loglevel, "l", "WARNING", "log level given to gworker and Celery")
@@ -201,6 +203,9 @@ type sample struct {
 	TasksPerS float64 `json:"tasks_per_s"`
 	CPUus     float64 `json:"cpu_us_per_task"`
 	RSSMB     float64 `json:"peak_rss_mb"`
+	// AnonMB is the peak of the anonymous part of RSS (RssAnon): the
+	// worker's own memory, without its executable's pages.
+	AnonMB float64 `json:"peak_anon_rss_mb"`
 	// Syscalls is the worker's read and write system calls per task, and
 	// Switches its threads' context switches per task, over the same
 	// window as CPUus.
@@ -346,12 +351,12 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 	for _, w := range o.workers {
 		switch w {
 		case "gworker":
-			if sc.gworker, err = gworkerBinary(ctx, o.gworker, tmp); err != nil {
+			if sc.gworker, err = gworkerBinary(ctx, o.gworker, o.gworkerTags, tmp); err != nil {
 				return err
 			}
 			specs[w] = gworkerSpec(sc)
 		case "gworker-E":
-			if sc.gworker, err = gworkerBinary(ctx, o.gworker, tmp); err != nil {
+			if sc.gworker, err = gworkerBinary(ctx, o.gworker, o.gworkerTags, tmp); err != nil {
 				return err
 			}
 			ec := sc
@@ -431,8 +436,8 @@ func bench(ctx context.Context, o *options, stdout io.Writer) (err error) {
 				if mode == "latency" {
 					lat = fmt.Sprintf("  round trip p50 %.0f µs, p90 %.0f µs, p99 %.0f µs", s.P50us, s.P90us, s.P99us)
 				}
-				fmt.Fprintf(stdout, "  %-7s %-8s %6d tasks in %6.2fs  %8.0f tasks/s  %6.0f µs CPU/task  %6.1f MB peak RSS  %5.2f r/w syscalls/task  %5.2f switches/task  (RabbitMQ %.0f µs, Redis %.0f µs CPU/task)%s\n",
-					mode, w, s.Tasks, s.Seconds, s.TasksPerS, s.CPUus, s.RSSMB, s.Syscalls, s.Switches, s.BrokerUS, s.RedisUS, lat)
+				fmt.Fprintf(stdout, "  %-7s %-8s %6d tasks in %6.2fs  %8.0f tasks/s  %6.0f µs CPU/task  %6.1f MB peak RSS (%.1f anon)  %5.2f r/w syscalls/task  %5.2f switches/task  (RabbitMQ %.0f µs, Redis %.0f µs CPU/task)%s\n",
+					mode, w, s.Tasks, s.Seconds, s.TasksPerS, s.CPUus, s.RSSMB, s.AnonMB, s.Syscalls, s.Switches, s.BrokerUS, s.RedisUS, lat)
 			}
 		}
 	}

@@ -116,13 +116,28 @@ func treeRSS(root int) int64 {
 	return kb * 1024
 }
 
-// rssSampler samples the tree's RSS periodically and keeps the peak.
+// treeAnon returns the summed RssAnon of root and its descendants, in
+// bytes: the processes' private memory (heap, stacks), without the pages of
+// their executables and libraries (RssFile), which the kernel may map in
+// large blocks around the pages a program touches, so that they grow with
+// the size of the binary rather than with what it does.
+func treeAnon(root int) int64 {
+	var kb int64
+	for _, pid := range tree(root) {
+		kb += statusKB(pid, "RssAnon")
+	}
+	return kb * 1024
+}
+
+// rssSampler samples the tree's RSS periodically and keeps the peak, of
+// the whole and of its anonymous part.
 type rssSampler struct {
-	once sync.Once
-	mu   sync.Mutex
-	peak int64
-	stop chan struct{}
-	done chan struct{}
+	once     sync.Once
+	mu       sync.Mutex
+	peak     int64
+	peakAnon int64
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 func sampleRSS(root int, every time.Duration) *rssSampler {
@@ -132,7 +147,7 @@ func sampleRSS(root int, every time.Duration) *rssSampler {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			s.observe(treeRSS(root))
+			s.observe(treeRSS(root), treeAnon(root))
 			select {
 			case <-s.stop:
 				return
@@ -143,11 +158,10 @@ func sampleRSS(root int, every time.Duration) *rssSampler {
 	return s
 }
 
-func (s *rssSampler) observe(v int64) {
+func (s *rssSampler) observe(v, anon int64) {
 	s.mu.Lock()
-	if v > s.peak {
-		s.peak = v
-	}
+	s.peak = max(s.peak, v)
+	s.peakAnon = max(s.peakAnon, anon)
 	s.mu.Unlock()
 }
 
@@ -159,6 +173,14 @@ func (s *rssSampler) Stop() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.peak
+}
+
+// PeakAnon returns the peak of the anonymous part in bytes, once Stop has
+// returned.
+func (s *rssSampler) PeakAnon() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peakAnon
 }
 
 // findProcess returns the pid of the busiest process (most CPU time so far)

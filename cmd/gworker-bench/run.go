@@ -87,7 +87,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		}
 		peak := rss.Stop()
 		if s.RSSMB == 0 {
-			s.RSSMB = float64(peak) / (1 << 20)
+			s.RSSMB, s.AnonMB = float64(peak)/(1<<20), float64(rss.PeakAnon())/(1<<20)
 		}
 		cancel(nil) // release the exit watcher before stopping
 		if err := p.stop(30 * time.Second); err != nil && s.Err == "" {
@@ -168,6 +168,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		}
 	}
 	s.RSSMB = float64(rss.Stop()) / (1 << 20)
+	s.AnonMB = float64(rss.PeakAnon()) / (1 << 20)
 	if mode != "latency" {
 		s.Seconds = last.Sub(first).Seconds()
 	}
@@ -333,11 +334,11 @@ const (
 
 // figures are one worker's runs in one mode.
 type figures struct {
-	tasksPerS, cpu, rss, broker, redis, p50, p90, p99, sys, sw []float64
+	tasksPerS, cpu, rss, anon, broker, redis, p50, p90, p99, sys, sw []float64
 }
 
 // medians are the medians of a worker's figures in one mode.
-type medians struct{ tasksPerS, cpu, rss, p50 float64 }
+type medians struct{ tasksPerS, cpu, rss, anon, p50 float64 }
 
 func report(w io.Writer, o *options, samples []sample) {
 	type key struct{ mode, worker string }
@@ -355,6 +356,7 @@ func report(w io.Writer, o *options, samples []sample) {
 		f.tasksPerS = append(f.tasksPerS, s.TasksPerS)
 		f.cpu = append(f.cpu, s.CPUus)
 		f.rss = append(f.rss, s.RSSMB)
+		f.anon = append(f.anon, s.AnonMB)
 		f.broker = append(f.broker, s.BrokerUS)
 		f.redis = append(f.redis, s.RedisUS)
 		f.p50 = append(f.p50, s.P50us)
@@ -365,7 +367,7 @@ func report(w io.Writer, o *options, samples []sample) {
 	}
 	med := map[key]medians{}
 	fmt.Fprintf(w, "\nsummary: median [min–max] over %d round(s), %d tasks per run (latency: %d round trips)\n", o.rounds, o.n, o.latencyN)
-	fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-12s %-14s %-16s %-14s %s\n", "mode", "worker", "tasks/s", "worker CPU µs/task", "peak RSS MB", "syscalls/task", "switches/task", "RabbitMQ µs/task", "Redis µs/task", "round trip p50 / p90 / p99 µs")
+	fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-8s %-12s %-14s %-16s %-14s %s\n", "mode", "worker", "tasks/s", "worker CPU µs/task", "peak RSS MB", "anon MB", "syscalls/task", "switches/task", "RabbitMQ µs/task", "Redis µs/task", "round trip p50 / p90 / p99 µs")
 	for _, mode := range o.modes {
 		for _, wk := range o.workers {
 			f, ok := figs[key{mode, wk}]
@@ -377,12 +379,13 @@ func report(w io.Writer, o *options, samples []sample) {
 				continue
 			}
 			t, c, r, p50 := summarize(f.tasksPerS), summarize(f.cpu), summarize(f.rss), summarize(f.p50)
-			med[key{mode, wk}] = medians{t.med, c.med, r.med, p50.med}
+			a := summarize(f.anon)
+			med[key{mode, wk}] = medians{t.med, c.med, r.med, a.med, p50.med}
 			lat := ""
 			if mode == "latency" {
 				lat = fmt.Sprintf("%s / %.0f / %.0f", p50.format(0), summarize(f.p90).med, summarize(f.p99).med)
 			}
-			fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-12.2f %-14.2f %-16.0f %-14.0f %s\n", mode, wk, t.format(0), c.format(0), r.format(1),
+			fmt.Fprintf(w, "%-8s %-8s %-26s %-24s %-22s %-8.1f %-12.2f %-14.2f %-16.0f %-14.0f %s\n", mode, wk, t.format(0), c.format(0), r.format(1), a.med,
 				summarize(f.sys).med, summarize(f.sw).med, summarize(f.broker).med, summarize(f.redis).med, lat)
 		}
 	}
@@ -436,7 +439,7 @@ func report(w io.Writer, o *options, samples []sample) {
 			parts = append(parts, fmt.Sprintf("gworker/celery tasks/s %.3f× (≥%d: %s)", tr, targetCelery, check(tr >= targetCelery)),
 				fmt.Sprintf("gworker/celery CPU/task %.2f×", g.cpu/c.cpu))
 		}
-		parts = append(parts, fmt.Sprintf("gworker peak RSS %.1f MB at -c %d (≤%d: %s)", g.rss, o.conc, targetRSSMB, check(g.rss <= targetRSSMB)))
+		parts = append(parts, fmt.Sprintf("gworker peak RSS %.1f MB at -c %d (≤%d: %s), of which anonymous %.1f MB", g.rss, o.conc, targetRSSMB, check(g.rss <= targetRSSMB), g.anon))
 		fmt.Fprintf(w, "  %s:\n    %s\n", mode, strings.Join(parts, "\n    "))
 	}
 }

@@ -154,8 +154,10 @@ func celerySpec(c specConfig) workerSpec {
 }
 
 // gworkerBinary finds the gworker binary: the flag, then a gworker next to
-// this program, then one built from the module this program runs in.
-func gworkerBinary(ctx context.Context, flagPath, tmp string) (string, error) {
+// this program, then one built from the module this program runs in, as
+// the Dockerfile builds it (static, CGO_ENABLED=0), with the build tags
+// tags.
+func gworkerBinary(ctx context.Context, flagPath, tags, tmp string) (string, error) {
 	if flagPath != "" {
 		return flagPath, nil
 	}
@@ -166,7 +168,8 @@ func gworkerBinary(ctx context.Context, flagPath, tmp string) (string, error) {
 		}
 	}
 	out := filepath.Join(tmp, "gworker")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/gworker/gworker/cmd/gworker")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", tags, "-o", out, "github.com/gworker/gworker/cmd/gworker")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("no gworker binary given (-gworker) and go build failed: %v\n%s", err, b)
 	}

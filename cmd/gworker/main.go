@@ -14,6 +14,11 @@
 // spans are exported only when an exporter is configured, and the trace
 // context of the messages it receives passes on into those it publishes
 // either way.
+//
+// Beside the App's result backends it has the SQL ones (package
+// result/sqlbackend). Two build tags leave parts out for a smaller
+// program: gworker_nosql the SQL backends and their drivers, gworker_nootlp
+// the OTLP exporters.
 package main
 
 import (
@@ -46,7 +51,7 @@ func run() int {
 			fmt.Fprintln(os.Stderr, "gworker: tracing:", err)
 		}
 	}()
-	app := gworker.New(gworker.Config{},
+	app := gworker.New(gworker.Config{}, gworker.WithResultBackend(extraBackends...),
 		gworker.WithMiddleware(tr.TaskMiddleware()), gworker.WithPublishMiddleware(tr.PublishMiddleware()))
 	if err := demo.Register(app.Registry()); err != nil {
 		fmt.Fprintln(os.Stderr, "gworker:", err)

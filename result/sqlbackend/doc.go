@@ -23,6 +23,12 @@
 // celery.backend_cleanup task does (celery beat sends it daily at 4:00
 // when result_expires is set, and a worker runs it).
 //
+// An App serves these URLs once the package is registered, which a
+// program does itself so that one that keeps its results elsewhere does
+// not carry the two database drivers:
+//
+//	app := gworker.New(cfg, gworker.WithResultBackend(sqlbackend.Register))
+//
 // Results are waited for by polling (WaitReady), many ids per query,
 // with an interval that starts at Config.PollInterval and grows up to
 // Config.MaxPollInterval while nothing changes.
