@@ -72,6 +72,7 @@ func TestBeginParksARedeliveredCopyOfARunningTask(t *testing.T) {
 	te := newTestExecutor(t, nil)
 	first := testJob(t, "t", "dup", nil, lateTask())
 	twin := testJob(t, "t", "dup", nil, lateTask())
+	twin.d.Raw().Redelivered = true
 	if _, run := te.begin(first); !run {
 		t.Fatal("the first delivery does not run")
 	}
@@ -91,6 +92,43 @@ func TestBeginParksARedeliveredCopyOfARunningTask(t *testing.T) {
 		t.Error("a later delivery of the id does not run")
 	}
 	te.endRun(again)
+}
+
+// A retry the running task sent (retries one higher), delivered before the
+// run has ended, is new work: it runs, and so does the same id sent again
+// (not a redelivery). Parked as copies, both were acknowledged with the
+// run's outcome and never ran.
+func TestBeginRunsARetryOfARunningTask(t *testing.T) {
+	te := newTestExecutor(t, nil)
+	first := testJob(t, "t", "retrying", nil, lateTask())
+	if _, run := te.begin(first); !run {
+		t.Fatal("the first delivery does not run")
+	}
+	retry := testJob(t, "t", "retrying", nil, lateTask())
+	retry.msg.Retries = 1
+	if _, run := te.begin(retry); !run {
+		t.Fatal("a retry sent by the running task does not run")
+	}
+	resent := testJob(t, "t", "retrying", nil, lateTask())
+	if _, run := te.begin(resent); !run {
+		t.Fatal("the id sent again (not redelivered) does not run")
+	}
+	// A redelivered copy of the retry is parked behind the retry's run.
+	copyOfRetry := testJob(t, "t", "retrying", nil, lateTask())
+	copyOfRetry.msg.Retries = 1
+	copyOfRetry.d.Raw().Redelivered = true
+	if _, run := te.begin(copyOfRetry); run {
+		t.Fatal("a redelivered copy of the running retry runs")
+	}
+	te.endRun(resent) // not recorded: settles nothing
+	te.endRun(first)
+	if got := copyOfRetry.delivery().outcome(); len(got) != 0 {
+		t.Fatalf("the copy of the retry settled with the first run: %v", got)
+	}
+	te.endRun(retry)
+	if got := copyOfRetry.delivery().outcome(); !reflect.DeepEqual(got, []string{"ack"}) {
+		t.Errorf("copy of the retry settled %v, want the retry run's ack", got)
+	}
 }
 
 func TestBeginFailsAPoisonMessage(t *testing.T) {

@@ -17,6 +17,11 @@ import (
 // ends, and then settled with the run's outcome: acknowledged when the run
 // was (its own acknowledgement fails, its channel being gone), requeued
 // when the run's message was requeued. Only the run stores a result.
+//
+// Runs are keyed by id and retry number, and only a message the broker
+// marks redelivered is parked: a retry the run itself sent (retries one
+// higher, delivered before the run has ended) and a message sent again
+// under the same id are new work, and run, as in Celery.
 type runningIDs struct {
 	mu   sync.Mutex
 	runs map[string]*runEntry
@@ -27,19 +32,24 @@ type runEntry struct {
 	twins []*job
 }
 
-// join parks j when a task with its id is running and returns true;
-// otherwise it records j as running and returns false.
+// join parks j when it is a redelivered copy of a running task (same id
+// and retry number) and returns true; otherwise it records j as running,
+// unless a run of its key is recorded already, and returns false.
 func (r *runningIDs) join(j *job) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.runs == nil {
 		r.runs = map[string]*runEntry{}
 	}
-	if e, ok := r.runs[j.msg.ID]; ok && e.first != j {
+	key := finishedKey(j.msg.ID, j.msg.Retries)
+	if e, ok := r.runs[key]; ok && e.first != j {
+		if !j.d.Raw().Redelivered {
+			return false // not a copy: it runs, unrecorded
+		}
 		e.twins = append(e.twins, j)
 		return true
 	}
-	r.runs[j.msg.ID] = &runEntry{first: j}
+	r.runs[key] = &runEntry{first: j}
 	return false
 }
 
@@ -47,11 +57,12 @@ func (r *runningIDs) join(j *job) bool {
 func (r *runningIDs) done(j *job) []*job {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.runs[j.msg.ID]
+	key := finishedKey(j.msg.ID, j.msg.Retries)
+	e, ok := r.runs[key]
 	if !ok || e.first != j {
 		return nil
 	}
-	delete(r.runs, j.msg.ID)
+	delete(r.runs, key)
 	return e.twins
 }
 

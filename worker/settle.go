@@ -112,10 +112,12 @@ func (e *executor) finish(j *job, late bool) {
 			}
 			return
 		}
-		j.ack(e.log)
-		// Remembered whether or not the ack failed: a lost ack need not
-		// fail here.
+		// Remembered whether or not the ack fails (a lost ack need not
+		// fail here), and before it is written: once the ack is on its
+		// way the channel may close and the broker deliver the copy to
+		// another consumer of this worker, which must find it here.
 		e.finished.add(finishedKey(j.msg.ID, j.msg.Retries))
+		j.ack(e.log)
 	} else if !stored && j.final != nil && e.results.backend != nil {
 		// Acknowledged already: the broker has no copy to deliver again,
 		// so keep the result until the store is back.
