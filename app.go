@@ -47,7 +47,8 @@ type App struct {
 
 // NewApp checks cfg and returns an App, or a *ConfigError (errors.Is
 // ErrInvalidConfig). Options give it transports or result backends of
-// its own (WithTransports, WithResultBackends).
+// its own (WithTransports, WithResultBackends) or more of them
+// (WithResultBackend: the SQL backends are registered so).
 func NewApp(cfg Config, opts ...Option) (*App, error) {
 	reg := newRegistries(opts)
 	cfg = cfg.WithDefaults()

@@ -2,6 +2,7 @@ package gworker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/gworker/gworker/canvas"
 	"github.com/gworker/gworker/producer"
 	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/result/sqlbackend"
 )
 
 type Area struct {
@@ -84,4 +86,19 @@ func ExampleApp_Start() {
 	// 42 <nil>
 	// map[area:6 unit:cm2]
 	// [2 4] <nil>
+}
+
+// A program that keeps its results in Celery's SQL tables registers the
+// SQL backends beside the defaults; without them a db+ URL is refused at
+// start. No connection is made until the worker starts.
+func ExampleWithResultBackend() {
+	cfg := gworker.Config{ResultBackend: "db+postgresql://celery@db.example/results"}
+	if _, err := gworker.NewApp(cfg); err != nil {
+		fmt.Println("without sqlbackend.Register:", errors.Is(err, gworker.ErrInvalidConfig))
+	}
+	app, err := gworker.NewApp(cfg, gworker.WithResultBackend(sqlbackend.Register))
+	fmt.Println("with it:", app != nil, err)
+	// Output:
+	// without sqlbackend.Register: true
+	// with it: true <nil>
 }
