@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -232,9 +233,20 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 	update := os.Getenv("CELERYSUITE_UPDATE") == "1"
 	whole := bin == "" || os.Getenv("CELERYSUITE_ALL") == "1" || os.Getenv("CELERYSUITE_K") != ""
 	targets := []string{"t/integration/test_canvas.py", "t/integration/test_tasks.py", "t/integration/test_inspect.py"}
+	pytestArgs := []string{"-m", "pytest", "-p", "gworker_suite_plugin", "-p", "celery.contrib.pytest", "-p", "no:cacheprovider",
+		"-o", "python_classes=test_*", "-o", "xfail_strict=true"}
 	if !whole {
+		// In the order pytest collects them, as the reference run ran
+		// whole files: tests leave work behind for the next one (four
+		// sleeping tasks of test_revoked fill a one-process worker's
+		// prefetch window for eight seconds), so another order is another
+		// suite.
+		order, err := collectOrder(relDir, env, pytestArgs, targets)
+		if err != nil {
+			t.Fatal(err)
+		}
 		targets = targets[:0]
-		for _, id := range sortedKeys(reference) {
+		for _, id := range inCollectionOrder(sortedKeys(reference), order) {
 			if _, isKnown := known[id]; !isKnown || update {
 				targets = append(targets, id)
 			}
@@ -247,8 +259,7 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 	if v := os.Getenv("CELERYSUITE_TIMEOUT"); v != "" {
 		timeout = v
 	}
-	pyArgs := []string{"-m", "pytest", "-p", "gworker_suite_plugin", "-p", "celery.contrib.pytest", "-p", "no:cacheprovider",
-		"-o", "python_classes=test_*", "-o", "xfail_strict=true", "--timeout=" + timeout, "-q", "-rfE", "--color=no"}
+	pyArgs := append(slices.Clip(pytestArgs), "--timeout="+timeout, "-q", "-rfE", "--color=no")
 	pyArgs = append(pyArgs, targets...)
 	if k := os.Getenv("CELERYSUITE_K"); k != "" {
 		pyArgs = append(pyArgs, "-k", k)
@@ -381,6 +392,53 @@ func writeKnown(path, rel string, reference, known, outcomes map[string]string) 
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
+// collectOrder returns the ids of the tests of files in the order pytest
+// collects (and runs) them.
+func collectOrder(dir string, env, pytestArgs, files []string) ([]string, error) {
+	args := append(slices.Clip(pytestArgs), "--collect-only", "-q", "--color=no")
+	cmd := exec.Command(testenv.Python(), append(args, files...)...)
+	cmd.Dir = dir
+	cmd.Env = env
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("pytest --collect-only: %v\n%s", err, out)
+	}
+	var ids []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "t/integration/") && strings.Contains(line, "::") {
+			ids = append(ids, strings.TrimSpace(line))
+		}
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("pytest --collect-only listed no test:\n%s", out)
+	}
+	return ids, nil
+}
+
+// inCollectionOrder orders ids as order has them; ids order does not
+// have come last, as they were.
+func inCollectionOrder(ids, order []string) []string {
+	pos := make(map[string]int, len(order))
+	for i, id := range order {
+		pos[id] = i
+	}
+	out := slices.Clone(ids)
+	slices.SortStableFunc(out, func(a, b string) int {
+		pa, oka := pos[a]
+		pb, okb := pos[b]
+		switch {
+		case oka && okb:
+			return pa - pb
+		case oka:
+			return -1
+		case okb:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
 func sortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -461,5 +519,12 @@ func privateRedis(t *testing.T) string {
 			t.Fatalf("private redis-server on %s: %v", addr, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestInCollectionOrder(t *testing.T) {
+	got := inCollectionOrder([]string{"a::x", "b::q", "a::y", "c::new"}, []string{"a::y", "b::q", "a::x"})
+	if want := []string{"a::y", "b::q", "a::x", "c::new"}; !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
 	}
 }
