@@ -125,18 +125,15 @@ func infos(tis []worker.TaskInfo, safe bool) []any {
 	return out
 }
 
-func (n *Node) active(ctx context.Context, a args) (any, error) {
-	n.cfg.Worker.Inspector().CatchUp(ctx)
+func (n *Node) active(_ context.Context, a args) (any, error) {
 	return infos(n.cfg.Worker.Inspector().Active(), a.boolean("safe")), nil
 }
 
-func (n *Node) reserved(ctx context.Context, _ args) (any, error) {
-	n.cfg.Worker.Inspector().CatchUp(ctx)
+func (n *Node) reserved(context.Context, args) (any, error) {
 	return infos(n.cfg.Worker.Inspector().Reserved(), false), nil
 }
 
-func (n *Node) scheduled(ctx context.Context, _ args) (any, error) {
-	n.cfg.Worker.Inspector().CatchUp(ctx)
+func (n *Node) scheduled(context.Context, args) (any, error) {
 	st := n.cfg.Worker.Inspector().Scheduled()
 	out := make([]any, 0, len(st))
 	for _, s := range st {
@@ -153,8 +150,7 @@ func (n *Node) scheduled(ctx context.Context, _ args) (any, error) {
 	return out, nil
 }
 
-func (n *Node) queryTask(ctx context.Context, a args) (any, error) {
-	n.cfg.Worker.Inspector().CatchUp(ctx)
+func (n *Node) queryTask(_ context.Context, a args) (any, error) {
 	states := n.cfg.Worker.Inspector().QueryTasks(a.strs("ids")...)
 	out := protocol.Dict{}
 	ids := make([]string, 0, len(states))

@@ -1,17 +1,8 @@
 package worker
 
 import (
-	"context"
 	"sort"
 	"time"
-)
-
-// CatchUp's bounds: it waits until no delivery has come in for
-// CatchUpQuiet, counted from its call at the earliest, and never longer
-// than CatchUpMax.
-const (
-	CatchUpQuiet = 20 * time.Millisecond
-	CatchUpMax   = 200 * time.Millisecond
 )
 
 // ScheduledPriority is the priority Celery's timer gives held ETA tasks, as
@@ -145,35 +136,3 @@ func (in *Inspector) Prefetch() int { return in.hold.prefetchCount() }
 
 // Queues returns the consumed queues.
 func (in *Inspector) Queues() []string { return in.consumers.list() }
-
-// CatchUp waits until the worker has taken in the task messages that
-// reached the process together with a remote-control request, so that
-// `inspect scheduled`, `reserved`, `active` and `query_task` see a task
-// sent just before them, as Celery's single-threaded worker does: the
-// request and the task come over the same connection in order, but pass
-// through different goroutines here. It returns once no delivery has come
-// in for CatchUpQuiet (counted from the call), after CatchUpMax while
-// deliveries keep coming, or when ctx ends.
-func (in *Inspector) CatchUp(ctx context.Context) {
-	start := time.Now()
-	for {
-		quietSince := start
-		if last := in.counts.lastDelivery.Load(); last > start.UnixNano() {
-			quietSince = time.Unix(0, last)
-		}
-		wait := CatchUpQuiet - time.Since(quietSince)
-		if left := CatchUpMax - time.Since(start); left < wait {
-			wait = left
-		}
-		if wait <= 0 {
-			return
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-}

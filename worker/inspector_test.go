@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"reflect"
 	"testing"
 	"time"
@@ -93,32 +92,4 @@ func TestInspectorCounts(t *testing.T) {
 	if in.Concurrency() != 3 || in.Prefetch() != 12 || in.PID() != 9 || !reflect.DeepEqual(in.Queues(), []string{"a", "b"}) {
 		t.Errorf("concurrency %d, prefetch %d, pid %d, queues %v", in.Concurrency(), in.Prefetch(), in.PID(), in.Queues())
 	}
-}
-
-// CatchUp waits until no delivery has come in for CatchUpQuiet, counted
-// from its call at the earliest and from the latest delivery while they
-// come, and ends with its context.
-func TestInspectorCatchUpWaitsForQuiet(t *testing.T) {
-	in := testInspector(t)
-	start := time.Now()
-	in.CatchUp(context.Background())
-	if waited := time.Since(start); waited < CatchUpQuiet {
-		t.Errorf("returned after %v at rest, before the quiet window of %v", waited, CatchUpQuiet)
-	}
-
-	// A delivery that comes in while it waits pushes the end back.
-	done := make(chan time.Time)
-	start = time.Now()
-	go func() { in.CatchUp(context.Background()); done <- time.Now() }()
-	time.Sleep(CatchUpQuiet / 2)
-	last := time.Now()
-	in.counts.lastDelivery.Store(last.UnixNano())
-	if end := <-done; end.Sub(last) < CatchUpQuiet && end.Sub(start) < CatchUpMax {
-		t.Errorf("returned %v after a delivery, within the quiet window of %v", end.Sub(last), CatchUpQuiet)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	in.counts.lastDelivery.Store(time.Now().Add(time.Hour).UnixNano()) // never quiet
-	in.CatchUp(ctx)                                                    // returns: its context has ended
 }

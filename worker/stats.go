@@ -16,9 +16,6 @@ type Stats struct {
 // counters count what happened to the messages the worker received.
 type counters struct {
 	received, succeeded, failed, retried, revoked, rejected, invalid atomic.Int64
-	// lastDelivery is when the latest delivery came in (Unix nanoseconds),
-	// for Inspector.CatchUp.
-	lastDelivery atomic.Int64
 }
 
 // stats returns the counters with the given gauges of other parts.

@@ -411,9 +411,7 @@ func (w *Worker) Terminate() { w.cancelBase() }
 // receive decodes one delivery and routes it: reject, revoke, hold for its
 // ETA, wait for its rate limit, or queue it to run.
 func (w *Worker) receive(d Delivery) {
-	now := time.Now()
 	w.counts.received.Add(1)
-	w.counts.lastDelivery.Store(now.UnixNano())
 	raw := d.Raw()
 	msg, err := protocol.Decode(raw, w.decode)
 	if err != nil {
@@ -434,7 +432,7 @@ func (w *Worker) receive(d Delivery) {
 		}
 		return
 	}
-	j := &job{d: d, msg: msg, task: task, received: now}
+	j := &job{d: d, msg: msg, task: task, received: time.Now()}
 	if ce := w.log.Check(zap.InfoLevel, ""); ce != nil {
 		ce.Message = "Task " + msg.Name() + "[" + msg.ID + "] received"
 		ce.Write()
