@@ -75,7 +75,7 @@ func WithResultBackends(r *result.Registry) Option {
 // WithResultBackend registers more result backends beside the App's
 // (DefaultResultBackends, or those of WithResultBackends): register is a
 // package's Register function, such as sqlbackend.Register for Celery's
-// and django-celery-results' SQL tables.
+// and django-celery-results' SQL tables. A nil function is skipped.
 func WithResultBackend(register ...func(*result.Registry)) Option {
 	return func(g *registries) { g.extra = append(g.extra, register...) }
 }
@@ -109,7 +109,9 @@ func newRegistries(opts []Option) registries {
 		g.backends = DefaultResultBackends()
 	}
 	for _, register := range g.extra {
-		register(g.backends)
+		if register != nil {
+			register(g.backends)
+		}
 	}
 	return g
 }

@@ -83,3 +83,10 @@ func TestDatabaseTablesChecked(t *testing.T) {
 		}
 	}
 }
+
+// A nil registration adds nothing and breaks nothing.
+func TestNilResultBackendRegistration(t *testing.T) {
+	if _, err := gworker.NewApp(gworker.Config{ResultBackend: "redis://h:6379/0"}, gworker.WithResultBackend(nil)); err != nil {
+		t.Fatal(err)
+	}
+}

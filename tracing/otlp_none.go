@@ -4,7 +4,6 @@ package tracing
 
 import (
 	"context"
-	"fmt"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -12,5 +11,5 @@ import (
 // newOTLPProvider refuses: the program was built without the exporters
 // and the SDK.
 func newOTLPProvider(context.Context, string) (trace.TracerProvider, func(context.Context) error, error) {
-	return nil, nil, fmt.Errorf("tracing: OTLP exporter: %w", ErrNoOTLP)
+	return nil, nil, ErrNoOTLP
 }
