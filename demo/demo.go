@@ -136,17 +136,16 @@ func normInt(b *big.Int) any {
 }
 
 func binop(op string, x, y any) (any, error) {
-	_, xf := x.(float64)
-	_, yf := y.(float64)
-	if xi, ok := toBig(x); ok {
-		if yi, ok := toBig(y); ok && !xf && !yf {
-			if a, ok := x.(int64); ok {
-				if b, ok := y.(int64); ok {
-					if r, ok := fastInt(op, a, b); ok {
-						return r, nil
-					}
-				}
+	// Two int64s that cannot overflow need no big.Int: the common case.
+	if a, ok := x.(int64); ok {
+		if b, ok := y.(int64); ok {
+			if r, ok := fastInt(op, a, b); ok {
+				return r, nil
 			}
+		}
+	}
+	if xi, ok := toBig(x); ok {
+		if yi, ok := toBig(y); ok {
 			r := new(big.Int)
 			if op == "+" {
 				r.Add(xi, yi)
