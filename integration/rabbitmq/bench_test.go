@@ -3,6 +3,7 @@ package rabbitmq_test
 import (
 	"context"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"sync"
 	"testing"
@@ -135,17 +136,46 @@ func BenchmarkWorkerRabbitRedis(b *testing.B) {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	// GWORKER_DRAIN_MEMPROFILE=FILE writes the allocation profiles taken
+	// before (FILE.base) and after the drain (run with -memprofilerate 1
+	// to see every allocation); compare them with
+	// go tool pprof -sample_index=alloc_objects -base FILE.base FILE.
+	memPath := os.Getenv("GWORKER_DRAIN_MEMPROFILE")
+	if memPath != "" {
+		writeAllocs(b, memPath+".base")
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	wctx, cancel := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	go func() { runErr <- w.Run(wctx) }()
 	done.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	if cpu := cpuTime() - cpu0; cpu > 0 {
+		// The process's CPU, the worker's and the Go runtime's, per task.
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/task")
+	}
 	pprof.StopCPUProfile()
+	if memPath != "" {
+		writeAllocs(b, memPath)
+	}
 	cancel()
 	if err := <-runErr; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// writeAllocs writes the allocation profile so far to path.
+func writeAllocs(b *testing.B, path string) {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
 		b.Fatal(err)
 	}
 }
