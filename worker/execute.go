@@ -35,6 +35,9 @@ type executor struct {
 	counts     *counters
 	// chain runs a task through Config.Middleware; nil without any.
 	chain RunFunc
+	// release lets a job whose task returned settle outside its pool
+	// slot (pool.release); nil: jobs keep their slot to the end.
+	release func(j *job) bool
 }
 
 // execute runs one task and does everything that follows it.
@@ -51,5 +54,14 @@ func (e *executor) execute(j *job) {
 		e.runChain(j)
 		return
 	}
-	e.settle(j, late, e.run(j))
+	out := e.run(j)
+	e.releaseSlot(j)
+	e.settle(j, late, out)
+}
+
+// releaseSlot frees j's pool slot for the next task before j settles.
+func (e *executor) releaseSlot(j *job) {
+	if e.release != nil {
+		e.release(j)
+	}
 }

@@ -34,6 +34,9 @@ type job struct {
 	runtime time.Duration
 	// failure is the exception the task failed with, once settled.
 	failure *protocol.Exception
+	// released: the job left its pool slot once its task returned
+	// (pool.release).
+	released bool
 	// storedState is the task's state in the result backend, read for a
 	// redelivered acks_late message before it starts ("" when not read).
 	storedState result.State

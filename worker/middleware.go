@@ -128,6 +128,7 @@ func (e *executor) runNext(ctx context.Context, req *Request) error {
 	}
 	j.handled = true
 	out := e.runIn(ctx, req, j)
+	e.releaseSlot(j)
 	e.settleIn(context.WithoutCancel(ctx), j, out)
 	switch {
 	case out.terminated:

@@ -8,16 +8,28 @@ import (
 	"github.com/gworker/gworker/config"
 )
 
+// releasedPerSlot bounds the released jobs (see pool.release): at most
+// this many per slot settle outside the pool at once.
+const releasedPerSlot = 2
+
 // pool runs jobs on a bounded number of goroutines, its slots, fed by one
-// FIFO queue. It grows and shrinks while it runs; a running job keeps its
-// slot until it ends.
+// FIFO queue. It grows and shrinks while it runs. A running job keeps its
+// slot until its task returns; what is left then (storing the result,
+// acknowledging) may go on outside the pool (release).
 type pool struct {
 	run  func(j *job) // runs a job in a slot
 	back func(j *job) // hands back a job popped after stop
 
 	queue    *jobQueue
-	slots    sync.WaitGroup
-	stopping atomic.Bool // set under mu
+	slots    sync.WaitGroup // the slots, the released jobs and the spares
+	stopping atomic.Bool    // set under mu
+	released atomic.Int64   // jobs released and not yet ended
+	// A goroutine whose released job ended waits as a spare, so that the
+	// next release reuses it (and its grown stack) rather than start one:
+	// a receive on spares makes it a slot again; quit ends the spares.
+	spares chan struct{}
+	quit   chan struct{}
+	spareN atomic.Int64 // spares waiting
 
 	mu      sync.Mutex
 	size    int
@@ -26,7 +38,8 @@ type pool struct {
 }
 
 func newPool(size int, run, back func(j *job)) *pool {
-	return &pool{run: run, back: back, queue: newJobQueue(), size: size}
+	return &pool{run: run, back: back, queue: newJobQueue(), size: size,
+		spares: make(chan struct{}), quit: make(chan struct{})}
 }
 
 // start starts the slots.
@@ -58,8 +71,64 @@ func (p *pool) slot() {
 			continue
 		}
 		p.run(j)
+		if j.released {
+			// Another goroutine took this one's place when j was
+			// released: wait to take the place of the next one.
+			p.released.Add(-1)
+			if !p.spare() {
+				return
+			}
+		}
 	}
 }
+
+// spare waits until a release needs a slot (true), or ends the goroutine
+// (false) when the pool closes or already has as many spares as slots.
+func (p *pool) spare() bool {
+	p.mu.Lock()
+	max := p.size
+	p.mu.Unlock()
+	if p.spareN.Add(1) > int64(max) {
+		p.spareN.Add(-1)
+		return false
+	}
+	defer p.spareN.Add(-1)
+	select {
+	case <-p.spares:
+		return true
+	case <-p.quit:
+		return false
+	}
+}
+
+// release is called on the slot that runs j, once j's task returned: a
+// spare goroutine, or a new one, takes this slot's place at once, and the
+// caller's goroutine goes on with the rest of j, then waits as a spare. So
+// a slot runs the next task while the last one's result is being stored:
+// the concurrency bounds the tasks running, not the writes waiting for the
+// result store, whose pipelines grow accordingly. It returns false, and j
+// keeps its slot, when releasedPerSlot jobs per slot are released already
+// (the result store is slow: the slots then wait for it, which holds back
+// the broker).
+func (p *pool) release(j *job) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if j.released || p.released.Load() >= int64(p.size*releasedPerSlot) {
+		return false
+	}
+	p.released.Add(1)
+	j.released = true
+	select {
+	case p.spares <- struct{}{}:
+	default:
+		p.slots.Add(1)
+		go p.slot()
+	}
+	return true
+}
+
+// settling returns how many released jobs have not ended yet.
+func (p *pool) settling() int { return int(p.released.Load()) }
 
 // push queues j; false when the pool is closed.
 func (p *pool) push(j *job) bool { return p.queue.push(j) }
@@ -111,8 +180,18 @@ func (p *pool) stop() {
 	p.mu.Unlock()
 }
 
-// close closes the queue and returns the jobs that never started.
-func (p *pool) close() []*job { return p.queue.close() }
+// close closes the queue, ends the spares, and returns the jobs that
+// never started.
+func (p *pool) close() []*job {
+	p.mu.Lock()
+	select {
+	case <-p.quit:
+	default:
+		close(p.quit)
+	}
+	p.mu.Unlock()
+	return p.queue.close()
+}
 
 // wait waits for the slots to end (after close).
 func (p *pool) wait() { p.slots.Wait() }

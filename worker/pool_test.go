@@ -111,3 +111,47 @@ func TestPoolStopHandsBackWhatItPops(t *testing.T) {
 	default:
 	}
 }
+
+// A released job settles outside its slot: the slot runs the next job
+// meanwhile, at most releasedPerSlot jobs per slot are released at once,
+// and wait waits for the released ones too.
+func TestPoolReleaseFreesTheSlotWhileAJobSettles(t *testing.T) {
+	settling := make(chan *job, 100)
+	finish := make(chan struct{})
+	var pl *pool
+	pl = newPool(1, func(j *job) {
+		if j.msg.ID == "keep" {
+			return
+		}
+		if !pl.release(j) {
+			settling <- nil
+			return
+		}
+		settling <- j
+		<-finish
+	}, func(*job) {})
+	pl.start()
+	for i := 0; i < releasedPerSlot; i++ {
+		pl.push(testJob(t, "t", "slow", nil, TaskOptions{}))
+	}
+	for i := 0; i < releasedPerSlot; i++ {
+		if j := recv(t, settling, "a released job"); j == nil {
+			t.Fatalf("job %d kept its slot", i)
+		}
+	}
+	if n := pl.settling(); n != releasedPerSlot {
+		t.Fatalf("settling %d, want %d", n, releasedPerSlot)
+	}
+	// One slot, every release taken: the next job keeps its slot.
+	pl.push(testJob(t, "t", "over", nil, TaskOptions{}))
+	if j := recv(t, settling, "the job past the bound"); j != nil {
+		t.Fatal("released past the bound")
+	}
+	close(finish)
+	waitUntil(t, "the released jobs ended", func() bool { return pl.settling() == 0 })
+	pl.push(testJob(t, "t", "keep", nil, TaskOptions{}))
+	if left := pl.close(); len(left) > 1 {
+		t.Errorf("close returned %d jobs", len(left))
+	}
+	pl.wait()
+}

@@ -38,8 +38,11 @@ type Config struct {
 	TimeLimit, SoftTimeLimit time.Duration
 	// Queues to consume; default ["celery"].
 	Queues []string
-	// Concurrency is the number of tasks run at once; default 8... as
-	// Celery, the number of CPUs when 0.
+	// Concurrency is the number of tasks run at once; as Celery, the
+	// number of CPUs when 0. A task's slot is free once its handler
+	// returns: storing its result and settling its message go on beside
+	// the next task, for at most two tasks per slot at once (beyond that
+	// the slot waits for the result store).
 	Concurrency int
 	// MaxConcurrency caps the pool size, also when pool_grow commands add
 	// up (Controls.ResizePool); default config.DefaultMaxConcurrency.
@@ -240,7 +243,8 @@ func assemble(cfg Config, log *zap.Logger) (*Worker, error) {
 	w.exec = &executor{log: log, base: w.base, acksLate: cfg.AcksLate, trackStarted: cfg.TrackStarted,
 		maxRedeliveries: cfg.MaxRedeliveries, revocation: w.revocation, active: w.active,
 		runner:  &runner{hostname: cfg.Hostname, log: log, base: w.base, limits: w.timeLimits, active: w.active},
-		results: w.results, pending: w.pending, followups: w.followups, events: w.events, counts: &w.counts}
+		results: w.results, pending: w.pending, followups: w.followups, events: w.events, counts: &w.counts,
+		release: w.pool.release}
 	w.exec.chain = chain(cfg.Middleware, w.exec.runNext)
 	w.exec.redeliveries, _ = cfg.Backend.(result.RedeliveryCounter)
 	w.exec.finished = newFinishedIDs(config.DefaultRememberFinished)

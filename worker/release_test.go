@@ -1,0 +1,71 @@
+package worker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gworker/gworker/result"
+	"github.com/gworker/gworker/worker"
+)
+
+// gatedBackend holds the Store of task "slow" until gate is closed.
+type gatedBackend struct {
+	*fakeBackend
+	gate    chan struct{}
+	holding chan struct{}
+}
+
+func (b *gatedBackend) Store(ctx context.Context, m *result.Meta) error {
+	if m.TaskID == "slow" {
+		close(b.holding)
+		<-b.gate
+	}
+	return b.fakeBackend.Store(ctx, m)
+}
+
+// A task's pool slot is free once the task returned: with one slot, the
+// next task runs while the last one's result is still being stored. Under
+// acks_late that message is still acknowledged only after its result is
+// stored.
+func TestSlotRunsTheNextTaskWhileAResultIsStored(t *testing.T) {
+	ran := make(chan string, 10)
+	reg := worker.NewRegistry()
+	if err := reg.Register("tasks.mark", func(ctx context.Context) (string, error) {
+		req, _ := worker.RequestFromContext(ctx)
+		id := req.ID
+		ran <- id
+		return id, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	gb := &gatedBackend{fakeBackend: newFakeBackend(), gate: make(chan struct{}), holding: make(chan struct{})}
+	e := newFakeEnv(t, reg, func(c *worker.Config) {
+		c.Backend, c.Concurrency, c.AcksLate = gb, 1, true
+	})
+	slow := e.broker.deliver(taskRaw(t, "tasks.mark", "slow"), nil)
+	<-gb.holding
+	next := e.broker.deliver(taskRaw(t, "tasks.mark", "next"), nil)
+	for _, want := range []string{"slow", "next"} {
+		select {
+		case id := <-ran:
+			if id != want {
+				t.Fatalf("ran %s, want %s", id, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not run while the first result was being stored", want)
+		}
+	}
+	e.broker.waitSettled(t, 1)
+	if got := e.broker.c.outcome(next); len(got) != 1 || got[0] != "ack" {
+		t.Fatalf("next: %v", got)
+	}
+	if got := e.broker.c.outcome(slow); len(got) != 0 {
+		t.Fatalf("acks_late message settled before its result was stored: %v", got)
+	}
+	close(gb.gate)
+	e.broker.waitSettled(t, 1)
+	if got := e.broker.c.outcome(slow); len(got) != 1 || got[0] != "ack" {
+		t.Fatalf("slow: %v", got)
+	}
+}
