@@ -257,3 +257,27 @@ func TestHeldFlags(t *testing.T) {
 		t.Errorf("defaults: %+v, %v", o, err)
 	}
 }
+
+// The server measured is the one listening on the run's port, not the
+// busiest process of that name.
+func TestListenerPIDFindsTheListeningProcess(t *testing.T) {
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("no /proc/net/tcp here")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	if got := listenerPID(port); got != os.Getpid() {
+		t.Fatalf("listenerPID(%d) = %d, want this process %d", port, got, os.Getpid())
+	}
+	ln.Close()
+	if got := listenerPID(port); got != 0 {
+		t.Fatalf("listenerPID(%d) after close = %d, want 0", port, got)
+	}
+	if got := amqpAddr("amqp://guest:guest@127.0.0.1"); got != "127.0.0.1:5672" {
+		t.Errorf("amqpAddr without a port: %q", got)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -264,4 +265,73 @@ func treeCounters(root int) counters {
 		}
 	}
 	return c
+}
+
+// findServer returns the pid of the process named name that listens on
+// the TCP port of addr ("host:port"), so that the right server is measured
+// when several run (a private node beside the shared one); without such a
+// listener it falls back to findProcess.
+func findServer(name, addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return findProcess(name)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return findProcess(name)
+	}
+	if pid := listenerPID(port); pid > 0 {
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err == nil && strings.TrimSpace(string(b)) == name {
+			return pid
+		}
+	}
+	return findProcess(name)
+}
+
+// listenerPID returns the pid of a process holding a TCP socket that
+// listens on port, or 0: the socket's inode from /proc/net/tcp and tcp6,
+// then the process whose file descriptors include it.
+func listenerPID(port int) int {
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			// sl local_address rem_address st ... inode (the tenth field)
+			if len(fs) < 10 || fs[3] != "0A" {
+				continue
+			}
+			i := strings.LastIndexByte(fs[1], ':')
+			if lp, err := strconv.ParseUint(fs[1][i+1:], 16, 16); err == nil && int(lp) == port {
+				inodes["socket:["+fs[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return 0
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		dir := "/proc/" + e.Name() + "/fd"
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if l, err := os.Readlink(dir + "/" + fd.Name()); err == nil && inodes[l] {
+				return pid
+			}
+		}
+	}
+	return 0
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -56,7 +58,7 @@ func runOne(parent context.Context, o *options, bb benchBroker, rdb *redis.Clien
 		cnt0, cnt1 counters
 		rss        *rssSampler
 		// The servers' CPU over the same window (0 when not local).
-		beam, redisPid = findProcess("beam.smp"), findProcess("redis-server")
+		beam, redisPid = findServer("beam.smp", amqpAddr(o.amqpBase)), findServer("redis-server", redisAddr(o))
 		srv0, srv1     [2]time.Duration
 		serversCPU     = func() [2]time.Duration { return [2]time.Duration{processCPU(beam), processCPU(redisPid)} }
 	)
@@ -442,4 +444,30 @@ func report(w io.Writer, o *options, samples []sample) {
 		parts = append(parts, fmt.Sprintf("gworker peak RSS %.1f MB at -c %d (≤%d: %s), of which anonymous %.1f MB", g.rss, o.conc, targetRSSMB, check(g.rss <= targetRSSMB), g.anon))
 		fmt.Fprintf(w, "  %s:\n    %s\n", mode, strings.Join(parts, "\n    "))
 	}
+}
+
+// amqpAddr is the host:port of a RabbitMQ URL ("" when it has none).
+func amqpAddr(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), "5672")
+	}
+	return u.Host
+}
+
+// redisAddr is the host:port of the Redis server whose CPU the run
+// reports: the broker's with -transport redis, else the results'.
+func redisAddr(o *options) string {
+	raw := o.redisURL
+	if o.transport == "redis" {
+		raw = o.redisBroker
+	}
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		return ""
+	}
+	return opt.Addr
 }
