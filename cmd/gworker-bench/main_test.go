@@ -281,3 +281,25 @@ func TestListenerPIDFindsTheListeningProcess(t *testing.T) {
 		t.Errorf("amqpAddr without a port: %q", got)
 	}
 }
+
+func TestPerRound(t *testing.T) {
+	samples := []sample{
+		{Round: 1, Mode: "prefill", Worker: "gworker", TasksPerS: 900},
+		{Round: 1, Mode: "prefill", Worker: "bare-ack", TasksPerS: 1000},
+		{Round: 2, Mode: "prefill", Worker: "bare-ack", TasksPerS: 2000},
+		{Round: 2, Mode: "prefill", Worker: "gworker", TasksPerS: 1000},
+		{Round: 3, Mode: "prefill", Worker: "gworker", TasksPerS: 1100},
+		{Round: 3, Mode: "prefill", Worker: "bare-ack", TasksPerS: 1000},
+		{Round: 4, Mode: "prefill", Worker: "gworker", TasksPerS: 1000}, // no partner
+		{Round: 4, Mode: "prefill", Worker: "bare-ack", Err: "failed"},  // skipped
+		{Round: 1, Mode: "e2e", Worker: "bare-ack", TasksPerS: 1},       // another mode
+		{Round: 1, Mode: "prefill", Worker: "minloop", TasksPerS: 1},    // another worker
+	}
+	want := " [per round 0.90, 0.50, 1.10: median 0.90×]"
+	if got := perRound(samples, "prefill", "gworker", "bare-ack"); got != want {
+		t.Errorf("perRound = %q, want %q", got, want)
+	}
+	if got := perRound(samples[:2], "prefill", "gworker", "bare-ack"); got != "" {
+		t.Errorf("one round: %q, want nothing", got)
+	}
+}

@@ -420,7 +420,8 @@ func report(w io.Writer, o *options, samples []sample) {
 		}
 		if b, ok := med[key{mode, "bare-ack"}]; ok && b.tasksPerS > 0 {
 			tr := g.tasksPerS / b.tasksPerS
-			parts = append(parts, fmt.Sprintf("gworker/bare-ack tasks/s %.3f× (≥%.2f: %s)", tr, targetBareAck, check(tr >= targetBareAck)))
+			parts = append(parts, fmt.Sprintf("gworker/bare-ack tasks/s %.3f× (≥%.2f: %s)%s", tr, targetBareAck, check(tr >= targetBareAck),
+				perRound(samples, mode, "gworker", "bare-ack")))
 		}
 		parts = append(parts, fmt.Sprintf("gworker CPU %.0f µs/task (≤%d: %s)", g.cpu, targetCPUus, check(g.cpu <= targetCPUus)))
 		if m, ok := med[key{mode, "minloop"}]; ok && m.tasksPerS > 0 && m.cpu > 0 {
@@ -434,7 +435,8 @@ func report(w io.Writer, o *options, samples []sample) {
 			parts = append(parts, fmt.Sprintf("gworker-E/gworker tasks/s %.3f× (≥%.2f: %s), CPU/task %.2f×", tr, targetEventsTS, check(tr >= targetEventsTS), e.cpu/g.cpu))
 		}
 		if c, ok := med[key{mode, "baseline"}]; ok && c.tasksPerS > 0 && c.cpu > 0 {
-			parts = append(parts, fmt.Sprintf("gworker/baseline tasks/s %.2f×, CPU/task %.2f×, RSS %.2f×", g.tasksPerS/c.tasksPerS, g.cpu/c.cpu, g.rss/c.rss))
+			parts = append(parts, fmt.Sprintf("gworker/baseline tasks/s %.2f×%s, CPU/task %.2f×, RSS %.2f×", g.tasksPerS/c.tasksPerS,
+				perRound(samples, mode, "gworker", "baseline"), g.cpu/c.cpu, g.rss/c.rss))
 		}
 		if c, ok := med[key{mode, "celery"}]; ok && c.tasksPerS > 0 {
 			tr := g.tasksPerS / c.tasksPerS
@@ -444,6 +446,48 @@ func report(w io.Writer, o *options, samples []sample) {
 		parts = append(parts, fmt.Sprintf("gworker peak RSS %.1f MB at -c %d (≤%d: %s), of which anonymous %.1f MB", g.rss, o.conc, targetRSSMB, check(g.rss <= targetRSSMB), g.anon))
 		fmt.Fprintf(w, "  %s:\n    %s\n", mode, strings.Join(parts, "\n    "))
 	}
+}
+
+// perRound formats the tasks/s ratio of worker a to worker b within each
+// round that both completed, and their median: the two ran minutes apart
+// at most, so a ratio within a round is spared the machine's slower
+// swings, which the ratio of medians over all rounds is not. Empty with
+// fewer than two such rounds.
+func perRound(samples []sample, mode, a, b string) string {
+	type pair struct{ a, b float64 }
+	byRound := map[int]*pair{}
+	for _, s := range samples {
+		if s.Err != "" || s.Mode != mode || (s.Worker != a && s.Worker != b) {
+			continue
+		}
+		p := byRound[s.Round]
+		if p == nil {
+			p = &pair{}
+			byRound[s.Round] = p
+		}
+		if s.Worker == a {
+			p.a = s.TasksPerS
+		} else {
+			p.b = s.TasksPerS
+		}
+	}
+	rounds := make([]int, 0, len(byRound))
+	for r, p := range byRound {
+		if p.a > 0 && p.b > 0 {
+			rounds = append(rounds, r)
+		}
+	}
+	if len(rounds) < 2 {
+		return ""
+	}
+	slices.Sort(rounds)
+	ratios := make([]float64, len(rounds))
+	texts := make([]string, len(rounds))
+	for i, r := range rounds {
+		ratios[i] = byRound[r].a / byRound[r].b
+		texts[i] = fmt.Sprintf("%.2f", ratios[i])
+	}
+	return fmt.Sprintf(" [per round %s: median %.2f×]", strings.Join(texts, ", "), summarize(ratios).med)
 }
 
 // amqpAddr is the host:port of a RabbitMQ URL ("" when it has none).
