@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -67,5 +68,42 @@ func TestSlotRunsTheNextTaskWhileAResultIsStored(t *testing.T) {
 	e.broker.waitSettled(t, 1)
 	if got := e.broker.c.outcome(slow); len(got) != 1 || got[0] != "ack" {
 		t.Fatalf("slow: %v", got)
+	}
+}
+
+// A warm shutdown waits for a task whose slot was released: its result is
+// stored and its message acknowledged before Run returns.
+func TestWarmShutdownWaitsForAReleasedTask(t *testing.T) {
+	reg := worker.NewRegistry()
+	if err := reg.Register("tasks.mark", func() (string, error) { return "done", nil }); err != nil {
+		t.Fatal(err)
+	}
+	gb := &gatedBackend{fakeBackend: newFakeBackend(), gate: make(chan struct{}), holding: make(chan struct{})}
+	e := newFakeEnv(t, reg, func(c *worker.Config) {
+		c.Backend, c.Concurrency, c.AcksLate = gb, 1, true
+	})
+	slow := e.broker.deliver(taskRaw(t, "tasks.mark", "slow"), nil)
+	<-gb.holding
+	e.cancel()
+	// A Run that did not wait would return while the store is held; give
+	// it the chance before letting the store go on.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		close(gb.gate)
+	}()
+	select {
+	case err := <-e.done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+		e.done <- err // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if got := e.broker.c.outcome(slow); len(got) != 1 || got[0] != "ack" {
+		t.Fatalf("Run returned before the released task was settled: %v", got)
+	}
+	if m, _ := gb.Get(context.Background(), "slow"); m.Status != result.Success {
+		t.Fatalf("stored %s, want SUCCESS", m.Status)
 	}
 }
