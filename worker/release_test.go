@@ -25,25 +25,32 @@ func (b *gatedBackend) Store(ctx context.Context, m *result.Meta) error {
 	return b.fakeBackend.Store(ctx, m)
 }
 
+// gatedEnv is a one-slot acks_late worker whose task tasks.mark sends the
+// id of each run on ran, over a gatedBackend.
+func gatedEnv(t *testing.T) (e *fakeEnv, gb *gatedBackend, ran chan string) {
+	t.Helper()
+	ran = make(chan string, 10)
+	reg := worker.NewRegistry()
+	if err := reg.Register("tasks.mark", func(ctx context.Context) (string, error) {
+		req, _ := worker.RequestFromContext(ctx)
+		ran <- req.ID
+		return req.ID, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	gb = &gatedBackend{fakeBackend: newFakeBackend(), gate: make(chan struct{}), holding: make(chan struct{})}
+	e = newFakeEnv(t, reg, func(c *worker.Config) {
+		c.Backend, c.Concurrency, c.AcksLate = gb, 1, true
+	})
+	return e, gb, ran
+}
+
 // A task's pool slot is free once the task returned: with one slot, the
 // next task runs while the last one's result is still being stored. Under
 // acks_late that message is still acknowledged only after its result is
 // stored.
 func TestSlotRunsTheNextTaskWhileAResultIsStored(t *testing.T) {
-	ran := make(chan string, 10)
-	reg := worker.NewRegistry()
-	if err := reg.Register("tasks.mark", func(ctx context.Context) (string, error) {
-		req, _ := worker.RequestFromContext(ctx)
-		id := req.ID
-		ran <- id
-		return id, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	gb := &gatedBackend{fakeBackend: newFakeBackend(), gate: make(chan struct{}), holding: make(chan struct{})}
-	e := newFakeEnv(t, reg, func(c *worker.Config) {
-		c.Backend, c.Concurrency, c.AcksLate = gb, 1, true
-	})
+	e, gb, ran := gatedEnv(t)
 	slow := e.broker.deliver(taskRaw(t, "tasks.mark", "slow"), nil)
 	<-gb.holding
 	next := e.broker.deliver(taskRaw(t, "tasks.mark", "next"), nil)
@@ -74,14 +81,7 @@ func TestSlotRunsTheNextTaskWhileAResultIsStored(t *testing.T) {
 // A warm shutdown waits for a task whose slot was released: its result is
 // stored and its message acknowledged before Run returns.
 func TestWarmShutdownWaitsForAReleasedTask(t *testing.T) {
-	reg := worker.NewRegistry()
-	if err := reg.Register("tasks.mark", func() (string, error) { return "done", nil }); err != nil {
-		t.Fatal(err)
-	}
-	gb := &gatedBackend{fakeBackend: newFakeBackend(), gate: make(chan struct{}), holding: make(chan struct{})}
-	e := newFakeEnv(t, reg, func(c *worker.Config) {
-		c.Backend, c.Concurrency, c.AcksLate = gb, 1, true
-	})
+	e, gb, _ := gatedEnv(t)
 	slow := e.broker.deliver(taskRaw(t, "tasks.mark", "slow"), nil)
 	<-gb.holding
 	e.cancel()
