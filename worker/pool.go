@@ -127,9 +127,6 @@ func (p *pool) release(j *job) bool {
 	return true
 }
 
-// settling returns how many released jobs have not ended yet.
-func (p *pool) settling() int { return int(p.released.Load()) }
-
 // push queues j; false when the pool is closed.
 func (p *pool) push(j *job) bool { return p.queue.push(j) }
 

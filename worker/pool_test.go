@@ -139,7 +139,7 @@ func TestPoolReleaseFreesTheSlotWhileAJobSettles(t *testing.T) {
 			t.Fatalf("job %d kept its slot", i)
 		}
 	}
-	if n := pl.settling(); n != releasedPerSlot {
+	if n := pl.released.Load(); n != releasedPerSlot {
 		t.Fatalf("settling %d, want %d", n, releasedPerSlot)
 	}
 	// One slot, every release taken: the next job keeps its slot.
@@ -148,7 +148,7 @@ func TestPoolReleaseFreesTheSlotWhileAJobSettles(t *testing.T) {
 		t.Fatal("released past the bound")
 	}
 	close(finish)
-	waitUntil(t, "the released jobs ended", func() bool { return pl.settling() == 0 })
+	waitUntil(t, "the released jobs ended", func() bool { return pl.released.Load() == 0 })
 	pl.push(testJob(t, "t", "keep", nil, TaskOptions{}))
 	if left := pl.close(); len(left) > 1 {
 		t.Errorf("close returned %d jobs", len(left))
