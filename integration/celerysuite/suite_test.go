@@ -260,20 +260,55 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 		timeout = v
 	}
 	pyArgs := append(slices.Clip(pytestArgs), "--timeout="+timeout, "-q", "-rfE", "--color=no")
-	pyArgs = append(pyArgs, targets...)
-	if k := os.Getenv("CELERYSUITE_K"); k != "" {
-		pyArgs = append(pyArgs, "-k", k)
+	runPytest := func(results string, ids []string) []byte {
+		args := append(slices.Clip(pyArgs), ids...)
+		if k := os.Getenv("CELERYSUITE_K"); k != "" {
+			args = append(args, "-k", k)
+		}
+		pytest := exec.Command(testenv.Python(), args...)
+		pytest.Dir = relDir
+		pytest.Env = append(env, "CELERYSUITE_RESULTS="+results, "CELERYSUITE_TIMEOUT="+timeout)
+		out, _ := pytest.CombinedOutput() // failing tests make a non-zero status
+		return out
 	}
-	pytest := exec.Command(testenv.Python(), pyArgs...)
-	pytest.Dir = relDir
-	pytest.Env = append(env, "CELERYSUITE_RESULTS="+results, "CELERYSUITE_TIMEOUT="+timeout)
-	out, _ := pytest.CombinedOutput() // failing tests make a non-zero status
-	stop()
+	out := runPytest(results, targets)
 	_ = os.WriteFile(filepath.Join(outDir, "pytest.out"), out, 0o644)
 	outcomes, err := readOutcomes(results)
 	if err != nil {
+		stop()
 		t.Fatalf("pytest wrote no results (%v):\n%s", err, tail(string(out), 8000))
 	}
+	partial := os.Getenv("CELERYSUITE_K") != ""
+	if bin != "" && !update && !partial {
+		// A second chance, in a pytest of its own, for a few expected
+		// tests that failed. Celery marks its timing-bound tests flaky and
+		// reruns them in place, but a rerun in place inherits the first
+		// attempt's leftovers (test_scheduled's 5 s ETA task is still
+		// scheduled 2 s later, so every rerun sees two). A test that fails
+		// twice is a regression; one that passes the second time is named
+		// in the log.
+		var again []string
+		for _, id := range inCollectionOrder(sortedKeys(reference), targets) {
+			if _, isKnown := known[id]; !isKnown && outcomes[id] != "passed" {
+				again = append(again, id)
+			}
+		}
+		if len(again) > 0 && len(again) <= maxSecondChances {
+			time.Sleep(secondChanceDelay) // the first attempts' ETA and sleeping tasks run out
+			results2 := filepath.Join(outDir, "results-second.tsv")
+			out2 := runPytest(results2, again)
+			_ = os.WriteFile(filepath.Join(outDir, "pytest-second.out"), out2, 0o644)
+			if second, err := readOutcomes(results2); err == nil {
+				for _, id := range again {
+					if second[id] == "passed" {
+						outcomes[id] = "passed"
+						t.Logf("passed on a second run, in a pytest of its own (failed the first time: timing-bound): %s", id)
+					}
+				}
+			}
+		}
+	}
+	stop()
 	workerName := "gworker"
 	if bin == "" {
 		workerName = "celery"
@@ -295,7 +330,6 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 		}
 		return
 	}
-	partial := os.Getenv("CELERYSUITE_K") != ""
 	var regressions, fixed []string
 	for id := range reference {
 		if _, ran := outcomes[id]; partial && !ran {
@@ -319,6 +353,13 @@ func runRelease(t *testing.T, suiteDir, rel, bin string) {
 			len(regressions), knownPath, strings.Join(regressions, "\n  "), tailFile(logPath, 20000))
 	}
 }
+
+// At most maxSecondChances failed tests get a second run, after
+// secondChanceDelay; more failures than that are not a timing matter.
+const (
+	maxSecondChances  = 3
+	secondChanceDelay = 8 * time.Second
+)
 
 func orNone(s string) string {
 	if s == "" {
